@@ -1,0 +1,62 @@
+//! Every limit and default of the engine, in one place, each with the reason
+//! it exists and what it costs.
+
+/// Size of the fixed RecordBatch v2 header, from `baseOffset` to
+/// `recordsCount` inclusive.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// Bytes before `batchLength` ends: `baseOffset` (8) + `batchLength` (4).
+/// `batchLength` counts the bytes that follow it.
+pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+
+/// Largest batch the engine accepts or will read back (16 MiB). Bounds the
+/// memory one append or one recovery step may allocate; a length field above
+/// this is treated as corruption, not as a request to allocate.
+pub const BATCH_BYTES_MAX: usize = 16 << 20;
+
+/// Most records in one batch. Bounds the `Vec<Record>` a decode allocates
+/// before it has looked at the records themselves.
+pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+
+/// Most headers on one record.
+pub const RECORD_HEADERS_MAX: usize = 1024;
+
+/// Default size at which the active segment is sealed and a new one begins
+/// (1 GiB, like Kafka). Segments are preallocated to this size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+
+/// Smallest segment size a configuration may ask for: one maximal batch must
+/// fit, so a roll can always make progress.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// Default age after which the active segment is rolled (7 days).
+pub const SEGMENT_AGE_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
+/// Bytes of log between two offset-index (and time-index) entries. A read
+/// scans at most this many bytes of batch headers past an index hit; each
+/// entry costs 8 bytes in memory and on disk (4 KiB → 0.2 % overhead).
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u64 = 4096;
+
+/// Size of one offset-index entry on disk: relative offset u32 + position u32.
+pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
+
+/// Size of one time-index entry on disk: timestamp i64 + relative offset u32.
+pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+
+/// Bytes read at once when scanning batch headers during a lookup.
+pub const HEADER_SCAN_CHUNK_BYTES: usize = 64 << 10;
+
+/// Bytes read at once by recovery when validating a segment tail.
+pub const RECOVERY_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Locked memory glommio registers for io_uring buffers. The default
+/// (10 MiB) exceeds the 8 MiB RLIMIT_MEMLOCK of common VMs, in which case
+/// glommio silently falls back; 2 MiB always registers.
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
+
+/// Capacity of one SPSC ring, in items. A full ring applies back-pressure to
+/// its producer; at ~100 bytes per item this bounds a ring's memory.
+pub const RING_CAPACITY_DEFAULT: usize = 64 * 1024;
+
+/// Largest segment: positions in the offset index are u32.
+pub const SEGMENT_BYTES_MAX: u64 = (1 << 31) - 1;

@@ -1,0 +1,90 @@
+//! The engine's only direct syscalls, and so its only `unsafe`.
+//!
+//! Appends use a plain `pwrite` from the shard's own thread: the data lands
+//! in the page cache in a few microseconds, where `sendfile` finds it, while
+//! glommio's buffered `write_at` is punted by io_uring to a kernel worker and
+//! takes ~10× longer (DESIGN §10). The expensive part, `fdatasync`, still goes
+//! through glommio's io_uring so the core keeps serving while the disk works.
+//! Small header reads use `pread` for the same reason; both touch only the
+//! page cache on the hot path, and a cold read of a few KiB of headers is the
+//! one place a shard may briefly wait on the disk.
+
+use std::io;
+use std::os::unix::io::RawFd;
+
+/// Writes all of `buf` at `position`, retrying short writes and `EINTR`.
+pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a live, initialised slice for the duration of the
+        // call and the kernel only reads `buf.len()` bytes from it.
+        let written =
+            unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), position as libc::off_t) };
+        if written < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwrite wrote 0 bytes",
+            ));
+        }
+        let written = written as usize;
+        buf = &buf[written..];
+        position += written as u64;
+    }
+    Ok(())
+}
+
+/// Reads into `buf` from `position` until it is full or end of file; returns
+/// the number of bytes read.
+pub(crate) fn pread_full(fd: RawFd, buf: &mut [u8], position: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a live, writable slice; the kernel writes at most
+        // `rest.len()` bytes into it.
+        let read = unsafe {
+            libc::pread(
+                fd,
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                (position + filled as u64) as libc::off_t,
+            )
+        };
+        if read < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if read == 0 {
+            break;
+        }
+        filled += read as usize;
+    }
+    Ok(filled)
+}
+
+/// Tells the kernel the range will not be read soon (sealed segments that
+/// every consumer has passed), so it stops occupying the page cache.
+pub fn fadvise_dont_need(fd: RawFd, position: u64, len: u64) -> io::Result<()> {
+    // SAFETY: posix_fadvise only takes plain integers; a bad fd is an error
+    // return, not undefined behaviour.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            fd,
+            position as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}

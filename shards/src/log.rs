@@ -1,0 +1,1070 @@
+//! The partition log: an ordered set of segments, one active, with group
+//! commit and the three watermarks that say how safe each byte is.
+//!
+//! ```text
+//!  log_start            high_watermark      stable          log_end (dirty)
+//!     |  committed: readable  |  durable here,  |  written to the |
+//!     |  by consumers         |  not yet on ISR |  page cache only|
+//! ```
+//!
+//! * `log_end` — next offset to assign; everything below is in the page cache.
+//! * `stable` — everything below has been `fdatasync`ed.
+//! * `high_watermark` — everything below is committed and may be read. With
+//!   [`CommitMode::Local`] it follows `stable`; with
+//!   [`CommitMode::Replicated`] the replication layer advances it (never past
+//!   `stable`).
+//!
+//! **Group commit.** `append` writes its batch with `pwrite` right away and
+//! then waits. One sync task per log runs `fdatasync` (through io_uring) on
+//! the active segment whenever `log_end > stable`; everything appended while
+//! a sync is in flight forms the next commit. So one `fdatasync` covers all
+//! batches appended since the previous one, and `append` resolves only when
+//! its batch is durable (under [`SyncPolicy::EveryBatch`] or
+//! [`SyncPolicy::Interval`]).
+//!
+//! **Fail-stop.** A failed `fdatasync` (EIO) is never retried: the kernel may
+//! already have dropped the dirty pages, so a second "success" would be a
+//! lie. The log stops accepting writes, fails every waiter, and must be
+//! reopened, which rescans it from disk.
+//!
+//! All state lives in one `RefCell` on the owning shard; no borrow is held
+//! across an `.await`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::sync::Semaphore;
+
+use crate::batch::{decode_batch, encode_batch, set_base_offset, set_leader_epoch, Record};
+use crate::constants::{
+    INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+};
+use crate::error::{LogError, LogResult};
+use crate::event::{LocalEvent, WakerList};
+use crate::io::pread_full;
+use crate::segment::{
+    check_batch_bytes, parse_segment_file_name, Segment, SegmentConfig, SegmentFile,
+    SegmentRecovery,
+};
+use crate::types::{LeaderEpoch, Offset, Position, TimestampMs};
+
+/// Name of the high-watermark checkpoint file in a partition directory.
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
+
+/// When appended data is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `fdatasync` as soon as anything is unsynced; appends resolve once
+    /// durable. The default, and the only policy that loses nothing acked.
+    EveryBatch,
+    /// `fdatasync` at most once per interval; appends still resolve only once
+    /// durable, so latency rises by up to the interval and fsyncs are fewer.
+    Interval(Duration),
+    /// Never `fdatasync`; appends resolve once in the page cache. **Loses
+    /// acknowledged data on power failure or kernel crash.** For benchmarks
+    /// that say so, never for production.
+    Never,
+}
+
+/// Who decides that data is committed (readable by consumers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Single copy: committed once durable on this disk.
+    Local,
+    /// Replicated: committed once the replication layer says the in-sync
+    /// replicas have it ([`PartitionLog::advance_high_watermark`]).
+    Replicated,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    pub index_interval_bytes: u64,
+    /// Preallocate segments to `segment_bytes` with `fallocate` so appends
+    /// never extend the file (cheaper `fdatasync`, no fragmentation).
+    pub preallocate: bool,
+    pub sync: SyncPolicy,
+    pub commit: CommitMode,
+}
+
+impl LogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            dir: dir.into(),
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_age: Duration::from_millis(SEGMENT_AGE_MS_DEFAULT),
+            index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+            preallocate: true,
+            sync: SyncPolicy::EveryBatch,
+            commit: CommitMode::Local,
+        }
+    }
+
+    fn validate(&self) -> LogResult<()> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(LogError::Config(format!(
+                "segment_bytes {} outside [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]",
+                self.segment_bytes
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(LogError::Config("index_interval_bytes must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    fn segment_config(&self) -> SegmentConfig {
+        SegmentConfig {
+            segment_bytes: self.segment_bytes,
+            index_interval_bytes: self.index_interval_bytes,
+            preallocate: self.preallocate,
+        }
+    }
+}
+
+/// What opening the log found on disk.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Recovery of each segment that needed any.
+    pub repaired: Vec<(Offset, SegmentRecovery)>,
+    /// A batch failed its checks before the last segment: the log was cut
+    /// there and the later segments removed. A replica in this state must
+    /// re-fetch from a healthy peer before it may lead or count in the ISR.
+    pub mid_log_corruption: bool,
+    pub log_end: Offset,
+}
+
+/// Offsets given to an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+}
+
+/// Whole committed batches of one segment, ready for `sendfile`: the file
+/// stays open (even if retention deletes it) for as long as this lives.
+pub struct ReadSlice {
+    pub file: Rc<SegmentFile>,
+    pub position: Position,
+    pub len: u64,
+    /// Base offset of the first batch (may be below the requested offset:
+    /// batches are never split, consumers skip records they did not ask for).
+    pub first_batch_offset: Offset,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+}
+
+impl ReadSlice {
+    /// Copies the slice into memory (replication, tests, tools). Servers
+    /// `sendfile` from [`SegmentFile::raw_fd`] instead.
+    pub async fn read_bytes(&self) -> LogResult<Vec<u8>> {
+        self.file
+            .read_exact_at(self.position, self.len as usize)
+            .await
+    }
+}
+
+/// Summary of one segment for retention, compaction and `describe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: Offset,
+    pub next_offset: Offset,
+    pub size_bytes: u64,
+    pub max_timestamp: TimestampMs,
+    pub active: bool,
+}
+
+#[derive(Debug)]
+enum CommitOutcome {
+    Durable,
+    Failed,
+    Truncated,
+}
+
+struct LogState {
+    config: LogConfig,
+    /// Sealed segments and, last, the active one; keyed by base offset.
+    segments: BTreeMap<Offset, Segment>,
+    active_since: Instant,
+    log_start: Offset,
+    log_end: Offset,
+    stable: Offset,
+    high_watermark: Offset,
+    leader_epoch: LeaderEpoch,
+    /// Appends waiting for durability, in offset order.
+    commit_waiters: VecDeque<(Offset, oneshot::Sender<CommitOutcome>)>,
+    /// Bumped by truncation so a sync that started before it cannot mark
+    /// rewritten offsets durable.
+    truncation_generation: u64,
+    failed: bool,
+    closed: bool,
+}
+
+/// A partition's log. Lives on, and only on, the shard that owns the
+/// partition (it is `!Send`).
+pub struct PartitionLog {
+    state: Rc<RefCell<LogState>>,
+    /// Serialises the write phase of appends, rolls and truncations; held
+    /// only while bytes are written, never while waiting for a sync.
+    write_gate: Rc<Semaphore>,
+    unsynced: Rc<LocalEvent>,
+    high_watermark_moved: Rc<WakerList>,
+    sync_task: Option<glommio::task::JoinHandle<()>>,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `config.dir`, recovering its tail.
+    pub async fn open(config: LogConfig) -> LogResult<(PartitionLog, RecoveryReport)> {
+        config.validate()?;
+        let directory = Directory::create(&config.dir)
+            .await
+            .map_err(|e| LogError::glommio("create partition directory", &config.dir, e))?;
+        let bases = list_segment_bases(&directory, &config.dir)?;
+        let segment_config = config.segment_config();
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        let last_base = bases.last().copied();
+        let mut previous_end: Option<Offset> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let active = Some(base) == last_base;
+            let (segment, recovery) =
+                Segment::open(&config.dir, base, &segment_config, active).await?;
+            let gap_backwards = previous_end.is_some_and(|end| base < end);
+            let cut_short = recovery.truncated_bytes > 0 && !active;
+            if recovery != SegmentRecovery::default() {
+                report.repaired.push((base, recovery));
+            }
+            if gap_backwards {
+                // Overlapping segments: the newer one cannot be trusted.
+                remove_segments(&[segment]).await?;
+                report.mid_log_corruption = true;
+                remove_later(&config.dir, &bases[i + 1..], &segment_config).await?;
+                break;
+            }
+            previous_end = Some(segment.next_offset());
+            segments.insert(base, segment);
+            if cut_short {
+                tracing::error!(dir = %config.dir.display(), segment = base.0,
+                    "corruption before the end of the log; later segments removed");
+                report.mid_log_corruption = true;
+                remove_later(&config.dir, &bases[i + 1..], &segment_config).await?;
+                break;
+            }
+        }
+        if segments.is_empty() {
+            let segment = Segment::create(&config.dir, Offset::ZERO, &segment_config).await?;
+            segments.insert(Offset::ZERO, segment);
+        } else if let Some(mut last) = segments.last_entry() {
+            // A sealed segment became the last one (later ones were removed):
+            // make it writable again.
+            if last.get().size() > 0 && report.mid_log_corruption {
+                let next = last.get().next_offset();
+                last.get_mut().truncate_to(next, &segment_config).await?;
+            }
+        }
+        directory
+            .sync()
+            .await
+            .map_err(|e| LogError::glommio("sync partition directory", &config.dir, e))?;
+
+        let log_start = *segments.keys().next().unwrap_or(&Offset::ZERO);
+        let Some(active) = segments.values().next_back() else {
+            return Err(LogError::Closed);
+        };
+        let (log_end, active_file) = (active.next_offset(), active.file().clone());
+        // Whatever survived in the page cache is on disk once this returns,
+        // so all of it can count as stable.
+        if config.sync != SyncPolicy::Never {
+            active_file.fdatasync().await?;
+        }
+        let high_watermark = match config.commit {
+            CommitMode::Local => log_end,
+            CommitMode::Replicated => read_high_watermark(&config.dir)
+                .await?
+                .map_or(log_start, |hw| hw.clamp(log_start, log_end)),
+        };
+        report.segments = segments.len();
+        report.log_end = log_end;
+        let state = LogState {
+            config,
+            segments,
+            active_since: Instant::now(),
+            log_start,
+            log_end,
+            stable: log_end,
+            high_watermark,
+            leader_epoch: LeaderEpoch::NONE,
+            commit_waiters: VecDeque::new(),
+            truncation_generation: 0,
+            failed: false,
+            closed: false,
+        };
+        let mut log = PartitionLog {
+            state: Rc::new(RefCell::new(state)),
+            write_gate: Rc::new(Semaphore::new(1)),
+            unsynced: Rc::new(LocalEvent::default()),
+            high_watermark_moved: Rc::new(WakerList::default()),
+            sync_task: None,
+        };
+        log.sync_task = Some(
+            glommio::spawn_local(sync_loop(
+                log.state.clone(),
+                log.unsynced.clone(),
+                log.high_watermark_moved.clone(),
+            ))
+            .detach(),
+        );
+        Ok((log, report))
+    }
+
+    /// Appends a client batch (RecordBatch v2, any base offset): the log
+    /// checks it fully, assigns its offsets and the current leader epoch, and
+    /// resolves once it is durable per the sync policy. Dropping the future
+    /// after its first poll does not undo the write.
+    pub async fn append(&self, mut batch: Vec<u8>) -> LogResult<Appended> {
+        let header = check_batch_bytes(&batch).map_err(LogError::InvalidBatch)?;
+        if header.last_offset_delta.checked_add(1) != Some(header.records_count) {
+            return Err(LogError::InvalidBatch(
+                crate::error::DecodeError::RecordCountMismatch {
+                    declared: header.records_count.max(0) as usize,
+                    found: header.last_offset_delta.saturating_add(1).max(0) as usize,
+                },
+            ));
+        }
+        let bytes = bytes::Bytes::from(batch);
+        decode_batch(&bytes).map_err(LogError::InvalidBatch)?;
+        batch = bytes.into();
+        let (appended, durable) = {
+            let _permit = self.enter_write_phase().await?;
+            self.roll_if_needed(batch.len()).await?;
+            let mut state = self.state.borrow_mut();
+            state.check_writable()?;
+            let base = state.log_end;
+            set_base_offset(&mut batch, base);
+            set_leader_epoch(&mut batch, state.leader_epoch);
+            let header = check_batch_bytes(&batch).map_err(LogError::InvalidBatch)?;
+            state.active_mut().append(&batch, &header)?;
+            state.log_end = header.next_offset();
+            let durable = state.register_commit_waiter(header.last_offset());
+            self.unsynced.signal();
+            let appended = Appended {
+                base_offset: header.base_offset,
+                last_offset: header.last_offset(),
+            };
+            (appended, durable)
+        };
+        self.after_write(durable).await?;
+        Ok(appended)
+    }
+
+    /// Encodes `records` as one batch and appends it (see [`Self::append`]).
+    pub async fn append_records(&self, records: &[Record]) -> LogResult<Appended> {
+        if records.is_empty() {
+            return Err(LogError::InvalidBatch(
+                crate::error::DecodeError::RecordCountMismatch {
+                    declared: 0,
+                    found: 0,
+                },
+            ));
+        }
+        let mut batch = Vec::with_capacity(crate::batch::encoded_len(records));
+        encode_batch(Offset::ZERO, records, &mut batch);
+        self.append(batch).await
+    }
+
+    /// Appends batches copied from a leader, keeping their offsets and
+    /// epochs; resolves once durable. Returns the new log end.
+    pub async fn append_replicated(&self, batches: &[u8]) -> LogResult<Offset> {
+        let mut located = Vec::new();
+        for item in crate::batch::BatchIter::new(batches) {
+            let (header, bytes) = item.map_err(LogError::InvalidBatch)?;
+            located.push((header, bytes));
+        }
+        let Some(last) = located.last().map(|(h, _)| h.last_offset()) else {
+            return Ok(self.log_end_offset());
+        };
+        let durable = {
+            let _permit = self.enter_write_phase().await?;
+            for (header, bytes) in &located {
+                self.roll_if_needed(bytes.len()).await?;
+                let mut state = self.state.borrow_mut();
+                state.check_writable()?;
+                if header.base_offset < state.log_end {
+                    return Err(LogError::NonContiguous {
+                        expected: state.log_end,
+                        got: header.base_offset,
+                    });
+                }
+                state.active_mut().append(bytes, header)?;
+                state.log_end = header.next_offset();
+            }
+            let durable = self.state.borrow_mut().register_commit_waiter(last);
+            self.unsynced.signal();
+            durable
+        };
+        self.after_write(durable).await?;
+        Ok(self.log_end_offset())
+    }
+
+    async fn enter_write_phase(&self) -> LogResult<glommio::sync::Permit<'_>> {
+        let permit = self
+            .write_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        self.state.borrow().check_writable()?;
+        Ok(permit)
+    }
+
+    async fn after_write(
+        &self,
+        durable: Option<oneshot::Receiver<CommitOutcome>>,
+    ) -> LogResult<()> {
+        let Some(durable) = durable else {
+            self.high_watermark_moved.wake_all();
+            return Ok(());
+        };
+        match durable.await {
+            Ok(CommitOutcome::Durable) => Ok(()),
+            Ok(CommitOutcome::Truncated) => Err(LogError::Closed),
+            Ok(CommitOutcome::Failed) | Err(_) => Err(self.state.borrow().fail_stopped_error()),
+        }
+    }
+
+    /// Seals the active segment and starts a new one when the next batch
+    /// would not fit, the segment is too old, or its relative offsets would
+    /// overflow the index. Caller holds the write gate.
+    async fn roll_if_needed(&self, next_batch_bytes: usize) -> LogResult<()> {
+        let (must_roll, segment_bytes) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            let config = &state.config;
+            let full = active.size() + next_batch_bytes as u64 > config.segment_bytes;
+            let old = state.active_since.elapsed() >= config.segment_age;
+            let offsets_exhausted = state.log_end.0 - active.base().0
+                > u64::from(u32::MAX) - crate::constants::BATCH_RECORDS_MAX as u64;
+            (
+                !active.is_empty() && (full || old || offsets_exhausted),
+                config.segment_bytes,
+            )
+        };
+        if next_batch_bytes as u64 > segment_bytes {
+            return Err(LogError::BatchTooLarge {
+                bytes: next_batch_bytes,
+                segment_bytes,
+            });
+        }
+        if must_roll {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (durably) and creates the next one. Caller
+    /// holds the write gate.
+    async fn roll(&self) -> LogResult<()> {
+        let (dir, base, segment_config) = {
+            let state = self.state.borrow();
+            (
+                state.config.dir.clone(),
+                state.log_end,
+                state.config.segment_config(),
+            )
+        };
+        // Seal outside the borrow: take the segment out, seal, put it back.
+        let mut active = {
+            let mut state = self.state.borrow_mut();
+            let key = state.active().base();
+            state.segments.remove(&key)
+        }
+        .ok_or(LogError::Closed)?;
+        let sealed = active.seal().await;
+        let active_base = active.base();
+        self.state.borrow_mut().segments.insert(active_base, active);
+        if let Err(err) = sealed {
+            return Err(self.fail_stop(err));
+        }
+        let segment = Segment::create(&dir, base, &segment_config).await?;
+        sync_directory(&dir).await?;
+        let mut state = self.state.borrow_mut();
+        state.segments.insert(base, segment);
+        state.active_since = Instant::now();
+        tracing::debug!(dir = %dir.display(), base = base.0, "rolled segment");
+        Ok(())
+    }
+
+    fn fail_stop(&self, err: LogError) -> LogError {
+        let mut state = self.state.borrow_mut();
+        tracing::error!(dir = %state.config.dir.display(), error = %err, "partition fail-stopped");
+        state.fail();
+        err
+    }
+
+    /// Whole committed batches starting with the one that holds `start`, up
+    /// to `max_bytes` (but always at least one batch), within one segment.
+    /// `None` when `start` is at the high watermark (nothing to read yet).
+    ///
+    /// Reads a few KiB of batch headers with `pread`; they are almost always
+    /// in the page cache.
+    pub fn read(&self, start: Offset, max_bytes: u64) -> LogResult<Option<ReadSlice>> {
+        let state = self.state.borrow();
+        if start < state.log_start || start > state.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: start,
+                log_start: state.log_start,
+                log_end: state.log_end,
+            });
+        }
+        let hw = state.high_watermark;
+        if start >= hw {
+            return Ok(None);
+        }
+        for (_, segment) in state
+            .segments
+            .range(..=start)
+            .next_back()
+            .into_iter()
+            .chain(
+                state
+                    .segments
+                    .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded)),
+            )
+        {
+            let Some(first) = segment.locate(start.max(segment.base()))? else {
+                continue;
+            };
+            if first.header.base_offset >= hw {
+                return Ok(None);
+            }
+            let committed_end = if hw >= segment.next_offset() {
+                Position(segment.size())
+            } else {
+                segment
+                    .locate(hw)?
+                    .map_or(Position(segment.size()), |loc| loc.position)
+            };
+            if first.end() > committed_end {
+                return Ok(None);
+            }
+            let limit = Position(
+                first
+                    .position
+                    .0
+                    .saturating_add(max_bytes)
+                    .min(committed_end.0),
+            );
+            let end = if limit <= first.end() {
+                first.end()
+            } else {
+                segment.batch_boundary_at_or_before(first.position, limit)?
+            };
+            debug_assert!(end > first.position && end <= committed_end);
+            return Ok(Some(ReadSlice {
+                file: segment.file().clone(),
+                position: first.position,
+                len: end.0 - first.position.0,
+                first_batch_offset: first.header.base_offset,
+                high_watermark: hw,
+                log_start: state.log_start,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Resolves once the high watermark is above `offset` (there is
+    /// something to read at `offset`), or the log is closed or failed.
+    /// Callers race it with their max-wait timer.
+    pub async fn wait_for_data(&self, offset: Offset) {
+        poll_fn(|cx| {
+            let state = self.state.borrow();
+            if state.high_watermark > offset || state.closed || state.failed {
+                return Poll::Ready(());
+            }
+            self.high_watermark_moved.register(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Offset of the first committed record with timestamp ≥ `target`, or
+    /// `None` when there is none yet.
+    pub async fn offset_for_timestamp(&self, target: TimestampMs) -> LogResult<Option<Offset>> {
+        let found = {
+            let state = self.state.borrow();
+            let mut found = None;
+            for segment in state.segments.values() {
+                if let Some(location) = segment.locate_by_timestamp(target)? {
+                    found = Some((segment.file().clone(), location));
+                    break;
+                }
+            }
+            found.map(|(file, location)| (file, location, state.high_watermark))
+        };
+        let Some((file, location, hw)) = found else {
+            return Ok(None);
+        };
+        if location.header.base_offset >= hw {
+            return Ok(None);
+        }
+        let bytes = bytes::Bytes::from(
+            file.read_exact_at(location.position, location.header.total_bytes())
+                .await?,
+        );
+        let (_, records) = decode_batch(&bytes).map_err(|source| LogError::Corrupt {
+            path: file.path().to_path_buf(),
+            position: location.position,
+            source,
+        })?;
+        Ok(records
+            .iter()
+            .find(|r| r.timestamp >= target && r.offset < hw)
+            .map(|r| r.offset))
+    }
+
+    /// Makes `offset` the high watermark (replicated logs; clamped to the
+    /// locally durable end) and wakes waiting fetches.
+    pub fn advance_high_watermark(&self, offset: Offset) {
+        let moved = {
+            let mut state = self.state.borrow_mut();
+            let target = offset.min(state.stable);
+            if target > state.high_watermark {
+                state.high_watermark = target;
+                true
+            } else {
+                false
+            }
+        };
+        if moved {
+            self.high_watermark_moved.wake_all();
+        }
+    }
+
+    /// Removes every batch at or after the one holding `offset` (a follower
+    /// dropping a divergent tail). Returns the new log end (≤ `offset`);
+    /// durable when it returns. Appends waiting on removed offsets fail.
+    pub async fn truncate_to(&self, offset: Offset) -> LogResult<Offset> {
+        let _permit = self.enter_write_phase().await?;
+        let (dir, segment_config, doomed) = {
+            let mut state = self.state.borrow_mut();
+            if offset >= state.log_end {
+                return Ok(state.log_end);
+            }
+            let keep_from = state.segments.range(..=offset).next_back().map(|(b, _)| *b);
+            let doomed_keys: Vec<Offset> = state
+                .segments
+                .keys()
+                .copied()
+                .filter(|b| Some(*b) != keep_from && *b >= offset)
+                .collect();
+            let doomed: Vec<Segment> = doomed_keys
+                .iter()
+                .filter_map(|b| state.segments.remove(b))
+                .collect();
+            (
+                state.config.dir.clone(),
+                state.config.segment_config(),
+                doomed,
+            )
+        };
+        remove_segments(&doomed).await?;
+        let mut tail = {
+            let mut state = self.state.borrow_mut();
+            match state.segments.pop_last() {
+                Some((_, tail)) => tail,
+                None => {
+                    drop(state);
+                    Segment::create(&dir, offset, &segment_config).await?
+                }
+            }
+        };
+        let truncated = tail.truncate_to(offset, &segment_config).await;
+        let new_end = tail.next_offset();
+        let tail_base = tail.base();
+        let mut state = self.state.borrow_mut();
+        state.segments.insert(tail_base, tail);
+        if let Err(err) = truncated {
+            drop(state);
+            return Err(self.fail_stop(err));
+        }
+        state.log_start = *state.segments.keys().next().unwrap_or(&new_end);
+        state.log_end = new_end;
+        state.stable = state.stable.min(new_end);
+        state.high_watermark = state.high_watermark.min(new_end);
+        state.truncation_generation += 1;
+        state.active_since = Instant::now();
+        while let Some((last, _)) = state.commit_waiters.back() {
+            if *last < new_end {
+                break;
+            }
+            if let Some((_, tx)) = state.commit_waiters.pop_back() {
+                let _ = tx.send(CommitOutcome::Truncated);
+            }
+        }
+        drop(state);
+        sync_directory(&dir).await?;
+        Ok(new_end)
+    }
+
+    /// Writes the high watermark durably to `high-watermark` (temp file,
+    /// fsync, rename, directory fsync), for replicated logs to resume from.
+    pub async fn checkpoint_high_watermark(&self) -> LogResult<()> {
+        let (dir, hw) = {
+            let state = self.state.borrow();
+            (state.config.dir.clone(), state.high_watermark)
+        };
+        write_high_watermark(&dir, hw).await
+    }
+
+    /// Sets the epoch stamped on batches appended from now on.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
+        self.state.borrow_mut().leader_epoch = epoch;
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.state.borrow().log_start
+    }
+    pub fn log_end_offset(&self) -> Offset {
+        self.state.borrow().log_end
+    }
+    pub fn stable_offset(&self) -> Offset {
+        self.state.borrow().stable
+    }
+    pub fn high_watermark(&self) -> Offset {
+        self.state.borrow().high_watermark
+    }
+    pub fn is_failed(&self) -> bool {
+        self.state.borrow().failed
+    }
+    pub fn dir(&self) -> PathBuf {
+        self.state.borrow().config.dir.clone()
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let state = self.state.borrow();
+        let active_base = state.active().base();
+        state
+            .segments
+            .values()
+            .map(|s| SegmentInfo {
+                base_offset: s.base(),
+                next_offset: s.next_offset(),
+                size_bytes: s.size(),
+                max_timestamp: s.max_timestamp(),
+                active: s.base() == active_base,
+            })
+            .collect()
+    }
+
+    /// Deletes the sealed segments whose base offsets are listed (retention).
+    /// The active segment and anything at or above the high watermark are
+    /// never deleted; the log start moves to the first remaining segment.
+    pub async fn delete_segments(&self, bases: &[Offset]) -> LogResult<usize> {
+        let doomed = {
+            let mut state = self.state.borrow_mut();
+            let active_base = state.active().base();
+            let hw = state.high_watermark;
+            let mut doomed = Vec::new();
+            for base in bases {
+                let deletable = state
+                    .segments
+                    .get(base)
+                    .is_some_and(|s| s.base() != active_base && s.next_offset() <= hw);
+                if deletable {
+                    if let Some(segment) = state.segments.remove(base) {
+                        doomed.push(segment);
+                    }
+                }
+            }
+            let first = *state.segments.keys().next().unwrap_or(&active_base);
+            state.log_start = state.log_start.max(first);
+            doomed
+        };
+        let count = doomed.len();
+        remove_segments(&doomed).await?;
+        Ok(count)
+    }
+
+    /// Stops the sync task after a final sync; waits for in-flight appends.
+    pub async fn close(mut self) -> LogResult<()> {
+        let permit = self
+            .write_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        let (file, sync_on_close) = {
+            let mut state = self.state.borrow_mut();
+            state.closed = true;
+            let active = state.active();
+            (
+                active.file().clone(),
+                state.config.sync != SyncPolicy::Never,
+            )
+        };
+        self.unsynced.signal();
+        if let Some(task) = self.sync_task.take() {
+            task.await;
+        }
+        drop(permit);
+        self.write_gate.close();
+        self.high_watermark_moved.wake_all();
+        if sync_on_close {
+            file.fdatasync().await?;
+            let (commit, dir, hw) = {
+                let state = self.state.borrow();
+                (
+                    state.config.commit,
+                    state.config.dir.clone(),
+                    state.high_watermark,
+                )
+            };
+            if commit == CommitMode::Replicated {
+                write_high_watermark(&dir, hw).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        let mut state = self.state.borrow_mut();
+        state.closed = true;
+        drop(state);
+        self.unsynced.signal();
+        self.high_watermark_moved.wake_all();
+    }
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        match self.segments.values().next_back() {
+            Some(active) => active,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        match self.segments.values_mut().next_back() {
+            Some(active) => active,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn check_writable(&self) -> LogResult<()> {
+        if self.failed {
+            return Err(self.fail_stopped_error());
+        }
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    fn fail_stopped_error(&self) -> LogError {
+        LogError::FailStopped {
+            path: self.config.dir.clone(),
+        }
+    }
+
+    /// Registers interest in `last` becoming durable; `None` when it already
+    /// counts as durable (sync policy `Never`).
+    fn register_commit_waiter(&mut self, last: Offset) -> Option<oneshot::Receiver<CommitOutcome>> {
+        if self.config.sync == SyncPolicy::Never {
+            self.mark_stable(self.log_end);
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commit_waiters.push_back((last, tx));
+        Some(rx)
+    }
+
+    fn mark_stable(&mut self, target: Offset) {
+        let target = target.min(self.log_end);
+        if target <= self.stable {
+            return;
+        }
+        self.stable = target;
+        if self.config.commit == CommitMode::Local {
+            self.high_watermark = target;
+        }
+        while let Some((last, _)) = self.commit_waiters.front() {
+            if *last >= target {
+                break;
+            }
+            if let Some((_, tx)) = self.commit_waiters.pop_front() {
+                let _ = tx.send(CommitOutcome::Durable);
+            }
+        }
+    }
+
+    fn fail(&mut self) {
+        self.failed = true;
+        for (_, tx) in self.commit_waiters.drain(..) {
+            let _ = tx.send(CommitOutcome::Failed);
+        }
+    }
+}
+
+/// The group-commit loop: one `fdatasync` at a time per log, covering every
+/// batch appended before it started.
+async fn sync_loop(
+    state: Rc<RefCell<LogState>>,
+    unsynced: Rc<LocalEvent>,
+    hw_moved: Rc<WakerList>,
+) {
+    loop {
+        let policy = state.borrow().config.sync;
+        match policy {
+            SyncPolicy::Interval(interval) => glommio::timer::sleep(interval).await,
+            SyncPolicy::EveryBatch | SyncPolicy::Never => unsynced.wait().await,
+        }
+        let (target, file, generation) = {
+            let state = state.borrow();
+            if state.failed {
+                return;
+            }
+            if state.log_end <= state.stable || policy == SyncPolicy::Never {
+                if state.closed {
+                    return;
+                }
+                continue;
+            }
+            (
+                state.log_end,
+                state.active().file().clone(),
+                state.truncation_generation,
+            )
+        };
+        let result = file.fdatasync().await;
+        let mut state_ref = state.borrow_mut();
+        match result {
+            Ok(()) if state_ref.truncation_generation == generation => {
+                state_ref.mark_stable(target);
+                drop(state_ref);
+                hw_moved.wake_all();
+                // More may have arrived during the sync: go again.
+                if state.borrow().log_end > state.borrow().stable {
+                    unsynced.signal();
+                }
+            }
+            Ok(()) => {
+                drop(state_ref);
+                unsynced.signal();
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "fdatasync failed; partition fail-stopped");
+                state_ref.fail();
+                drop(state_ref);
+                hw_moved.wake_all();
+                return;
+            }
+        }
+    }
+}
+
+fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<Vec<Offset>> {
+    let entries = directory
+        .sync_read_dir()
+        .map_err(|e| LogError::glommio("list partition directory", dir, e))?;
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("list partition directory", dir, e))?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            bases.push(base);
+        }
+    }
+    bases.sort();
+    Ok(bases)
+}
+
+async fn remove_segments(segments: &[Segment]) -> LogResult<()> {
+    for segment in segments {
+        segment.remove_files().await?;
+    }
+    Ok(())
+}
+
+async fn remove_later(dir: &Path, bases: &[Offset], config: &SegmentConfig) -> LogResult<()> {
+    for &base in bases {
+        let (segment, _) = Segment::open(dir, base, config, false).await?;
+        segment.remove_files().await?;
+    }
+    Ok(())
+}
+
+async fn sync_directory(dir: &Path) -> LogResult<()> {
+    let directory = Directory::open(dir)
+        .await
+        .map_err(|e| LogError::glommio("open partition directory", dir, e))?;
+    directory
+        .sync()
+        .await
+        .map_err(|e| LogError::glommio("sync partition directory", dir, e))
+}
+
+const HIGH_WATERMARK_CHECKPOINT_BYTES: usize = 12;
+
+async fn write_high_watermark(dir: &Path, hw: Offset) -> LogResult<()> {
+    let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    let mut bytes = Vec::with_capacity(HIGH_WATERMARK_CHECKPOINT_BYTES);
+    bytes.extend_from_slice(&hw.0.to_be_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&hw.0.to_be_bytes()).to_be_bytes());
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(|e| LogError::glommio("create checkpoint", &tmp, e))?;
+    crate::io::pwrite_all(std::os::unix::io::AsRawFd::as_raw_fd(&file), &bytes, 0)
+        .map_err(|e| LogError::io("write checkpoint", &tmp, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| LogError::glommio("sync checkpoint", &tmp, e))?;
+    let _ = file.close().await;
+    glommio::io::rename(&tmp, &path)
+        .await
+        .map_err(|e| LogError::glommio("rename checkpoint", &path, e))?;
+    sync_directory(dir).await
+}
+
+async fn read_high_watermark(dir: &Path) -> LogResult<Option<Offset>> {
+    let path = dir.join(HIGH_WATERMARK_FILE);
+    let file = match BufferedFile::open(&path).await {
+        Ok(file) => file,
+        Err(_) => return Ok(None),
+    };
+    let mut bytes = [0u8; HIGH_WATERMARK_CHECKPOINT_BYTES];
+    let read = pread_full(std::os::unix::io::AsRawFd::as_raw_fd(&file), &mut bytes, 0)
+        .map_err(|e| LogError::io("read checkpoint", &path, e))?;
+    let _ = file.close().await;
+    if read != HIGH_WATERMARK_CHECKPOINT_BYTES {
+        tracing::warn!(path = %path.display(), "short high-watermark checkpoint ignored");
+        return Ok(None);
+    }
+    let (value, crc) = bytes.split_at(8);
+    let stored_crc = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32c::crc32c(value) != stored_crc {
+        tracing::warn!(path = %path.display(), "corrupt high-watermark checkpoint ignored");
+        return Ok(None);
+    }
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(value);
+    Ok(Some(Offset(u64::from_be_bytes(raw))))
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

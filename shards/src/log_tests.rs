@@ -1,0 +1,293 @@
+use super::*;
+use crate::batch::{decode_batch, BatchIter, Header, Record};
+use crate::testing::run_on_executor;
+use bytes::Bytes;
+
+fn record(i: u64, size: usize) -> Record {
+    Record {
+        timestamp: TimestampMs(1_000 + i as i64),
+        key: Some(Bytes::from(format!("key-{i}"))),
+        value: Some(Bytes::from(vec![(i % 251) as u8; size])),
+        headers: vec![Header {
+            key: Bytes::from_static(b"h"),
+            value: Some(Bytes::from(i.to_string())),
+        }],
+    }
+}
+
+fn small_config(dir: &Path) -> LogConfig {
+    let mut config = LogConfig::new(dir);
+    config.segment_bytes = 16 * 1024;
+    config.index_interval_bytes = 512;
+    config
+}
+
+async fn read_all(log: &PartitionLog) -> Vec<(Offset, Bytes)> {
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    while let Some(slice) = log.read(next, 4096).expect("read") {
+        let bytes = slice.read_bytes().await.expect("read bytes");
+        for item in BatchIter::new(&bytes) {
+            let (_, raw) = item.expect("valid batch");
+            let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
+            for r in records {
+                if r.offset >= next {
+                    out.push((r.offset, r.value.clone().unwrap_or_default()));
+                    next = r.offset.next();
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn append_assigns_dense_offsets_and_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, report) = PartitionLog::open(small_config(&path)).await.expect("open");
+        assert_eq!(report.log_end, Offset(0));
+        let mut expected = Vec::new();
+        for i in 0..50u64 {
+            let records: Vec<Record> = (0..3).map(|j| record(i * 3 + j, 100)).collect();
+            let appended = log.append_records(&records).await.expect("append");
+            assert_eq!(appended.base_offset, Offset(i * 3));
+            assert_eq!(appended.last_offset, Offset(i * 3 + 2));
+            for r in records {
+                expected.push(r.value.expect("value"));
+            }
+        }
+        assert_eq!(log.high_watermark(), Offset(150));
+        assert!(log.segments().len() > 1, "small segments must roll");
+        let got = read_all(&log).await;
+        assert_eq!(got.len(), 150);
+        for (i, (offset, value)) in got.iter().enumerate() {
+            assert_eq!(*offset, Offset(i as u64));
+            assert_eq!(value, &expected[i]);
+        }
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn reopen_recovers_everything_and_continues_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            for i in 0..40 {
+                log.append_records(&[record(i, 300)]).await.expect("append");
+            }
+            log.close().await.expect("close");
+        }
+        let (log, report) = PartitionLog::open(small_config(&path))
+            .await
+            .expect("reopen");
+        assert_eq!(report.log_end, Offset(40));
+        assert!(!report.mid_log_corruption);
+        let appended = log.append_records(&[record(40, 10)]).await.expect("append");
+        assert_eq!(appended.base_offset, Offset(40));
+        assert_eq!(read_all(&log).await.len(), 41);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn torn_tail_is_truncated_to_last_good_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    let path2 = path.clone();
+    run_on_executor(async move {
+        let mut config = small_config(&path);
+        config.segment_bytes = 1 << 20;
+        let (log, _) = PartitionLog::open(config).await.expect("open");
+        for i in 0..10 {
+            log.append_records(&[record(i, 200)]).await.expect("append");
+        }
+        log.close().await.expect("close");
+    });
+    // Garble the last 20 bytes of the last batch.
+    let seg = path2.join(format!("{:020}.log", 0));
+    let data = std::fs::read(&seg).expect("read");
+    let end = data.iter().rposition(|&b| b != 0).expect("data") + 1;
+    let mut garbled = data.clone();
+    for b in &mut garbled[end - 20..end] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(&seg, &garbled).expect("write");
+    let path3 = path2.clone();
+    run_on_executor(async move {
+        let (log, report) = PartitionLog::open(small_config(&path3))
+            .await
+            .expect("reopen");
+        assert_eq!(report.log_end, Offset(9));
+        assert_eq!(report.repaired.len(), 1);
+        assert!(report.repaired[0].1.truncated_bytes > 0);
+        assert_eq!(read_all(&log).await.len(), 9);
+        let appended = log.append_records(&[record(9, 5)]).await.expect("append");
+        assert_eq!(appended.base_offset, Offset(9));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn truncate_to_drops_tail_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        for i in 0..100 {
+            log.append_records(&[record(i, 400)]).await.expect("append");
+        }
+        let segments_before = log.segments().len();
+        assert!(segments_before > 2);
+        let end = log.truncate_to(Offset(37)).await.expect("truncate");
+        assert_eq!(end, Offset(37));
+        assert_eq!(log.log_end_offset(), Offset(37));
+        assert!(log.segments().len() < segments_before);
+        assert_eq!(read_all(&log).await.len(), 37);
+        let appended = log.append_records(&[record(37, 1)]).await.expect("append");
+        assert_eq!(appended.base_offset, Offset(37));
+        log.close().await.expect("close");
+        let (log, report) = PartitionLog::open(small_config(&path))
+            .await
+            .expect("reopen");
+        assert_eq!(report.log_end, Offset(38));
+        assert_eq!(read_all(&log).await.len(), 38);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn reads_stop_at_high_watermark_in_replicated_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let mut config = small_config(&path);
+        config.commit = CommitMode::Replicated;
+        let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
+        for i in 0..10 {
+            log.append_records(&[record(i, 50)]).await.expect("append");
+        }
+        assert_eq!(log.stable_offset(), Offset(10));
+        assert_eq!(log.high_watermark(), Offset(0));
+        assert!(log.read(Offset(0), 1 << 20).expect("read").is_none());
+        log.advance_high_watermark(Offset(4));
+        assert_eq!(read_all(&log).await.len(), 4);
+        log.advance_high_watermark(Offset(100));
+        assert_eq!(log.high_watermark(), Offset(10), "clamped to stable");
+        log.checkpoint_high_watermark().await.expect("checkpoint");
+        log.close().await.expect("close");
+        let (log, _) = PartitionLog::open(config).await.expect("reopen");
+        assert_eq!(log.high_watermark(), Offset(10));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        for i in 0..200 {
+            log.append_records(&[record(i, 100)]).await.expect("append");
+        }
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(0)).await.expect("ts"),
+            Some(Offset(0))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(1_150))
+                .await
+                .expect("ts"),
+            Some(Offset(150))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(TimestampMs(9_999))
+                .await
+                .expect("ts"),
+            None
+        );
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_all_become_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(LogConfig::new(&path))
+            .await
+            .expect("open");
+        let log = Rc::new(log);
+        let mut tasks = Vec::new();
+        for producer in 0..32u64 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let mut offsets = Vec::new();
+                for i in 0..20 {
+                    let appended = log
+                        .append_records(&[record(producer * 100 + i, 64)])
+                        .await
+                        .expect("append");
+                    offsets.push(appended.base_offset);
+                }
+                offsets
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await);
+        }
+        all.sort();
+        assert_eq!(all, (0..640).map(Offset).collect::<Vec<_>>());
+        assert_eq!(log.stable_offset(), Offset(640));
+    });
+}
+
+#[test]
+fn rejects_corrupt_client_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let mut batch = Vec::new();
+        encode_batch(Offset(0), &[record(0, 10)], &mut batch);
+        let last = batch.len() - 1;
+        batch[last] ^= 1;
+        assert!(matches!(
+            log.append(batch).await,
+            Err(LogError::InvalidBatch(_))
+        ));
+        assert!(matches!(
+            log.append(vec![1, 2, 3]).await,
+            Err(LogError::InvalidBatch(_))
+        ));
+        assert_eq!(log.log_end_offset(), Offset(0));
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn long_poll_wakes_on_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let log = Rc::new(log);
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                log.wait_for_data(Offset(0)).await;
+                log.high_watermark()
+            })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        log.append_records(&[record(0, 1)]).await.expect("append");
+        assert_eq!(waiter.await, Offset(1));
+    });
+}

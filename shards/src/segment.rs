@@ -1,0 +1,630 @@
+//! One segment of a partition log: `<base_offset:020>.log` plus its offset
+//! and time indexes.
+//!
+//! A segment file is a sequence of RecordBatch v2 batches with increasing
+//! offsets, starting at byte 0, followed (while active) by preallocated
+//! zeros. Its logical end is found by scanning CRC-checked batches, never by
+//! trusting the file size: a zero length field or a batch that fails its
+//! checks ends the log. When a segment is sealed it is truncated to its
+//! logical end and fsynced, so sealed segments have exact sizes.
+
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{BufferedFile, OpenOptions};
+
+use crate::batch::{peek_total_bytes, validate_batch, BatchHeader};
+use crate::constants::{
+    BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, HEADER_SCAN_CHUNK_BYTES,
+    RECOVERY_READ_CHUNK_BYTES,
+};
+use crate::error::{DecodeError, LogError, LogResult};
+use crate::index::OffsetIndex;
+use crate::io::{pread_full, pwrite_all};
+use crate::time_index::TimeIndex;
+use crate::types::{Offset, Position, TimestampMs};
+
+/// File names of a segment with the given base offset.
+pub(crate) fn segment_file_name(base: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base.0)
+}
+
+/// Parses `<base_offset:020>.log` back into its base offset.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+/// The open segment file, shared (on this shard only) between the log and
+/// any read slice in flight, so a file deleted by retention stays readable
+/// until the last reader is done.
+pub struct SegmentFile {
+    path: PathBuf,
+    file: BufferedFile,
+}
+
+impl SegmentFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw descriptor, for `sendfile`. Valid while `self` is alive.
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub(crate) async fn read_exact_at(&self, position: Position, len: usize) -> LogResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let want = (len - out.len()).min(RECOVERY_READ_CHUNK_BYTES);
+            let chunk = self
+                .file
+                .read_at(position.0 + out.len() as u64, want)
+                .await
+                .map_err(|e| LogError::glommio("read segment", &self.path, e))?;
+            if chunk.is_empty() {
+                return Err(LogError::io(
+                    "read segment",
+                    &self.path,
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn fdatasync(&self) -> LogResult<()> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| LogError::glommio("fdatasync segment", &self.path, e))
+    }
+}
+
+/// Where a batch lives and what it holds, as far as lookups need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchLocation {
+    pub(crate) position: Position,
+    pub(crate) header: BatchHeader,
+}
+
+impl BatchLocation {
+    pub(crate) fn end(&self) -> Position {
+        Position(self.position.0 + self.header.total_bytes() as u64)
+    }
+}
+
+/// What opening a segment found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SegmentRecovery {
+    /// Bytes after the last valid batch that were not preallocated zeros
+    /// (a torn or corrupt tail), now discarded.
+    pub truncated_bytes: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub stop_reason: Option<String>,
+    /// Batches validated by the scan.
+    pub batches_scanned: u64,
+    /// Whether the indexes had to be rebuilt from scratch.
+    pub index_rebuilt: bool,
+}
+
+pub(crate) struct SegmentConfig {
+    pub(crate) segment_bytes: u64,
+    pub(crate) index_interval_bytes: u64,
+    pub(crate) preallocate: bool,
+}
+
+pub(crate) struct Segment {
+    base: Offset,
+    file: Rc<SegmentFile>,
+    /// Logical end: bytes of whole batches written.
+    size: u64,
+    next_offset: Offset,
+    max_timestamp: TimestampMs,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    index_interval_bytes: u64,
+    /// Bytes preallocated on disk; 0 once sealed.
+    preallocated_bytes: u64,
+}
+
+impl Segment {
+    pub(crate) async fn create(
+        dir: &Path,
+        base: Offset,
+        config: &SegmentConfig,
+    ) -> LogResult<Segment> {
+        let path = dir.join(segment_file_name(base, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| LogError::glommio("create segment", &path, e))?;
+        let mut preallocated_bytes = 0;
+        if config.preallocate {
+            file.pre_allocate(config.segment_bytes, false)
+                .await
+                .map_err(|e| LogError::glommio("preallocate segment", &path, e))?;
+            preallocated_bytes = config.segment_bytes;
+        }
+        let offset_index =
+            OffsetIndex::open(&dir.join(segment_file_name(base, "index")), base, 0).await?;
+        let time_index =
+            TimeIndex::open(&dir.join(segment_file_name(base, "timeindex")), base).await?;
+        Ok(Segment {
+            base,
+            file: Rc::new(SegmentFile { path, file }),
+            size: 0,
+            next_offset: base,
+            max_timestamp: TimestampMs(-1),
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+            index_interval_bytes: config.index_interval_bytes,
+            preallocated_bytes,
+        })
+    }
+
+    /// Opens an existing segment and recovers its logical end: batches after
+    /// the last index entry are length- and CRC-checked; the first bad one
+    /// and everything after it is discarded. `min_base` is the lowest offset
+    /// the first batch may have (the previous segment's end).
+    pub(crate) async fn open(
+        dir: &Path,
+        base: Offset,
+        config: &SegmentConfig,
+        active: bool,
+    ) -> LogResult<(Segment, SegmentRecovery)> {
+        let path = dir.join(segment_file_name(base, "log"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&path)
+            .await
+            .map_err(|e| LogError::glommio("open segment", &path, e))?;
+        let file_bytes = file
+            .file_size()
+            .await
+            .map_err(|e| LogError::glommio("stat segment", &path, e))?;
+        let offset_index = OffsetIndex::open(
+            &dir.join(segment_file_name(base, "index")),
+            base,
+            file_bytes,
+        )
+        .await?;
+        let time_index =
+            TimeIndex::open(&dir.join(segment_file_name(base, "timeindex")), base).await?;
+        let mut segment = Segment {
+            base,
+            file: Rc::new(SegmentFile { path, file }),
+            size: 0,
+            next_offset: base,
+            max_timestamp: TimestampMs(-1),
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+            index_interval_bytes: config.index_interval_bytes,
+            preallocated_bytes: file_bytes,
+        };
+        let recovery = segment.recover(file_bytes).await?;
+        if active {
+            if config.preallocate && segment.preallocated_bytes < config.segment_bytes {
+                segment.preallocate(config.segment_bytes).await?;
+            }
+        } else if file_bytes != segment.size {
+            segment.seal().await?;
+        }
+        Ok((segment, recovery))
+    }
+
+    /// Finds the logical end: picks a trusted starting point from the
+    /// indexes, then validates every batch from there to the end.
+    async fn recover(&mut self, file_bytes: u64) -> LogResult<SegmentRecovery> {
+        let mut report = SegmentRecovery::default();
+        let start = self.trusted_scan_start(file_bytes).await?;
+        let (start_position, start_offset, max_ts_before) = match start {
+            Some(start) => start,
+            None => {
+                report.index_rebuilt = !self.offset_index.entries().is_empty();
+                self.offset_index.truncate_entries(0).await?;
+                self.time_index.truncate_to_offset(self.base).await?;
+                (Position(0), self.base, TimestampMs(-1))
+            }
+        };
+        self.size = start_position.0;
+        self.next_offset = start_offset;
+        self.max_timestamp = max_ts_before;
+        self.bytes_since_index_entry = 0;
+
+        let mut position = start_position.0;
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut buffer_start = position;
+        loop {
+            let available = file_bytes.saturating_sub(position);
+            if available < BATCH_LENGTH_PREFIX_BYTES as u64 {
+                break;
+            }
+            // Make sure the length prefix is buffered.
+            if position + BATCH_LENGTH_PREFIX_BYTES as u64 > buffer_start + buffer.len() as u64 {
+                buffer_start = position;
+                let want = available.min(RECOVERY_READ_CHUNK_BYTES as u64) as usize;
+                buffer = self.file.read_exact_at(Position(position), want).await?;
+            }
+            let at = (position - buffer_start) as usize;
+            if buffer[at..at + BATCH_LENGTH_PREFIX_BYTES]
+                .iter()
+                .all(|&b| b == 0)
+            {
+                break; // preallocated zeros: the clean end of the log
+            }
+            let total = match peek_total_bytes(&buffer[at..]) {
+                Ok(total) => total,
+                Err(err) => {
+                    report.stop_reason = Some(err.to_string());
+                    break;
+                }
+            };
+            if total as u64 > available {
+                report.stop_reason = Some(format!(
+                    "batch of {total} bytes at position {position} runs past the end of the file"
+                ));
+                break;
+            }
+            if at + total > buffer.len() {
+                buffer_start = position;
+                let want = available.min(total.max(RECOVERY_READ_CHUNK_BYTES) as u64) as usize;
+                buffer = self.file.read_exact_at(Position(position), want).await?;
+            }
+            let at = (position - buffer_start) as usize;
+            let header = match validate_batch(&buffer[at..at + total]) {
+                Ok(header) => header,
+                Err(err) => {
+                    report.stop_reason = Some(format!("position {position}: {err}"));
+                    break;
+                }
+            };
+            if header.base_offset < self.next_offset {
+                report.stop_reason = Some(format!(
+                    "position {position}: batch offset {} goes backwards (expected ≥ {})",
+                    header.base_offset, self.next_offset
+                ));
+                break;
+            }
+            self.note_appended(&header, Position(position), total as u64)?;
+            report.batches_scanned += 1;
+            position += total as u64;
+        }
+        if self.size < file_bytes {
+            let tail = self.count_non_zero_tail(file_bytes).await?;
+            if tail > 0 {
+                report.truncated_bytes = tail;
+                tracing::warn!(
+                    segment = %self.file.path.display(),
+                    valid_bytes = self.size,
+                    discarded_bytes = tail,
+                    reason = report.stop_reason.as_deref().unwrap_or(""),
+                    "truncating torn or corrupt segment tail"
+                );
+                self.discard_tail().await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The last index entry that points at a valid batch, as (position,
+    /// offset, max timestamp of everything before it). Stale trailing
+    /// entries (pointing past what survived a crash) are dropped.
+    async fn trusted_scan_start(
+        &mut self,
+        file_bytes: u64,
+    ) -> LogResult<Option<(Position, Offset, TimestampMs)>> {
+        while let Some(entry) = self.offset_index.last() {
+            // The two indexes are written together; if they disagree,
+            // rebuild both rather than guess.
+            let Some(time_entry) = self.time_index.last().filter(|t| t.offset == entry.offset)
+            else {
+                return Ok(None);
+            };
+            let found = self.batch_at(entry.position, file_bytes).await?;
+            if found.map(|h| h.base_offset) == Some(entry.offset) {
+                return Ok(Some((
+                    entry.position,
+                    entry.offset,
+                    time_entry.max_timestamp_before,
+                )));
+            }
+            let keep = self.offset_index.entries().len() - 1;
+            self.offset_index.truncate_entries(keep).await?;
+            self.time_index.truncate_to_offset(entry.offset).await?;
+        }
+        Ok(None)
+    }
+
+    /// The valid batch starting at `position`, if there is one.
+    async fn batch_at(
+        &self,
+        position: Position,
+        file_bytes: u64,
+    ) -> LogResult<Option<BatchHeader>> {
+        let mut prefix = [0u8; BATCH_LENGTH_PREFIX_BYTES];
+        let read = pread_full(self.file.raw_fd(), &mut prefix, position.0)
+            .map_err(|e| LogError::io("read segment", &self.file.path, e))?;
+        if read < prefix.len() {
+            return Ok(None);
+        }
+        let Ok(total) = peek_total_bytes(&prefix) else {
+            return Ok(None);
+        };
+        if position.0 + total as u64 > file_bytes {
+            return Ok(None);
+        }
+        let bytes = self.file.read_exact_at(position, total).await?;
+        Ok(validate_batch(&bytes).ok())
+    }
+
+    async fn count_non_zero_tail(&self, file_bytes: u64) -> LogResult<u64> {
+        let mut position = self.size;
+        let mut last_non_zero_end = self.size;
+        while position < file_bytes {
+            let want = (file_bytes - position).min(RECOVERY_READ_CHUNK_BYTES as u64) as usize;
+            let chunk = self.file.read_exact_at(Position(position), want).await?;
+            if let Some(last) = chunk.iter().rposition(|&b| b != 0) {
+                last_non_zero_end = position + last as u64 + 1;
+            }
+            position += want as u64;
+        }
+        Ok(last_non_zero_end - self.size)
+    }
+
+    /// Replaces everything after the logical end with zeros, durably, so a
+    /// later append can never end up next to stale bytes.
+    async fn discard_tail(&mut self) -> LogResult<()> {
+        self.truncate_file(self.size).await?;
+        let preallocated = self.preallocated_bytes;
+        self.preallocated_bytes = self.size;
+        if preallocated > self.size {
+            self.preallocate(preallocated).await?;
+        }
+        self.file.fdatasync().await
+    }
+
+    async fn truncate_file(&self, len: u64) -> LogResult<()> {
+        self.file
+            .file
+            .truncate(len)
+            .await
+            .map_err(|e| LogError::glommio("truncate segment", &self.file.path, e))
+    }
+
+    async fn preallocate(&mut self, bytes: u64) -> LogResult<()> {
+        self.file
+            .file
+            .pre_allocate(bytes, false)
+            .await
+            .map_err(|e| LogError::glommio("preallocate segment", &self.file.path, e))?;
+        self.preallocated_bytes = bytes;
+        Ok(())
+    }
+
+    /// Appends one validated batch at the logical end. The bytes reach the
+    /// page cache, not the disk: durability is the log's group commit.
+    pub(crate) fn append(&mut self, batch: &[u8], header: &BatchHeader) -> LogResult<Position> {
+        debug_assert_eq!(batch.len(), header.total_bytes());
+        debug_assert!(header.base_offset >= self.next_offset);
+        let position = Position(self.size);
+        pwrite_all(self.file.raw_fd(), batch, position.0)
+            .map_err(|e| LogError::io("append to segment", &self.file.path, e))?;
+        self.note_appended(header, position, batch.len() as u64)?;
+        Ok(position)
+    }
+
+    fn note_appended(
+        &mut self,
+        header: &BatchHeader,
+        position: Position,
+        bytes: u64,
+    ) -> LogResult<()> {
+        if self.bytes_since_index_entry >= self.index_interval_bytes && position.0 > 0 {
+            self.offset_index.append(header.base_offset, position)?;
+            self.time_index
+                .append(self.max_timestamp, header.base_offset)?;
+            self.bytes_since_index_entry = 0;
+        }
+        self.size = position.0 + bytes;
+        self.bytes_since_index_entry += bytes;
+        self.next_offset = header.next_offset();
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        Ok(())
+    }
+
+    /// Truncates the file to its logical end and makes that durable. Called
+    /// when the segment stops being the active one.
+    pub(crate) async fn seal(&mut self) -> LogResult<()> {
+        self.truncate_file(self.size).await?;
+        self.preallocated_bytes = 0;
+        self.file.fdatasync().await
+    }
+
+    /// Removes every batch at or after the one containing `offset`; returns
+    /// the new end offset (≤ `offset`). Durable when it returns.
+    pub(crate) async fn truncate_to(
+        &mut self,
+        offset: Offset,
+        config: &SegmentConfig,
+    ) -> LogResult<Offset> {
+        let Some(location) = self.locate(offset)? else {
+            return Ok(self.next_offset);
+        };
+        self.offset_index
+            .truncate_to_position(location.position)
+            .await?;
+        self.time_index
+            .truncate_to_offset(location.header.base_offset)
+            .await?;
+        self.size = location.position.0;
+        self.discard_tail().await?;
+        let file_bytes = self.size;
+        let recovery = self.recover(file_bytes).await?;
+        debug_assert_eq!(recovery.truncated_bytes, 0);
+        if config.preallocate && self.preallocated_bytes < config.segment_bytes {
+            self.preallocate(config.segment_bytes).await?;
+        }
+        Ok(self.next_offset)
+    }
+
+    /// Scans batch headers from `from` (a batch start) while `keep_going`
+    /// says so; returns the last location visited and the one after it.
+    fn scan_headers(
+        &self,
+        from: Position,
+        mut stop_at: impl FnMut(&BatchLocation) -> bool,
+    ) -> LogResult<Option<BatchLocation>> {
+        let mut position = from.0;
+        let mut window = vec![
+            0u8;
+            HEADER_SCAN_CHUNK_BYTES
+                .min(self.size as usize)
+                .max(BATCH_HEADER_BYTES)
+        ];
+        let mut window_start = u64::MAX;
+        let mut window_len = 0usize;
+        while position < self.size {
+            let in_window = position >= window_start
+                && position + BATCH_HEADER_BYTES as u64 <= window_start + window_len as u64;
+            if !in_window {
+                window_start = position;
+                window_len = pread_full(self.file.raw_fd(), &mut window, position)
+                    .map_err(|e| LogError::io("read segment", &self.file.path, e))?;
+                if window_len < BATCH_HEADER_BYTES {
+                    return Err(self.corrupt(
+                        position,
+                        DecodeError::Truncated {
+                            needed: BATCH_HEADER_BYTES,
+                            available: window_len,
+                        },
+                    ));
+                }
+            }
+            let at = (position - window_start) as usize;
+            let header = BatchHeader::parse(&window[at..at + BATCH_HEADER_BYTES])
+                .map_err(|e| self.corrupt(position, e))?;
+            let location = BatchLocation {
+                position: Position(position),
+                header,
+            };
+            if stop_at(&location) {
+                return Ok(Some(location));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    fn corrupt(&self, position: u64, source: DecodeError) -> LogError {
+        LogError::Corrupt {
+            path: self.file.path.clone(),
+            position: Position(position),
+            source,
+        }
+    }
+
+    /// The batch holding `offset`, or the first batch after it when
+    /// compaction removed it; `None` when `offset` is past the end.
+    pub(crate) fn locate(&self, offset: Offset) -> LogResult<Option<BatchLocation>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let start = self.offset_index.floor_by_offset(offset);
+        self.scan_headers(start.position, |loc| loc.header.last_offset() >= offset)
+    }
+
+    /// The end of the last whole batch that starts at or after `from` and
+    /// ends at or before `limit`; `from` itself when the first batch is
+    /// already longer than `limit - from`.
+    pub(crate) fn batch_boundary_at_or_before(
+        &self,
+        from: Position,
+        limit: Position,
+    ) -> LogResult<Position> {
+        if limit.0 >= self.size {
+            return Ok(Position(self.size));
+        }
+        let hint = self.offset_index.floor_by_position(limit);
+        let scan_from = if hint.position > from {
+            hint.position
+        } else {
+            from
+        };
+        let mut boundary = scan_from;
+        self.scan_headers(scan_from, |loc| {
+            if loc.end() > limit {
+                return true;
+            }
+            boundary = loc.end();
+            false
+        })?;
+        Ok(boundary)
+    }
+
+    /// First batch holding a record with timestamp ≥ `target`.
+    pub(crate) fn locate_by_timestamp(
+        &self,
+        target: TimestampMs,
+    ) -> LogResult<Option<BatchLocation>> {
+        if self.max_timestamp < target {
+            return Ok(None);
+        }
+        let start_offset = self.time_index.scan_start(target);
+        let start = self.offset_index.floor_by_offset(start_offset);
+        self.scan_headers(start.position, |loc| loc.header.max_timestamp >= target)
+    }
+
+    pub(crate) async fn remove_files(&self) -> LogResult<()> {
+        self.file
+            .file
+            .remove()
+            .await
+            .map_err(|e| LogError::glommio("remove segment", &self.file.path, e))?;
+        self.offset_index.remove().await?;
+        self.time_index.remove().await
+    }
+
+    pub(crate) fn base(&self) -> Offset {
+        self.base
+    }
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+    pub(crate) fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+    pub(crate) fn max_timestamp(&self) -> TimestampMs {
+        self.max_timestamp
+    }
+    pub(crate) fn file(&self) -> &Rc<SegmentFile> {
+        &self.file
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+}
+
+/// Checks a replicated or client batch before it touches a file.
+pub(crate) fn check_batch_bytes(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
+    if batch.len() > BATCH_BYTES_MAX {
+        return Err(DecodeError::BadBatchLength {
+            length: batch.len() as i64,
+            min: BATCH_HEADER_BYTES,
+            max: BATCH_BYTES_MAX,
+        });
+    }
+    validate_batch(batch)
+}

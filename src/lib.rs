@@ -1,0 +1,3 @@
+//! # sluice — the server: NATS bridge, metadata, consumer protocol.
+
+pub mod protocol;
