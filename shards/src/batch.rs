@@ -1554,7 +1554,8 @@ mod tests {
     #[test]
     fn bad_headers_are_rejected() {
         let prefix = raw_body(&[&[0], &zz(0), &zz(0), &zz(-1), &zz(-1)]);
-        let cases: Vec<(Vec<u8>, fn(&DecodeError) -> bool)> = vec![
+        type Expected = fn(&DecodeError) -> bool;
+        let cases: Vec<(Vec<u8>, Expected)> = vec![
             ([prefix.clone(), zz(-1)].concat(), |e| {
                 matches!(e, DecodeError::BadRecord { .. })
             }),
@@ -1669,8 +1670,14 @@ mod tests {
             RecordEncodeOptions, TimestampType,
         };
 
-        /// kafka-protocol keeps headers in an IndexMap of UTF-8 keys, so
-        /// records compared through it need unique UTF-8 header keys.
+        // kafka-protocol keeps headers in an IndexMap of UTF-8 keys, so
+        // records compared through it need unique UTF-8 header keys. Its
+        // 0.15 decoder also misreads a null header value (length -1; it
+        // tests for -2, kafka-protocol-rs issue #133, fixed upstream by PR
+        // #134), so batches it decodes carry no null header values. The
+        // other direction (we decode its batches) does include them.
+
+        /// The headers of a kafka-protocol record, in order.
         fn kafka_headers(headers: &IndexMap<StrBytes, Option<Bytes>>) -> Vec<Header> {
             headers
                 .iter()
@@ -1705,12 +1712,27 @@ mod tests {
 
         #[test]
         fn kafka_protocol_decodes_our_batches() {
-            assert_kafka_decodes(Offset(0), LeaderEpoch::NONE, &sample_records());
+            let sample = vec![
+                rec(
+                    1_700_000_000_000,
+                    Some(b"k1"),
+                    Some(b"v1"),
+                    &[(b"h", Some(b"x"))],
+                ),
+                rec(1_700_000_000_005, None, Some(b""), &[]),
+                rec(
+                    1_699_999_999_000,
+                    Some(b""),
+                    None,
+                    &[(b"", Some(b"")), (b"h", Some(b"y"))],
+                ),
+            ];
+            assert_kafka_decodes(Offset(0), LeaderEpoch::NONE, &sample);
             let many: Vec<Record> = (0..500)
                 .map(|i| {
                     let key = format!("k{i}");
                     let headers: Vec<(&[u8], Option<&[u8]>)> =
-                        vec![(b"trace", Some(key.as_bytes())), (b"n", None)];
+                        vec![(b"trace", Some(key.as_bytes())), (b"n", Some(b""))];
                     rec(
                         1_700_000_000_000 - i as i64 * 3,
                         Some(key.as_bytes()),
@@ -1793,14 +1815,15 @@ mod tests {
             })
     }
 
-    /// Records kafka-protocol can represent: unique UTF-8 header keys and
-    /// timestamp deltas within i32 (it reads timestampDelta as a varint).
+    /// Records kafka-protocol 0.15 can decode: unique UTF-8 header keys, no
+    /// null header values (see `mod kafka`) and timestamp deltas within i32
+    /// (it reads timestampDelta as a varint).
     fn arb_kafka_record() -> impl Strategy<Value = Record> {
         (
             -(1i64 << 30)..(1i64 << 30),
             prop::option::of(arb_bytes()),
             prop::option::of(arb_bytes()),
-            prop::collection::btree_map("[a-z0-9._-]{0,10}", prop::option::of(arb_bytes()), 0..5),
+            prop::collection::btree_map("[a-z0-9._-]{0,10}", arb_bytes(), 0..5),
         )
             .prop_map(|(ts, key, value, headers)| Record {
                 timestamp: TimestampMs(1_700_000_000_000 + ts),
@@ -1810,7 +1833,7 @@ mod tests {
                     .into_iter()
                     .map(|(k, value)| Header {
                         key: Bytes::from(k),
-                        value,
+                        value: Some(value),
                     })
                     .collect(),
             })

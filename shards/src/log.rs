@@ -918,33 +918,34 @@ impl LogState {
 
 /// The group-commit loop: one `fdatasync` at a time per log, covering every
 /// batch appended before it started.
-async fn sync_loop(
-    state: Rc<RefCell<LogState>>,
-    unsynced: Rc<LocalEvent>,
-    hw_moved: Rc<WakerList>,
-) {
+async fn sync_loop(state: Rc<RefCell<LogState>>, unsynced: Rc<LocalEvent>, hw_moved: Rc<WakerList>) {
     loop {
-        let policy = state.borrow().config.sync;
+        let (policy, dirty) = {
+            let state = state.borrow();
+            let dirty = state.log_end > state.stable;
+            if state.failed || (state.closed && !dirty) {
+                return;
+            }
+            (state.config.sync, dirty)
+        };
         match policy {
+            SyncPolicy::Never => {
+                unsynced.wait().await;
+                continue;
+            }
             SyncPolicy::Interval(interval) => glommio::timer::sleep(interval).await,
-            SyncPolicy::EveryBatch | SyncPolicy::Never => unsynced.wait().await,
+            SyncPolicy::EveryBatch if !dirty => {
+                unsynced.wait().await;
+                continue;
+            }
+            SyncPolicy::EveryBatch => {}
         }
         let (target, file, generation) = {
             let state = state.borrow();
-            if state.failed {
-                return;
-            }
-            if state.log_end <= state.stable || policy == SyncPolicy::Never {
-                if state.closed {
-                    return;
-                }
+            if state.failed || state.log_end <= state.stable {
                 continue;
             }
-            (
-                state.log_end,
-                state.active().file().clone(),
-                state.truncation_generation,
-            )
+            (state.log_end, state.active().file().clone(), state.truncation_generation)
         };
         let result = file.fdatasync().await;
         let mut state_ref = state.borrow_mut();
@@ -953,15 +954,9 @@ async fn sync_loop(
                 state_ref.mark_stable(target);
                 drop(state_ref);
                 hw_moved.wake_all();
-                // More may have arrived during the sync: go again.
-                if state.borrow().log_end > state.borrow().stable {
-                    unsynced.signal();
-                }
             }
-            Ok(()) => {
-                drop(state_ref);
-                unsynced.signal();
-            }
+            // A truncation ran during the sync: the next round syncs again.
+            Ok(()) => {}
             Err(err) => {
                 tracing::error!(error = %err, "fdatasync failed; partition fail-stopped");
                 state_ref.fail();

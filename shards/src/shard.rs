@@ -1,0 +1,803 @@
+//! The shard runtime: one pinned glommio executor per data core, and a full
+//! mesh of SPSC rings between them.
+//!
+//! A shard owns its partitions outright, so everything it touches lives on its
+//! own thread: [`ShardRuntime::start`] spawns one OS thread per configured CPU
+//! (`sluice-shard-{index}`), builds a glommio `LocalExecutor` pinned there
+//! (`Placement::Fixed`), and runs the caller's body in it. The body gets a
+//! [`ShardContext`]: its [`ShardId`], the shard count, and a [`ShardMesh`]
+//! holding one [`ring`] end per peer and direction, so shard↔shard traffic is
+//! single-producer/single-consumer with no locks. Rings to the control core
+//! (tokio) are made by the caller with [`ring`] and handed in as per-shard
+//! inputs ([`ShardRuntime::start_with`]).
+//!
+//! # Start-up is all-or-nothing
+//!
+//! Each thread first builds its executor and probes every data directory
+//! (below), then reports to [`ShardRuntime::start`] and waits. Only when every
+//! shard reported success are the bodies started; otherwise every thread is
+//! told to exit, and `start` returns the first error. A body therefore never
+//! runs next to a peer that failed to start, and never talks to a mesh ring
+//! whose other end is gone before it began.
+//!
+//! # The glommio poll-probe pitfall
+//!
+//! glommio 0.9 decides whether a block device supports polled I/O
+//! (`IORING_SETUP_IOPOLL`) the first time *this thread* opens a file on that
+//! device with `DmaFile`: it issues one O_DIRECT read at offset 0 on the poll
+//! ring and caches the answer per device. If that first file is empty, the
+//! read "succeeds" with 0 bytes whether or not polling works, the device is
+//! wrongly marked pollable, and every later DMA read on it fails with
+//! `EOPNOTSUPP` (os error 95). A fresh data directory has nothing but empty
+//! files, so [`probe_device`] writes a non-empty probe file (buffered, which
+//! does not trigger the probe), opens it with `DmaFile` so that glommio's
+//! probe reads real data, checks a DMA read of it, and removes it. It runs on
+//! every executor (the cache is thread-local) before the body.
+//!
+//! # Locked memory
+//!
+//! glommio registers `io_memory` bytes of locked memory for I/O buffers. Its
+//! default (10 MiB) exceeds an 8 MiB `RLIMIT_MEMLOCK`, in which case it only
+//! logs a warning and falls back, so the default here is
+//! [`IO_MEMORY_BYTES_DEFAULT`].
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::io::{BufferedFile, DmaFile};
+use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
+
+use crate::constants::IO_MEMORY_BYTES_DEFAULT;
+use crate::ring::{ring, RingReceiver, RingSender};
+use crate::types::ShardId;
+
+/// Default capacity, in messages, of each shard↔shard ring. There are
+/// `n·(n−1)` of them and each preallocates `capacity · size_of::<M>()`
+/// bytes, so this is far below
+/// [`RING_CAPACITY_DEFAULT`](crate::constants::RING_CAPACITY_DEFAULT): with 64-byte
+/// messages and 16 shards the mesh takes 15 MiB. Messages are expected to be
+/// owned batches, so 1024 of them in flight is plenty.
+pub const MESH_RING_CAPACITY_DEFAULT: usize = 1024;
+
+/// Size of the file [`probe_device`] writes and reads back: one page, which
+/// is a multiple of every logical block size (512 or 4096) O_DIRECT needs.
+pub const PROBE_FILE_BYTES: usize = 4096;
+
+/// How to start the shards.
+#[derive(Clone, Debug)]
+pub struct ShardRuntimeConfig {
+    /// One entry per shard: the CPU its executor is pinned to. Shard `i`
+    /// runs on `cpus[i]`. A CPU may repeat (two shards sharing a core, e.g.
+    /// on a 2-CPU test machine).
+    pub cpus: Vec<usize>,
+    /// Locked memory each executor registers with io_uring for I/O buffers.
+    pub io_memory_bytes: usize,
+    /// Let an idle executor spin this long before it sleeps: cuts the
+    /// latency of a cross-core wake (~100 µs → ~30 µs round trip on the test
+    /// VMs) at the price of burning CPU. `None` sleeps at once.
+    pub spin_before_park: Option<Duration>,
+    /// Directories (one per data device) each executor probes before its
+    /// body runs; created if missing. See the module docs.
+    pub probe_dirs: Vec<PathBuf>,
+    /// Capacity of each shard↔shard ring.
+    pub mesh_ring_capacity: usize,
+}
+
+impl ShardRuntimeConfig {
+    /// One shard per entry of `cpus`, every other setting at its default.
+    pub fn new(cpus: Vec<usize>) -> ShardRuntimeConfig {
+        ShardRuntimeConfig {
+            cpus,
+            io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+            spin_before_park: None,
+            probe_dirs: Vec::new(),
+            mesh_ring_capacity: MESH_RING_CAPACITY_DEFAULT,
+        }
+    }
+}
+
+/// What a shard's body is given.
+pub struct ShardContext<M> {
+    /// This shard's index, `0..shard_count`.
+    pub shard_id: ShardId,
+    /// How many shards the runtime started.
+    pub shard_count: u32,
+    /// The CPU this shard's executor is pinned to.
+    pub cpu: usize,
+    /// Rings to and from every other shard.
+    pub peers: ShardMesh<M>,
+}
+
+/// One shard's ends of the shard↔shard rings: for every other shard `j`, a
+/// sender to `j` and a receiver from `j` (one ring per ordered pair).
+pub struct ShardMesh<M> {
+    shard_id: ShardId,
+    /// Indexed by destination shard; `None` for this shard and once taken.
+    senders: Vec<Option<RingSender<M>>>,
+    /// Indexed by source shard; `None` for this shard and once taken.
+    receivers: Vec<Option<RingReceiver<M>>>,
+}
+
+impl<M: Send> ShardMesh<M> {
+    /// The ring to shard `to`; `None` for this shard itself, for a shard
+    /// that does not exist, or if the ring was taken by [`ShardMesh::into_parts`].
+    pub fn sender(&mut self, to: ShardId) -> Option<&mut RingSender<M>> {
+        self.senders.get_mut(to.0 as usize)?.as_mut()
+    }
+
+    /// The ring from shard `from`; `None` as for [`ShardMesh::sender`].
+    pub fn receiver(&mut self, from: ShardId) -> Option<&mut RingReceiver<M>> {
+        self.receivers.get_mut(from.0 as usize)?.as_mut()
+    }
+
+    /// Splits the mesh into owned ring ends labelled with the peer, e.g. to
+    /// give each inbound ring its own task.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(self) -> (Vec<(ShardId, RingSender<M>)>, Vec<(ShardId, RingReceiver<M>)>) {
+        (labelled(self.senders), labelled(self.receivers))
+    }
+
+    /// This shard's id.
+    pub fn shard_id(&self) -> ShardId {
+        self.shard_id
+    }
+}
+
+/// Why the shard runtime could not start, or how a shard ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("no shards configured: the CPU list is empty")]
+    NoShards,
+    #[error("invalid shard runtime configuration: {field} {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error("{got} per-shard inputs given for {expected} shards")]
+    InputCount { expected: usize, got: usize },
+    #[error("spawning the thread of shard {shard}: {source}")]
+    Spawn {
+        shard: ShardId,
+        #[source]
+        source: io::Error,
+    },
+    #[error("building the glommio executor of shard {shard} on CPU {cpu}: {source}")]
+    Executor {
+        shard: ShardId,
+        cpu: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("shard {shard}: device probe failed to {op} {path}: {source}")]
+    Probe {
+        shard: ShardId,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("shard {shard}: device probe read {read} bytes of {path} that differ from the {expected} written")]
+    ProbeMismatch {
+        shard: ShardId,
+        path: PathBuf,
+        read: usize,
+        expected: usize,
+    },
+    #[error("shard {shard} panicked: {message}")]
+    Panicked { shard: ShardId, message: String },
+}
+
+/// The running shards. Dropping it without [`ShardRuntime::join`] detaches
+/// the threads.
+#[derive(Debug)]
+pub struct ShardRuntime {
+    threads: Vec<(ShardId, JoinHandle<()>)>,
+}
+
+/// A shard thread between spawn and the start decision.
+struct Starting {
+    shard: ShardId,
+    thread: JoinHandle<()>,
+    ready: mpsc::Receiver<Result<(), ShardError>>,
+    go: mpsc::Sender<bool>,
+}
+
+/// Everything a shard thread needs to build its executor.
+struct ExecutorSetup {
+    shard: ShardId,
+    cpu: usize,
+    io_memory_bytes: usize,
+    spin_before_park: Option<Duration>,
+    probe_dirs: Vec<PathBuf>,
+}
+
+impl ShardRuntime {
+    /// Starts one shard per entry of `config.cpus`, each running
+    /// `body(context)`. See [`ShardRuntime::start_with`].
+    pub fn start<M, F, Fut>(config: ShardRuntimeConfig, body: F) -> Result<ShardRuntime, ShardError>
+    where
+        M: Send + 'static,
+        F: FnOnce(ShardContext<M>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let inputs = vec![(); config.cpus.len()];
+        ShardRuntime::start_with(config, inputs, move |context, ()| body(context))
+    }
+
+    /// Starts one shard per entry of `config.cpus`; shard `i` runs
+    /// `body(context, inputs[i])` (e.g. its ends of the control-core rings).
+    ///
+    /// Blocks until every executor is built and has probed
+    /// `config.probe_dirs`; returns the first failure, in which case no body
+    /// runs. The bodies run until they return; tasks they spawn and did not
+    /// await are dropped with the executor.
+    pub fn start_with<M, I, F, Fut>(
+        config: ShardRuntimeConfig,
+        inputs: Vec<I>,
+        body: F,
+    ) -> Result<ShardRuntime, ShardError>
+    where
+        M: Send + 'static,
+        I: Send + 'static,
+        F: FnOnce(ShardContext<M>, I) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        validate(&config, inputs.len())?;
+        let shard_count = config.cpus.len();
+        let meshes = build_mesh(shard_count, config.mesh_ring_capacity);
+        let mut starting = Vec::with_capacity(shard_count);
+        for (index, ((&cpu, peers), input)) in config.cpus.iter().zip(meshes).zip(inputs).enumerate() {
+            let shard = shard_id_of(index);
+            let context = ShardContext {
+                shard_id: shard,
+                shard_count: shard_id_of(shard_count).0,
+                cpu,
+                peers,
+            };
+            let setup = ExecutorSetup {
+                shard,
+                cpu,
+                io_memory_bytes: config.io_memory_bytes,
+                spin_before_park: config.spin_before_park,
+                probe_dirs: config.probe_dirs.clone(),
+            };
+            let (ready_tx, ready) = mpsc::channel();
+            let (go, go_rx) = mpsc::channel();
+            let body = body.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sluice-shard-{index}"))
+                .spawn(move || run_shard(setup, context, input, body, ready_tx, go_rx));
+            match spawned {
+                Ok(thread) => starting.push(Starting {
+                    shard,
+                    thread,
+                    ready,
+                    go,
+                }),
+                Err(source) => {
+                    abort(starting);
+                    return Err(ShardError::Spawn { shard, source });
+                }
+            }
+        }
+        rendezvous(starting)
+    }
+
+    /// How many shards run.
+    pub fn shard_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Waits for every shard's body to return. Reports the first shard that
+    /// panicked (after waiting for all of them).
+    pub fn join(self) -> Result<(), ShardError> {
+        let mut first_error = None;
+        for (shard, thread) in self.threads {
+            if let Err(payload) = thread.join() {
+                first_error.get_or_insert(ShardError::Panicked {
+                    shard,
+                    message: panic_message(payload.as_ref()),
+                });
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn validate(config: &ShardRuntimeConfig, input_count: usize) -> Result<(), ShardError> {
+    if config.cpus.is_empty() {
+        return Err(ShardError::NoShards);
+    }
+    if u32::try_from(config.cpus.len()).is_err() {
+        return Err(ShardError::InvalidConfig {
+            field: "cpus",
+            reason: "lists more shards than a ShardId can number",
+        });
+    }
+    if config.mesh_ring_capacity == 0 {
+        return Err(ShardError::InvalidConfig {
+            field: "mesh_ring_capacity",
+            reason: "must be at least 1",
+        });
+    }
+    if input_count != config.cpus.len() {
+        return Err(ShardError::InputCount {
+            expected: config.cpus.len(),
+            got: input_count,
+        });
+    }
+    Ok(())
+}
+
+/// `index` as a [`ShardId`]. Shard counts are checked to fit a `u32` in
+/// `validate`, before any index is converted.
+fn shard_id_of(index: usize) -> ShardId {
+    ShardId(u32::try_from(index).expect("shard count validated to fit u32"))
+}
+
+/// The present entries of a by-shard table, with their shard ids.
+fn labelled<E>(ends: Vec<Option<E>>) -> Vec<(ShardId, E)> {
+    let present = ends.into_iter().enumerate();
+    present.filter_map(|(peer, end)| Some((shard_id_of(peer), end?))).collect()
+}
+
+/// One mesh per shard: ring `i → j` for every ordered pair `i ≠ j`.
+fn build_mesh<M: Send>(shard_count: usize, capacity: usize) -> Vec<ShardMesh<M>> {
+    let mut meshes: Vec<ShardMesh<M>> = (0..shard_count)
+        .map(|index| ShardMesh {
+            shard_id: shard_id_of(index),
+            senders: (0..shard_count).map(|_| None).collect(),
+            receivers: (0..shard_count).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shard_count {
+        for to in (0..shard_count).filter(|&to| to != from) {
+            let (sender, receiver) = ring(capacity);
+            meshes[from].senders[to] = Some(sender);
+            meshes[to].receivers[from] = Some(receiver);
+        }
+    }
+    meshes
+}
+
+/// Waits for every shard to report, then starts all bodies or none.
+fn rendezvous(starting: Vec<Starting>) -> Result<ShardRuntime, ShardError> {
+    let mut failure = None;
+    let mut died = false;
+    for shard in &starting {
+        match shard.ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            // The thread ended without reporting: it panicked; `abort`
+            // collects the message.
+            Err(mpsc::RecvError) => died = true,
+        }
+    }
+    if failure.is_some() || died {
+        let panicked = abort(starting);
+        return Err(failure.or(panicked).unwrap_or(ShardError::Panicked {
+            shard: ShardId(0),
+            message: "a shard thread exited during start-up".to_owned(),
+        }));
+    }
+    let threads = starting
+        .into_iter()
+        .map(|shard| {
+            // A send fails only if the thread is gone, which `join` reports.
+            let _ = shard.go.send(true);
+            (shard.shard, shard.thread)
+        })
+        .collect();
+    Ok(ShardRuntime { threads })
+}
+
+/// Tells every starting shard not to run its body and waits for the threads;
+/// returns the first panic among them, if any.
+fn abort(starting: Vec<Starting>) -> Option<ShardError> {
+    let mut first_panic = None;
+    for shard in starting {
+        // A thread that already exited has dropped its receiver; fine.
+        let _ = shard.go.send(false);
+        if let Err(payload) = shard.thread.join() {
+            first_panic.get_or_insert(ShardError::Panicked {
+                shard: shard.shard,
+                message: panic_message(payload.as_ref()),
+            });
+        }
+    }
+    first_panic
+}
+
+/// The body of a shard thread: build, probe, report, wait for the decision,
+/// run the body.
+fn run_shard<M, I, F, Fut>(
+    setup: ExecutorSetup,
+    context: ShardContext<M>,
+    input: I,
+    body: F,
+    ready: mpsc::Sender<Result<(), ShardError>>,
+    go: mpsc::Receiver<bool>,
+) where
+    F: FnOnce(ShardContext<M>, I) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let started = build_executor(&setup).and_then(|executor| {
+        executor.run(probe_all(&setup.probe_dirs, setup.shard))?;
+        Ok(executor)
+    });
+    let executor = match started {
+        Ok(executor) => {
+            // A failed send means `start` is gone; `go` below then fails too.
+            let _ = ready.send(Ok(()));
+            executor
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    if go.recv() != Ok(true) {
+        return;
+    }
+    tracing::info!(shard = %setup.shard, cpu = setup.cpu, "shard started");
+    executor.run(body(context, input));
+    tracing::debug!(shard = %setup.shard, "shard body returned");
+}
+
+fn build_executor(setup: &ExecutorSetup) -> Result<LocalExecutor, ShardError> {
+    let mut builder = LocalExecutorBuilder::new(Placement::Fixed(setup.cpu))
+        .io_memory(setup.io_memory_bytes)
+        .name(&format!("sluice-shard-{}", setup.shard));
+    if let Some(spin) = setup.spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    builder.make().map_err(|source| ShardError::Executor {
+        shard: setup.shard,
+        cpu: setup.cpu,
+        source: source.into(),
+    })
+}
+
+async fn probe_all(dirs: &[PathBuf], shard: ShardId) -> Result<(), ShardError> {
+    for dir in dirs {
+        probe_device(dir, shard).await?;
+    }
+    Ok(())
+}
+
+/// Makes glommio's per-device poll probe (see the module docs) read real
+/// data: creates `dir` if missing, writes a [`PROBE_FILE_BYTES`] file
+/// `.sluice-probe-{shard}` in it (buffered, which does not probe), opens it
+/// with `DmaFile` (which probes), checks a DMA read of it, and removes it.
+///
+/// Must run on the executor that will do the DMA I/O, before it opens any
+/// other file on that device with `DmaFile`. The file name carries the shard
+/// so shards sharing a directory do not collide.
+pub async fn probe_device(dir: &Path, shard: ShardId) -> Result<(), ShardError> {
+    create_dir_all(dir, shard).await?;
+    let path = dir.join(format!(".sluice-probe-{shard}"));
+    let pattern = probe_pattern(shard);
+    let checked = write_then_dma_read(&path, shard, &pattern).await;
+    let removed = glommio::io::remove(&path)
+        .await
+        .map_err(|source| probe_error(shard, "remove", &path, source.into()));
+    checked?;
+    removed?;
+    tracing::debug!(shard = %shard, dir = %dir.display(), "device probed");
+    Ok(())
+}
+
+async fn write_then_dma_read(path: &Path, shard: ShardId, pattern: &[u8]) -> Result<(), ShardError> {
+    let io_error = |op, source: glommio::GlommioError<()>| probe_error(shard, op, path, source.into());
+
+    let file = BufferedFile::create(path).await.map_err(|e| io_error("create", e))?;
+    let written = file.write_at(pattern.to_vec(), 0).await.map_err(|e| io_error("write", e));
+    file.close().await.map_err(|e| io_error("close", e))?;
+    if written? != pattern.len() {
+        return Err(mismatch(shard, path, 0));
+    }
+
+    let file = DmaFile::open(path).await.map_err(|e| io_error("dma_open", e))?;
+    let read = file.read_at_aligned(0, pattern.len()).await.map_err(|e| io_error("dma_read", e));
+    file.close().await.map_err(|e| io_error("close", e))?;
+    let read = read?;
+    if &read[..] != pattern {
+        return Err(mismatch(shard, path, read.len()));
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its missing ancestors with glommio (no blocking
+/// `std::fs` call on the executor).
+async fn create_dir_all(dir: &Path, shard: ShardId) -> Result<(), ShardError> {
+    let mut pending = vec![dir];
+    // Bounded: each step creates one directory (pop) or moves to a parent
+    // (push), and a path has finitely many ancestors.
+    while let Some(&next) = pending.last() {
+        match glommio::io::Directory::create(next).await {
+            Ok(created) => {
+                created
+                    .close()
+                    .await
+                    .map_err(|source| probe_error(shard, "close directory", next, source.into()))?;
+                pending.pop();
+            }
+            Err(source) => {
+                let source = io::Error::from(source);
+                match next.parent() {
+                    Some(parent) if source.kind() == io::ErrorKind::NotFound && !parent.as_os_str().is_empty() => {
+                        pending.push(parent)
+                    }
+                    _ => return Err(probe_error(shard, "create directory", next, source)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Non-constant bytes, so a read that returns stale or zeroed data fails.
+fn probe_pattern(shard: ShardId) -> Vec<u8> {
+    (0..PROBE_FILE_BYTES)
+        .map(|i| (i as u32 ^ shard.0.wrapping_mul(0x9E37_79B9)) as u8)
+        .collect()
+}
+
+fn probe_error(shard: ShardId, op: &'static str, path: &Path, source: io::Error) -> ShardError {
+    ShardError::Probe {
+        shard,
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn mismatch(shard: ShardId, path: &Path, read: usize) -> ShardError {
+    ShardError::ProbeMismatch {
+        shard,
+        path: path.to_owned(),
+        read,
+        expected: PROBE_FILE_BYTES,
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+    use glommio::io::{DmaStreamWriterBuilder, ImmutableFileBuilder};
+
+    use super::*;
+
+    /// Tests share the 8 MiB RLIMIT_MEMLOCK with each other and with other
+    /// test binaries, so each executor registers only 256 KiB.
+    fn test_config(cpus: Vec<usize>) -> ShardRuntimeConfig {
+        ShardRuntimeConfig {
+            io_memory_bytes: 256 << 10,
+            ..ShardRuntimeConfig::new(cpus)
+        }
+    }
+
+    /// Starts `cpus.len()` shards; each sends its id to every peer and then
+    /// receives one message from each, reporting `(receiver, sender)` pairs
+    /// to the test thread over per-shard control rings.
+    fn exchange_ids(cpus: Vec<usize>) -> BTreeSet<(u32, u32)> {
+        let shard_count = cpus.len();
+        let (reports, mut inbox): (Vec<_>, Vec<_>) = (0..shard_count).map(|_| ring::<(u32, u32)>(64)).unzip();
+        let runtime = ShardRuntime::start_with(test_config(cpus), reports, |mut context: ShardContext<u32>, mut report| async move {
+            let me = context.shard_id;
+            for peer in (0..context.shard_count).map(ShardId).filter(|&peer| peer != me) {
+                let to_peer = context.peers.sender(peer).expect("a ring to every peer");
+                to_peer.send(me.0).await.expect("peers keep their receivers until they received");
+            }
+            for peer in (0..context.shard_count).map(ShardId).filter(|&peer| peer != me) {
+                let from_peer = context.peers.receiver(peer).expect("a ring from every peer");
+                let sender = from_peer.recv().await.expect("every peer sends once");
+                assert_eq!(sender, peer.0, "ring {peer}→{me} carries {peer}'s messages");
+                report.send((me.0, sender)).await.expect("the test thread listens");
+            }
+            assert!(context.peers.sender(me).is_none(), "no ring to itself");
+        })
+        .expect("the shards start");
+        let mut received = BTreeSet::new();
+        for receiver in &mut inbox {
+            for _ in 0..shard_count - 1 {
+                received.insert(block_on(receiver.recv()).expect("a report per peer"));
+            }
+        }
+        runtime.join().expect("no shard panicked");
+        for mut receiver in inbox {
+            assert_eq!(block_on(receiver.recv()), None, "no extra messages");
+        }
+        received
+    }
+
+    fn all_pairs(shard_count: u32) -> BTreeSet<(u32, u32)> {
+        (0..shard_count)
+            .flat_map(|to| (0..shard_count).filter(move |&from| from != to).map(move |from| (to, from)))
+            .collect()
+    }
+
+    #[test]
+    fn mesh_delivers_every_shard_id_to_every_peer_on_cpus_0_and_1() {
+        assert_eq!(exchange_ids(vec![0, 1]), all_pairs(2));
+    }
+
+    #[test]
+    fn mesh_works_with_two_shards_on_one_cpu() {
+        assert_eq!(exchange_ids(vec![0, 0]), all_pairs(2));
+    }
+
+    #[test]
+    fn mesh_works_with_three_shards_on_two_cpus() {
+        assert_eq!(exchange_ids(vec![0, 1, 1]), all_pairs(3));
+    }
+
+    #[test]
+    fn a_single_shard_has_an_empty_mesh() {
+        let (report, mut inbox) = ring::<usize>(1);
+        let runtime = ShardRuntime::start_with(test_config(vec![1]), vec![report], |context: ShardContext<()>, mut report| async move {
+            let (senders, receivers) = context.peers.into_parts();
+            let ends = senders.len() + receivers.len();
+            report.send(ends).await.expect("the test thread listens");
+        })
+        .expect("the shard starts");
+        assert_eq!(block_on(inbox.recv()), Some(0));
+        runtime.join().expect("no panic");
+    }
+
+    /// DESIGN §10: starting from an empty data directory must work. The
+    /// first `DmaFile` this executor opens is a fresh, empty file; without
+    /// the probe, glommio would mark the device pollable from a 0-byte read
+    /// and the DMA reads below would fail with EOPNOTSUPP on devices without
+    /// poll support.
+    #[test]
+    fn dma_io_works_on_a_fresh_file_in_an_empty_data_dir() {
+        let temp = tempfile::tempdir().expect("a temp dir");
+        let data_dir = temp.path().join("data").join("nested");
+        let config = ShardRuntimeConfig {
+            probe_dirs: vec![data_dir.clone()],
+            ..test_config(vec![0, 1])
+        };
+        let (reports, mut inbox): (Vec<_>, Vec<_>) = (0..2).map(|_| ring::<Result<(), String>>(1)).unzip();
+        let dir = data_dir.clone();
+        let runtime = ShardRuntime::start_with(config, reports, move |context: ShardContext<()>, mut report| async move {
+            let outcome = write_and_read_fresh_file(&dir, context.shard_id).await;
+            report.send(outcome.map_err(|error| error.to_string())).await.expect("the test thread listens");
+        })
+        .expect("the shards start and probe the empty dir");
+        for receiver in &mut inbox {
+            assert_eq!(block_on(receiver.recv()), Some(Ok(())));
+        }
+        runtime.join().expect("no panic");
+        let mut left: Vec<_> = std::fs::read_dir(&data_dir)
+            .expect("the probe created the data dir")
+            .map(|entry| entry.expect("a dir entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh-0.log", "fresh-1.log"], "probe files are removed");
+    }
+
+    async fn write_and_read_fresh_file(dir: &Path, shard: ShardId) -> Result<(), glommio::GlommioError<()>> {
+        let path = dir.join(format!("fresh-{shard}.log"));
+        let file = DmaFile::create(&path).await?;
+        let mut writer = DmaStreamWriterBuilder::new(file).with_buffer_size(8192).build();
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        futures::AsyncWriteExt::write_all(&mut writer, &payload).await?;
+        futures::AsyncWriteExt::close(&mut writer).await?;
+
+        let file = DmaFile::open(&path).await?;
+        let aligned = file.read_at_aligned(0, 8192).await?;
+        assert_eq!(&aligned[..], &payload[..8192]);
+        let tail = file.read_at(8000, 2000).await?;
+        assert_eq!(&tail[..], &payload[8000..]);
+        file.close().await?;
+
+        // The immutable-file path opens with DmaFile as well.
+        let sealed = ImmutableFileBuilder::new(&path).build_existing().await?;
+        let middle = sealed.read_at(4000, 100).await?;
+        assert_eq!(&middle[..], &payload[4000..4100]);
+        sealed.close().await?;
+        Ok(())
+    }
+
+    #[test]
+    fn probe_device_leaves_no_file_behind() {
+        let temp = tempfile::tempdir().expect("a temp dir");
+        let dir = temp.path().to_owned();
+        let outcome = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(256 << 10)
+            .spawn(move || async move { probe_device(&dir, ShardId(7)).await })
+            .expect("an executor")
+            .join()
+            .expect("the executor ran");
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(std::fs::read_dir(temp.path()).expect("readable").count(), 0);
+    }
+
+    #[test]
+    fn a_probe_failure_stops_every_shard_before_its_body_runs() {
+        let temp = tempfile::tempdir().expect("a temp dir");
+        let not_a_dir = temp.path().join("file");
+        std::fs::write(&not_a_dir, b"x").expect("a plain file");
+        let config = ShardRuntimeConfig {
+            probe_dirs: vec![not_a_dir.join("data")],
+            ..test_config(vec![0, 1])
+        };
+        let (report, mut inbox) = ring::<()>(4);
+        let reports = vec![Some(report), None];
+        let error = ShardRuntime::start_with(config, reports, |_: ShardContext<()>, report| async move {
+            if let Some(mut report) = report {
+                let _ = report.send(()).await;
+            }
+        })
+        .expect_err("the probe cannot create a directory under a file");
+        assert!(matches!(error, ShardError::Probe { op: "create directory", .. }), "{error}");
+        assert_eq!(block_on(inbox.recv()), None, "no body ran");
+    }
+
+    #[test]
+    fn start_rejects_bad_configurations() {
+        let body = |_: ShardContext<()>| async {};
+        assert!(matches!(ShardRuntime::start(test_config(vec![]), body), Err(ShardError::NoShards)));
+        let config = ShardRuntimeConfig {
+            mesh_ring_capacity: 0,
+            ..test_config(vec![0])
+        };
+        assert!(matches!(ShardRuntime::start(config, body), Err(ShardError::InvalidConfig { .. })));
+        let wrong_inputs = ShardRuntime::start_with(test_config(vec![0, 1]), vec![()], |_: ShardContext<()>, ()| async {});
+        assert!(matches!(wrong_inputs, Err(ShardError::InputCount { expected: 2, got: 1 })));
+        let no_such_cpu = ShardRuntime::start(test_config(vec![0, 100_000]), body);
+        assert!(
+            matches!(no_such_cpu, Err(ShardError::Executor { cpu: 100_000, .. })),
+            "{no_such_cpu:?}"
+        );
+    }
+
+    #[test]
+    fn join_reports_a_panicking_shard() {
+        let runtime = ShardRuntime::start(test_config(vec![0, 1]), |context: ShardContext<()>| async move {
+            if context.shard_id == ShardId(1) {
+                panic!("shard one gives up");
+            }
+        })
+        .expect("the shards start");
+        match runtime.join() {
+            Err(ShardError::Panicked { shard, message }) => {
+                assert_eq!(shard, ShardId(1));
+                assert_eq!(message, "shard one gives up");
+            }
+            other => panic!("expected a panic report, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn spin_before_park_is_accepted() {
+        let config = ShardRuntimeConfig {
+            spin_before_park: Some(Duration::from_micros(50)),
+            ..test_config(vec![1])
+        };
+        let runtime = ShardRuntime::start(config, |_: ShardContext<()>| async {}).expect("the shard starts");
+        assert_eq!(runtime.shard_count(), 1);
+        runtime.join().expect("no panic");
+    }
+}
