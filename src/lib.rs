@@ -1,3 +1,4 @@
 //! # sluice — the server: NATS bridge, metadata, consumer protocol.
 
+pub mod cluster;
 pub mod protocol;

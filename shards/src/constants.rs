@@ -60,3 +60,31 @@ pub const RING_CAPACITY_DEFAULT: usize = 64 * 1024;
 
 /// Largest segment: positions in the offset index are u32.
 pub const SEGMENT_BYTES_MAX: u64 = (1 << 31) - 1;
+
+/// Most memory one compaction's key map (key → latest offset) may use
+/// (32 MiB). When it fills, that run compacts only the part of the log the
+/// map covers and the next run continues; without the bound a partition
+/// with many distinct keys could take the shard's memory.
+pub const COMPACTION_KEY_MAP_BYTES_MAX: usize = 32 << 20;
+
+/// What one key-map entry is charged beyond its key bytes: the `Bytes`
+/// handle, the offset, the hash-table slot and the allocation header.
+pub const COMPACTION_KEY_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// Bytes compaction reads from a segment at once (one buffer per run; a
+/// batch larger than this is read whole, up to `BATCH_BYTES_MAX`).
+pub const COMPACTION_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Default period of the maintenance task (retention then compaction).
+/// Both are cheap when there is nothing to do: retention looks at segment
+/// metadata only, compaction reads the log to build its key map.
+pub const MAINTENANCE_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
+
+/// Suggested shares for the maintenance task queue: against glommio's
+/// default 1000 for the data path, maintenance gets ~5 % of a busy core and
+/// all of an idle one.
+pub const MAINTENANCE_SHARES_DEFAULT: usize = 50;
+
+/// Shortest period the maintenance task accepts: a zero interval would make
+/// it spin through rounds that find nothing to do.
+pub const MAINTENANCE_INTERVAL_MS_MIN: u64 = 1;

@@ -35,12 +35,15 @@
 //! checkpoint for replicated logs.
 
 pub mod batch;
+pub mod compaction;
 pub mod constants;
 pub mod error;
 mod event;
 mod index;
 pub mod io;
 pub mod log;
+pub mod maintenance;
+pub mod retention;
 pub mod ring;
 pub mod segment;
 pub mod shard;

@@ -51,8 +51,8 @@ use crate::error::{LogError, LogResult};
 use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
 use crate::segment::{
-    check_batch_bytes, parse_segment_file_name, Segment, SegmentConfig, SegmentFile,
-    SegmentRecovery,
+    check_batch_bytes, cleaned_file_name, is_cleaned_file_name, parse_segment_file_name,
+    remove_if_exists, segment_file_name, Segment, SegmentConfig, SegmentFile, SegmentRecovery,
 };
 use crate::types::{LeaderEpoch, Offset, Position, TimestampMs};
 
@@ -185,6 +185,42 @@ pub struct SegmentInfo {
     pub active: bool,
 }
 
+/// A segment as compaction reads it: the file is held open, so a segment
+/// deleted or replaced meanwhile still reads as it was.
+pub(crate) struct SegmentSnapshot {
+    pub(crate) base: Offset,
+    pub(crate) next_offset: Offset,
+    /// Bytes of whole batches when the snapshot was taken.
+    pub(crate) size: u64,
+    pub(crate) file: Rc<SegmentFile>,
+    pub(crate) active: bool,
+}
+
+/// What compaction needs from the log at the start of a run.
+pub(crate) struct CompactionView {
+    /// Every segment, oldest first; the active one last.
+    pub(crate) segments: Vec<SegmentSnapshot>,
+    pub(crate) high_watermark: Offset,
+    /// [`PartitionLog::truncation_generation`] at snapshot time.
+    pub(crate) truncation_generation: u64,
+    pub(crate) dir: PathBuf,
+    pub(crate) index_interval_bytes: u64,
+}
+
+/// Held by the one compaction running on a log; clears the flag when
+/// dropped, also when the compaction future is dropped half-way.
+pub(crate) struct CompactionGuard {
+    state: Rc<RefCell<LogState>>,
+}
+
+impl Drop for CompactionGuard {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.compacting = false;
+        }
+    }
+}
+
 #[derive(Debug)]
 enum CommitOutcome {
     Durable,
@@ -209,6 +245,9 @@ struct LogState {
     truncation_generation: u64,
     failed: bool,
     closed: bool,
+    /// A compaction is running (at most one per log: its `*.cleaned` files
+    /// have fixed names).
+    compacting: bool,
 }
 
 /// A partition's log. Lives on, and only on, the shard that owns the
@@ -230,7 +269,15 @@ impl PartitionLog {
         let directory = Directory::create(&config.dir)
             .await
             .map_err(|e| LogError::glommio("create partition directory", &config.dir, e))?;
-        let bases = list_segment_bases(&directory, &config.dir)?;
+        let (bases, leftovers) = list_segment_bases(&directory, &config.dir)?;
+        // A compaction crashed before its swap: its copies are incomplete or
+        // unneeded; the originals are intact (the swap renames over them).
+        for leftover in leftovers {
+            tracing::warn!(path = %leftover.display(), "removing leftover of an interrupted compaction");
+            glommio::io::remove(&leftover)
+                .await
+                .map_err(|e| LogError::glommio("remove compaction leftover", &leftover, e))?;
+        }
         let segment_config = config.segment_config();
         let mut report = RecoveryReport::default();
         let mut segments = BTreeMap::new();
@@ -309,6 +356,7 @@ impl PartitionLog {
             truncation_generation: 0,
             failed: false,
             closed: false,
+            compacting: false,
         };
         let mut log = PartitionLog {
             state: Rc::new(RefCell::new(state)),
@@ -771,6 +819,10 @@ impl PartitionLog {
     /// never deleted; the log start moves to the first remaining segment.
     pub async fn delete_segments(&self, bases: &[Offset]) -> LogResult<usize> {
         let doomed = {
+            // Under the write gate (released before the files are unlinked)
+            // so a compaction swap never races the removal of the segment it
+            // replaces: see `install_cleaned`.
+            let _permit = self.enter_write_phase().await?;
             let mut state = self.state.borrow_mut();
             let active_base = state.active().base();
             let hw = state.high_watermark;
@@ -793,6 +845,80 @@ impl PartitionLog {
         let count = doomed.len();
         remove_segments(&doomed).await?;
         Ok(count)
+    }
+
+    /// Whether [`Self::close`] has begun (or the log was dropped): background
+    /// tasks such as maintenance stop when they see it.
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
+    /// Bumped by every [`Self::truncate_to`]: compaction refuses to swap in a
+    /// segment built from a key map that a truncation may have invalidated.
+    pub(crate) fn truncation_generation(&self) -> u64 {
+        self.state.borrow().truncation_generation
+    }
+
+    /// Claims the log for one compaction; `None` when one is running.
+    pub(crate) fn try_begin_compaction(&self) -> Option<CompactionGuard> {
+        let mut state = self.state.borrow_mut();
+        if state.compacting {
+            return None;
+        }
+        state.compacting = true;
+        Some(CompactionGuard {
+            state: self.state.clone(),
+        })
+    }
+
+    pub(crate) fn compaction_view(&self) -> CompactionView {
+        let state = self.state.borrow();
+        let active_base = state.active().base();
+        CompactionView {
+            segments: state
+                .segments
+                .values()
+                .map(|s| SegmentSnapshot {
+                    base: s.base(),
+                    next_offset: s.next_offset(),
+                    size: s.size(),
+                    file: s.file().clone(),
+                    active: s.base() == active_base,
+                })
+                .collect(),
+            high_watermark: state.high_watermark,
+            truncation_generation: state.truncation_generation,
+            dir: state.config.dir.clone(),
+            index_interval_bytes: state.config.index_interval_bytes,
+        }
+    }
+
+    /// Compaction's commit point: replaces sealed segment `base` by the
+    /// cleaned copy written next to it (`*.cleaned`, complete and fsynced)
+    /// and returns the installed segment. Returns `None`, touching nothing,
+    /// when the segment is no longer the one compaction read (`read_from`:
+    /// deleted, replaced or truncated since) or the log is closing; the
+    /// caller then removes its copy.
+    ///
+    /// Runs as a detached task that finishes even if the caller's future is
+    /// dropped, so the swap is never left half-done in memory. It holds the
+    /// write gate for the swap only (two directory fsyncs and a reopen that
+    /// reads the fresh index and at most one index interval of log).
+    pub(crate) async fn install_cleaned_segment(
+        &self,
+        base: Offset,
+        read_from: &Rc<SegmentFile>,
+        truncation_generation: u64,
+    ) -> LogResult<Option<SegmentSnapshot>> {
+        let task = glommio::spawn_local(install_cleaned(
+            self.state.clone(),
+            self.write_gate.clone(),
+            base,
+            read_from.clone(),
+            truncation_generation,
+        ))
+        .detach();
+        task.await.unwrap_or(Err(LogError::Closed))
     }
 
     /// Stops the sync task after a final sync; waits for in-flight appends.
@@ -916,9 +1042,108 @@ impl LogState {
     }
 }
 
+/// See [`PartitionLog::install_cleaned_segment`]. The on-disk sequence is
+/// safe to crash at any step, because open deletes `*.cleaned` files and
+/// rebuilds missing indexes:
+///
+/// 1. unlink the old `.index` and `.timeindex`, fsync the directory — the
+///    new log can never meet the old indexes (their positions would lie);
+/// 2. rename `.log.cleaned` over `.log` (atomic), fsync the directory;
+/// 3. rename the cleaned indexes into place (not fsynced: indexes are a
+///    cache; if the renames are lost the indexes are rebuilt);
+/// 4. reopen the segment and put it in the map. Readers holding the old
+///    `Rc<SegmentFile>` keep reading the old inode until they drop it.
+///
+/// An I/O error between steps 1 and 4 fail-stops the partition: memory no
+/// longer matches the directory, and reopening recovers from any step.
+async fn install_cleaned(
+    state: Rc<RefCell<LogState>>,
+    write_gate: Rc<Semaphore>,
+    base: Offset,
+    read_from: Rc<SegmentFile>,
+    truncation_generation: u64,
+) -> LogResult<Option<SegmentSnapshot>> {
+    let _permit = write_gate
+        .acquire_permit(1)
+        .await
+        .map_err(|_| LogError::Closed)?;
+    let (dir, segment_config) = {
+        let state = state.borrow();
+        if state.closed {
+            return Ok(None);
+        }
+        state.check_writable()?;
+        let unchanged = state.truncation_generation == truncation_generation
+            && state.active().base() != base
+            && state
+                .segments
+                .get(&base)
+                .is_some_and(|s| Rc::ptr_eq(s.file(), &read_from));
+        if !unchanged {
+            return Ok(None);
+        }
+        (state.config.dir.clone(), state.config.segment_config())
+    };
+    let swapped = swap_cleaned_files(&dir, base).await;
+    let reopened = match swapped {
+        Ok(()) => Segment::open(&dir, base, &segment_config, false).await,
+        Err(err) => Err(err),
+    };
+    let mut state = state.borrow_mut();
+    match reopened {
+        Ok((segment, recovery)) => {
+            if recovery.truncated_bytes > 0 {
+                tracing::warn!(dir = %dir.display(), segment = base.0, ?recovery,
+                    "compacted segment needed recovery on reopen");
+            }
+            let installed = SegmentSnapshot {
+                base,
+                next_offset: segment.next_offset(),
+                size: segment.size(),
+                file: segment.file().clone(),
+                active: false,
+            };
+            state.segments.insert(base, segment);
+            Ok(Some(installed))
+        }
+        Err(err) => {
+            tracing::error!(dir = %dir.display(), segment = base.0, error = %err,
+                "compaction swap failed; partition fail-stopped");
+            state.fail();
+            Err(err)
+        }
+    }
+}
+
+/// Steps 1–3 of [`install_cleaned`].
+/// The old segment's index files are unlinked by path; its open handles go
+/// when the old segment is dropped.
+async fn swap_cleaned_files(dir: &Path, base: Offset) -> LogResult<()> {
+    let index_paths = ["index", "timeindex"].map(|ext| dir.join(segment_file_name(base, ext)));
+    for path in &index_paths {
+        remove_if_exists(path).await?;
+    }
+    sync_directory(dir).await?;
+    let log_path = dir.join(segment_file_name(base, "log"));
+    glommio::io::rename(dir.join(cleaned_file_name(base, "log")), &log_path)
+        .await
+        .map_err(|e| LogError::glommio("rename cleaned segment", &log_path, e))?;
+    sync_directory(dir).await?;
+    for (ext, path) in ["index", "timeindex"].iter().zip(&index_paths) {
+        glommio::io::rename(dir.join(cleaned_file_name(base, ext)), path)
+            .await
+            .map_err(|e| LogError::glommio("rename cleaned index", path, e))?;
+    }
+    Ok(())
+}
+
 /// The group-commit loop: one `fdatasync` at a time per log, covering every
 /// batch appended before it started.
-async fn sync_loop(state: Rc<RefCell<LogState>>, unsynced: Rc<LocalEvent>, hw_moved: Rc<WakerList>) {
+async fn sync_loop(
+    state: Rc<RefCell<LogState>>,
+    unsynced: Rc<LocalEvent>,
+    hw_moved: Rc<WakerList>,
+) {
     loop {
         let (policy, dirty) = {
             let state = state.borrow();
@@ -945,7 +1170,11 @@ async fn sync_loop(state: Rc<RefCell<LogState>>, unsynced: Rc<LocalEvent>, hw_mo
             if state.failed || state.log_end <= state.stable {
                 continue;
             }
-            (state.log_end, state.active().file().clone(), state.truncation_generation)
+            (
+                state.log_end,
+                state.active().file().clone(),
+                state.truncation_generation,
+            )
         };
         let result = file.fdatasync().await;
         let mut state_ref = state.borrow_mut();
@@ -968,19 +1197,28 @@ async fn sync_loop(state: Rc<RefCell<LogState>>, unsynced: Rc<LocalEvent>, hw_mo
     }
 }
 
-fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<Vec<Offset>> {
+/// Segment base offsets in the directory, sorted, and the paths of
+/// compaction leftovers (`*.cleaned`) to delete.
+fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<(Vec<Offset>, Vec<PathBuf>)> {
     let entries = directory
         .sync_read_dir()
         .map_err(|e| LogError::glommio("list partition directory", dir, e))?;
     let mut bases = Vec::new();
+    let mut leftovers = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| LogError::io("list partition directory", dir, e))?;
-        if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(base) = parse_segment_file_name(name) {
             bases.push(base);
+        } else if is_cleaned_file_name(name) {
+            leftovers.push(entry.path());
         }
     }
     bases.sort();
-    Ok(bases)
+    Ok((bases, leftovers))
 }
 
 async fn remove_segments(segments: &[Segment]) -> LogResult<()> {

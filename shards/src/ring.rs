@@ -168,20 +168,19 @@ impl<T: Send> RingSender<T> {
     /// Sends one item, waiting while the ring is full. Returns the item if
     /// the receiver was dropped. Cancel-safe: a dropped future sent nothing.
     pub async fn send(&mut self, item: T) -> Result<(), RingClosed<T>> {
-        match self.try_send(item) {
+        let item = match self.try_send(item) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Closed(item)) => return Err(RingClosed(item)),
-            Err(TrySendError::Full(item)) => {
-                if poll_fn(|cx| self.poll_room(cx)).await.is_err() {
-                    return Err(RingClosed(item));
-                }
-                match self.try_send(item) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Closed(item)) => Err(RingClosed(item)),
-                    // `poll_room` saw a free slot and only this half fills slots.
-                    Err(TrySendError::Full(_)) => unreachable!("a slot reported free was taken"),
-                }
-            }
+            Err(TrySendError::Full(item)) => item,
+        };
+        if poll_fn(|cx| self.poll_room(cx)).await.is_err() {
+            return Err(RingClosed(item));
+        }
+        match self.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(item)) => Err(RingClosed(item)),
+            // `poll_room` saw a free slot and only this half fills slots.
+            Err(TrySendError::Full(_)) => unreachable!("a slot reported free was taken"),
         }
     }
 
@@ -504,7 +503,7 @@ mod tests {
         let mut round = 0u64;
         // Bounded: `next` grows by at least 1 per round.
         while next < count {
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 tx.send(next)
                     .await
                     .expect("the receiver outlives the producer");
@@ -530,7 +529,7 @@ mod tests {
         let mut round = 0u64;
         // Bounded: `expected` grows by at least 1 per round.
         while expected < count {
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 let item = rx
                     .recv()
                     .await

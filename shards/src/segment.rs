@@ -39,6 +39,27 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<Offset> {
     stem.parse().ok().map(Offset)
 }
 
+/// Suffix of the files compaction writes next to a sealed segment
+/// (`<base_offset:020>.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`)
+/// before swapping them in. Any found on open are leftovers of a compaction
+/// that crashed before its swap and are deleted.
+pub const CLEANED_SUFFIX: &str = ".cleaned";
+
+/// Name of the cleaned copy of a segment file (`<base:020>.<extension>.cleaned`).
+pub(crate) fn cleaned_file_name(base: Offset, extension: &str) -> String {
+    format!("{}{CLEANED_SUFFIX}", segment_file_name(base, extension))
+}
+
+/// Whether `name` is a compaction leftover (`<base:020>.<ext>.cleaned`).
+pub(crate) fn is_cleaned_file_name(name: &str) -> bool {
+    name.strip_suffix(CLEANED_SUFFIX)
+        .and_then(|stem| stem.get(..20))
+        .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Extensions of the three files that make up a segment.
+pub(crate) const SEGMENT_FILE_EXTENSIONS: [&str; 3] = ["log", "index", "timeindex"];
+
 /// The open segment file, shared (on this shard only) between the log and
 /// any read slice in flight, so a file deleted by retention stays readable
 /// until the last reader is done.
@@ -140,7 +161,39 @@ impl Segment {
         base: Offset,
         config: &SegmentConfig,
     ) -> LogResult<Segment> {
-        let path = dir.join(segment_file_name(base, "log"));
+        let names = SEGMENT_FILE_EXTENSIONS.map(|ext| dir.join(segment_file_name(base, ext)));
+        Segment::create_files(base, names, config).await
+    }
+
+    /// Creates the cleaned copy of segment `base` that compaction fills
+    /// (`*.cleaned` names, see [`CLEANED_SUFFIX`]), first removing any
+    /// leftover of an interrupted compaction so no stale index entry survives.
+    pub(crate) async fn create_cleaned(
+        dir: &Path,
+        base: Offset,
+        config: &SegmentConfig,
+    ) -> LogResult<Segment> {
+        Segment::remove_cleaned_files(dir, base).await?;
+        let names = SEGMENT_FILE_EXTENSIONS.map(|ext| dir.join(cleaned_file_name(base, ext)));
+        Segment::create_files(base, names, config).await
+    }
+
+    /// Removes the `*.cleaned` files of segment `base`, those that exist.
+    pub(crate) async fn remove_cleaned_files(dir: &Path, base: Offset) -> LogResult<()> {
+        for ext in SEGMENT_FILE_EXTENSIONS {
+            remove_if_exists(&dir.join(cleaned_file_name(base, ext))).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a segment whose log, offset index and time index live at
+    /// `paths` (in that order).
+    async fn create_files(
+        base: Offset,
+        paths: [PathBuf; 3],
+        config: &SegmentConfig,
+    ) -> LogResult<Segment> {
+        let [path, index_path, time_index_path] = paths;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -155,10 +208,8 @@ impl Segment {
                 .map_err(|e| LogError::glommio("preallocate segment", &path, e))?;
             preallocated_bytes = config.segment_bytes;
         }
-        let offset_index =
-            OffsetIndex::open(&dir.join(segment_file_name(base, "index")), base, 0).await?;
-        let time_index =
-            TimeIndex::open(&dir.join(segment_file_name(base, "timeindex")), base).await?;
+        let offset_index = OffsetIndex::open(&index_path, base, 0).await?;
+        let time_index = TimeIndex::open(&time_index_path, base).await?;
         Ok(Segment {
             base,
             file: Rc::new(SegmentFile { path, file }),
@@ -614,6 +665,21 @@ impl Segment {
     }
     pub(crate) fn is_empty(&self) -> bool {
         self.size == 0
+    }
+}
+
+/// Removes `path`; a file that is already gone is not an error.
+pub(crate) async fn remove_if_exists(path: &Path) -> LogResult<()> {
+    match glommio::io::remove(path).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let err = std::io::Error::from(err);
+            if err.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(LogError::io("remove file", path, err))
+            }
+        }
     }
 }
 

@@ -25,14 +25,17 @@
 //! glommio 0.9 decides whether a block device supports polled I/O
 //! (`IORING_SETUP_IOPOLL`) the first time *this thread* opens a file on that
 //! device with `DmaFile`: it issues one O_DIRECT read at offset 0 on the poll
-//! ring and caches the answer per device. If that first file is empty, the
+//! ring and caches the answer per device. If that first file is readable and
+//! empty (say a new segment opened read-write with `create`), the
 //! read "succeeds" with 0 bytes whether or not polling works, the device is
 //! wrongly marked pollable, and every later DMA read on it fails with
 //! `EOPNOTSUPP` (os error 95). A fresh data directory has nothing but empty
 //! files, so [`probe_device`] writes a non-empty probe file (buffered, which
 //! does not trigger the probe), opens it with `DmaFile` so that glommio's
 //! probe reads real data, checks a DMA read of it, and removes it. It runs on
-//! every executor (the cache is thread-local) before the body.
+//! every executor (the cache is thread-local) before the body. (A write-only
+//! first open, as `DmaFile::create` does, is harmless: the probe read fails
+//! with `EBADF` and glommio disables polling for the device.)
 //!
 //! # Locked memory
 //!
@@ -138,7 +141,12 @@ impl<M: Send> ShardMesh<M> {
     /// Splits the mesh into owned ring ends labelled with the peer, e.g. to
     /// give each inbound ring its own task.
     #[allow(clippy::type_complexity)]
-    pub fn into_parts(self) -> (Vec<(ShardId, RingSender<M>)>, Vec<(ShardId, RingReceiver<M>)>) {
+    pub fn into_parts(
+        self,
+    ) -> (
+        Vec<(ShardId, RingSender<M>)>,
+        Vec<(ShardId, RingReceiver<M>)>,
+    ) {
         (labelled(self.senders), labelled(self.receivers))
     }
 
@@ -251,7 +259,9 @@ impl ShardRuntime {
         let shard_count = config.cpus.len();
         let meshes = build_mesh(shard_count, config.mesh_ring_capacity);
         let mut starting = Vec::with_capacity(shard_count);
-        for (index, ((&cpu, peers), input)) in config.cpus.iter().zip(meshes).zip(inputs).enumerate() {
+        for (index, ((&cpu, peers), input)) in
+            config.cpus.iter().zip(meshes).zip(inputs).enumerate()
+        {
             let shard = shard_id_of(index);
             let context = ShardContext {
                 shard_id: shard,
@@ -343,7 +353,9 @@ fn shard_id_of(index: usize) -> ShardId {
 /// The present entries of a by-shard table, with their shard ids.
 fn labelled<E>(ends: Vec<Option<E>>) -> Vec<(ShardId, E)> {
     let present = ends.into_iter().enumerate();
-    present.filter_map(|(peer, end)| Some((shard_id_of(peer), end?))).collect()
+    present
+        .filter_map(|(peer, end)| Some((shard_id_of(peer), end?)))
+        .collect()
 }
 
 /// One mesh per shard: ring `i → j` for every ordered pair `i ≠ j`.
@@ -494,18 +506,33 @@ pub async fn probe_device(dir: &Path, shard: ShardId) -> Result<(), ShardError> 
     Ok(())
 }
 
-async fn write_then_dma_read(path: &Path, shard: ShardId, pattern: &[u8]) -> Result<(), ShardError> {
-    let io_error = |op, source: glommio::GlommioError<()>| probe_error(shard, op, path, source.into());
+async fn write_then_dma_read(
+    path: &Path,
+    shard: ShardId,
+    pattern: &[u8],
+) -> Result<(), ShardError> {
+    let io_error =
+        |op, source: glommio::GlommioError<()>| probe_error(shard, op, path, source.into());
 
-    let file = BufferedFile::create(path).await.map_err(|e| io_error("create", e))?;
-    let written = file.write_at(pattern.to_vec(), 0).await.map_err(|e| io_error("write", e));
+    let file = BufferedFile::create(path)
+        .await
+        .map_err(|e| io_error("create", e))?;
+    let written = file
+        .write_at(pattern.to_vec(), 0)
+        .await
+        .map_err(|e| io_error("write", e));
     file.close().await.map_err(|e| io_error("close", e))?;
     if written? != pattern.len() {
         return Err(mismatch(shard, path, 0));
     }
 
-    let file = DmaFile::open(path).await.map_err(|e| io_error("dma_open", e))?;
-    let read = file.read_at_aligned(0, pattern.len()).await.map_err(|e| io_error("dma_read", e));
+    let file = DmaFile::open(path)
+        .await
+        .map_err(|e| io_error("dma_open", e))?;
+    let read = file
+        .read_at_aligned(0, pattern.len())
+        .await
+        .map_err(|e| io_error("dma_read", e));
     file.close().await.map_err(|e| io_error("close", e))?;
     let read = read?;
     if &read[..] != pattern {
@@ -532,7 +559,10 @@ async fn create_dir_all(dir: &Path, shard: ShardId) -> Result<(), ShardError> {
             Err(source) => {
                 let source = io::Error::from(source);
                 match next.parent() {
-                    Some(parent) if source.kind() == io::ErrorKind::NotFound && !parent.as_os_str().is_empty() => {
+                    Some(parent)
+                        if source.kind() == io::ErrorKind::NotFound
+                            && !parent.as_os_str().is_empty() =>
+                    {
                         pending.push(parent)
                     }
                     _ => return Err(probe_error(shard, "create directory", next, source)),
@@ -584,7 +614,7 @@ mod tests {
     use std::time::Duration;
 
     use futures::executor::block_on;
-    use glommio::io::{DmaStreamWriterBuilder, ImmutableFileBuilder};
+    use glommio::io::{DmaStreamWriterBuilder, ImmutableFileBuilder, OpenOptions};
 
     use super::*;
 
@@ -602,21 +632,41 @@ mod tests {
     /// to the test thread over per-shard control rings.
     fn exchange_ids(cpus: Vec<usize>) -> BTreeSet<(u32, u32)> {
         let shard_count = cpus.len();
-        let (reports, mut inbox): (Vec<_>, Vec<_>) = (0..shard_count).map(|_| ring::<(u32, u32)>(64)).unzip();
-        let runtime = ShardRuntime::start_with(test_config(cpus), reports, |mut context: ShardContext<u32>, mut report| async move {
-            let me = context.shard_id;
-            for peer in (0..context.shard_count).map(ShardId).filter(|&peer| peer != me) {
-                let to_peer = context.peers.sender(peer).expect("a ring to every peer");
-                to_peer.send(me.0).await.expect("peers keep their receivers until they received");
-            }
-            for peer in (0..context.shard_count).map(ShardId).filter(|&peer| peer != me) {
-                let from_peer = context.peers.receiver(peer).expect("a ring from every peer");
-                let sender = from_peer.recv().await.expect("every peer sends once");
-                assert_eq!(sender, peer.0, "ring {peer}→{me} carries {peer}'s messages");
-                report.send((me.0, sender)).await.expect("the test thread listens");
-            }
-            assert!(context.peers.sender(me).is_none(), "no ring to itself");
-        })
+        let (reports, mut inbox): (Vec<_>, Vec<_>) =
+            (0..shard_count).map(|_| ring::<(u32, u32)>(64)).unzip();
+        let runtime = ShardRuntime::start_with(
+            test_config(cpus),
+            reports,
+            |mut context: ShardContext<u32>, mut report| async move {
+                let me = context.shard_id;
+                for peer in (0..context.shard_count)
+                    .map(ShardId)
+                    .filter(|&peer| peer != me)
+                {
+                    let to_peer = context.peers.sender(peer).expect("a ring to every peer");
+                    to_peer
+                        .send(me.0)
+                        .await
+                        .expect("peers keep their receivers until they received");
+                }
+                for peer in (0..context.shard_count)
+                    .map(ShardId)
+                    .filter(|&peer| peer != me)
+                {
+                    let from_peer = context
+                        .peers
+                        .receiver(peer)
+                        .expect("a ring from every peer");
+                    let sender = from_peer.recv().await.expect("every peer sends once");
+                    assert_eq!(sender, peer.0, "ring {peer}→{me} carries {peer}'s messages");
+                    report
+                        .send((me.0, sender))
+                        .await
+                        .expect("the test thread listens");
+                }
+                assert!(context.peers.sender(me).is_none(), "no ring to itself");
+            },
+        )
         .expect("the shards start");
         let mut received = BTreeSet::new();
         for receiver in &mut inbox {
@@ -633,7 +683,11 @@ mod tests {
 
     fn all_pairs(shard_count: u32) -> BTreeSet<(u32, u32)> {
         (0..shard_count)
-            .flat_map(|to| (0..shard_count).filter(move |&from| from != to).map(move |from| (to, from)))
+            .flat_map(|to| {
+                (0..shard_count)
+                    .filter(move |&from| from != to)
+                    .map(move |from| (to, from))
+            })
             .collect()
     }
 
@@ -655,21 +709,25 @@ mod tests {
     #[test]
     fn a_single_shard_has_an_empty_mesh() {
         let (report, mut inbox) = ring::<usize>(1);
-        let runtime = ShardRuntime::start_with(test_config(vec![1]), vec![report], |context: ShardContext<()>, mut report| async move {
-            let (senders, receivers) = context.peers.into_parts();
-            let ends = senders.len() + receivers.len();
-            report.send(ends).await.expect("the test thread listens");
-        })
+        let runtime = ShardRuntime::start_with(
+            test_config(vec![1]),
+            vec![report],
+            |context: ShardContext<()>, mut report| async move {
+                let (senders, receivers) = context.peers.into_parts();
+                let ends = senders.len() + receivers.len();
+                report.send(ends).await.expect("the test thread listens");
+            },
+        )
         .expect("the shard starts");
         assert_eq!(block_on(inbox.recv()), Some(0));
         runtime.join().expect("no panic");
     }
 
     /// DESIGN §10: starting from an empty data directory must work. The
-    /// first `DmaFile` this executor opens is a fresh, empty file; without
-    /// the probe, glommio would mark the device pollable from a 0-byte read
-    /// and the DMA reads below would fail with EOPNOTSUPP on devices without
-    /// poll support.
+    /// first file the body opens with DMA is a fresh, empty, readable file;
+    /// without the probe, glommio marks the device pollable from a 0-byte
+    /// read and the DMA reads below fail with EOPNOTSUPP on devices without
+    /// poll queues (reproduced on the 2-CPU test VM with `probe_dirs` empty).
     #[test]
     fn dma_io_works_on_a_fresh_file_in_an_empty_data_dir() {
         let temp = tempfile::tempdir().expect("a temp dir");
@@ -678,12 +736,20 @@ mod tests {
             probe_dirs: vec![data_dir.clone()],
             ..test_config(vec![0, 1])
         };
-        let (reports, mut inbox): (Vec<_>, Vec<_>) = (0..2).map(|_| ring::<Result<(), String>>(1)).unzip();
+        let (reports, mut inbox): (Vec<_>, Vec<_>) =
+            (0..2).map(|_| ring::<Result<(), String>>(1)).unzip();
         let dir = data_dir.clone();
-        let runtime = ShardRuntime::start_with(config, reports, move |context: ShardContext<()>, mut report| async move {
-            let outcome = write_and_read_fresh_file(&dir, context.shard_id).await;
-            report.send(outcome.map_err(|error| error.to_string())).await.expect("the test thread listens");
-        })
+        let runtime = ShardRuntime::start_with(
+            config,
+            reports,
+            move |context: ShardContext<()>, mut report| async move {
+                let outcome = write_and_read_fresh_file(&dir, context.shard_id).await;
+                report
+                    .send(outcome.map_err(|error| error.to_string()))
+                    .await
+                    .expect("the test thread listens");
+            },
+        )
         .expect("the shards start and probe the empty dir");
         for receiver in &mut inbox {
             assert_eq!(block_on(receiver.recv()), Some(Ok(())));
@@ -691,17 +757,46 @@ mod tests {
         runtime.join().expect("no panic");
         let mut left: Vec<_> = std::fs::read_dir(&data_dir)
             .expect("the probe created the data dir")
-            .map(|entry| entry.expect("a dir entry").file_name().into_string().expect("utf-8"))
+            .map(|entry| {
+                entry
+                    .expect("a dir entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
             .collect();
         left.sort();
-        assert_eq!(left, ["fresh-0.log", "fresh-1.log"], "probe files are removed");
+        assert_eq!(
+            left,
+            ["fresh-0.log", "fresh-1.log"],
+            "probe files are removed"
+        );
     }
 
-    async fn write_and_read_fresh_file(dir: &Path, shard: ShardId) -> Result<(), glommio::GlommioError<()>> {
+    async fn write_and_read_fresh_file(
+        dir: &Path,
+        shard: ShardId,
+    ) -> Result<(), glommio::GlommioError<()>> {
         let path = dir.join(format!("fresh-{shard}.log"));
-        let file = DmaFile::create(&path).await?;
-        let mut writer = DmaStreamWriterBuilder::new(file).with_buffer_size(8192).build();
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        // Readable and writable, like a segment: this is the open that makes
+        // glommio probe polled I/O on an empty file. (`DmaFile::create` is
+        // write-only; its probe read fails with EBADF, which glommio takes as
+        // "not pollable", so it would not show the pitfall.)
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(&path)
+            .await?;
+        let mut page = file.alloc_dma_buffer(4096);
+        page.as_bytes_mut().copy_from_slice(&payload[..4096]);
+        assert_eq!(file.write_at(page, 0).await?, 4096);
+        let first_page = file.read_at_aligned(0, 4096).await?;
+        assert_eq!(&first_page[..], &payload[..4096]);
+        let mut writer = DmaStreamWriterBuilder::new(file)
+            .with_buffer_size(8192)
+            .build();
         futures::AsyncWriteExt::write_all(&mut writer, &payload).await?;
         futures::AsyncWriteExt::close(&mut writer).await?;
 
@@ -745,27 +840,53 @@ mod tests {
         };
         let (report, mut inbox) = ring::<()>(4);
         let reports = vec![Some(report), None];
-        let error = ShardRuntime::start_with(config, reports, |_: ShardContext<()>, report| async move {
-            if let Some(mut report) = report {
-                let _ = report.send(()).await;
-            }
-        })
-        .expect_err("the probe cannot create a directory under a file");
-        assert!(matches!(error, ShardError::Probe { op: "create directory", .. }), "{error}");
+        let error =
+            ShardRuntime::start_with(config, reports, |_: ShardContext<()>, report| async move {
+                if let Some(mut report) = report {
+                    let _ = report.send(()).await;
+                }
+            })
+            .expect_err("the probe cannot create a directory under a file");
+        assert!(
+            matches!(
+                error,
+                ShardError::Probe {
+                    op: "create directory",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert_eq!(block_on(inbox.recv()), None, "no body ran");
     }
 
     #[test]
     fn start_rejects_bad_configurations() {
         let body = |_: ShardContext<()>| async {};
-        assert!(matches!(ShardRuntime::start(test_config(vec![]), body), Err(ShardError::NoShards)));
+        assert!(matches!(
+            ShardRuntime::start(test_config(vec![]), body),
+            Err(ShardError::NoShards)
+        ));
         let config = ShardRuntimeConfig {
             mesh_ring_capacity: 0,
             ..test_config(vec![0])
         };
-        assert!(matches!(ShardRuntime::start(config, body), Err(ShardError::InvalidConfig { .. })));
-        let wrong_inputs = ShardRuntime::start_with(test_config(vec![0, 1]), vec![()], |_: ShardContext<()>, ()| async {});
-        assert!(matches!(wrong_inputs, Err(ShardError::InputCount { expected: 2, got: 1 })));
+        assert!(matches!(
+            ShardRuntime::start(config, body),
+            Err(ShardError::InvalidConfig { .. })
+        ));
+        let wrong_inputs = ShardRuntime::start_with(
+            test_config(vec![0, 1]),
+            vec![()],
+            |_: ShardContext<()>, ()| async {},
+        );
+        assert!(matches!(
+            wrong_inputs,
+            Err(ShardError::InputCount {
+                expected: 2,
+                got: 1
+            })
+        ));
         let no_such_cpu = ShardRuntime::start(test_config(vec![0, 100_000]), body);
         assert!(
             matches!(no_such_cpu, Err(ShardError::Executor { cpu: 100_000, .. })),
@@ -775,11 +896,14 @@ mod tests {
 
     #[test]
     fn join_reports_a_panicking_shard() {
-        let runtime = ShardRuntime::start(test_config(vec![0, 1]), |context: ShardContext<()>| async move {
-            if context.shard_id == ShardId(1) {
-                panic!("shard one gives up");
-            }
-        })
+        let runtime = ShardRuntime::start(
+            test_config(vec![0, 1]),
+            |context: ShardContext<()>| async move {
+                if context.shard_id == ShardId(1) {
+                    panic!("shard one gives up");
+                }
+            },
+        )
         .expect("the shards start");
         match runtime.join() {
             Err(ShardError::Panicked { shard, message }) => {
@@ -796,7 +920,8 @@ mod tests {
             spin_before_park: Some(Duration::from_micros(50)),
             ..test_config(vec![1])
         };
-        let runtime = ShardRuntime::start(config, |_: ShardContext<()>| async {}).expect("the shard starts");
+        let runtime =
+            ShardRuntime::start(config, |_: ShardContext<()>| async {}).expect("the shard starts");
         assert_eq!(runtime.shard_count(), 1);
         runtime.join().expect("no panic");
     }

@@ -330,3 +330,228 @@ pub fn encode_frame(
     out.put_slice(body);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::limits::{FRAME_BODY_BYTES_UNAUTHENTICATED_MAX, FRAME_BYTES_MAX};
+    use proptest::prelude::*;
+
+    fn encoded(kind: FrameKind, correlation_id: u32, body: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::new();
+        encode_frame(kind, correlation_id, body, &mut buf).expect("encode");
+        buf
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = encoded(FrameKind::FetchRequest, 0xDEAD_BEEF, b"body bytes");
+        assert_eq!(buf.len(), FRAME_HEADER_BYTES + 10);
+        assert_eq!(
+            buf.get(..FRAME_HEADER_BYTES),
+            Some(&[0, 0, 0, 15, 0x04, 0xDE, 0xAD, 0xBE, 0xEF][..])
+        );
+        let frame = FrameDecoder::new()
+            .decode(&mut buf)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            frame,
+            Frame {
+                kind: FrameKind::FetchRequest,
+                correlation_id: 0xDEAD_BEEF,
+                body: Bytes::from_static(b"body bytes"),
+            }
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn empty_body_and_back_to_back_frames() {
+        let mut buf = encoded(FrameKind::MetadataRequest, 1, b"");
+        Frame {
+            kind: FrameKind::ErrorResponse,
+            correlation_id: 2,
+            body: Bytes::from_static(b"x"),
+        }
+        .encode(&mut buf)
+        .expect("encode");
+        let mut decoder = FrameDecoder::new();
+        let first = decoder.decode(&mut buf).expect("ok").expect("some");
+        assert_eq!(
+            (first.kind, first.correlation_id),
+            (FrameKind::MetadataRequest, 1)
+        );
+        assert!(first.body.is_empty());
+        let second = decoder.decode(&mut buf).expect("ok").expect("some");
+        assert_eq!(
+            (second.kind, second.body.as_ref()),
+            (FrameKind::ErrorResponse, &b"x"[..])
+        );
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn partial_frames_wait_until_complete() {
+        let whole = encoded(FrameKind::PublishRequest, 7, &[0xAA; 100]);
+        let mut decoder = FrameDecoder::new();
+        let mut buf = BytesMut::new();
+        for (index, byte) in whole.iter().enumerate() {
+            assert_eq!(decoder.decode(&mut buf), Ok(None), "after {index} bytes");
+            assert_eq!(buf.len(), index, "nothing consumed while incomplete");
+            buf.extend_from_slice(&[*byte]);
+        }
+        let frame = decoder.decode(&mut buf).expect("ok").expect("some");
+        assert_eq!(frame.body.len(), 100);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn huge_length_is_rejected_from_the_length_field_alone() {
+        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        let capacity = buf.capacity();
+        let error = FrameDecoder::new().decode(&mut buf).expect_err("too large");
+        assert_eq!(
+            error,
+            FrameError::TooLarge {
+                length: u32::MAX,
+                length_max: u32::try_from(FRAME_BYTES_MAX - 4).expect("fits"),
+            }
+        );
+        assert_eq!(error.code(), ErrorCode::FrameTooLarge);
+        assert!(error.is_fatal());
+        assert_eq!(buf.capacity(), capacity, "nothing allocated for the body");
+        assert_eq!(buf.len(), 4, "buffer left as it was");
+    }
+
+    #[test]
+    fn limit_is_exact_and_adjustable() {
+        let at_limit = encoded(FrameKind::PublishRequest, 1, &vec![0; FRAME_BODY_BYTES_MAX]);
+        let mut buf = at_limit.clone();
+        assert!(FrameDecoder::new().decode(&mut buf).expect("ok").is_some());
+
+        let mut small = FrameDecoder::with_body_bytes_max(FRAME_BODY_BYTES_UNAUTHENTICATED_MAX);
+        let mut buf = encoded(FrameKind::AuthenticateRequest, 1, &vec![0; 70_000]);
+        assert!(matches!(
+            small.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        small.set_body_bytes_max(usize::MAX);
+        assert_eq!(small.body_bytes_max(), FRAME_BODY_BYTES_MAX);
+        assert!(small.decode(&mut buf).expect("ok").is_some());
+
+        let mut out = BytesMut::new();
+        assert_eq!(
+            encode_frame(
+                FrameKind::PublishRequest,
+                1,
+                &vec![0; FRAME_BODY_BYTES_MAX + 1],
+                &mut out
+            ),
+            Err(FrameError::BodyTooLarge {
+                body_bytes: FRAME_BODY_BYTES_MAX + 1
+            })
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn length_below_header_is_bad_frame() {
+        for length in 0..FRAME_LENGTH_MIN {
+            let mut buf = BytesMut::from(&length.to_be_bytes()[..]);
+            let error = FrameDecoder::new().decode(&mut buf).expect_err("bad");
+            assert_eq!(error, FrameError::LengthTooSmall { length });
+            assert_eq!(error.code(), ErrorCode::BadFrame);
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_consumed_and_the_stream_goes_on() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0, 0, 0, 7, 0x42, 0, 0, 0, 9, 1, 2]);
+        buf.extend_from_slice(&encoded(FrameKind::MetadataRequest, 10, b"m"));
+        let mut decoder = FrameDecoder::new();
+        let error = decoder.decode(&mut buf).expect_err("unknown");
+        assert_eq!(
+            error,
+            FrameError::UnknownKind {
+                kind: 0x42,
+                correlation_id: 9
+            }
+        );
+        assert_eq!(
+            (error.code(), error.is_fatal(), error.correlation_id()),
+            (ErrorCode::UnknownKind, false, 9)
+        );
+        let next = decoder.decode(&mut buf).expect("ok").expect("some");
+        assert_eq!(next.correlation_id, 10);
+    }
+
+    #[test]
+    fn kinds_table_is_consistent() {
+        for kind in FrameKind::ALL {
+            assert_eq!(FrameKind::try_from(kind.code()), Ok(kind));
+            if kind.is_request() {
+                let response = kind.response().expect("every request has a response");
+                assert_eq!(response.code(), kind.code() | RESPONSE_BIT);
+                assert_eq!(
+                    response.table_name().strip_suffix("Response"),
+                    kind.table_name().strip_suffix("Request")
+                );
+            } else {
+                assert_eq!(kind.response(), None);
+            }
+        }
+        let requests = FrameKind::ALL
+            .iter()
+            .filter(|kind| kind.is_request())
+            .count();
+        assert_eq!(requests, 9);
+        assert_eq!(FrameKind::ErrorResponse.code(), 0xFF);
+        assert_eq!(FrameKind::try_from(0x00), Err(0x00));
+        assert_eq!(FrameKind::try_from(0x80), Err(0x80));
+    }
+
+    proptest! {
+        /// Whatever arrives, in whatever pieces: no panic, and every frame
+        /// handed out respects the limit.
+        #[test]
+        fn garbage_never_panics(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+            body_bytes_max in 0usize..256,
+        ) {
+            let mut decoder = FrameDecoder::with_body_bytes_max(body_bytes_max);
+            let mut buf = BytesMut::new();
+            for chunk in chunks {
+                buf.extend_from_slice(&chunk);
+                loop {
+                    match decoder.decode(&mut buf) {
+                        Ok(Some(frame)) => prop_assert!(frame.body.len() <= body_bytes_max),
+                        Ok(None) => break,
+                        Err(error) if error.is_fatal() => return Ok(()),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_frames_round_trip(
+            kind in proptest::sample::select(FrameKind::ALL.to_vec()),
+            correlation_id in any::<u32>(),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            split in any::<usize>(),
+        ) {
+            let whole = encoded(kind, correlation_id, &body);
+            let split = split % (whole.len() + 1);
+            let mut decoder = FrameDecoder::new();
+            let mut buf = BytesMut::from(whole.get(..split).expect("split"));
+            if split < whole.len() {
+                prop_assert_eq!(decoder.decode(&mut buf), Ok(None));
+            }
+            buf.extend_from_slice(whole.get(split..).expect("split"));
+            let frame = decoder.decode(&mut buf).expect("ok").expect("some");
+            prop_assert_eq!(frame, Frame { kind, correlation_id, body: Bytes::from(body) });
+        }
+    }
+}

@@ -2206,7 +2206,8 @@ pub mod sluice {
                 }
             }
             /// Soft cap on byte_count: at least one whole batch is returned when data is
-            /// available even if it is larger; capped by the server at FETCH_BYTES_MAX.
+            /// available even if it is larger. 0 = FETCH_BYTES_DEFAULT (1 MiB); capped
+            /// by the server at FETCH_BYTES_MAX (32 MiB).
             #[inline]
             pub fn max_bytes(&self) -> u32 {
                 // Safety:
@@ -2220,7 +2221,7 @@ pub mod sluice {
             }
             /// Long poll: when no data is available at the start position, wait up to
             /// this long for some to be committed. 0 = answer at once. Capped by the
-            /// server at FETCH_WAIT_MS_MAX.
+            /// server at FETCH_WAIT_MS_MAX (30 s).
             #[inline]
             pub fn max_wait_ms(&self) -> u32 {
                 // Safety:

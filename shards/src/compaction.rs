@@ -1,0 +1,965 @@
+//! Key compaction: keep the last record per key (DESIGN.md §7).
+//!
+//! A run builds a map `key → latest offset` from the committed log and
+//! rewrites each sealed segment that holds a superseded record, dropping
+//! every keyed record whose key appears again at a higher offset. What it
+//! guarantees and what it leaves alone:
+//!
+//! * **Kept:** every record without a key; the latest record of every key.
+//!   A superseded record may survive a run (see "Bounded memory" and "Never
+//!   larger"); a later run removes it.
+//! * **Offsets are never renumbered.** A rewritten batch keeps its base
+//!   offset and `lastOffsetDelta`, so it still spans its original offset
+//!   range; a batch left with no records is dropped (readers and recovery
+//!   accept gaps between batches), except the **last batch of a segment**,
+//!   which is kept even if empty so the segment still ends at the same
+//!   offset: a reopened log or a `truncate_to` inside the segment then never
+//!   sees an end lower than offsets already handed out.
+//! * **Only committed data counts.** The map is built from records below
+//!   the high watermark only (an uncommitted record may still be truncated
+//!   away, and must not cause an older value to be dropped), and only
+//!   sealed segments wholly below the high watermark are rewritten. The
+//!   active segment is read (its committed part) to build the map, never
+//!   rewritten.
+//! * **Tombstones** (records with a null value) are kept like any other
+//!   latest record: Kafka's `delete.retention.ms` (removing tombstones after
+//!   a grace period) is not implemented, so a deleted key costs one
+//!   tombstone forever.
+//! * **Batch metadata.** A rewritten batch keeps its leader epoch; its
+//!   timestamps are recomputed from the surviving records; producer id,
+//!   epoch and sequence are reset to -1 (the engine keeps no producer
+//!   state). A batch nothing was removed from is copied byte for byte.
+//! * **Never larger.** Re-encoding can in rare cases grow a batch (record
+//!   timestamps are deltas from the first survivor); such a batch is kept
+//!   unchanged, so a cleaned segment is never larger than the original.
+//!
+//! # Bounded memory
+//!
+//! The map is charged `key length + COMPACTION_KEY_ENTRY_OVERHEAD_BYTES` per
+//! key, up to [`CompactionConfig::key_map_bytes_max`]. When it fills at
+//! offset `E`, the run cleans the log with what it has (removal only needs
+//! *some* later record with the key, so a map of a sub-range is safe), then
+//! builds the next map from `E`, and so on until the high watermark: each
+//! pass leaves `[log_start, E)` without duplicate keys, so the run still
+//! ends with every key unique, at the cost of rewriting a prefix per pass.
+//!
+//! # Low impact
+//!
+//! Reads go through the segment files' own handles (a snapshot: a segment
+//! deleted by retention meanwhile still reads), the task yields to the
+//! executor between batches, and the write gate is taken only for the swap
+//! ([`PartitionLog::install_cleaned_segment`]): appends are never held up
+//! by the rewrite itself. Run it in a low-priority task queue
+//! ([`crate::maintenance`]).
+//!
+//! # Crash safety
+//!
+//! The cleaned copy is written to `<base:020>.log.cleaned` (with fresh
+//! `.index.cleaned` and `.timeindex.cleaned`) and fsynced before the swap
+//! renames it over the original. A crash before the rename leaves the
+//! original intact and `*.cleaned` files that open deletes; the swap's own
+//! steps are documented on the log.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::batch::{
+    decode_batch, encode_batch_preserving_offsets, peek_total_bytes, set_leader_epoch,
+    validate_batch, BatchHeader, DecodedRecord,
+};
+use crate::constants::{
+    BATCH_LENGTH_PREFIX_BYTES, COMPACTION_KEY_ENTRY_OVERHEAD_BYTES, COMPACTION_KEY_MAP_BYTES_MAX,
+    COMPACTION_READ_CHUNK_BYTES, SEGMENT_BYTES_MAX,
+};
+use crate::error::{DecodeError, LogError, LogResult};
+use crate::log::{CompactionView, PartitionLog, SegmentSnapshot};
+use crate::segment::{Segment, SegmentConfig, SegmentFile};
+use crate::types::{Offset, Position};
+
+/// Limits of one compaction run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactionConfig {
+    /// Memory the key map may use; see "Bounded memory" in the module docs.
+    pub key_map_bytes_max: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            key_map_bytes_max: COMPACTION_KEY_MAP_BYTES_MAX,
+        }
+    }
+}
+
+/// What one compaction run did. Byte counts are summed over the segment
+/// rewrites (a segment rewritten by two passes of one run counts twice).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    pub segments_rewritten: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Compacts `log` with the default limits: see the module docs. Returns at
+/// once (an empty outcome) when a compaction of this log is already running.
+pub async fn compact(log: &PartitionLog) -> LogResult<CompactionOutcome> {
+    compact_with(log, &CompactionConfig::default()).await
+}
+
+/// [`compact`] with explicit limits.
+pub async fn compact_with(
+    log: &PartitionLog,
+    config: &CompactionConfig,
+) -> LogResult<CompactionOutcome> {
+    let mut outcome = CompactionOutcome::default();
+    let Some(_guard) = log.try_begin_compaction() else {
+        tracing::debug!(dir = %log.dir().display(), "compaction already running");
+        return Ok(outcome);
+    };
+    let mut view = log.compaction_view();
+    let high_watermark = view.high_watermark;
+    let cleanable = view
+        .segments
+        .iter()
+        .take_while(|s| !s.active && s.next_offset <= high_watermark)
+        .count();
+    if cleanable == 0 {
+        return Ok(outcome);
+    }
+    let mut map_from = view.segments[0].base;
+    loop {
+        let map = match build_key_map(&view, cleanable, map_from, config).await {
+            Ok(map) => map,
+            // A truncation cut the active segment while we read it; the next
+            // run starts from the new state.
+            Err(err) if log.truncation_generation() != view.truncation_generation => {
+                tracing::debug!(error = %err, "log truncated during compaction; run abandoned");
+                return Ok(outcome);
+            }
+            Err(err) => return Err(err),
+        };
+        if map.end < high_watermark {
+            tracing::info!(dir = %view.dir.display(), map_end = map.end.0, keys = map.latest.len(),
+                "compaction key map full; cleaning in several passes");
+        }
+        for index in 0..cleanable {
+            if view.segments[index].base >= map.end {
+                break;
+            }
+            let superseded = if view.segments[index].base < map_from {
+                count_superseded(&view.segments[index], &map).await?
+            } else {
+                map.superseded[index]
+            };
+            if superseded == 0 {
+                continue;
+            }
+            let Some(rewrite) = rewrite_segment(log, &view, &view.segments[index], &map).await?
+            else {
+                continue;
+            };
+            outcome.segments_rewritten += 1;
+            outcome.records_removed += rewrite.records_removed;
+            outcome.bytes_before += view.segments[index].size;
+            outcome.bytes_after += rewrite.installed.size;
+            view.segments[index] = rewrite.installed;
+        }
+        if map.end >= high_watermark {
+            break;
+        }
+        map_from = map.end;
+    }
+    tracing::debug!(dir = %view.dir.display(), ?outcome, "compaction done");
+    Ok(outcome)
+}
+
+/// Latest offset of every key in `[from, end)`.
+struct KeyMap {
+    latest: HashMap<Bytes, Offset>,
+    /// What `latest` is charged against the limit.
+    bytes: usize,
+    /// The map covers every record below this (from its start): the high
+    /// watermark, or where the map filled up.
+    end: Offset,
+    /// Per cleanable segment, how many of its records at or after the map's
+    /// start a later record in the map supersedes.
+    superseded: Vec<u64>,
+}
+
+impl KeyMap {
+    /// Whether a later record with the same key exists (in the map's range).
+    fn supersedes(&self, record: &DecodedRecord) -> bool {
+        record.key.as_ref().is_some_and(|key| {
+            self.latest
+                .get(&key[..])
+                .is_some_and(|&latest| latest > record.offset)
+        })
+    }
+
+    /// Records `key` at `offset` (offsets arrive in increasing order);
+    /// `false`, recording nothing, when a new key would exceed `bytes_max`.
+    /// The first key always fits, so every pass makes progress.
+    fn insert(
+        &mut self,
+        key: &Bytes,
+        offset: Offset,
+        cleanable: &[SegmentSnapshot],
+        bytes_max: usize,
+    ) -> bool {
+        if let Some(latest) = self.latest.get_mut(&key[..]) {
+            let previous = std::mem::replace(latest, offset);
+            let at = cleanable.partition_point(|s| s.base <= previous);
+            if at > 0 && previous < cleanable[at - 1].next_offset {
+                self.superseded[at - 1] += 1;
+            }
+            return true;
+        }
+        let cost = key.len() + COMPACTION_KEY_ENTRY_OVERHEAD_BYTES;
+        if !self.latest.is_empty() && self.bytes + cost > bytes_max {
+            return false;
+        }
+        self.bytes += cost;
+        // A copy: a slice would pin the whole read buffer it came from.
+        self.latest.insert(Bytes::copy_from_slice(key), offset);
+        true
+    }
+}
+
+/// Builds the map of committed records from `from` on, until the high
+/// watermark or the memory limit.
+async fn build_key_map(
+    view: &CompactionView,
+    cleanable: usize,
+    from: Offset,
+    config: &CompactionConfig,
+) -> LogResult<KeyMap> {
+    let high_watermark = view.high_watermark;
+    let mut map = KeyMap {
+        latest: HashMap::new(),
+        bytes: 0,
+        end: high_watermark,
+        superseded: vec![0; cleanable],
+    };
+    let first = view.segments.partition_point(|s| s.next_offset <= from);
+    for segment in &view.segments[first..] {
+        let mut reader = BatchReader::new(segment);
+        while let Some((header, records)) = reader.next_decoded().await? {
+            if header.next_offset() <= from {
+                continue;
+            }
+            for record in records.iter().filter(|r| r.offset >= from) {
+                if record.offset >= high_watermark {
+                    return Ok(map);
+                }
+                let Some(key) = &record.key else {
+                    continue;
+                };
+                let fits = map.insert(
+                    key,
+                    record.offset,
+                    &view.segments[..cleanable],
+                    config.key_map_bytes_max,
+                );
+                if !fits {
+                    map.end = record.offset;
+                    return Ok(map);
+                }
+            }
+            glommio::executor().yield_if_needed().await;
+        }
+    }
+    Ok(map)
+}
+
+/// Records of `segment` that `map` supersedes (a read-only pass, for
+/// segments below the map's start).
+async fn count_superseded(segment: &SegmentSnapshot, map: &KeyMap) -> LogResult<u64> {
+    let mut reader = BatchReader::new(segment);
+    let mut count = 0;
+    while let Some((_, records)) = reader.next_decoded().await? {
+        count += records.iter().filter(|r| map.supersedes(r)).count() as u64;
+        glommio::executor().yield_if_needed().await;
+    }
+    Ok(count)
+}
+
+struct Rewrite {
+    records_removed: u64,
+    /// The segment as it is in the log now.
+    installed: SegmentSnapshot,
+}
+
+/// Writes the survivors of `segment` to its `*.cleaned` copy and swaps it
+/// in. `None` when there was nothing to remove after all or the segment
+/// changed meanwhile (deleted by retention, truncated); the copy is removed.
+async fn rewrite_segment(
+    log: &PartitionLog,
+    view: &CompactionView,
+    segment: &SegmentSnapshot,
+    map: &KeyMap,
+) -> LogResult<Option<Rewrite>> {
+    let config = SegmentConfig {
+        segment_bytes: SEGMENT_BYTES_MAX,
+        index_interval_bytes: view.index_interval_bytes,
+        preallocate: false,
+    };
+    let mut cleaned = Segment::create_cleaned(&view.dir, segment.base, &config).await?;
+    let written = match write_survivors(&mut cleaned, segment, map).await {
+        Ok(removed) => cleaned.seal().await.map(|()| removed),
+        Err(err) => Err(err),
+    };
+    debug_assert!(written.is_err() || cleaned.next_offset() == segment.next_offset);
+    debug_assert!(written.is_err() || cleaned.size() <= segment.size);
+    drop(cleaned);
+    let records_removed = match written {
+        Ok(removed) if removed > 0 => removed,
+        Ok(_) => {
+            Segment::remove_cleaned_files(&view.dir, segment.base).await?;
+            return Ok(None);
+        }
+        Err(err) => {
+            discard_copy(view, segment.base).await;
+            return Err(err);
+        }
+    };
+    let installed = log
+        .install_cleaned_segment(segment.base, &segment.file, view.truncation_generation)
+        .await;
+    match installed {
+        Ok(Some(installed)) => {
+            tracing::debug!(dir = %view.dir.display(), segment = segment.base.0, records_removed,
+                bytes_before = segment.size, bytes_after = installed.size, "segment compacted");
+            Ok(Some(Rewrite {
+                records_removed,
+                installed,
+            }))
+        }
+        Ok(None) => {
+            Segment::remove_cleaned_files(&view.dir, segment.base).await?;
+            Ok(None)
+        }
+        Err(err) => {
+            discard_copy(view, segment.base).await;
+            Err(err)
+        }
+    }
+}
+
+/// Best-effort removal of a cleaned copy on an error path (the error being
+/// returned matters more; a leftover is removed on open anyway).
+async fn discard_copy(view: &CompactionView, base: Offset) {
+    if let Err(err) = Segment::remove_cleaned_files(&view.dir, base).await {
+        tracing::warn!(dir = %view.dir.display(), segment = base.0, error = %err,
+            "cannot remove compaction copy");
+    }
+}
+
+/// Appends the surviving records of `segment`, batch by batch, to
+/// `cleaned`; returns how many records were removed.
+async fn write_survivors(
+    cleaned: &mut Segment,
+    segment: &SegmentSnapshot,
+    map: &KeyMap,
+) -> LogResult<u64> {
+    let mut reader = BatchReader::new(segment);
+    let mut removed = 0u64;
+    let mut encoded = Vec::new();
+    while let Some((position, raw)) = reader.next_raw().await? {
+        let (header, records) = reader.decode(position, &raw)?;
+        let before = records.len();
+        let survivors: Vec<DecodedRecord> =
+            records.into_iter().filter(|r| !map.supersedes(r)).collect();
+        let last_in_segment = reader.at_end();
+        if survivors.len() == before {
+            cleaned.append(&raw, &header)?;
+        } else if survivors.is_empty() && !last_in_segment {
+            removed += before as u64;
+        } else {
+            encoded.clear();
+            encode_batch_preserving_offsets(
+                header.base_offset,
+                header.last_offset_delta,
+                &survivors,
+                &mut encoded,
+            );
+            if encoded.len() > raw.len() {
+                cleaned.append(&raw, &header)?;
+            } else {
+                set_leader_epoch(&mut encoded, header.leader_epoch);
+                // Verify right before writing.
+                let new_header = validate_batch(&encoded).map_err(|source| LogError::Corrupt {
+                    path: segment.file.path().to_path_buf(),
+                    position,
+                    source,
+                })?;
+                cleaned.append(&encoded, &new_header)?;
+                removed += (before - survivors.len()) as u64;
+            }
+        }
+        glommio::executor().yield_if_needed().await;
+    }
+    Ok(removed)
+}
+
+/// Reads the whole batches of a segment snapshot in order, a chunk at a
+/// time. Everything below the snapshot size was checked on open or append,
+/// so a batch that fails its checks here is corruption.
+struct BatchReader {
+    file: Rc<SegmentFile>,
+    end: u64,
+    position: u64,
+    chunk: Bytes,
+    chunk_start: u64,
+}
+
+impl BatchReader {
+    fn new(segment: &SegmentSnapshot) -> BatchReader {
+        BatchReader {
+            file: segment.file.clone(),
+            end: segment.size,
+            position: 0,
+            chunk: Bytes::new(),
+            chunk_start: 0,
+        }
+    }
+
+    fn at_end(&self) -> bool {
+        self.position >= self.end
+    }
+
+    /// The next batch and where it starts; `None` at the end.
+    async fn next_raw(&mut self) -> LogResult<Option<(Position, Bytes)>> {
+        if self.at_end() {
+            return Ok(None);
+        }
+        let remaining = self.end - self.position;
+        if !self.buffered(BATCH_LENGTH_PREFIX_BYTES) {
+            self.fill(COMPACTION_READ_CHUNK_BYTES).await?;
+        }
+        let at = (self.position - self.chunk_start) as usize;
+        let total = peek_total_bytes(&self.chunk[at..]).map_err(|e| self.corrupt(e))?;
+        if total as u64 > remaining {
+            return Err(self.corrupt(DecodeError::Truncated {
+                needed: total,
+                available: remaining as usize,
+            }));
+        }
+        if !self.buffered(total) {
+            self.fill(total.max(COMPACTION_READ_CHUNK_BYTES)).await?;
+        }
+        let at = (self.position - self.chunk_start) as usize;
+        let batch = self.chunk.slice(at..at + total);
+        let position = Position(self.position);
+        self.position += total as u64;
+        Ok(Some((position, batch)))
+    }
+
+    /// The next batch, decoded.
+    async fn next_decoded(&mut self) -> LogResult<Option<(BatchHeader, Vec<DecodedRecord>)>> {
+        match self.next_raw().await? {
+            Some((position, raw)) => self.decode(position, &raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn decode(
+        &self,
+        position: Position,
+        raw: &Bytes,
+    ) -> LogResult<(BatchHeader, Vec<DecodedRecord>)> {
+        decode_batch(raw).map_err(|source| LogError::Corrupt {
+            path: self.file.path().to_path_buf(),
+            position,
+            source,
+        })
+    }
+
+    /// Whether `len` bytes from the current position are in the chunk.
+    fn buffered(&self, len: usize) -> bool {
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        self.position >= self.chunk_start && self.position + len as u64 <= chunk_end
+    }
+
+    /// Reads up to `want` bytes from the current position (never past the
+    /// snapshot end).
+    async fn fill(&mut self, want: usize) -> LogResult<()> {
+        let len = (self.end - self.position).min(want as u64) as usize;
+        let bytes = self
+            .file
+            .read_exact_at(Position(self.position), len)
+            .await?;
+        self.chunk = Bytes::from(bytes);
+        self.chunk_start = self.position;
+        Ok(())
+    }
+
+    fn corrupt(&self, source: DecodeError) -> LogError {
+        LogError::Corrupt {
+            path: self.file.path().to_path_buf(),
+            position: Position(self.position),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::batch::{BatchIter, Record};
+    use crate::log::{CommitMode, LogConfig, SegmentInfo};
+    use crate::segment::CLEANED_SUFFIX;
+    use crate::testing::run_on_executor;
+    use crate::types::TimestampMs;
+
+    /// A record as the tests model it: offset, key, value.
+    type Row = (Offset, Option<Bytes>, Option<Bytes>);
+
+    fn small_config(dir: &Path) -> LogConfig {
+        let mut config = LogConfig::new(dir);
+        config.segment_bytes = 4096;
+        config.index_interval_bytes = 512;
+        config
+    }
+
+    fn record(key: Option<&str>, value: Option<String>) -> Record {
+        Record {
+            timestamp: TimestampMs(1_700_000_000_000),
+            key: key.map(|k| Bytes::from(k.to_owned())),
+            value: value.map(|v| Bytes::from(format!("{v:-<120}"))),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Deterministic pseudo-random numbers (no extra dependency).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, bound: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % bound
+        }
+    }
+
+    /// Appends `batches` batches of 1–3 records: keys from a set of 12,
+    /// one record in five keyless, one keyed record in ten a tombstone.
+    /// Returns the model of everything appended.
+    async fn append_workload(log: &PartitionLog, batches: u64, seed: u64) -> Vec<Row> {
+        let mut rng = Lcg(seed);
+        let mut model = Vec::new();
+        for i in 0..batches {
+            let records: Vec<Record> = (0..1 + rng.next(3))
+                .map(|j| {
+                    let key = (rng.next(5) != 0).then(|| format!("k{}", rng.next(12)));
+                    let tombstone = key.is_some() && rng.next(10) == 0;
+                    let value = (!tombstone).then(|| format!("v{seed}-{i}-{j}"));
+                    record(key.as_deref(), value)
+                })
+                .collect();
+            let appended = log.append_records(&records).await.expect("append");
+            for (n, r) in records.into_iter().enumerate() {
+                let offset = appended.base_offset.plus(n as u64);
+                let value = r.value.map(|v| Bytes::from(v.to_vec()));
+                model.push((offset, r.key, value));
+            }
+        }
+        model
+    }
+
+    /// What compaction must leave: everything at or after `boundary` (the
+    /// first offset not in a cleanable segment), and below it the keyless
+    /// records and the last record of each key among those below
+    /// `committed`.
+    fn expected(model: &[Row], boundary: Offset, committed: Offset) -> Vec<Row> {
+        let mut last: HashMap<Bytes, Offset> = HashMap::new();
+        for (offset, key, _) in model.iter().filter(|r| r.0 < committed) {
+            if let Some(key) = key {
+                last.insert(key.clone(), *offset);
+            }
+        }
+        model
+            .iter()
+            .filter(|(offset, key, _)| {
+                *offset >= boundary || key.as_ref().is_none_or(|k| last.get(k) == Some(offset))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every committed record from `from`, stepping over empty batches.
+    async fn read_from(log: &PartitionLog, from: Offset) -> Vec<Row> {
+        let mut out = Vec::new();
+        let mut next = from;
+        while let Some(slice) = log.read(next, 8 * 1024).expect("read") {
+            let bytes = slice.read_bytes().await.expect("read bytes");
+            for item in BatchIter::new(&bytes) {
+                let (header, raw) = item.expect("valid batch");
+                let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
+                out.extend(
+                    records
+                        .into_iter()
+                        .filter(|r| r.offset >= next)
+                        .map(|r| (r.offset, r.key, r.value)),
+                );
+                next = next.max(header.next_offset());
+            }
+        }
+        out
+    }
+
+    async fn read_all(log: &PartitionLog) -> Vec<Row> {
+        read_from(log, log.log_start_offset()).await
+    }
+
+    fn active_base(log: &PartitionLog) -> Offset {
+        log.segments()
+            .iter()
+            .find(|s| s.active)
+            .map(|s| s.base_offset)
+            .expect("active segment")
+    }
+
+    fn ranges(segments: &[SegmentInfo]) -> Vec<(Offset, Offset)> {
+        segments
+            .iter()
+            .map(|s| (s.base_offset, s.next_offset))
+            .collect()
+    }
+
+    fn cleaned_files(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(CLEANED_SUFFIX))
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_last_record_per_key_and_every_keyless_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            // "solo" is written once at the start and once in the active
+            // segment: the later write makes the first removable.
+            let first = log
+                .append_records(&[record(Some("solo"), Some("first".into()))])
+                .await
+                .expect("append");
+            let mut model = vec![(
+                first.base_offset,
+                Some(Bytes::from_static(b"solo")),
+                record(None, Some("first".into())).value,
+            )];
+            model.extend(append_workload(&log, 300, 1).await);
+            let last = log
+                .append_records(&[record(Some("solo"), Some("last".into()))])
+                .await
+                .expect("append");
+            model.push((
+                last.base_offset,
+                Some(Bytes::from_static(b"solo")),
+                record(None, Some("last".into())).value,
+            ));
+            let before = log.segments();
+            assert!(before.len() > 10, "need many segments");
+            let boundary = active_base(&log);
+            assert!(
+                last.base_offset >= boundary,
+                "last write is in the active segment"
+            );
+            let want = expected(&model, boundary, log.high_watermark());
+            assert!(want.len() < model.len());
+            assert!(!want.iter().any(|r| r.0 == first.base_offset));
+
+            let outcome = compact(&log).await.expect("compact");
+            assert!(outcome.segments_rewritten > 0);
+            assert_eq!(outcome.records_removed, (model.len() - want.len()) as u64);
+            assert!(outcome.bytes_after < outcome.bytes_before);
+            assert_eq!(read_all(&log).await, want);
+            // Offsets are preserved: same segment ranges, no segment grew,
+            // the log end did not move.
+            let after = log.segments();
+            assert_eq!(ranges(&after), ranges(&before));
+            assert!(after
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| a.size_bytes <= b.size_bytes));
+            assert_eq!(log.log_end_offset(), model.last().expect("rows").0.next());
+            // Reads starting inside gaps find the next surviving record.
+            for from in (0..log.log_end_offset().0).step_by(7).map(Offset) {
+                let tail: Vec<Row> = want.iter().filter(|r| r.0 >= from).cloned().collect();
+                assert_eq!(read_from(&log, from).await, tail, "reading from {from}");
+            }
+            // A second run has nothing left to do.
+            let again = compact(&log).await.expect("compact again");
+            assert_eq!(again, CompactionOutcome::default());
+            // Appends carry on at the same offsets.
+            let next = log
+                .append_records(&[record(Some("k1"), Some("after".into()))])
+                .await
+                .expect("append");
+            assert_eq!(next.base_offset, last.base_offset.next());
+            assert!(cleaned_files(&path).is_empty());
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn compacted_log_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            let model = append_workload(&log, 250, 2).await;
+            let want = expected(&model, active_base(&log), log.high_watermark());
+            let outcome = compact(&log).await.expect("compact");
+            assert!(outcome.segments_rewritten > 0);
+            let segments = log.segments();
+            log.close().await.expect("close");
+
+            let (log, report) = PartitionLog::open(small_config(&path))
+                .await
+                .expect("reopen");
+            assert!(!report.mid_log_corruption);
+            assert_eq!(report.log_end, model.last().expect("rows").0.next());
+            assert_eq!(log.segments(), segments);
+            assert_eq!(read_all(&log).await, want);
+            assert_eq!(
+                compact(&log).await.expect("compact"),
+                CompactionOutcome::default()
+            );
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn missing_indexes_of_a_compacted_segment_are_rebuilt() {
+        // A crash between the steps of the swap leaves the cleaned log
+        // without indexes: open must rebuild them from the log.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        let path2 = path.clone();
+        let want = run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            let model = append_workload(&log, 250, 3).await;
+            let want = expected(&model, active_base(&log), log.high_watermark());
+            compact(&log).await.expect("compact");
+            log.close().await.expect("close");
+            want
+        });
+        for entry in std::fs::read_dir(&path2).expect("list") {
+            let entry_path = entry.expect("entry").path();
+            let ext = entry_path.extension().and_then(|e| e.to_str());
+            if matches!(ext, Some("index" | "timeindex")) {
+                std::fs::remove_file(&entry_path).expect("remove index");
+            }
+        }
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path2))
+                .await
+                .expect("reopen");
+            assert_eq!(read_all(&log).await, want);
+            for from in (0..log.log_end_offset().0).step_by(11).map(Offset) {
+                let tail: Vec<Row> = want.iter().filter(|r| r.0 >= from).cloned().collect();
+                assert_eq!(read_from(&log, from).await, tail, "reading from {from}");
+            }
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn leftover_cleaned_files_are_removed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        let path2 = path.clone();
+        let want = run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            append_workload(&log, 100, 4).await;
+            let rows = read_all(&log).await;
+            log.close().await.expect("close");
+            rows
+        });
+        // A compaction that crashed before its swap.
+        for name in [
+            "00000000000000000000.log.cleaned",
+            "00000000000000000000.index.cleaned",
+            "00000000000000000000.timeindex.cleaned",
+        ] {
+            std::fs::write(path2.join(name), [0xA5u8; 100]).expect("write leftover");
+        }
+        assert_eq!(cleaned_files(&path2).len(), 3);
+        let path3 = path2.clone();
+        run_on_executor(async move {
+            let (log, report) = PartitionLog::open(small_config(&path3))
+                .await
+                .expect("reopen");
+            assert!(!report.mid_log_corruption);
+            assert!(cleaned_files(&path3).is_empty());
+            assert_eq!(read_all(&log).await, want);
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn a_slice_taken_before_compaction_still_reads_the_old_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            append_workload(&log, 200, 5).await;
+            let slice = log.read(Offset(0), 1 << 20).expect("read").expect("data");
+            let before = slice.read_bytes().await.expect("bytes");
+            let outcome = compact(&log).await.expect("compact");
+            assert!(outcome.segments_rewritten > 0);
+            let now = log.read(Offset(0), 1 << 20).expect("read").expect("data");
+            assert!(
+                !Rc::ptr_eq(&now.file, &slice.file),
+                "segment 0 was replaced"
+            );
+            assert_eq!(slice.read_bytes().await.expect("old bytes"), before);
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn only_committed_records_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let mut config = small_config(&path);
+            config.commit = CommitMode::Replicated;
+            let (log, _) = PartitionLog::open(config).await.expect("open");
+            let model = append_workload(&log, 300, 6).await;
+            let segments = log.segments();
+            // Committed up to the middle of segment 8: segments 0..=7 may be
+            // rewritten, and only records below the watermark supersede.
+            let hw = Offset((segments[8].base_offset.0 + segments[8].next_offset.0) / 2);
+            log.advance_high_watermark(hw);
+            let want: Vec<Row> = expected(&model, segments[8].base_offset, hw)
+                .into_iter()
+                .filter(|r| r.0 < hw)
+                .collect();
+            let outcome = compact(&log).await.expect("compact");
+            assert!(outcome.segments_rewritten > 0);
+            assert_eq!(read_all(&log).await, want);
+            let after = log.segments();
+            assert_eq!(
+                after[8..],
+                segments[8..],
+                "segments from the watermark on untouched"
+            );
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn a_small_key_map_compacts_in_several_passes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            let model = append_workload(&log, 300, 7).await;
+            let want = expected(&model, active_base(&log), log.high_watermark());
+            // Room for about three of the twelve keys.
+            let config = CompactionConfig {
+                key_map_bytes_max: 3 * (COMPACTION_KEY_ENTRY_OVERHEAD_BYTES + 3),
+            };
+            let outcome = compact_with(&log, &config).await.expect("compact");
+            assert_eq!(outcome.records_removed, (model.len() - want.len()) as u64);
+            assert_eq!(read_all(&log).await, want);
+            assert_eq!(
+                compact(&log).await.expect("compact"),
+                CompactionOutcome::default()
+            );
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn a_second_concurrent_compaction_returns_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            let log = Rc::new(log);
+            append_workload(&log, 200, 8).await;
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move { compact(&log).await.expect("compact") })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for run in runs {
+                outcomes.push(run.await);
+            }
+            let busy = outcomes
+                .iter()
+                .filter(|o| **o == CompactionOutcome::default())
+                .count();
+            assert_eq!(busy, 1, "{outcomes:?}");
+        });
+    }
+
+    #[test]
+    fn appends_run_and_complete_during_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p0");
+        run_on_executor(async move {
+            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            let log = Rc::new(log);
+            let mut model = append_workload(&log, 150, 9).await;
+            let done = Rc::new(std::cell::Cell::new(false));
+            let producer = {
+                let (log, done) = (log.clone(), done.clone());
+                glommio::spawn_local(async move {
+                    let mut rows = Vec::new();
+                    for round in 0..20 {
+                        rows.extend(append_workload(&log, 15, 100 + round).await);
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    done.set(true);
+                    rows
+                })
+                .detach()
+            };
+            let mut rewritten = 0;
+            let mut runs = 0;
+            while !done.get() {
+                rewritten += compact(&log).await.expect("compact").segments_rewritten;
+                runs += 1;
+                glommio::timer::sleep(Duration::from_millis(2)).await;
+            }
+            let rows = producer.await.expect("producer finished");
+            assert!(runs > 1, "compaction ran while appending");
+            assert!(rewritten > 0, "compaction rewrote segments while appending");
+            // Every append completed, at dense offsets.
+            model.extend(rows);
+            let offsets: Vec<u64> = model.iter().map(|r| r.0 .0).collect();
+            assert_eq!(offsets, (0..model.len() as u64).collect::<Vec<_>>());
+            assert_eq!(log.log_end_offset(), Offset(model.len() as u64));
+            // Whatever earlier runs removed was superseded; one last run
+            // brings the log to the model exactly.
+            compact(&log).await.expect("final compact");
+            let want = expected(&model, active_base(&log), log.high_watermark());
+            assert_eq!(read_all(&log).await, want);
+            match Rc::try_unwrap(log) {
+                Ok(log) => log.close().await.expect("close"),
+                Err(_) => panic!("log still shared"),
+            }
+        });
+    }
+}

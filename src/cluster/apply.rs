@@ -1,0 +1,503 @@
+//! The metadata state machine's transition function.
+//!
+//! [`Metadata::apply`] is deterministic: its result depends only on the
+//! metadata and the command, never on the clock, the local node or its
+//! configuration, so every replica that applies the same log reaches the same
+//! metadata. It validates everything it is given — a proposer's checks are an
+//! optimisation, not a guarantee — and answers rule breaks with
+//! `Invalid` / `Conflict` / `NotFound` instead of changing anything.
+
+use std::collections::BTreeSet;
+
+use super::limits::{NODES_MAX, STREAMS_MAX};
+use super::types::{
+    Metadata, MetadataCommand, MetadataResponse, NodeId, NodeInfo, PartitionAssignment, StreamId,
+    StreamRecord, StreamSpec,
+};
+use super::validate::{validate_node_info, validate_spec};
+
+/// A response, and whether the metadata changed (subscribers are only
+/// notified of changes).
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub response: MetadataResponse,
+    pub changed: bool,
+}
+
+impl Applied {
+    fn changed(response: MetadataResponse) -> Applied {
+        Applied {
+            response,
+            changed: true,
+        }
+    }
+
+    fn unchanged(response: MetadataResponse) -> Applied {
+        Applied {
+            response,
+            changed: false,
+        }
+    }
+
+    fn invalid(reason: impl Into<String>) -> Applied {
+        Applied::unchanged(MetadataResponse::Invalid {
+            reason: reason.into(),
+        })
+    }
+
+    fn conflict(reason: impl Into<String>) -> Applied {
+        Applied::unchanged(MetadataResponse::Conflict {
+            reason: reason.into(),
+        })
+    }
+}
+
+impl Metadata {
+    /// Applies one committed command.
+    pub(crate) fn apply(&mut self, command: &MetadataCommand) -> Applied {
+        match command {
+            MetadataCommand::RegisterNode { node_id, info } => self.register_node(*node_id, info),
+            MetadataCommand::CreateStream {
+                spec,
+                placement,
+                created_at_ms,
+            } => self.create_stream(spec, placement, *created_at_ms),
+            MetadataCommand::DeleteStream { name } => match self.streams.remove(name) {
+                Some(record) => Applied::changed(MetadataResponse::StreamDeleted(record)),
+                None => Applied::unchanged(MetadataResponse::NotFound),
+            },
+            MetadataCommand::UpdateIsr {
+                stream,
+                stream_id,
+                partition,
+                leader_epoch,
+                isr,
+            } => self.update_isr(stream, *stream_id, *partition, *leader_epoch, isr),
+            MetadataCommand::ChangeLeader {
+                stream,
+                stream_id,
+                partition,
+                leader_epoch,
+                leader,
+            } => self.change_leader(stream, *stream_id, *partition, *leader_epoch, *leader),
+        }
+    }
+
+    fn register_node(&mut self, node_id: NodeId, info: &NodeInfo) -> Applied {
+        if let Err(e) = validate_node_info(info) {
+            return Applied::invalid(e.to_string());
+        }
+        if self.nodes.get(&node_id) == Some(info) {
+            return Applied::unchanged(MetadataResponse::Ok);
+        }
+        if !self.nodes.contains_key(&node_id) && self.nodes.len() >= NODES_MAX {
+            return Applied::invalid(format!("node limit {NODES_MAX} reached"));
+        }
+        self.nodes.insert(node_id, info.clone());
+        Applied::changed(MetadataResponse::Ok)
+    }
+
+    fn create_stream(
+        &mut self,
+        spec: &StreamSpec,
+        placement: &[PartitionAssignment],
+        created_at_ms: u64,
+    ) -> Applied {
+        if let Err(e) = validate_spec(spec) {
+            return Applied::invalid(e.to_string());
+        }
+        if let Some(existing) = self.streams.get(&spec.name) {
+            return match spec_differences(&existing.spec, spec) {
+                None => Applied::unchanged(MetadataResponse::StreamExists(existing.clone())),
+                Some(fields) => Applied::conflict(format!(
+                    "stream {:?} exists with a different {fields}",
+                    spec.name
+                )),
+            };
+        }
+        if self.streams.len() >= STREAMS_MAX {
+            return Applied::invalid(format!("stream limit {STREAMS_MAX} reached"));
+        }
+        let node_count = self.nodes.len();
+        if spec.replication_factor as usize > node_count {
+            return Applied::invalid(format!(
+                "replication factor {} exceeds the {node_count} registered node(s)",
+                spec.replication_factor
+            ));
+        }
+        if let Err(reason) = self.check_placement(spec, placement) {
+            return Applied::invalid(format!("placement of {:?}: {reason}", spec.name));
+        }
+        let record = StreamRecord {
+            id: self.next_stream_id,
+            spec: spec.clone(),
+            partitions: placement.to_vec(),
+            created_at_ms,
+        };
+        self.next_stream_id = self.next_stream_id.next();
+        self.streams.insert(spec.name.clone(), record.clone());
+        Applied::changed(MetadataResponse::StreamCreated(record))
+    }
+
+    /// One assignment per partition, in order, for this stream; replicas
+    /// distinct registered nodes, as many as the replication factor; leader
+    /// in the ISR, ISR within the replicas; epoch 0; shard valid on every
+    /// replica.
+    fn check_placement(
+        &self,
+        spec: &StreamSpec,
+        placement: &[PartitionAssignment],
+    ) -> Result<(), String> {
+        if placement.len() != spec.partitions as usize {
+            return Err(format!(
+                "{} assignments for {} partitions",
+                placement.len(),
+                spec.partitions
+            ));
+        }
+        for (index, assignment) in placement.iter().enumerate() {
+            let p = assignment.partition;
+            if p as usize != index || assignment.stream != spec.name {
+                return Err(format!("assignment {index} names {:?}/{p}", assignment.stream));
+            }
+            if assignment.replicas.len() != spec.replication_factor as usize {
+                return Err(format!(
+                    "partition {p} has {} replicas, replication factor is {}",
+                    assignment.replicas.len(),
+                    spec.replication_factor
+                ));
+            }
+            check_replica_set(p, assignment)?;
+            if assignment.leader_epoch != 0 {
+                return Err(format!("partition {p} starts at leader epoch != 0"));
+            }
+            for node in &assignment.replicas {
+                let Some(info) = self.nodes.get(node) else {
+                    return Err(format!("partition {p}: node {node} is not registered"));
+                };
+                if assignment.shard >= info.shard_count {
+                    return Err(format!(
+                        "partition {p}: shard {} but node {node} has {} shard(s)",
+                        assignment.shard, info.shard_count
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn update_isr(
+        &mut self,
+        stream: &str,
+        stream_id: StreamId,
+        partition: u32,
+        leader_epoch: u32,
+        isr: &[NodeId],
+    ) -> Applied {
+        let assignment = match self.partition_mut(stream, stream_id, partition, leader_epoch) {
+            Ok(a) => a,
+            Err(applied) => return applied,
+        };
+        let mut candidate = assignment.clone();
+        candidate.isr = isr.to_vec();
+        if let Err(reason) = check_replica_set(partition, &candidate) {
+            return Applied::invalid(reason);
+        }
+        if assignment.isr == candidate.isr {
+            return Applied::unchanged(MetadataResponse::Ok);
+        }
+        *assignment = candidate;
+        Applied::changed(MetadataResponse::Ok)
+    }
+
+    fn change_leader(
+        &mut self,
+        stream: &str,
+        stream_id: StreamId,
+        partition: u32,
+        leader_epoch: u32,
+        leader: NodeId,
+    ) -> Applied {
+        let assignment = match self.partition_mut(stream, stream_id, partition, leader_epoch) {
+            Ok(a) => a,
+            Err(applied) => return applied,
+        };
+        if !assignment.isr.contains(&leader) {
+            // Unclean leader election is off: only an in-sync replica leads.
+            return Applied::invalid(format!(
+                "node {leader} is not in the ISR {:?} of {stream}/{partition}",
+                assignment.isr
+            ));
+        }
+        let Some(next_epoch) = assignment.leader_epoch.checked_add(1) else {
+            return Applied::invalid("leader epoch space exhausted");
+        };
+        assignment.leader = leader;
+        assignment.leader_epoch = next_epoch;
+        Applied::changed(MetadataResponse::Ok)
+    }
+
+    /// The partition of that stream incarnation, if the caller's leader
+    /// epoch is current.
+    fn partition_mut(
+        &mut self,
+        stream: &str,
+        stream_id: StreamId,
+        partition: u32,
+        leader_epoch: u32,
+    ) -> Result<&mut PartitionAssignment, Applied> {
+        let Some(record) = self.streams.get_mut(stream) else {
+            return Err(Applied::unchanged(MetadataResponse::NotFound));
+        };
+        if record.id != stream_id {
+            return Err(Applied::conflict(format!(
+                "stream {stream:?} is now incarnation {}, not {stream_id}",
+                record.id
+            )));
+        }
+        let Some(assignment) = record.partitions.get_mut(partition as usize) else {
+            return Err(Applied::unchanged(MetadataResponse::NotFound));
+        };
+        if assignment.leader_epoch != leader_epoch {
+            return Err(Applied::conflict(format!(
+                "{stream}/{partition} is at leader epoch {}, not {leader_epoch}",
+                assignment.leader_epoch
+            )));
+        }
+        Ok(assignment)
+    }
+}
+
+/// Replicas distinct and non-empty; ISR distinct, within the replicas, and
+/// containing the leader.
+fn check_replica_set(partition: u32, a: &PartitionAssignment) -> Result<(), String> {
+    let replicas: BTreeSet<NodeId> = a.replicas.iter().copied().collect();
+    if replicas.is_empty() || replicas.len() != a.replicas.len() {
+        return Err(format!("partition {partition}: replicas must be distinct"));
+    }
+    let isr: BTreeSet<NodeId> = a.isr.iter().copied().collect();
+    if isr.len() != a.isr.len() || !isr.is_subset(&replicas) {
+        return Err(format!(
+            "partition {partition}: ISR {:?} must be distinct members of {:?}",
+            a.isr, a.replicas
+        ));
+    }
+    if !isr.contains(&a.leader) {
+        return Err(format!(
+            "partition {partition}: leader {} is not in the ISR {:?}",
+            a.leader, a.isr
+        ));
+    }
+    Ok(())
+}
+
+/// Names the settings in which two specs of the same name differ, or `None`
+/// when they are identical.
+fn spec_differences(old: &StreamSpec, new: &StreamSpec) -> Option<String> {
+    let mut fields = Vec::new();
+    if old.subject != new.subject {
+        fields.push(format!("subject ({:?} vs {:?})", old.subject, new.subject));
+    }
+    let settings = [
+        ("group", old.group != new.group),
+        ("partitions", old.partitions != new.partitions),
+        (
+            "replication_factor",
+            old.replication_factor != new.replication_factor,
+        ),
+        (
+            "retention_age_ms",
+            old.retention_age_ms != new.retention_age_ms,
+        ),
+        ("retention_bytes", old.retention_bytes != new.retention_bytes),
+        (
+            "retention_messages",
+            old.retention_messages != new.retention_messages,
+        ),
+        ("compact", old.compact != new.compact),
+    ];
+    fields.extend(
+        settings
+            .iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| (*name).to_owned()),
+    );
+    debug_assert_eq!(fields.is_empty(), old == new);
+    (!fields.is_empty()).then(|| fields.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(shards: u32) -> NodeInfo {
+        NodeInfo {
+            raft_addr: "127.0.0.1:1".into(),
+            client_addr: "127.0.0.1:2".into(),
+            shard_count: shards,
+        }
+    }
+
+    fn metadata_with_nodes(count: u64) -> Metadata {
+        let mut m = Metadata::default();
+        for id in 1..=count {
+            let applied = m.apply(&MetadataCommand::RegisterNode {
+                node_id: id,
+                info: node(2),
+            });
+            assert_eq!(applied.response, MetadataResponse::Ok);
+            assert!(applied.changed);
+        }
+        m
+    }
+
+    fn assignment(stream: &str, partition: u32, replicas: &[NodeId]) -> PartitionAssignment {
+        PartitionAssignment {
+            stream: stream.into(),
+            partition,
+            leader: replicas[0],
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader_epoch: 0,
+            shard: 0,
+        }
+    }
+
+    fn create(m: &mut Metadata, spec: &StreamSpec, placement: Vec<PartitionAssignment>) -> Applied {
+        m.apply(&MetadataCommand::CreateStream {
+            spec: spec.clone(),
+            placement,
+            created_at_ms: 7,
+        })
+    }
+
+    #[test]
+    fn register_same_node_twice_changes_nothing() {
+        let mut m = metadata_with_nodes(1);
+        let again = m.apply(&MetadataCommand::RegisterNode {
+            node_id: 1,
+            info: node(2),
+        });
+        assert_eq!(again.response, MetadataResponse::Ok);
+        assert!(!again.changed);
+        let bad = m.apply(&MetadataCommand::RegisterNode {
+            node_id: 2,
+            info: node(0),
+        });
+        assert!(matches!(bad.response, MetadataResponse::Invalid { .. }));
+    }
+
+    #[test]
+    fn create_is_idempotent_and_ids_are_never_reused() {
+        let mut m = metadata_with_nodes(1);
+        let spec = StreamSpec::new("s", "a.b");
+        let MetadataResponse::StreamCreated(first) =
+            create(&mut m, &spec, vec![assignment("s", 0, &[1])]).response
+        else {
+            panic!("not created");
+        };
+        assert_eq!(first.id, StreamId::FIRST);
+        let again = create(&mut m, &spec, vec![assignment("s", 0, &[1])]);
+        assert_eq!(again.response, MetadataResponse::StreamExists(first.clone()));
+        assert!(!again.changed);
+
+        let mut other = spec.clone();
+        other.subject = "a.c".into();
+        let conflict = create(&mut m, &other, vec![assignment("s", 0, &[1])]);
+        assert!(matches!(conflict.response, MetadataResponse::Conflict { .. }));
+
+        let deleted = m.apply(&MetadataCommand::DeleteStream { name: "s".into() });
+        assert_eq!(deleted.response, MetadataResponse::StreamDeleted(first));
+        let MetadataResponse::StreamCreated(second) =
+            create(&mut m, &spec, vec![assignment("s", 0, &[1])]).response
+        else {
+            panic!("not re-created");
+        };
+        assert_eq!(second.id, StreamId::new(2));
+    }
+
+    #[test]
+    fn create_rejects_bad_placement() {
+        let mut m = metadata_with_nodes(2);
+        let mut spec = StreamSpec::new("s", "s");
+        spec.replication_factor = 2;
+        let cases = [
+            vec![],
+            vec![assignment("s", 0, &[1])],
+            vec![assignment("s", 0, &[1, 1])],
+            vec![assignment("s", 0, &[1, 9])],
+            vec![assignment("t", 0, &[1, 2])],
+            vec![assignment("s", 1, &[1, 2])],
+            vec![PartitionAssignment {
+                shard: 2,
+                ..assignment("s", 0, &[1, 2])
+            }],
+            vec![PartitionAssignment {
+                isr: vec![2],
+                ..assignment("s", 0, &[1, 2])
+            }],
+        ];
+        for placement in cases {
+            let applied = create(&mut m, &spec, placement.clone());
+            assert!(
+                matches!(applied.response, MetadataResponse::Invalid { .. }),
+                "{placement:?} accepted"
+            );
+            assert!(!applied.changed);
+        }
+        spec.replication_factor = 3;
+        let too_many = create(&mut m, &spec, vec![assignment("s", 0, &[1, 2])]);
+        assert!(matches!(too_many.response, MetadataResponse::Invalid { .. }));
+        assert!(m.streams().is_empty());
+        assert_eq!(m.next_stream_id(), StreamId::FIRST);
+    }
+
+    #[test]
+    fn isr_and_leader_changes_are_conditional() {
+        let mut m = metadata_with_nodes(3);
+        let mut spec = StreamSpec::new("s", "s");
+        spec.replication_factor = 3;
+        let MetadataResponse::StreamCreated(record) =
+            create(&mut m, &spec, vec![assignment("s", 0, &[1, 2, 3])]).response
+        else {
+            panic!("not created");
+        };
+        let update = |isr: Vec<NodeId>, epoch: u32, id: StreamId| MetadataCommand::UpdateIsr {
+            stream: "s".into(),
+            stream_id: id,
+            partition: 0,
+            leader_epoch: epoch,
+            isr,
+        };
+        let shrink = m.apply(&update(vec![1, 2], 0, record.id));
+        assert_eq!(shrink.response, MetadataResponse::Ok);
+        assert!(shrink.changed);
+        let stale = m.apply(&update(vec![1], 5, record.id));
+        assert!(matches!(stale.response, MetadataResponse::Conflict { .. }));
+        let wrong_incarnation = m.apply(&update(vec![1], 0, StreamId::new(99)));
+        assert!(matches!(
+            wrong_incarnation.response,
+            MetadataResponse::Conflict { .. }
+        ));
+        let no_leader = m.apply(&update(vec![2], 0, record.id));
+        assert!(matches!(no_leader.response, MetadataResponse::Invalid { .. }));
+
+        let change = |leader: NodeId| MetadataCommand::ChangeLeader {
+            stream: "s".into(),
+            stream_id: record.id,
+            partition: 0,
+            leader_epoch: 0,
+            leader,
+        };
+        let unclean = m.apply(&change(3));
+        assert!(matches!(unclean.response, MetadataResponse::Invalid { .. }));
+        assert_eq!(m.apply(&change(2)).response, MetadataResponse::Ok);
+        let p = &m.stream("s").unwrap().partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 1, vec![1, 2]));
+        // The old epoch no longer applies.
+        assert!(matches!(
+            m.apply(&change(1)).response,
+            MetadataResponse::Conflict { .. }
+        ));
+    }
+}

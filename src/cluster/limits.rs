@@ -1,0 +1,111 @@
+//! Every limit and default of the cluster-metadata module, each with the
+//! reason it exists and what it costs.
+//!
+//! Every length read from disk or from a peer is checked against one of these
+//! before anything is allocated for it.
+
+/// Longest stream name, in bytes (names are ASCII). A name may be as long as
+/// a file name (`NAME_MAX`), so on-disk directories are named by the stream's
+/// id, never by its name.
+pub const STREAM_NAME_BYTES_MAX: usize = 255;
+
+/// Longest NATS subject a stream may bind. Partition `i > 0` listens on
+/// `subject.i`, which adds at most 11 bytes; NATS itself has no hard limit
+/// but every message carries the subject, so we keep it bounded.
+pub const SUBJECT_BYTES_MAX: usize = 1024;
+
+/// Longest consumer-group (NATS queue group) name.
+pub const GROUP_BYTES_MAX: usize = 255;
+
+/// Most partitions one stream may have. Each partition costs a directory, a
+/// few open files and ~100-400 bytes of metadata (in every snapshot and in
+/// the log entry that creates the stream: 4096 × ~400 B ≈ 1.6 MiB, below
+/// [`LOG_RECORD_BYTES_MAX`]).
+pub const MAX_PARTITIONS_PER_STREAM: u32 = 4096;
+
+/// Most streams the cluster holds. Bounds the metadata snapshot and the copy
+/// of the metadata made on every applied change.
+pub const STREAMS_MAX: usize = 10_000;
+
+/// Most nodes that may register. Bounds placement work and metadata size.
+pub const NODES_MAX: usize = 1024;
+
+/// Most data shards one node may announce.
+pub const SHARDS_PER_NODE_MAX: u32 = 1024;
+
+/// Longest address string a node may announce (host:port).
+pub const NODE_ADDR_BYTES_MAX: usize = 255;
+
+/// Largest single record of the raft log file (one serialised raft entry, or
+/// a purge marker). A length field above this is corruption, not a request to
+/// allocate. The largest legitimate entry is a `CreateStream` with
+/// [`MAX_PARTITIONS_PER_STREAM`] partitions at full replication.
+pub const LOG_RECORD_BYTES_MAX: usize = 16 << 20;
+
+/// Largest raft log file accepted at start-up. The whole unpurged log is held
+/// in memory (the metadata log is small: the snapshot policy bounds it to a
+/// few thousand entries), so this is also a bound on that memory.
+pub const LOG_FILE_BYTES_MAX: u64 = 1 << 30;
+
+/// Purged bytes at the front of the log file after which `purge` rewrites
+/// the file without them (when they are also at least half the file). Below
+/// this a purge only appends a small durable marker.
+pub const LOG_REWRITE_DEAD_BYTES_MIN: u64 = 1 << 20;
+
+/// Largest serialised snapshot (the whole metadata as JSON). Checked when a
+/// snapshot file is read, built or received from the leader.
+pub const SNAPSHOT_BYTES_MAX: usize = 256 << 20;
+
+/// Largest vote / committed-pointer file record. Both are a few dozen bytes.
+pub const SMALL_RECORD_BYTES_MAX: usize = 4096;
+
+/// Largest raft RPC frame on the wire, either direction. An AppendEntries
+/// larger than this is split (see [`RAFT_PAYLOAD_ENTRIES_MAX`]); a connection
+/// buffers at most one frame, so this times [`RAFT_CONNECTIONS_MAX`] bounds
+/// the server's read-buffer memory.
+pub const RAFT_FRAME_BYTES_MAX: usize = 64 << 20;
+
+/// Most entries in one AppendEntries RPC (openraft `max_payload_entries`).
+/// Together with [`LOG_RECORD_BYTES_MAX`] it keeps ordinary RPCs far below
+/// [`RAFT_FRAME_BYTES_MAX`]; oversize ones are split by openraft.
+pub const RAFT_PAYLOAD_ENTRIES_MAX: u64 = 64;
+
+/// Snapshot chunk size for InstallSnapshot RPCs. JSON encodes bytes as a
+/// number array (up to 4 bytes per byte), so a 1 MiB chunk stays well inside
+/// [`RAFT_FRAME_BYTES_MAX`].
+pub const RAFT_SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Most concurrent inbound raft connections. Each peer keeps one per
+/// direction, so this is far above any sane cluster size and only stops a
+/// runaway client from exhausting tasks and buffers.
+pub const RAFT_CONNECTIONS_MAX: usize = 256;
+
+/// Time to establish a TCP connection to a peer before it is reported
+/// unreachable (openraft then backs off before retrying).
+pub const RAFT_CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// An inbound raft connection with no request for this long is closed. A
+/// live leader sends heartbeats far more often.
+pub const RAFT_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// Production raft heartbeat interval. Metadata changes are rare; a leader
+/// failure is detected within the election timeout below.
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 250;
+
+/// Production lower bound of the randomised election timeout (4 heartbeats).
+pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 1_000;
+
+/// Production upper bound of the randomised election timeout.
+pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 2_000;
+
+/// Build a snapshot after this many log entries since the last one. Bounds
+/// the in-memory log and the re-apply work at start-up.
+pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 5_000;
+
+/// Log entries already covered by a snapshot that are kept anyway, so a
+/// briefly lagging follower catches up from the log instead of a snapshot.
+pub const SNAPSHOT_LOGS_TO_KEEP_DEFAULT: u64 = 1_000;
+
+/// How long `MetadataNode::start` waits for a single-node cluster to elect
+/// itself and register, before giving up.
+pub const STARTUP_LEADER_WAIT_MS: u64 = 10_000;

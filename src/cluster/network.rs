@@ -1,0 +1,329 @@
+//! Raft RPC over TCP: the client ([`TcpNetwork`], openraft's
+//! `RaftNetworkFactory`) and the server ([`serve_raft`]).
+//!
+//! Each message is one frame (`frame.rs`: u32 length, CRC-32C, JSON
+//! payload) of at most [`RAFT_FRAME_BYTES_MAX`] bytes. A request is a
+//! [`RaftRequest`], its reply the matching [`RaftReply`]; one request is
+//! outstanding per connection. A client keeps one connection per peer and
+//! drops it after any error or timeout, reconnecting on the next call, so a
+//! reply can never be matched with the wrong request.
+//!
+//! Errors map onto openraft's retry model: cannot connect → `Unreachable`
+//! (openraft backs off), I/O or a bad frame → `Network` (retried at once),
+//! no reply within the RPC's TTL → `Timeout`, request over the frame limit →
+//! `PayloadTooLarge` (openraft splits the AppendEntries).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::RPCTypes;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use super::frame::{self, FrameError};
+use super::limits::{
+    RAFT_CONNECTIONS_MAX, RAFT_CONNECT_TIMEOUT_MS, RAFT_FRAME_BYTES_MAX, RAFT_IDLE_TIMEOUT_MS,
+};
+use super::types::{ClusterNode, MetadataRaft, NodeId, TypeConfig};
+
+/// A raft RPC request on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The reply to a [`RaftRequest`] of the same variant: the remote raft's
+/// result, errors included.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+}
+
+/// Why a call produced no reply.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("peer closed the connection")]
+    Closed,
+    #[error("reply does not match the request")]
+    Mismatch,
+    #[error("timed out")]
+    Timeout,
+}
+
+/// openraft's network factory: one [`PeerClient`] per target node.
+#[derive(Debug, Clone)]
+pub struct TcpNetwork {
+    local: NodeId,
+}
+
+impl TcpNetwork {
+    /// `local` is this node's id (used in timeout reports).
+    pub fn new(local: NodeId) -> TcpNetwork {
+        TcpNetwork { local }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerClient {
+        PeerClient {
+            local: self.local,
+            target,
+            addr: node.raft_addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// A connection (made lazily, remade after errors) to one peer.
+pub struct PeerClient {
+    local: NodeId,
+    target: NodeId,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl PeerClient {
+    /// Sends one request and reads its reply within `ttl`. Any failure
+    /// drops the connection.
+    async fn call(&mut self, request: &[u8], ttl: Duration) -> Result<RaftReply, CallError> {
+        let exchange = async {
+            if self.stream.is_none() {
+                let connect = TcpStream::connect(self.addr.as_str());
+                let stream =
+                    match tokio::time::timeout(Duration::from_millis(RAFT_CONNECT_TIMEOUT_MS), connect)
+                        .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(source)) => {
+                            return Err(CallError::Connect {
+                                addr: self.addr.clone(),
+                                source,
+                            })
+                        }
+                        Err(_) => {
+                            return Err(CallError::Connect {
+                                addr: self.addr.clone(),
+                                source: io::ErrorKind::TimedOut.into(),
+                            })
+                        }
+                    };
+                stream.set_nodelay(true)?;
+                self.stream = Some(stream);
+            }
+            let stream = self.stream.as_mut().expect("connected above");
+            stream.write_all(request).await?;
+            let payload = frame::read_frame_async(stream, RAFT_FRAME_BYTES_MAX)
+                .await
+                .map_err(|e| match e {
+                    frame::ReadError::Corrupt(e) => CallError::Frame(e),
+                    frame::ReadError::Io(e) => CallError::Io(e),
+                })?
+                .ok_or(CallError::Closed)?;
+            Ok(frame::decode::<RaftReply>(&payload)?)
+        };
+        let result = match tokio::time::timeout(ttl, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout),
+        };
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        error: CallError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, ClusterNode, E> {
+        tracing::debug!(target_node = self.target, addr = %self.addr, %error, ?action, "raft RPC failed");
+        match error {
+            CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.local,
+                target: self.target,
+                timeout: ttl,
+            }),
+            _ => RPCError::Network(NetworkError::new(&error)),
+        }
+    }
+
+    fn remote<E: std::error::Error>(&self, error: E) -> RPCError<NodeId, ClusterNode, E> {
+        RPCError::RemoteError(RemoteError::new(self.target, error))
+    }
+}
+
+/// Encodes a request, mapping an oversize one to `PayloadTooLarge` (with a
+/// hint to halve the entries, when there is more than one).
+fn encode_request<E: std::error::Error>(
+    request: &RaftRequest,
+    action: RPCTypes,
+    entries: usize,
+) -> Result<Vec<u8>, RPCError<NodeId, ClusterNode, E>> {
+    frame::encode(request, RAFT_FRAME_BYTES_MAX).map_err(|e| match e {
+        FrameError::TooLarge { .. } if entries > 1 => RPCError::PayloadTooLarge(
+            PayloadTooLarge::new_entries_hint((entries / 2) as u64),
+        ),
+        other => {
+            tracing::error!(?action, error = %other, "cannot encode a raft request");
+            RPCError::Network(NetworkError::new(&other))
+        }
+    })
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>>
+    {
+        let (action, ttl) = (RPCTypes::AppendEntries, option.hard_ttl());
+        let entries = rpc.entries.len();
+        let request = encode_request(&RaftRequest::AppendEntries(rpc), action, entries)?;
+        match self.call(&request, ttl).await {
+            Ok(RaftReply::AppendEntries(reply)) => reply.map_err(|e| self.remote(e)),
+            Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, ClusterNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let (action, ttl) = (RPCTypes::InstallSnapshot, option.hard_ttl());
+        let request = encode_request(&RaftRequest::InstallSnapshot(rpc), action, 1)?;
+        match self.call(&request, ttl).await {
+            Ok(RaftReply::InstallSnapshot(reply)) => reply.map_err(|e| self.remote(e)),
+            Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>> {
+        let (action, ttl) = (RPCTypes::Vote, option.hard_ttl());
+        let request = encode_request(&RaftRequest::Vote(rpc), action, 1)?;
+        match self.call(&request, ttl).await {
+            Ok(RaftReply::Vote(reply)) => reply.map_err(|e| self.remote(e)),
+            Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
+            Err(e) => Err(self.rpc_error(e, action, ttl)),
+        }
+    }
+}
+
+/// Serves raft RPCs from peers on `listener` until the returned future is
+/// dropped (which also ends every connection it serves). At most
+/// [`RAFT_CONNECTIONS_MAX`] connections are served at once; more are
+/// closed on accept.
+pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if connections.len() >= RAFT_CONNECTIONS_MAX {
+                        tracing::warn!(%peer, limit = RAFT_CONNECTIONS_MAX, "too many raft connections; closing");
+                        continue;
+                    }
+                    connections.spawn(serve_connection(stream, peer, raft.clone()));
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "raft listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Answers requests on one connection until the peer closes it, goes idle,
+/// or sends something that is not a valid request (then it is closed).
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: MetadataRaft) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+    }
+    let idle = Duration::from_millis(RAFT_IDLE_TIMEOUT_MS);
+    loop {
+        let payload = match tokio::time::timeout(
+            idle,
+            frame::read_frame_async(&mut stream, RAFT_FRAME_BYTES_MAX),
+        )
+        .await
+        {
+            Err(_) => {
+                tracing::debug!(%peer, "closing idle raft connection");
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(payload))) => payload,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "bad raft frame; closing the connection");
+                return;
+            }
+        };
+        let request: RaftRequest = match frame::decode(&payload) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "undecodable raft request; closing the connection");
+                return;
+            }
+        };
+        let reply = match request {
+            RaftRequest::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
+            RaftRequest::Vote(rpc) => RaftReply::Vote(raft.vote(rpc).await),
+            RaftRequest::InstallSnapshot(rpc) => {
+                RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
+            }
+        };
+        let bytes = match frame::encode(&reply, RAFT_FRAME_BYTES_MAX) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "cannot encode a raft reply; closing the connection");
+                return;
+            }
+        };
+        if let Err(e) = stream.write_all(&bytes).await {
+            tracing::debug!(%peer, error = %e, "raft reply write failed");
+            return;
+        }
+    }
+}
