@@ -2,3 +2,8 @@
 
 pub mod cluster;
 pub mod protocol;
+pub mod config;
+pub mod control;
+pub mod cores;
+pub mod server;
+pub mod shard_server;

@@ -16,7 +16,9 @@
 //!   pre-encoded batch at a time and awaiting its durability. Raw baseline: a
 //!   loop of P `pwrite`s of the same size into a `fallocate`d file and one
 //!   `fdatasync` — for P = 1 the same sync pattern as one sequential
-//!   producer, for P > 1 what perfect group commit could reach.
+//!   producer, for P > 1 what perfect group commit could reach. Both sides
+//!   copy the batch into a fresh `Vec` before each write (a server gets each
+//!   batch in a new buffer; `append` takes ownership of one).
 //! * **append, no sync** (`SyncPolicy::Never`, diagnostic): the engine's CPU
 //!   path against a bare `pwrite` loop, both capped at `SLUICE_BENCH_BYTES`.
 //! * **read**: a log filled with `SLUICE_BENCH_BYTES`, read end to end with
@@ -37,9 +39,14 @@
 //! | `SLUICE_BENCH_BYTES` | `256m` | read fill size, and the cap of the no-sync rows |
 //! | `SLUICE_BENCH_READ_PASSES` | 5 | timed read passes per side |
 //! | `SLUICE_BENCH_SEGMENT_BYTES` | 1 GiB | segment size (engine and raw files) |
-//! | `SLUICE_BENCH_ONLY` | all | `append`, `nosync` or `read`, comma-separated |
+//! | `SLUICE_BENCH_ONLY` | `append,nosync,read` | sections to run, comma-separated; `uring` (not run by default) compares the raw loop with its `fdatasync` through glommio's io_uring |
+//! | `SLUICE_BENCH_ROLLS` | 0 | 1: let the log (and raw file) roll segments during append rows |
+//!
+//! By default an append row switches both sides to fresh files between
+//! slices before either could fill a segment, so no slice measures a roll:
+//! the steady-state write path is what is compared.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -68,6 +75,7 @@ struct Settings {
     read_passes: usize,
     segment_bytes: u64,
     only: Vec<String>,
+    rolls: bool,
 }
 
 impl Settings {
@@ -84,6 +92,7 @@ impl Settings {
             bytes: env_list("SLUICE_BENCH_BYTES", "256m")[0] as u64,
             read_passes: env_parse::<usize>("SLUICE_BENCH_READ_PASSES", 5).max(1),
             segment_bytes: env_list("SLUICE_BENCH_SEGMENT_BYTES", "0")[0] as u64,
+            rolls: env_parse::<u8>("SLUICE_BENCH_ROLLS", 0) != 0,
             only: std::env::var("SLUICE_BENCH_ONLY")
                 .unwrap_or_else(|_| "append,nosync,read".into())
                 .split(',')
@@ -175,10 +184,13 @@ fn main() {
     let dir = scratch.path().to_path_buf();
     run_on_executor(async move {
         if settings.runs("append") {
-            append_section(&settings, &dir, SyncPolicy::EveryBatch).await;
+            append_section(&settings, &dir, SyncPolicy::EveryBatch, Left::Engine).await;
         }
         if settings.runs("nosync") {
-            append_section(&settings, &dir, SyncPolicy::Never).await;
+            append_section(&settings, &dir, SyncPolicy::Never, Left::Engine).await;
+        }
+        if settings.runs("uring") {
+            append_section(&settings, &dir, SyncPolicy::EveryBatch, Left::RawUring).await;
         }
         if settings.runs("read") {
             read_section(&settings, &dir).await;
@@ -307,10 +319,28 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("histogram bounds")
 }
 
-async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy) {
+/// What an append row compares with the raw `fdatasync` loop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// The partition log.
+    Engine,
+    /// The raw loop itself, but with `fdatasync` through glommio's io_uring
+    /// (diagnostic: the cost of the async sync path alone).
+    RawUring,
+}
+
+async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy, left: Left) {
     let durable = sync != SyncPolicy::Never;
+    let label = match left {
+        Left::Engine => "eng",
+        Left::RawUring => "uring",
+    };
     println!();
-    if durable {
+    if left == Left::RawUring {
+        println!(
+            "diagnostic: raw loop with fdatasync through glommio's io_uring (uring) vs the same loop with the fdatasync syscall (raw)"
+        );
+    } else if durable {
         println!(
             "append, SyncPolicy::EveryBatch (each append awaits durability; raw = P x pwrite + 1 fdatasync into a fallocate'd file)"
         );
@@ -324,7 +354,7 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy) {
         "{:>7} {:>4} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>7} | {}",
         "batch",
         "prod",
-        "eng MB/s",
+        format!("{label} MB/s"),
         "batch/s",
         "p50 us",
         "p99 us",
@@ -332,56 +362,58 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy) {
         "batch/s",
         "p50 us",
         "p99 us",
-        "eng/raw",
-        "per-slice eng/raw: median [min, max]"
+        format!("{label}/raw"),
+        format!("per-slice {label}/raw: median [min, max]")
     );
     let producers: &[usize] = if durable { &settings.producers } else { &[1] };
     let cap = if durable { u64::MAX } else { settings.bytes };
-    let mut run = 0u64;
+    let mut files = 0u64;
     for &size in &settings.sizes {
         let template = Rc::new(template(size));
         for &p in producers {
-            let engine_dir = dir.join(format!("engine-{run}"));
-            let raw_dir = dir.join(format!("raw-{run}"));
-            run += 1;
-            let mut config = LogConfig::new(&engine_dir);
-            config.segment_bytes = settings.segment_bytes();
-            config.sync = sync;
-            let (log, _) = PartitionLog::open(config).await.expect("open log");
-            let log = Rc::new(log);
-            let mut raw_writer = RawWriter::create(&raw_dir, settings.segment_bytes());
+            let mut pair = Files::open(settings, dir, &mut files, sync, left).await;
             let mut engine = Measured::new();
             let mut raw = Measured::new();
             let mut slice_ratios = Vec::new();
+            let mut largest_slice = 0u64;
             for round in 0..settings.rounds() {
                 if engine.bytes >= cap && raw.bytes >= cap {
                     break;
+                }
+                if !settings.rolls && pair.fullest() + 2 * largest_slice > settings.segment_bytes()
+                {
+                    // Fresh files before either would roll (see `rolls`).
+                    pair.close().await;
+                    pair = Files::open(settings, dir, &mut files, sync, left).await;
                 }
                 let slice = settings.slice();
                 let engine_cap = cap - engine.bytes;
                 let raw_cap = cap - raw.bytes;
                 // Alternate who goes first so neither always follows the other.
                 let (engine_slice, raw_slice) = if round % 2 == 0 {
-                    let e = engine_append(&log, &template, p, slice, engine_cap).await;
-                    let r = raw_writer.append(&template.bytes, p, durable, slice, raw_cap);
+                    let e = pair.left(&template, p, durable, slice, engine_cap).await;
+                    let r = pair
+                        .raw
+                        .append(&template.bytes, p, durable, slice, raw_cap)
+                        .await;
                     (e, r)
                 } else {
-                    let r = raw_writer.append(&template.bytes, p, durable, slice, raw_cap);
-                    let e = engine_append(&log, &template, p, slice, engine_cap).await;
+                    let r = pair
+                        .raw
+                        .append(&template.bytes, p, durable, slice, raw_cap)
+                        .await;
+                    let e = pair.left(&template, p, durable, slice, engine_cap).await;
                     (e, r)
                 };
                 if engine_slice.bytes > 0 && raw_slice.bytes > 0 {
                     slice_ratios.push(engine_slice.mb_per_s() / raw_slice.mb_per_s());
                 }
+                pair.engine_bytes += engine_slice.bytes;
+                largest_slice = largest_slice.max(engine_slice.bytes).max(raw_slice.bytes);
                 engine.merge(&engine_slice);
                 raw.merge(&raw_slice);
             }
-            let log =
-                Rc::try_unwrap(log).unwrap_or_else(|_| panic!("producers still hold the log"));
-            log.close().await.expect("close log");
-            drop(raw_writer);
-            let _ = std::fs::remove_dir_all(&engine_dir);
-            let _ = std::fs::remove_dir_all(&raw_dir);
+            pair.close().await;
             slice_ratios.sort_by(f64::total_cmp);
             let (lo, hi) = match (slice_ratios.first(), slice_ratios.last()) {
                 (Some(lo), Some(hi)) => (*lo, *hi),
@@ -422,6 +454,89 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
+/// The engine log (or the io_uring raw file) and the raw file an append row
+/// writes, in their own directories under the scratch directory.
+struct Files {
+    log: Option<Rc<PartitionLog>>,
+    uring: Option<RawWriter>,
+    left_dir: PathBuf,
+    engine_bytes: u64,
+    raw: RawWriter,
+    raw_dir: PathBuf,
+}
+
+impl Files {
+    async fn open(
+        settings: &Settings,
+        dir: &Path,
+        counter: &mut u64,
+        sync: SyncPolicy,
+        left: Left,
+    ) -> Files {
+        let left_dir = dir.join(format!("left-{counter}"));
+        let raw_dir = dir.join(format!("raw-{counter}"));
+        *counter += 1;
+        let (log, uring) = match left {
+            Left::Engine => {
+                let mut config = LogConfig::new(&left_dir);
+                config.segment_bytes = settings.segment_bytes();
+                config.sync = sync;
+                let (log, _) = PartitionLog::open(config).await.expect("open log");
+                (Some(Rc::new(log)), None)
+            }
+            Left::RawUring => (
+                None,
+                Some(RawWriter::create(&left_dir, settings.segment_bytes(), true).await),
+            ),
+        };
+        Files {
+            log,
+            uring,
+            left_dir,
+            engine_bytes: 0,
+            raw: RawWriter::create(&raw_dir, settings.segment_bytes(), false).await,
+            raw_dir,
+        }
+    }
+
+    /// One slice of the left-hand side.
+    async fn left(
+        &mut self,
+        template: &Rc<Template>,
+        producers: usize,
+        durable: bool,
+        slice: Duration,
+        cap: u64,
+    ) -> Measured {
+        match (&self.log, &mut self.uring) {
+            (Some(log), _) => engine_append(log, template, producers, slice, cap).await,
+            (None, Some(uring)) => {
+                uring
+                    .append(&template.bytes, producers, durable, slice, cap)
+                    .await
+            }
+            (None, None) => unreachable!("a row has a left-hand side"),
+        }
+    }
+
+    /// Bytes in the fullest of the active files.
+    fn fullest(&self) -> u64 {
+        self.engine_bytes.max(self.raw.position)
+    }
+
+    async fn close(self) {
+        if let Some(log) = self.log {
+            let log =
+                Rc::try_unwrap(log).unwrap_or_else(|_| panic!("producers still hold the log"));
+            log.close().await.expect("close log");
+        }
+        drop(self.uring);
+        drop(self.raw);
+        let _ = std::fs::remove_dir_all(&self.left_dir);
+        let _ = std::fs::remove_dir_all(&self.raw_dir);
+    }
+}
+
 /// One slice of engine appends: `producers` tasks on this executor, each
 /// appending a copy of the template and awaiting it, until the slice is over
 /// (or `cap` bytes are appended). Elapsed time runs until the last append of
@@ -433,6 +548,9 @@ async fn engine_append(
     slice: Duration,
     cap: u64,
 ) -> Measured {
+    // Shared by the producers and allocated before the clock starts (a
+    // histogram is ~0.5 MB to zero).
+    let total = Rc::new(RefCell::new(Measured::new()));
     let appended = Rc::new(Cell::new(0u64));
     let start = Instant::now();
     let deadline = start + slice;
@@ -441,28 +559,32 @@ async fn engine_append(
             let log = log.clone();
             let template = template.clone();
             let appended = appended.clone();
+            let total = total.clone();
             glommio::spawn_local(async move {
-                let mut mine = Measured::new();
                 let size = template.bytes.len() as u64;
                 while Instant::now() < deadline && appended.get() < cap {
                     appended.set(appended.get() + size);
+                    // A freshly received batch, as the raw loop gets too.
                     let batch = template.bytes.clone();
                     let t0 = Instant::now();
                     log.append(batch).await.expect("append");
-                    mine.latency_ns
-                        .saturating_record(t0.elapsed().as_nanos() as u64);
-                    mine.bytes += size;
-                    mine.batches += 1;
+                    let latency = t0.elapsed().as_nanos() as u64;
+                    let mut total = total.borrow_mut();
+                    total.latency_ns.saturating_record(latency);
+                    total.bytes += size;
+                    total.batches += 1;
                 }
-                mine
             })
         })
         .collect();
-    let mut total = Measured::new();
     for task in tasks {
-        total.merge(&task.await);
+        task.await;
     }
-    total.elapsed = start.elapsed();
+    let elapsed = start.elapsed();
+    let mut total = Rc::try_unwrap(total)
+        .unwrap_or_else(|_| panic!("producers still hold the totals"))
+        .into_inner();
+    total.elapsed = elapsed;
     total
 }
 
@@ -473,25 +595,49 @@ struct RawWriter {
     segment_bytes: u64,
     segment: u64,
     file: File,
+    /// The same file opened by glommio, when `fdatasync` goes through
+    /// io_uring instead of the syscall.
+    uring: Option<glommio::io::BufferedFile>,
     position: u64,
 }
 
 impl RawWriter {
-    fn create(dir: &Path, segment_bytes: u64) -> RawWriter {
+    async fn create(dir: &Path, segment_bytes: u64, uring: bool) -> RawWriter {
         std::fs::create_dir_all(dir).expect("create raw dir");
-        RawWriter {
+        let mut writer = RawWriter {
             dir: dir.to_path_buf(),
             segment_bytes,
             segment: 0,
             file: raw_segment(dir, 0, segment_bytes),
+            uring: None,
             position: 0,
+        };
+        if uring {
+            writer.uring = Some(writer.open_uring().await);
+        }
+        writer
+    }
+
+    async fn open_uring(&self) -> glommio::io::BufferedFile {
+        glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(self.dir.join(format!("{:020}.raw", self.segment)))
+            .await
+            .expect("open raw file with glommio")
+    }
+
+    async fn fdatasync(&self) {
+        match &self.uring {
+            Some(file) => file.fdatasync().await.expect("fdatasync (io_uring)"),
+            None => self.file.sync_data().expect("fdatasync"),
         }
     }
 
     /// One slice: `group` `pwrite`s of `batch` then one `fdatasync` (when
     /// `durable`), repeated. Each batch's latency is its group's (first
     /// write to sync done).
-    fn append(
+    async fn append(
         &mut self,
         batch: &[u8],
         group: usize,
@@ -507,15 +653,17 @@ impl RawWriter {
             let t0 = Instant::now();
             for _ in 0..group {
                 if self.position + size > self.segment_bytes {
-                    self.roll();
+                    self.roll().await;
                 }
+                // A freshly received batch, as each engine append gets.
+                let received = batch.to_vec();
                 self.file
-                    .write_all_at(batch, self.position)
+                    .write_all_at(&received, self.position)
                     .expect("pwrite");
                 self.position += size;
             }
             if durable {
-                self.file.sync_data().expect("fdatasync");
+                self.fdatasync().await;
             }
             let latency = t0.elapsed().as_nanos() as u64;
             measured
@@ -528,11 +676,14 @@ impl RawWriter {
         measured
     }
 
-    fn roll(&mut self) {
+    async fn roll(&mut self) {
         self.file.set_len(self.position).expect("trim raw file");
-        self.file.sync_data().expect("fdatasync raw file");
+        self.fdatasync().await;
         self.segment += 1;
         self.file = raw_segment(&self.dir, self.segment, self.segment_bytes);
+        if self.uring.is_some() {
+            self.uring = Some(self.open_uring().await);
+        }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .expect("sync raw dir");

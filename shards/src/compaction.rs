@@ -120,60 +120,74 @@ pub async fn compact_with(
         return Ok(outcome);
     };
     let mut view = log.compaction_view();
+    match run_passes(log, &mut view, config, &mut outcome).await {
+        Ok(()) => {
+            tracing::debug!(dir = %view.dir.display(), ?outcome, "compaction done");
+            Ok(outcome)
+        }
+        // A truncation changed files under the run (a read hit the cut, or
+        // a swap was refused); the next run starts from the new state.
+        Err(err) if log.truncation_generation() != view.truncation_generation => {
+            tracing::debug!(dir = %view.dir.display(), error = %err,
+                "log truncated during compaction; run abandoned");
+            Ok(outcome)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Builds key maps from the log start to the high watermark, one per pass
+/// (one pass unless the map fills), and after each rewrites the cleanable
+/// segments holding records it supersedes. `view` is kept current.
+async fn run_passes(
+    log: &PartitionLog,
+    view: &mut CompactionView,
+    config: &CompactionConfig,
+    outcome: &mut CompactionOutcome,
+) -> LogResult<()> {
     let high_watermark = view.high_watermark;
     let cleanable = view
         .segments
         .iter()
         .take_while(|s| !s.active && s.next_offset <= high_watermark)
         .count();
-    if cleanable == 0 {
-        return Ok(outcome);
-    }
-    let mut map_from = view.segments[0].base;
+    let Some(first) = view.segments.first().filter(|_| cleanable > 0) else {
+        return Ok(());
+    };
+    let mut map_from = first.base;
     loop {
-        let map = match build_key_map(&view, cleanable, map_from, config).await {
-            Ok(map) => map,
-            // A truncation cut the active segment while we read it; the next
-            // run starts from the new state.
-            Err(err) if log.truncation_generation() != view.truncation_generation => {
-                tracing::debug!(error = %err, "log truncated during compaction; run abandoned");
-                return Ok(outcome);
-            }
-            Err(err) => return Err(err),
-        };
+        let map = build_key_map(view, cleanable, map_from, config).await?;
         if map.end < high_watermark {
             tracing::info!(dir = %view.dir.display(), map_end = map.end.0, keys = map.latest.len(),
                 "compaction key map full; cleaning in several passes");
         }
         for index in 0..cleanable {
-            if view.segments[index].base >= map.end {
+            let segment = &view.segments[index];
+            if segment.base >= map.end {
                 break;
             }
-            let superseded = if view.segments[index].base < map_from {
-                count_superseded(&view.segments[index], &map).await?
+            let superseded = if segment.base < map_from {
+                count_superseded(segment, &map).await?
             } else {
                 map.superseded[index]
             };
             if superseded == 0 {
                 continue;
             }
-            let Some(rewrite) = rewrite_segment(log, &view, &view.segments[index], &map).await?
-            else {
+            let Some(rewrite) = rewrite_segment(log, view, segment, &map).await? else {
                 continue;
             };
             outcome.segments_rewritten += 1;
             outcome.records_removed += rewrite.records_removed;
-            outcome.bytes_before += view.segments[index].size;
+            outcome.bytes_before += segment.size;
             outcome.bytes_after += rewrite.installed.size;
             view.segments[index] = rewrite.installed;
         }
         if map.end >= high_watermark {
-            break;
+            return Ok(());
         }
         map_from = map.end;
     }
-    tracing::debug!(dir = %view.dir.display(), ?outcome, "compaction done");
-    Ok(outcome)
 }
 
 /// Latest offset of every key in `[from, end)`.

@@ -221,6 +221,31 @@ impl Drop for CompactionGuard {
     }
 }
 
+/// Upper bounds (µs) of the fsync latency buckets in [`FsyncStats`]; one
+/// more bucket counts everything slower.
+pub const FSYNC_BUCKET_BOUNDS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+
+/// Latency of this log's `fdatasync` calls since it was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsyncStats {
+    pub count: u64,
+    pub sum_us: u64,
+    /// Counts per bucket of [`FSYNC_BUCKET_BOUNDS_US`], overflow last.
+    pub buckets: [u64; FSYNC_BUCKET_BOUNDS_US.len() + 1],
+}
+
+impl FsyncStats {
+    fn record(&mut self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        let bucket = FSYNC_BUCKET_BOUNDS_US.partition_point(|bound| *bound < us);
+        self.buckets[bucket] += 1;
+    }
+}
+
 #[derive(Debug)]
 enum CommitOutcome {
     Durable,
@@ -245,6 +270,7 @@ struct LogState {
     truncation_generation: u64,
     failed: bool,
     closed: bool,
+    fsync_stats: FsyncStats,
     /// A compaction is running (at most one per log: its `*.cleaned` files
     /// have fixed names).
     compacting: bool,
@@ -356,6 +382,7 @@ impl PartitionLog {
             truncation_generation: 0,
             failed: false,
             closed: false,
+            fsync_stats: FsyncStats::default(),
             compacting: false,
         };
         let mut log = PartitionLog {
@@ -849,6 +876,11 @@ impl PartitionLog {
 
     /// Whether [`Self::close`] has begun (or the log was dropped): background
     /// tasks such as maintenance stop when they see it.
+    /// Latency of the group-commit `fdatasync`s so far.
+    pub fn fsync_stats(&self) -> FsyncStats {
+        self.state.borrow().fsync_stats.clone()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state.borrow().closed
     }
@@ -1176,8 +1208,10 @@ async fn sync_loop(
                 state.truncation_generation,
             )
         };
+        let started = Instant::now();
         let result = file.fdatasync().await;
         let mut state_ref = state.borrow_mut();
+        state_ref.fsync_stats.record(started.elapsed());
         match result {
             Ok(()) if state_ref.truncation_generation == generation => {
                 state_ref.mark_stable(target);

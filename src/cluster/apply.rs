@@ -158,7 +158,10 @@ impl Metadata {
         for (index, assignment) in placement.iter().enumerate() {
             let p = assignment.partition;
             if p as usize != index || assignment.stream != spec.name {
-                return Err(format!("assignment {index} names {:?}/{p}", assignment.stream));
+                return Err(format!(
+                    "assignment {index} names {:?}/{p}",
+                    assignment.stream
+                ));
             }
             if assignment.replicas.len() != spec.replication_factor as usize {
                 return Err(format!(
@@ -196,7 +199,7 @@ impl Metadata {
     ) -> Applied {
         let assignment = match self.partition_mut(stream, stream_id, partition, leader_epoch) {
             Ok(a) => a,
-            Err(applied) => return applied,
+            Err(miss) => return miss.into(),
         };
         let mut candidate = assignment.clone();
         candidate.isr = isr.to_vec();
@@ -220,7 +223,7 @@ impl Metadata {
     ) -> Applied {
         let assignment = match self.partition_mut(stream, stream_id, partition, leader_epoch) {
             Ok(a) => a,
-            Err(applied) => return applied,
+            Err(miss) => return miss.into(),
         };
         if !assignment.isr.contains(&leader) {
             // Unclean leader election is off: only an in-sync replica leads.
@@ -245,26 +248,42 @@ impl Metadata {
         stream_id: StreamId,
         partition: u32,
         leader_epoch: u32,
-    ) -> Result<&mut PartitionAssignment, Applied> {
+    ) -> Result<&mut PartitionAssignment, PartitionMiss> {
         let Some(record) = self.streams.get_mut(stream) else {
-            return Err(Applied::unchanged(MetadataResponse::NotFound));
+            return Err(PartitionMiss::NotFound);
         };
         if record.id != stream_id {
-            return Err(Applied::conflict(format!(
+            return Err(PartitionMiss::Stale(format!(
                 "stream {stream:?} is now incarnation {}, not {stream_id}",
                 record.id
             )));
         }
         let Some(assignment) = record.partitions.get_mut(partition as usize) else {
-            return Err(Applied::unchanged(MetadataResponse::NotFound));
+            return Err(PartitionMiss::NotFound);
         };
         if assignment.leader_epoch != leader_epoch {
-            return Err(Applied::conflict(format!(
+            return Err(PartitionMiss::Stale(format!(
                 "{stream}/{partition} is at leader epoch {}, not {leader_epoch}",
                 assignment.leader_epoch
             )));
         }
         Ok(assignment)
+    }
+}
+
+/// Why a conditional partition update found no partition to change.
+enum PartitionMiss {
+    NotFound,
+    /// The stream was re-created or the leader epoch moved on.
+    Stale(String),
+}
+
+impl From<PartitionMiss> for Applied {
+    fn from(miss: PartitionMiss) -> Applied {
+        match miss {
+            PartitionMiss::NotFound => Applied::unchanged(MetadataResponse::NotFound),
+            PartitionMiss::Stale(reason) => Applied::conflict(reason),
+        }
     }
 }
 
@@ -309,7 +328,10 @@ fn spec_differences(old: &StreamSpec, new: &StreamSpec) -> Option<String> {
             "retention_age_ms",
             old.retention_age_ms != new.retention_age_ms,
         ),
-        ("retention_bytes", old.retention_bytes != new.retention_bytes),
+        (
+            "retention_bytes",
+            old.retention_bytes != new.retention_bytes,
+        ),
         (
             "retention_messages",
             old.retention_messages != new.retention_messages,
@@ -398,13 +420,19 @@ mod tests {
         };
         assert_eq!(first.id, StreamId::FIRST);
         let again = create(&mut m, &spec, vec![assignment("s", 0, &[1])]);
-        assert_eq!(again.response, MetadataResponse::StreamExists(first.clone()));
+        assert_eq!(
+            again.response,
+            MetadataResponse::StreamExists(first.clone())
+        );
         assert!(!again.changed);
 
         let mut other = spec.clone();
         other.subject = "a.c".into();
         let conflict = create(&mut m, &other, vec![assignment("s", 0, &[1])]);
-        assert!(matches!(conflict.response, MetadataResponse::Conflict { .. }));
+        assert!(matches!(
+            conflict.response,
+            MetadataResponse::Conflict { .. }
+        ));
 
         let deleted = m.apply(&MetadataCommand::DeleteStream { name: "s".into() });
         assert_eq!(deleted.response, MetadataResponse::StreamDeleted(first));
@@ -447,7 +475,10 @@ mod tests {
         }
         spec.replication_factor = 3;
         let too_many = create(&mut m, &spec, vec![assignment("s", 0, &[1, 2])]);
-        assert!(matches!(too_many.response, MetadataResponse::Invalid { .. }));
+        assert!(matches!(
+            too_many.response,
+            MetadataResponse::Invalid { .. }
+        ));
         assert!(m.streams().is_empty());
         assert_eq!(m.next_stream_id(), StreamId::FIRST);
     }
@@ -480,7 +511,10 @@ mod tests {
             MetadataResponse::Conflict { .. }
         ));
         let no_leader = m.apply(&update(vec![2], 0, record.id));
-        assert!(matches!(no_leader.response, MetadataResponse::Invalid { .. }));
+        assert!(matches!(
+            no_leader.response,
+            MetadataResponse::Invalid { .. }
+        ));
 
         let change = |leader: NodeId| MetadataCommand::ChangeLeader {
             stream: "s".into(),
@@ -493,7 +527,10 @@ mod tests {
         assert!(matches!(unclean.response, MetadataResponse::Invalid { .. }));
         assert_eq!(m.apply(&change(2)).response, MetadataResponse::Ok);
         let p = &m.stream("s").unwrap().partitions[0];
-        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (2, 1, vec![1, 2]));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (2, 1, vec![1, 2])
+        );
         // The old epoch no longer applies.
         assert!(matches!(
             m.apply(&change(1)).response,

@@ -75,6 +75,10 @@ pub const RAFT_PAYLOAD_ENTRIES_MAX: u64 = 64;
 /// [`RAFT_FRAME_BYTES_MAX`].
 pub const RAFT_SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
+/// Time for one InstallSnapshot chunk ([`RAFT_SNAPSHOT_CHUNK_BYTES`], up to
+/// 4 MiB as JSON) to be sent and acknowledged.
+pub const RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 5_000;
+
 /// Most concurrent inbound raft connections. Each peer keeps one per
 /// direction, so this is far above any sane cluster size and only stops a
 /// runaway client from exhausting tasks and buffers.

@@ -62,8 +62,9 @@ pub use self::validate::{validate_spec, validate_stream_name, validate_subject, 
 
 use self::limits::{
     ELECTION_TIMEOUT_MAX_MS_DEFAULT, ELECTION_TIMEOUT_MIN_MS_DEFAULT,
-    HEARTBEAT_INTERVAL_MS_DEFAULT, RAFT_PAYLOAD_ENTRIES_MAX, RAFT_SNAPSHOT_CHUNK_BYTES,
-    SNAPSHOT_LOGS_SINCE_LAST_DEFAULT, SNAPSHOT_LOGS_TO_KEEP_DEFAULT, STARTUP_LEADER_WAIT_MS,
+    HEARTBEAT_INTERVAL_MS_DEFAULT, RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS, RAFT_PAYLOAD_ENTRIES_MAX,
+    RAFT_SNAPSHOT_CHUNK_BYTES, SNAPSHOT_LOGS_SINCE_LAST_DEFAULT, SNAPSHOT_LOGS_TO_KEEP_DEFAULT,
+    STARTUP_LEADER_WAIT_MS,
 };
 
 /// Subdirectory of the data directory holding the raft files.
@@ -109,6 +110,17 @@ pub struct MetadataConfig {
     /// Data shards on this node (placement picks shards below this).
     pub shard_count: u32,
     pub raft: RaftTuning,
+    pub bootstrap: Bootstrap,
+}
+
+/// What a pristine node (no vote, log or snapshot) does at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bootstrap {
+    /// Form a one-node cluster with itself as the only voter.
+    #[default]
+    IfPristine,
+    /// Wait to be added by an existing cluster's leader (joining nodes).
+    Never,
 }
 
 impl MetadataConfig {
@@ -127,6 +139,7 @@ impl MetadataConfig {
             client_addr: client_addr.into(),
             shard_count,
             raft: RaftTuning::default(),
+            bootstrap: Bootstrap::IfPristine,
         }
     }
 }
@@ -170,7 +183,8 @@ impl MetadataNode {
     /// machine, starts raft and its RPC listener.
     ///
     /// A pristine node (no vote, log or snapshot) bootstraps a one-node
-    /// cluster with itself as the only voter. A node that is the only voter
+    /// cluster with itself as the only voter, unless configured with
+    /// [`Bootstrap::Never`]. A node that is the only voter
     /// (after bootstrap or on restart) waits until it leads, until its state
     /// machine has caught up with everything committed, and until it is
     /// registered with its current addresses, so the metadata is complete
@@ -209,7 +223,7 @@ impl MetadataNode {
             metadata: opened.metadata,
             raft_server,
         };
-        match node.bootstrap(opened.pristine).await {
+        match node.bootstrap(opened.pristine, config.bootstrap).await {
             Ok(()) => Ok(node),
             Err(e) => {
                 if let Err(stop) = node.shutdown().await {
@@ -220,48 +234,37 @@ impl MetadataNode {
         }
     }
 
-    async fn bootstrap(&self, pristine: bool) -> Result<(), ClusterError> {
+    /// Forms a one-node cluster if asked to and pristine; then, if this node
+    /// is the only voter, settles it as a registered, caught-up leader.
+    async fn bootstrap(&self, pristine: bool, bootstrap: Bootstrap) -> Result<(), ClusterError> {
         if pristine {
-            let me = ClusterNode {
-                raft_addr: self.info.raft_addr.clone(),
-                client_addr: self.info.client_addr.clone(),
-            };
-            match self.raft.initialize(BTreeMap::from([(self.node_id, me)])).await {
-                Ok(()) => tracing::info!(node_id = self.node_id, "bootstrapped a one-node metadata cluster"),
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(raft_error(e)),
+            if bootstrap == Bootstrap::Never {
+                tracing::info!(
+                    node_id = self.node_id,
+                    "pristine node waiting to be added to a cluster"
+                );
+                return Ok(());
             }
+            self.initialize_alone().await?;
         }
-        let wait = Duration::from_millis(STARTUP_LEADER_WAIT_MS);
         let metrics = self
-            .raft
-            .wait(Some(wait))
-            .metrics(
+            .wait_for(
                 |m| m.membership_config.log_id().is_some(),
-                "membership loaded",
+                "the raft membership to load",
             )
-            .await
-            .map_err(|_| ClusterError::Timeout {
-                what: "the raft membership to load",
-                waited_ms: STARTUP_LEADER_WAIT_MS,
-            })?;
+            .await?;
         let voters: Vec<NodeId> = metrics.membership_config.voter_ids().collect();
         if voters != [self.node_id] {
             // A member of a multi-node cluster: the leader drives it; joining
             // and registration through the leader are the server's job.
             return Ok(());
         }
-        self.raft
-            .wait(Some(wait))
-            .metrics(
-                |m| m.state == ServerState::Leader && m.current_leader == Some(m.id),
-                "leadership",
-            )
-            .await
-            .map_err(|_| ClusterError::Timeout {
-                what: "this single-voter node to become leader",
-                waited_ms: STARTUP_LEADER_WAIT_MS,
-            })?;
+        self.wait_for(
+            |m| m.state == ServerState::Leader && m.current_leader == Some(m.id),
+            "this single-voter node to become leader",
+        )
+        .await?;
+        // Applies every committed entry before the first read is served.
         self.raft
             .ensure_linearizable()
             .await
@@ -269,6 +272,46 @@ impl MetadataNode {
                 reason: format!("catching up the state machine: {e}"),
             })?;
         self.register_self().await
+    }
+
+    /// Makes this node the only voter of a new cluster.
+    async fn initialize_alone(&self) -> Result<(), ClusterError> {
+        let me = ClusterNode {
+            raft_addr: self.info.raft_addr.clone(),
+            client_addr: self.info.client_addr.clone(),
+        };
+        match self
+            .raft
+            .initialize(BTreeMap::from([(self.node_id, me)]))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = self.node_id,
+                    "bootstrapped a one-node metadata cluster"
+                );
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(raft_error(e)),
+        }
+    }
+
+    /// Waits up to [`STARTUP_LEADER_WAIT_MS`] for raft metrics to satisfy
+    /// `condition`.
+    async fn wait_for(
+        &self,
+        condition: impl Fn(&openraft::RaftMetrics<NodeId, ClusterNode>) -> bool + Send,
+        what: &'static str,
+    ) -> Result<openraft::RaftMetrics<NodeId, ClusterNode>, ClusterError> {
+        self.raft
+            .wait(Some(Duration::from_millis(STARTUP_LEADER_WAIT_MS)))
+            .metrics(condition, what)
+            .await
+            .map_err(|_| ClusterError::Timeout {
+                what,
+                waited_ms: STARTUP_LEADER_WAIT_MS,
+            })
     }
 
     /// Registers (or updates) this node in the metadata if it is missing
@@ -454,6 +497,7 @@ fn raft_config(tuning: &RaftTuning) -> Result<openraft::Config, ClusterError> {
         max_payload_entries: RAFT_PAYLOAD_ENTRIES_MAX,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs_since_last),
         snapshot_max_chunk_size: RAFT_SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS,
         max_in_snapshot_log_to_keep: tuning.snapshot_logs_to_keep,
         // A follower this far behind gets a snapshot instead of entries; it
         // must exceed the snapshot interval (openraft's advice).

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 use super::frame::{self, FrameError};
 use super::limits::{
     RAFT_CONNECTIONS_MAX, RAFT_CONNECT_TIMEOUT_MS, RAFT_FRAME_BYTES_MAX, RAFT_IDLE_TIMEOUT_MS,
+    SNAPSHOT_BYTES_MAX,
 };
 use super::types::{ClusterNode, MetadataRaft, NodeId, TypeConfig};
 
@@ -115,24 +116,26 @@ impl PeerClient {
         let exchange = async {
             if self.stream.is_none() {
                 let connect = TcpStream::connect(self.addr.as_str());
-                let stream =
-                    match tokio::time::timeout(Duration::from_millis(RAFT_CONNECT_TIMEOUT_MS), connect)
-                        .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(source)) => {
-                            return Err(CallError::Connect {
-                                addr: self.addr.clone(),
-                                source,
-                            })
-                        }
-                        Err(_) => {
-                            return Err(CallError::Connect {
-                                addr: self.addr.clone(),
-                                source: io::ErrorKind::TimedOut.into(),
-                            })
-                        }
-                    };
+                let stream = match tokio::time::timeout(
+                    Duration::from_millis(RAFT_CONNECT_TIMEOUT_MS),
+                    connect,
+                )
+                .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(source)) => {
+                        return Err(CallError::Connect {
+                            addr: self.addr.clone(),
+                            source,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(CallError::Connect {
+                            addr: self.addr.clone(),
+                            source: io::ErrorKind::TimedOut.into(),
+                        })
+                    }
+                };
                 stream.set_nodelay(true)?;
                 self.stream = Some(stream);
             }
@@ -181,22 +184,27 @@ impl PeerClient {
     }
 }
 
-/// Encodes a request, mapping an oversize one to `PayloadTooLarge` (with a
-/// hint to halve the entries, when there is more than one).
-fn encode_request<E: std::error::Error>(
-    request: &RaftRequest,
+/// Encodes a request as one frame.
+fn encode_request(request: &RaftRequest) -> Result<Vec<u8>, FrameError> {
+    frame::encode(request, RAFT_FRAME_BYTES_MAX)
+}
+
+/// Maps a request that cannot be encoded: an oversize AppendEntries with
+/// more than one entry becomes `PayloadTooLarge` (a hint to halve it).
+fn unencodable<E: std::error::Error>(
+    error: FrameError,
     action: RPCTypes,
     entries: usize,
-) -> Result<Vec<u8>, RPCError<NodeId, ClusterNode, E>> {
-    frame::encode(request, RAFT_FRAME_BYTES_MAX).map_err(|e| match e {
-        FrameError::TooLarge { .. } if entries > 1 => RPCError::PayloadTooLarge(
-            PayloadTooLarge::new_entries_hint((entries / 2) as u64),
-        ),
+) -> RPCError<NodeId, ClusterNode, E> {
+    match error {
+        FrameError::TooLarge { .. } if entries > 1 => {
+            RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2) as u64))
+        }
         other => {
             tracing::error!(?action, error = %other, "cannot encode a raft request");
             RPCError::Network(NetworkError::new(&other))
         }
-    })
+    }
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
@@ -208,7 +216,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     {
         let (action, ttl) = (RPCTypes::AppendEntries, option.hard_ttl());
         let entries = rpc.entries.len();
-        let request = encode_request(&RaftRequest::AppendEntries(rpc), action, entries)?;
+        let request = encode_request(&RaftRequest::AppendEntries(rpc))
+            .map_err(|e| unencodable(e, action, entries))?;
         match self.call(&request, ttl).await {
             Ok(RaftReply::AppendEntries(reply)) => reply.map_err(|e| self.remote(e)),
             Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
@@ -225,7 +234,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         RPCError<NodeId, ClusterNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let (action, ttl) = (RPCTypes::InstallSnapshot, option.hard_ttl());
-        let request = encode_request(&RaftRequest::InstallSnapshot(rpc), action, 1)?;
+        let request = encode_request(&RaftRequest::InstallSnapshot(rpc))
+            .map_err(|e| unencodable(e, action, 1))?;
         match self.call(&request, ttl).await {
             Ok(RaftReply::InstallSnapshot(reply)) => reply.map_err(|e| self.remote(e)),
             Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
@@ -239,7 +249,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>> {
         let (action, ttl) = (RPCTypes::Vote, option.hard_ttl());
-        let request = encode_request(&RaftRequest::Vote(rpc), action, 1)?;
+        let request =
+            encode_request(&RaftRequest::Vote(rpc)).map_err(|e| unencodable(e, action, 1))?;
         match self.call(&request, ttl).await {
             Ok(RaftReply::Vote(reply)) => reply.map_err(|e| self.remote(e)),
             Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
@@ -308,9 +319,16 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Metadat
             }
         };
         let reply = match request {
-            RaftRequest::AppendEntries(rpc) => RaftReply::AppendEntries(raft.append_entries(rpc).await),
+            RaftRequest::AppendEntries(rpc) => {
+                RaftReply::AppendEntries(raft.append_entries(rpc).await)
+            }
             RaftRequest::Vote(rpc) => RaftReply::Vote(raft.vote(rpc).await),
             RaftRequest::InstallSnapshot(rpc) => {
+                let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+                if end > SNAPSHOT_BYTES_MAX as u64 {
+                    tracing::warn!(%peer, end, limit = SNAPSHOT_BYTES_MAX, "snapshot chunk beyond the snapshot limit; closing the connection");
+                    return;
+                }
                 RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
         };

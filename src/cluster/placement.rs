@@ -19,7 +19,10 @@ pub trait Placement {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     #[error("replication factor {replication_factor} needs that many nodes, the cluster has {nodes} registered")]
-    NotEnoughNodes { replication_factor: u32, nodes: usize },
+    NotEnoughNodes {
+        replication_factor: u32,
+        nodes: usize,
+    },
 }
 
 /// Leaders round-robin over the registered nodes (in id order) starting at
@@ -119,11 +122,16 @@ mod tests {
         let m = metadata(&[(1, 4)]);
         let mut spec = StreamSpec::new("orders", "orders");
         spec.partitions = 8;
-        let placement = RoundRobinPlacement::starting_at(1).place(&spec, &m).unwrap();
+        let placement = RoundRobinPlacement::starting_at(1)
+            .place(&spec, &m)
+            .unwrap();
         let h = u64::from(stream_hash("orders"));
         for (p, a) in placement.iter().enumerate() {
             assert_eq!(a.partition as usize, p);
-            assert_eq!((a.leader, a.replicas.clone(), a.isr.clone()), (1, vec![1], vec![1]));
+            assert_eq!(
+                (a.leader, a.replicas.clone(), a.isr.clone()),
+                (1, vec![1], vec![1])
+            );
             assert_eq!(u64::from(a.shard), (p as u64 + h) % 4);
         }
     }
@@ -134,7 +142,9 @@ mod tests {
         let mut spec = StreamSpec::new("s", "s");
         spec.partitions = 3;
         spec.replication_factor = 2;
-        let placement = RoundRobinPlacement::starting_at(2).place(&spec, &m).unwrap();
+        let placement = RoundRobinPlacement::starting_at(2)
+            .place(&spec, &m)
+            .unwrap();
         let leaders: Vec<NodeId> = placement.iter().map(|a| a.leader).collect();
         assert_eq!(leaders, vec![2, 3, 1]);
         assert_eq!(placement[0].replicas, vec![2, 3]);

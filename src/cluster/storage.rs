@@ -61,6 +61,12 @@ const VOTE_FILE: &str = "vote";
 const COMMITTED_FILE: &str = "committed";
 const SNAPSHOT_FILE: &str = "snapshot";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SLSNAP01";
+/// Largest snapshot file: magic, the two frame headers, the meta record and
+/// the data.
+const SNAPSHOT_FILE_BYTES_MAX: u64 = (SNAPSHOT_MAGIC.len()
+    + 2 * frame::FRAME_HEADER_BYTES
+    + LOG_RECORD_BYTES_MAX
+    + SNAPSHOT_BYTES_MAX) as u64;
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -154,15 +160,16 @@ fn load(dir: &Path) -> Result<Loaded, ClusterError> {
     files::prepare_dir(dir)?;
     let (log_file, recovered) = LogFile::open(&dir.join(LOG_FILE), LOG_REWRITE_DEAD_BYTES_MIN)?;
     let vote = files::read_record::<Vote>(&dir.join(VOTE_FILE), SMALL_RECORD_BYTES_MAX)?;
-    let committed =
-        match files::read_record::<Option<LogId>>(&dir.join(COMMITTED_FILE), SMALL_RECORD_BYTES_MAX)
-        {
-            Ok(committed) => committed.flatten(),
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring the committed-index hint");
-                None
-            }
-        };
+    let committed = match files::read_record::<Option<LogId>>(
+        &dir.join(COMMITTED_FILE),
+        SMALL_RECORD_BYTES_MAX,
+    ) {
+        Ok(committed) => committed.flatten(),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the committed-index hint");
+            None
+        }
+    };
     let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
     tracing::info!(
         dir = %dir.display(),
@@ -184,16 +191,22 @@ fn load(dir: &Path) -> Result<Loaded, ClusterError> {
 }
 
 fn read_snapshot(path: &Path) -> Result<Option<(StoredSnapshot, Metadata)>, ClusterError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("read", path)(e)),
-    };
     let corrupt = |reason: String| ClusterError::Corrupt {
         path: path.to_path_buf(),
         position: 0,
         reason,
     };
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("stat", path)(e)),
+    };
+    if len > SNAPSHOT_FILE_BYTES_MAX {
+        return Err(corrupt(format!(
+            "{len} bytes exceeds the limit of {SNAPSHOT_FILE_BYTES_MAX}"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io_error("read", path))?;
     let Some(mut rest) = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
         return Err(corrupt("not a Sluice snapshot (bad magic)".into()));
     };
@@ -259,7 +272,11 @@ fn read_entries<RB: RangeBounds<u64>>(cache: &Mutex<LogCache>, range: &RB) -> Ve
         return Vec::new();
     }
     let cache = cache.lock().expect("raft log cache lock poisoned");
-    cache.entries.range(start..end).map(|(_, e)| e.clone()).collect()
+    cache
+        .entries
+        .range(start..end)
+        .map(|(_, e)| e.clone())
+        .collect()
 }
 
 /// The raft log and vote ([`RaftLogStorage`]).
@@ -292,7 +309,9 @@ impl LogStore {
         .await?;
         match &result {
             Ok(_) => self.file = Some(file),
-            Err(e) => tracing::error!(error = %e, "raft log write failed; the log is now read-only"),
+            Err(e) => {
+                tracing::error!(error = %e, "raft log write failed; the log is now read-only")
+            }
         }
         result
     }
@@ -442,8 +461,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(|e| StorageIOError::write_logs(any(&e)))?;
         let mut cache = self.cache.lock().expect("raft log cache lock poisoned");
-        cache.entries = cache.entries.split_off(&(log_id.index + 1));
-        cache.last_purged = Some(log_id);
+        if cache.last_purged.is_none_or(|p| p.index < log_id.index) {
+            cache.entries = cache.entries.split_off(&(log_id.index + 1));
+            cache.last_purged = Some(log_id);
+        }
         Ok(())
     }
 }
@@ -463,9 +484,14 @@ struct SlotState {
 }
 
 impl SnapshotSlot {
-    async fn store(&self, slot: &mut SlotState, snapshot: StoredSnapshot) -> Result<(), ClusterError> {
+    async fn store(
+        &self,
+        slot: &mut SlotState,
+        snapshot: StoredSnapshot,
+    ) -> Result<(), ClusterError> {
         let path = self.path.clone();
-        let snapshot = blocking(move || write_snapshot(&path, &snapshot).map(|()| snapshot)).await??;
+        let snapshot =
+            blocking(move || write_snapshot(&path, &snapshot).map(|()| snapshot)).await??;
         slot.current = Some(snapshot);
         Ok(())
     }

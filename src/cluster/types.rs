@@ -76,7 +76,7 @@ impl StreamId {
         self.0
     }
 
-    pub(crate) fn next(self) -> StreamId {
+    pub(super) fn next(self) -> StreamId {
         StreamId(self.0.checked_add(1).expect("stream id space exhausted"))
     }
 }
@@ -171,9 +171,9 @@ pub struct NodeInfo {
 /// applied log index; changed only by [`Metadata::apply`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
-    pub(crate) streams: BTreeMap<String, StreamRecord>,
-    pub(crate) next_stream_id: StreamId,
-    pub(crate) nodes: BTreeMap<NodeId, NodeInfo>,
+    pub(super) streams: BTreeMap<String, StreamRecord>,
+    pub(super) next_stream_id: StreamId,
+    pub(super) nodes: BTreeMap<NodeId, NodeInfo>,
 }
 
 impl Default for Metadata {
@@ -211,7 +211,10 @@ impl Metadata {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// Add a node, or update its addresses and shard count.
-    RegisterNode { node_id: NodeId, info: NodeInfo },
+    RegisterNode {
+        node_id: NodeId,
+        info: NodeInfo,
+    },
     /// Create a stream. Idempotent: an existing stream with an identical spec
     /// answers `StreamExists` and changes nothing, whatever the placement.
     CreateStream {
@@ -219,7 +222,9 @@ pub enum MetadataCommand {
         placement: Vec<PartitionAssignment>,
         created_at_ms: u64,
     },
-    DeleteStream { name: String },
+    DeleteStream {
+        name: String,
+    },
     /// Replace a partition's ISR. Conditional on the stream incarnation and
     /// the leader epoch, so a stale leader cannot overwrite a newer ISR.
     UpdateIsr {
@@ -249,9 +254,13 @@ pub enum MetadataResponse {
     StreamExists(StreamRecord),
     /// Same name with a different subject or settings, or a conditional
     /// update whose condition (incarnation, epoch) no longer holds.
-    Conflict { reason: String },
+    Conflict {
+        reason: String,
+    },
     /// The command breaks a rule (name, subject, limits, placement).
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
     StreamDeleted(StreamRecord),
     NotFound,
     Ok,

@@ -149,10 +149,7 @@ pub fn validate_node_info(info: &NodeInfo) -> Result<(), InvalidSpec> {
     if info.shard_count == 0 || info.shard_count > SHARDS_PER_NODE_MAX {
         return Err(InvalidSpec::new(
             "shard_count",
-            format!(
-                "{} is outside 1..={SHARDS_PER_NODE_MAX}",
-                info.shard_count
-            ),
+            format!("{} is outside 1..={SHARDS_PER_NODE_MAX}", info.shard_count),
         ));
     }
     Ok(())
@@ -182,7 +179,15 @@ mod tests {
 
     #[test]
     fn subjects() {
-        for good in ["a", "orders.eu", "orders.*", "orders.>", "*", ">", "a.*.c.>"] {
+        for good in [
+            "a",
+            "orders.eu",
+            "orders.*",
+            "orders.>",
+            "*",
+            ">",
+            "a.*.c.>",
+        ] {
             assert_eq!(validate_subject(good), Ok(()), "{good}");
         }
         for bad in [
@@ -203,7 +208,10 @@ mod tests {
         spec.partitions = MAX_PARTITIONS_PER_STREAM;
         assert_eq!(validate_spec(&spec), Ok(()));
         spec.replication_factor = 0;
-        assert_eq!(validate_spec(&spec).unwrap_err().field, "replication_factor");
+        assert_eq!(
+            validate_spec(&spec).unwrap_err().field,
+            "replication_factor"
+        );
         spec.replication_factor = 1;
         spec.retention_bytes = Some(0);
         assert_eq!(validate_spec(&spec).unwrap_err().field, "retention_bytes");

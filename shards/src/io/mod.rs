@@ -41,7 +41,7 @@ pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Re
 
 /// Reads into `buf` from `position` until it is full or end of file; returns
 /// the number of bytes read.
-pub(crate) fn pread_full(fd: RawFd, buf: &mut [u8], position: u64) -> io::Result<usize> {
+pub fn pread_full(fd: RawFd, buf: &mut [u8], position: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let rest = &mut buf[filled..];

@@ -119,9 +119,12 @@ pub fn read_record<T: DeserializeOwned>(
         .map_err(|e| corrupt(e.to_string()))
 }
 
-/// Creates `dir` (and parents) and removes left-over temporary files.
+/// Creates `dir` (and parents), makes its entry durable, and removes
+/// left-over temporary files.
 pub fn prepare_dir(dir: &Path) -> Result<(), ClusterError> {
     fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+    // Make the directory's own entry durable before files in it count.
+    sync_parent_dir(dir)?;
     let entries = fs::read_dir(dir).map_err(io_error("list directory", dir))?;
     for entry in entries {
         let entry = entry.map_err(io_error("list directory", dir))?;

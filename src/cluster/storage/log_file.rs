@@ -76,7 +76,10 @@ pub(super) struct LogFile {
 
 impl LogFile {
     /// Opens (creating if needed) and recovers the log at `path`.
-    pub fn open(path: &Path, rewrite_dead_bytes_min: u64) -> Result<(LogFile, Recovered), ClusterError> {
+    pub fn open(
+        path: &Path,
+        rewrite_dead_bytes_min: u64,
+    ) -> Result<(LogFile, Recovered), ClusterError> {
         let existing_len = match std::fs::metadata(path) {
             Ok(m) => Some(m.len()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -110,60 +113,40 @@ impl LogFile {
         }
     }
 
+    /// Replays the file into entries, then cuts any torn or corrupt tail.
     fn recover(&mut self) -> Result<Recovered, ClusterError> {
-        let file_len = self.file.metadata().map_err(io_error("stat", &self.path))?.len();
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(io_error("stat", &self.path))?
+            .len();
         if file_len > LOG_FILE_BYTES_MAX {
-            return Err(self.corrupt(0, format!("{file_len} bytes exceeds the limit of {LOG_FILE_BYTES_MAX}")));
+            return Err(self.corrupt(
+                0,
+                format!("{file_len} bytes exceeds the limit of {LOG_FILE_BYTES_MAX}"),
+            ));
         }
-        let mut reader = BufReader::new(&self.file);
-        reader.seek(SeekFrom::Start(0)).map_err(io_error("seek", &self.path))?;
+        let file = self.file.try_clone().map_err(io_error("dup", &self.path))?;
+        let mut reader = BufReader::new(file);
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(io_error("seek", &self.path))?;
         let mut magic = [0u8; MAGIC.len()];
-        reader.read_exact(&mut magic).map_err(io_error("read", &self.path))?;
+        reader
+            .read_exact(&mut magic)
+            .map_err(io_error("read", &self.path))?;
         if &magic != MAGIC {
             return Err(self.corrupt(0, "not a Sluice raft log (bad magic)"));
         }
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
         let mut pos = MAGIC_BYTES;
-        loop {
-            let payload = match frame::read_frame(&mut reader, LOG_RECORD_BYTES_MAX) {
-                Ok(ReadFrame::Frame(payload)) => payload,
-                Ok(ReadFrame::End) => break,
-                Ok(ReadFrame::Torn { available }) => {
-                    tracing::warn!(path = %self.path.display(), position = pos, available, "torn record at the end of the raft log");
-                    break;
-                }
-                Err(ReadError::Corrupt(e)) => {
-                    tracing::warn!(path = %self.path.display(), position = pos, error = %e, "corrupt record in the raft log; the log ends here");
-                    break;
-                }
-                Err(ReadError::Io(e)) => return Err(io_error("read", &self.path)(e)),
-            };
+        while let Some(payload) = self.next_valid_frame(&mut reader, pos)? {
             let record: LogRecord = frame::decode(&payload)
                 .map_err(|e| self.corrupt(pos, format!("undecodable record: {e}")))?;
             let end = pos + (FRAME_HEADER_BYTES + payload.len()) as u64;
-            match record {
-                LogRecord::Entry(entry) => {
-                    let index = entry.log_id.index;
-                    if let Some(expected) = self.next_index(&entries) {
-                        if index != expected {
-                            return Err(self.corrupt(pos, format!("entry {index} where {expected} was expected")));
-                        }
-                    }
-                    self.entry_pos.insert(index, pos);
-                    entries.insert(index, entry);
-                }
-                LogRecord::Purged(upto) => {
-                    entries = entries.split_off(&(upto.index + 1));
-                    self.entry_pos = self.entry_pos.split_off(&(upto.index + 1));
-                    if self.last_purged.is_none_or(|p| p.index < upto.index) {
-                        self.last_purged = Some(upto);
-                    }
-                    self.purge_marker_end = end;
-                }
-            }
+            self.replay(&mut entries, record, pos, end)?;
             pos = end;
         }
-        drop(reader);
         self.len = pos;
         if pos < file_len {
             tracing::warn!(
@@ -173,13 +156,72 @@ impl LogFile {
                 last_index = ?entries.keys().next_back(),
                 "cutting the raft log after its last valid record"
             );
-            self.file.set_len(pos).map_err(io_error("truncate", &self.path))?;
-            self.file.sync_all().map_err(io_error("fsync", &self.path))?;
+            self.file
+                .set_len(pos)
+                .map_err(io_error("truncate", &self.path))?;
+            self.file
+                .sync_all()
+                .map_err(io_error("fsync", &self.path))?;
         }
         Ok(Recovered {
             entries,
             last_purged: self.last_purged,
         })
+    }
+
+    /// The next frame's payload, or `None` at the end of the valid log (the
+    /// end of the file, a torn frame or a CRC failure).
+    fn next_valid_frame(
+        &self,
+        reader: &mut impl Read,
+        pos: u64,
+    ) -> Result<Option<Vec<u8>>, ClusterError> {
+        let path = self.path.display();
+        match frame::read_frame(reader, LOG_RECORD_BYTES_MAX) {
+            Ok(ReadFrame::Frame(payload)) => Ok(Some(payload)),
+            Ok(ReadFrame::End) => Ok(None),
+            Ok(ReadFrame::Torn { available }) => {
+                tracing::warn!(%path, position = pos, available, "torn record at the end of the raft log");
+                Ok(None)
+            }
+            Err(ReadError::Corrupt(e)) => {
+                tracing::warn!(%path, position = pos, error = %e, "corrupt record in the raft log; the log ends here");
+                Ok(None)
+            }
+            Err(ReadError::Io(e)) => Err(io_error("read", &self.path)(e)),
+        }
+    }
+
+    /// Applies one recovered record found at `pos..end`.
+    fn replay(
+        &mut self,
+        entries: &mut BTreeMap<u64, Entry>,
+        record: LogRecord,
+        pos: u64,
+        end: u64,
+    ) -> Result<(), ClusterError> {
+        match record {
+            LogRecord::Entry(entry) => {
+                let index = entry.log_id.index;
+                if let Some(expected) = self.next_index(entries) {
+                    if index != expected {
+                        return Err(self
+                            .corrupt(pos, format!("entry {index} where {expected} was expected")));
+                    }
+                }
+                self.entry_pos.insert(index, pos);
+                entries.insert(index, entry);
+            }
+            LogRecord::Purged(upto) => {
+                *entries = entries.split_off(&(upto.index + 1));
+                self.entry_pos = self.entry_pos.split_off(&(upto.index + 1));
+                if self.last_purged.is_none_or(|p| p.index < upto.index) {
+                    self.last_purged = Some(upto);
+                }
+                self.purge_marker_end = end;
+            }
+        }
+        Ok(())
     }
 
     /// Index the next entry must have, if anything constrains it.
@@ -198,7 +240,12 @@ impl LogFile {
         for entry in entries {
             positions.push((entry.log_id.index, self.len + buf.len() as u64));
             frame::encode_into(&mut buf, &LogRecordRef::Entry(entry), LOG_RECORD_BYTES_MAX)
-                .map_err(|e| self.corrupt(self.len, format!("refusing to append entry {}: {e}", entry.log_id)))?;
+                .map_err(|e| {
+                    self.corrupt(
+                        self.len,
+                        format!("refusing to append entry {}: {e}", entry.log_id),
+                    )
+                })?;
         }
         self.write_tail(&buf)?;
         self.entry_pos.extend(positions);
@@ -209,21 +256,36 @@ impl LogFile {
     fn write_tail(&mut self, bytes: &[u8]) -> Result<(), ClusterError> {
         let new_len = self.len + bytes.len() as u64;
         if new_len > LOG_FILE_BYTES_MAX {
-            return Err(self.corrupt(self.len, format!("log would grow past {LOG_FILE_BYTES_MAX} bytes; is snapshotting disabled?")));
+            return Err(self.corrupt(
+                self.len,
+                format!(
+                    "log would grow past {LOG_FILE_BYTES_MAX} bytes; is snapshotting disabled?"
+                ),
+            ));
         }
-        self.file.write_all_at(bytes, self.len).map_err(io_error("write", &self.path))?;
-        self.file.sync_data().map_err(io_error("fdatasync", &self.path))?;
+        self.file
+            .write_all_at(bytes, self.len)
+            .map_err(io_error("write", &self.path))?;
+        self.file
+            .sync_data()
+            .map_err(io_error("fdatasync", &self.path))?;
         self.len = new_len;
         Ok(())
     }
 
     /// Removes entries from `since` on (inclusive), durably.
     pub fn truncate(&mut self, since: u64) -> Result<(), ClusterError> {
-        let Some(&pos) = self.entry_pos.get(&since) else {
+        // The first entry at or after `since` (raft never truncates purged
+        // entries, so normally this is `since` itself).
+        let Some((_, &pos)) = self.entry_pos.range(since..).next() else {
             return Ok(());
         };
-        self.file.set_len(pos).map_err(io_error("truncate", &self.path))?;
-        self.file.sync_all().map_err(io_error("fsync", &self.path))?;
+        self.file
+            .set_len(pos)
+            .map_err(io_error("truncate", &self.path))?;
+        self.file
+            .sync_all()
+            .map_err(io_error("fsync", &self.path))?;
         self.len = pos;
         self.entry_pos.split_off(&since);
         if self.purge_marker_end > pos {
@@ -236,6 +298,9 @@ impl LogFile {
 
     /// Purges entries up to `upto` (inclusive), durably.
     pub fn purge(&mut self, upto: LogId) -> Result<(), ClusterError> {
+        if self.last_purged.is_some_and(|p| p.index >= upto.index) {
+            return Ok(());
+        }
         self.append_purge_marker(upto)?;
         self.entry_pos = self.entry_pos.split_off(&(upto.index + 1));
         self.last_purged = Some(upto);
@@ -260,8 +325,12 @@ impl LogFile {
     fn rewrite_from(&mut self, live_start: u64) -> Result<(), ClusterError> {
         let purged = self.last_purged.expect("rewrite only after a purge");
         let mut buf = MAGIC.to_vec();
-        frame::encode_into(&mut buf, &LogRecordRef::Purged(&purged), LOG_RECORD_BYTES_MAX)
-            .map_err(|e| self.corrupt(0, e.to_string()))?;
+        frame::encode_into(
+            &mut buf,
+            &LogRecordRef::Purged(&purged),
+            LOG_RECORD_BYTES_MAX,
+        )
+        .map_err(|e| self.corrupt(0, e.to_string()))?;
         let header_len = buf.len() as u64;
         let tail_len = (self.len - live_start) as usize;
         buf.resize(header_len as usize + tail_len, 0);

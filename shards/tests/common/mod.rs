@@ -1,0 +1,146 @@
+//! Helpers shared by the integration tests: a deterministic PRNG, content
+//! derived from seeds, and a whole-log scan through the public read path.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use shards::batch::{decode_batch, BatchHeader, BatchIter, DecodedRecord};
+use shards::log::PartitionLog;
+
+/// SplitMix64: tiny, deterministic, good enough to derive test content.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi)`; `lo` when the range is empty.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.range(0, 100) < percent
+    }
+}
+
+/// A hash of several words, for content that must be re-derivable.
+pub fn mix(words: &[u64]) -> u64 {
+    let mut rng = Rng::new(0x5EED);
+    for &word in words {
+        rng.0 ^= word;
+        rng.next_u64();
+    }
+    rng.next_u64()
+}
+
+/// `len` pseudo-random bytes determined by `seed`.
+pub fn fill(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Decodes concatenated whole batches, panicking on the first bad one.
+pub fn decode_all(bytes: &[u8]) -> Vec<(BatchHeader, Vec<DecodedRecord>)> {
+    let mut out = Vec::new();
+    for item in BatchIter::new(bytes) {
+        let (header, raw) = match item {
+            Ok(found) => found,
+            Err(err) => panic!("corrupt batch in a read slice: {err}"),
+        };
+        let (decoded_header, records) = match decode_batch(&Bytes::copy_from_slice(raw)) {
+            Ok(decoded) => decoded,
+            Err(err) => panic!("batch passed BatchIter but failed decode_batch: {err}"),
+        };
+        assert_eq!(header, decoded_header);
+        out.push((header, records));
+    }
+    out
+}
+
+/// Every committed batch from the log start, through `read`, `max_bytes`
+/// at a time. Panics on a corrupt batch or a read that makes no progress.
+pub async fn read_all(
+    log: &PartitionLog,
+    max_bytes: u64,
+) -> Vec<(BatchHeader, Vec<DecodedRecord>)> {
+    let mut out: Vec<(BatchHeader, Vec<DecodedRecord>)> = Vec::new();
+    let mut next = log.log_start_offset();
+    // Every read advances by at least one offset.
+    let reads_max = log.log_end_offset().0 - next.0 + 1;
+    for _ in 0..reads_max {
+        let slice = match log.read(next, max_bytes) {
+            Ok(Some(slice)) => slice,
+            Ok(None) => return out,
+            Err(err) => panic!("read at {next}: {err}"),
+        };
+        let bytes = match slice.read_bytes().await {
+            Ok(bytes) => bytes,
+            Err(err) => panic!("read bytes at {next}: {err}"),
+        };
+        assert_eq!(bytes.len() as u64, slice.len);
+        let batches = decode_all(&bytes);
+        assert!(!batches.is_empty(), "read at {next} returned no batch");
+        assert_eq!(batches[0].0.base_offset, slice.first_batch_offset);
+        for (header, records) in batches {
+            assert!(header.next_offset() > next, "read at {next} went backwards");
+            assert!(header.next_offset() <= slice.high_watermark);
+            next = header.next_offset();
+            out.push((header, records));
+        }
+    }
+    panic!("read_all made no progress at {next}");
+}
+
+/// `(base offset, path)` of every `*.log` segment in `dir`, in offset order.
+pub fn segment_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let entries = std::fs::read_dir(dir).expect("list partition directory");
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        if let Ok(base) = stem.parse::<u64>() {
+            out.push((base, path));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Byte ranges `(position, len, header)` of the valid batches at the start
+/// of a segment file's bytes (stops at the preallocated zeros or the first
+/// bad batch).
+pub fn batch_layout(bytes: &[u8]) -> Vec<(usize, usize, BatchHeader)> {
+    let mut out = Vec::new();
+    let mut position = 0;
+    for item in BatchIter::new(bytes) {
+        let Ok((header, raw)) = item else { break };
+        out.push((position, raw.len(), header));
+        position += raw.len();
+    }
+    out
+}

@@ -1,0 +1,292 @@
+//! `sluice serve` configuration: defaults, `sluice.toml`, then flags, in
+//! that order of precedence. Everything the server reads at start-up is here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shards::log::SyncPolicy;
+
+/// Default consumer/producer port of shard 0; shard `k` listens on
+/// `base + k`.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
+/// Default admin HTTP address (`/metrics`, `/healthz`).
+pub const ADMIN_DEFAULT: &str = "127.0.0.1:9293";
+/// Default raft (cluster metadata) address.
+pub const RAFT_DEFAULT: &str = "127.0.0.1:9294";
+/// Default data directory.
+pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("invalid --cores '{0}': expected a list like '1,2,3' or '1-3'")]
+    Cores(String),
+    #[error("invalid --sync '{0}': expected always, interval:MS or never")]
+    Sync(String),
+    #[error("invalid address '{value}' for {what}: {reason}")]
+    Address {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Settings as they may appear in `sluice.toml` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub nats_url: Option<String>,
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+    pub raft: Option<String>,
+    pub node_id: Option<u64>,
+    pub cores: Option<String>,
+    pub control_core: Option<usize>,
+    pub sync: Option<String>,
+    pub spin_before_park_us: Option<u64>,
+    pub io_memory_bytes: Option<usize>,
+    pub segment_bytes: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The resolved configuration of one `sluice serve` process.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    /// `None`: start a managed `nats-server` on a free loopback port.
+    pub nats_url: Option<String>,
+    /// Shard 0's port; shard k listens on `listen.port() + k`.
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub raft: SocketAddr,
+    pub node_id: u64,
+    /// CPUs of the data shards, one shard each.
+    pub shard_cpus: Vec<usize>,
+    pub control_cpu: usize,
+    pub sync: SyncPolicy,
+    pub spin_before_park: Option<Duration>,
+    pub io_memory_bytes: usize,
+    pub segment_bytes: u64,
+}
+
+impl ServeConfig {
+    pub fn shard_count(&self) -> u32 {
+        self.shard_cpus.len() as u32
+    }
+
+    /// The consumer port of shard `shard`.
+    pub fn shard_addr(&self, shard: u32) -> SocketAddr {
+        SocketAddr::new(self.listen.ip(), self.listen.port() + shard as u16)
+    }
+}
+
+/// Flags as given on the command line (`None` = not given).
+#[derive(Debug, Default, Clone)]
+pub struct ServeFlags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub nats_url: Option<String>,
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+    pub raft: Option<String>,
+    pub node_id: Option<u64>,
+    pub cores: Option<String>,
+    pub control_core: Option<usize>,
+    pub sync: Option<String>,
+}
+
+impl ServeFlags {
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let online = online_cpus();
+        let control_cpu = self.control_core.or(file.control_core).unwrap_or(0);
+        let shard_cpus = match self.cores.or(file.cores) {
+            Some(list) => parse_cpu_list(&list)?,
+            None => default_shard_cpus(online, control_cpu),
+        };
+        if let Some(cpu) = shard_cpus.iter().chain([&control_cpu]).find(|c| **c >= online) {
+            return Err(ConfigError::Invalid(format!(
+                "CPU {cpu} does not exist: this machine has CPUs 0-{}",
+                online.saturating_sub(1)
+            )));
+        }
+        let listen = parse_addr("--listen", self.listen.or(file.listen), LISTEN_DEFAULT)?;
+        if u32::from(listen.port()) + shard_cpus.len() as u32 > u32::from(u16::MAX) {
+            return Err(ConfigError::Invalid(format!(
+                "--listen port {} leaves no room for {} shard ports",
+                listen.port(),
+                shard_cpus.len()
+            )));
+        }
+        let sync = match self.sync.or(file.sync) {
+            Some(text) => parse_sync(&text)?,
+            None => SyncPolicy::EveryBatch,
+        };
+        Ok(ServeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            nats_url: self.nats_url.or(file.nats_url),
+            listen,
+            admin: parse_addr("--admin", self.admin.or(file.admin), ADMIN_DEFAULT)?,
+            raft: parse_addr("raft", self.raft.or(file.raft), RAFT_DEFAULT)?,
+            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            shard_cpus,
+            control_cpu,
+            sync,
+            spin_before_park: file.spin_before_park_us.map(Duration::from_micros),
+            io_memory_bytes: file
+                .io_memory_bytes
+                .unwrap_or(shards::constants::IO_MEMORY_BYTES_DEFAULT),
+            segment_bytes: file
+                .segment_bytes
+                .unwrap_or(shards::constants::SEGMENT_BYTES_DEFAULT),
+        })
+    }
+}
+
+fn parse_addr(what: &'static str, value: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_string());
+    value.parse().map_err(|e: std::net::AddrParseError| ConfigError::Address {
+        what,
+        reason: e.to_string(),
+        value,
+    })
+}
+
+/// Online CPUs (at least 1).
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Every online CPU but the control one; at least one shard (sharing the
+/// control CPU on a 1-CPU machine).
+pub fn default_shard_cpus(online: usize, control_cpu: usize) -> Vec<usize> {
+    let cpus: Vec<usize> = (0..online).filter(|c| *c != control_cpu).collect();
+    if cpus.is_empty() {
+        vec![control_cpu]
+    } else {
+        cpus
+    }
+}
+
+/// Parses `1,2,5-7` into `[1, 2, 5, 6, 7]`. A CPU may repeat (two shards on
+/// one CPU), which tests on small machines use.
+pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>, ConfigError> {
+    let bad = || ConfigError::Cores(list.to_string());
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.trim().parse().map_err(|_| bad())?;
+                let b: usize = b.trim().parse().map_err(|_| bad())?;
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err(bad());
+    }
+    Ok(cpus)
+}
+
+/// Parses `always`, `interval:MS` or `never`.
+pub fn parse_sync(text: &str) -> Result<SyncPolicy, ConfigError> {
+    match text {
+        "always" => Ok(SyncPolicy::EveryBatch),
+        "never" => Ok(SyncPolicy::Never),
+        _ => {
+            let ms = text
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| ConfigError::Sync(text.to_string()))?;
+            Ok(SyncPolicy::Interval(Duration::from_millis(ms)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("1,2,5-7").unwrap(), vec![1, 2, 5, 6, 7]);
+        assert_eq!(parse_cpu_list("0,0").unwrap(), vec![0, 0]);
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+    }
+
+    #[test]
+    fn default_cpus_leave_control_alone_but_keep_one_shard() {
+        assert_eq!(default_shard_cpus(4, 0), vec![1, 2, 3]);
+        assert_eq!(default_shard_cpus(1, 0), vec![0]);
+    }
+
+    #[test]
+    fn sync_policies() {
+        assert_eq!(parse_sync("always").unwrap(), SyncPolicy::EveryBatch);
+        assert_eq!(parse_sync("never").unwrap(), SyncPolicy::Never);
+        assert_eq!(
+            parse_sync("interval:5").unwrap(),
+            SyncPolicy::Interval(Duration::from_millis(5))
+        );
+        assert!(parse_sync("interval:0").is_err());
+        assert!(parse_sync("sometimes").is_err());
+    }
+
+    #[test]
+    fn file_config_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "data_dir = \"/x\"\nsync = \"never\"\n").unwrap();
+        let flags = ServeFlags {
+            config: Some(path.clone()),
+            cores: Some("0".into()),
+            ..Default::default()
+        };
+        let config = flags.resolve().unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/x"));
+        assert_eq!(config.sync, SyncPolicy::Never);
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let flags = ServeFlags {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(flags.resolve().is_err());
+    }
+}

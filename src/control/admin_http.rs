@@ -1,0 +1,140 @@
+//! The admin endpoint: `GET /metrics` (Prometheus text format) and
+//! `GET /healthz`. A deliberately tiny HTTP/1.1 server: one request per
+//! connection, bounded head size and time, no keep-alive.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::router::RouterRequest;
+use crate::cores::{ShardStats, FSYNC_BUCKETS_US};
+
+/// Largest request head read before answering 431.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
+/// A client that has not sent its request head by then is dropped.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(listener: TcpListener, router: mpsc::Sender<RouterRequest>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, router)).await;
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() >= REQUEST_HEAD_BYTES_MAX {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+    }
+    match path {
+        "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        "/metrics" => {
+            let (tx, rx) = oneshot::channel();
+            let stats = if router.send(RouterRequest::Stats(tx)).await.is_ok() {
+                rx.await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let body = render_metrics(&stats);
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics or /healthz\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Renders every shard's counters in the Prometheus text format.
+pub fn render_metrics(stats: &[ShardStats]) -> String {
+    let mut out = String::new();
+    let counters: [(&str, &str, fn(&ShardStats) -> u64); 13] = [
+        ("sluice_partitions", "Partitions open on the shard", |s| s.partitions),
+        ("sluice_appends_total", "Batches appended and durable", |s| s.appends),
+        ("sluice_append_records_total", "Records appended and durable", |s| s.append_records),
+        ("sluice_append_bytes_total", "Bytes appended and durable", |s| s.append_bytes),
+        ("sluice_append_errors_total", "Appends that failed", |s| s.append_errors),
+        ("sluice_fetches_total", "Fetch requests answered", |s| s.fetches),
+        ("sluice_fetch_bytes_total", "Record bytes sent to consumers", |s| s.fetch_bytes),
+        ("sluice_fetch_sendfile_bytes_total", "Fetch bytes sent file-to-socket by sendfile", |s| s.sendfile_bytes),
+        ("sluice_fetch_copied_bytes_total", "Fetch bytes copied through user space", |s| s.copied_bytes),
+        ("sluice_connections_open", "Client connections open", |s| s.connections_open),
+        ("sluice_connections_total", "Client connections accepted", |s| s.connections_total),
+        ("sluice_protocol_errors_total", "Bad frames and refused requests", |s| s.protocol_errors),
+        ("sluice_failed_partitions", "Partitions fail-stopped after a failed fdatasync", |s| s.failed_partitions),
+    ];
+    for (name, help, value) in counters {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in stats {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    let name = "sluice_fsync_seconds";
+    let _ = writeln!(out, "# HELP {name} Latency of group-commit fdatasync calls\n# TYPE {name} histogram");
+    for s in stats {
+        let mut cumulative = 0u64;
+        for (i, bound_us) in FSYNC_BUCKETS_US.iter().enumerate() {
+            cumulative += s.fsync_buckets.get(i).copied().unwrap_or(0);
+            let le = *bound_us as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{shard=\"{}\",le=\"{le}\"}} {cumulative}", s.shard);
+        }
+        cumulative += s.fsync_buckets.get(FSYNC_BUCKETS_US.len()).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}_bucket{{shard=\"{}\",le=\"+Inf\"}} {cumulative}", s.shard);
+        let _ = writeln!(out, "{name}_sum{{shard=\"{}\"}} {}", s.shard, s.fsync_sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {cumulative}", s.shard);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text_has_counters_and_histogram() {
+        let stats = ShardStats {
+            shard: 1,
+            appends: 5,
+            sendfile_bytes: 1000,
+            fsync_buckets: vec![1; FSYNC_BUCKETS_US.len() + 1],
+            fsync_sum_us: 1500,
+            ..ShardStats::default()
+        };
+        let text = render_metrics(&[stats]);
+        assert!(text.contains("sluice_appends_total{shard=\"1\"} 5"));
+        assert!(text.contains("sluice_fetch_sendfile_bytes_total{shard=\"1\"} 1000"));
+        assert!(text.contains("sluice_fsync_seconds_bucket{shard=\"1\",le=\"+Inf\"} 13"));
+        assert!(text.contains("sluice_fsync_seconds_count{shard=\"1\"} 13"));
+    }
+}

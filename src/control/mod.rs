@@ -1,0 +1,326 @@
+//! The control core: one OS thread running a current-thread tokio runtime.
+//! It hosts what needs tokio — the NATS bridge (async-nats), the cluster
+//! metadata (openraft) and the admin HTTP endpoint — and owns no segment
+//! file. It talks to the shards only through their rings.
+
+pub mod admin_http;
+pub mod bridge;
+pub mod nats_server;
+pub mod router;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shards::ring::{RingReceiver, RingSender};
+use shards::types::TimestampMs;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::{ClusterError, MetadataConfig, MetadataNode};
+use crate::config::ServeConfig;
+use crate::cores::{AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard};
+use crate::protocol::error_code::ErrorCode;
+use nats_server::ManagedNatsServer;
+use router::{Router, RouterRequest};
+
+/// Requests other tasks may queue for the router before they wait.
+pub const ROUTER_REQUESTS_CAPACITY: usize = 1024;
+/// How long shutdown waits for the shards to finish and report.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    NatsServer(#[from] nats_server::NatsServerError),
+    #[error("cannot connect to NATS at {url}: {message} (check --nats-url)")]
+    NatsConnect { url: String, message: String },
+    #[error("metadata: {0}")]
+    Metadata(#[from] ClusterError),
+    #[error("cannot listen on {addr} for {what}: {source} (is another process using it?)")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The control core's two ring ends for one shard.
+pub struct ControlLink {
+    pub to_shard: RingSender<ToShard>,
+    pub from_shard: RingReceiver<FromShard>,
+}
+
+/// Runs the control core on the current thread until SIGINT or SIGTERM,
+/// then shuts everything down in order: stop taking NATS messages, let the
+/// shards finish in-flight appends and close their logs, publish the last
+/// acks, stop the metadata node and the managed nats-server.
+pub fn run(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), ControlError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ControlError::Runtime)?;
+    // A LocalSet: the router owns `!Sync` ring ends and runs as a local task
+    // of this one thread, as everything on the control core could.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, run_async(config, links))
+}
+
+async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), ControlError> {
+    let (managed_nats, nats_url) = match &config.nats_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let server = ManagedNatsServer::start(&config.data_dir.join("nats")).await?;
+            let url = server.url.clone();
+            (Some(server), url)
+        }
+    };
+    let nats = async_nats::ConnectOptions::new()
+        .name("sluice")
+        .connect(nats_url.as_str())
+        .await
+        .map_err(|e| ControlError::NatsConnect {
+            url: nats_url.clone(),
+            message: e.to_string(),
+        })?;
+    tracing::info!(url = %nats_url, "connected to NATS");
+
+    let metadata_config = MetadataConfig::new(
+        config.node_id,
+        &config.data_dir,
+        config.raft.to_string(),
+        config.listen.to_string(),
+        config.shard_count(),
+    );
+    let metadata = Arc::new(MetadataNode::start(metadata_config).await?);
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| ControlError::Listen {
+            what: "the admin endpoint (--admin)",
+            addr: config.admin,
+            source,
+        })?;
+
+    let (router_tx, router_rx) = mpsc::channel(ROUTER_REQUESTS_CAPACITY);
+    let mut to_shards = Vec::new();
+    let mut event_tasks = Vec::new();
+    let view = ViewBase {
+        node_id: config.node_id,
+        host: config.listen.ip().to_string(),
+        base_port: config.listen.port(),
+        shard_count: config.shard_count(),
+    };
+    for link in links {
+        to_shards.push(link.to_shard);
+        event_tasks.push(tokio::spawn(shard_events(
+            link.from_shard,
+            nats.clone(),
+            metadata.clone(),
+            router_tx.clone(),
+            view.clone(),
+        )));
+    }
+    let router = Router::new(nats.clone(), to_shards, metadata.subscribe(), router_rx);
+    let router_task = tokio::task::spawn_local(router.run());
+    let admin_task = tokio::spawn(admin_http::serve(admin_listener, router_tx.clone()));
+    tracing::info!(admin = %config.admin, listen = %config.listen, shards = config.shard_count(), "sluice is serving");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight appends");
+    let (done_tx, done_rx) = oneshot::channel();
+    if router_tx.send(RouterRequest::Shutdown(done_tx)).await.is_ok() {
+        let _ = done_rx.await;
+    }
+    let _ = router_task.await;
+    for task in event_tasks {
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
+            tracing::warn!("a shard did not stop within {SHUTDOWN_TIMEOUT:?}");
+        }
+    }
+    admin_task.abort();
+    let _ = nats.flush().await;
+    drop(nats);
+    match Arc::try_unwrap(metadata) {
+        Ok(metadata) => {
+            if let Err(err) = metadata.shutdown().await {
+                tracing::warn!(error = %err, "metadata shutdown");
+            }
+        }
+        Err(_) => tracing::warn!("metadata still referenced at shutdown"),
+    }
+    if let Some(server) = managed_nats {
+        server.stop().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ViewBase {
+    node_id: u64,
+    host: String,
+    base_port: u16,
+    shard_count: u32,
+}
+
+/// Handles everything one shard sends: acks to publish, admin requests to
+/// answer. Ends when the shard reports it stopped.
+async fn shard_events(
+    mut events: RingReceiver<FromShard>,
+    nats: async_nats::Client,
+    metadata: Arc<MetadataNode>,
+    router: mpsc::Sender<RouterRequest>,
+    view: ViewBase,
+) {
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        if events.recv_many(&mut batch, 1024).await == 0 {
+            return;
+        }
+        for event in batch.drain(..) {
+            match event {
+                FromShard::Appended {
+                    stream,
+                    partition,
+                    result,
+                    acks,
+                } => publish_acks(&nats, &stream, partition, &result, &acks).await,
+                FromShard::Admin { request, reply } => {
+                    let metadata = metadata.clone();
+                    let router = router.clone();
+                    let view = view.clone();
+                    tokio::spawn(async move {
+                        let answer = answer_admin(&metadata, &router, &view, request).await;
+                        let _ = reply.send(answer);
+                    });
+                }
+                FromShard::Stopped { shard } => {
+                    tracing::info!(shard, "shard stopped");
+                    let _ = nats.flush().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn publish_acks(
+    nats: &async_nats::Client,
+    stream: &str,
+    partition: u32,
+    result: &Result<shards::types::Offset, AppendFailure>,
+    acks: &[Option<crate::cores::AckRoute>],
+) {
+    let now = TimestampMs::now();
+    for (index, route) in acks.iter().enumerate() {
+        let Some(route) = route else { continue };
+        if let Some(payload) = bridge::ack_payload(stream, partition, result, index, route, now) {
+            if let Err(err) = nats.publish(route.inbox.clone(), payload.into()).await {
+                tracing::warn!(error = %err, "cannot publish ack");
+            }
+        }
+    }
+}
+
+async fn answer_admin(
+    metadata: &MetadataNode,
+    router: &mpsc::Sender<RouterRequest>,
+    view: &ViewBase,
+    request: AdminRequest,
+) -> AdminReply {
+    match request {
+        AdminRequest::CreateStream(spec) => match metadata.create_stream(spec).await {
+            Ok(creation) => {
+                let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
+                let record = creation.into_record();
+                wait_until_applied(metadata, &record.spec.name).await;
+                AdminReply::Created { record, created }
+            }
+            Err(err) => AdminReply::Error(cluster_failure(err)),
+        },
+        AdminRequest::DeleteStream(name) => match metadata.delete_stream(&name).await {
+            Ok(record) => AdminReply::Deleted(record),
+            Err(err) => AdminReply::Error(cluster_failure(err)),
+        },
+        AdminRequest::Metadata => {
+            let streams = metadata.list_streams();
+            let partitions: Vec<(PartitionKey, u32)> = streams
+                .iter()
+                .flat_map(|s| {
+                    s.partitions.iter().map(move |p| {
+                        (
+                            PartitionKey {
+                                stream_id: s.id,
+                                partition: p.partition,
+                            },
+                            p.shard,
+                        )
+                    })
+                })
+                .collect();
+            let (tx, rx) = oneshot::channel();
+            let watermarks = if router
+                .send(RouterRequest::Watermarks { partitions, reply: tx })
+                .await
+                .is_ok()
+            {
+                rx.await.unwrap_or_default()
+            } else {
+                HashMap::new()
+            };
+            AdminReply::Metadata(MetadataView {
+                node_id: view.node_id,
+                host: view.host.clone(),
+                base_port: view.base_port,
+                shard_count: view.shard_count,
+                streams,
+                watermarks,
+            })
+        }
+    }
+}
+
+/// The shards learn of a new stream through the metadata watch; give the
+/// router a moment so a client that creates then immediately publishes or
+/// fetches finds the partitions open. Bounded: at most a few hundred ms.
+async fn wait_until_applied(metadata: &MetadataNode, name: &str) {
+    for _ in 0..50 {
+        if metadata.describe(name).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn cluster_failure(err: ClusterError) -> AppendFailure {
+    let code = match &err {
+        ClusterError::NotLeader { .. } => ErrorCode::NotLeader,
+        ClusterError::InvalidSpec(_) | ClusterError::Rejected { .. } | ClusterError::Placement(_) => {
+            ErrorCode::InvalidRequest
+        }
+        ClusterError::Conflict { .. } => ErrorCode::StreamExists,
+        ClusterError::NotFound { .. } => ErrorCode::StreamNotFound,
+        _ => ErrorCode::Unknown,
+    };
+    AppendFailure {
+        code,
+        message: err.to_string(),
+    }
+}

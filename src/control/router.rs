@@ -1,0 +1,371 @@
+//! The control core's data-path task: owns the ring to every shard, the NATS
+//! subscriptions of every partition, and turns arriving messages into one
+//! RecordBatch per partition per wake-up.
+//!
+//! Single owner on purpose: each `RingSender` has exactly one producer, so
+//! everything that must reach a shard (appends, partition tables, stats
+//! requests, shutdown) goes through this task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+use shards::batch::{encode_batch, encoded_len, Record};
+use shards::constants::BATCH_RECORDS_MAX;
+use shards::ring::RingSender;
+use shards::types::{Offset, TimestampMs};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::bridge::{ingest, partition_subject};
+use crate::cluster::Metadata;
+use crate::cores::{AckRoute, AppendRequest, PartitionKey, PartitionTable, ShardStats, ToShard};
+
+/// Most NATS messages gathered into one routing round.
+pub const MESSAGES_PER_ROUND_MAX: usize = 4096;
+/// A partition's batch is cut at this size; the next messages start another.
+pub const ROUTED_BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Requests other control-core tasks make of the router.
+pub enum RouterRequest {
+    Stats(oneshot::Sender<Vec<ShardStats>>),
+    Watermarks {
+        partitions: Vec<(PartitionKey, u32)>,
+        reply: oneshot::Sender<HashMap<PartitionKey, (Offset, Offset)>>,
+    },
+    /// Stop consuming NATS, hand every shard what it already has, then tell
+    /// the shards to shut down.
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Route {
+    key: PartitionKey,
+    stream: Arc<str>,
+    partition: u32,
+    shard: u32,
+    /// Every partition of the stream, for envelopes that name one.
+    siblings: Arc<Vec<(PartitionKey, u32)>>,
+}
+
+type Incoming = BoxStream<'static, (Arc<Route>, async_nats::Message)>;
+
+pub struct Router {
+    nats: async_nats::Client,
+    shards: Vec<RingSender<ToShard>>,
+    /// Subscribed partitions and how to stop each subscription.
+    subscribed: HashMap<PartitionKey, (String, Option<String>, futures::channel::oneshot::Sender<()>)>,
+    incoming: SelectAll<Incoming>,
+    metadata: watch::Receiver<Arc<Metadata>>,
+    requests: mpsc::Receiver<RouterRequest>,
+}
+
+impl Router {
+    pub fn new(
+        nats: async_nats::Client,
+        shards: Vec<RingSender<ToShard>>,
+        metadata: watch::Receiver<Arc<Metadata>>,
+        requests: mpsc::Receiver<RouterRequest>,
+    ) -> Router {
+        Router {
+            nats,
+            shards,
+            subscribed: HashMap::new(),
+            incoming: SelectAll::new(),
+            metadata,
+            requests,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let initial = self.metadata.borrow_and_update().clone();
+        self.apply_metadata(&initial).await;
+        loop {
+            tokio::select! {
+                biased;
+                request = self.requests.recv() => match request {
+                    Some(RouterRequest::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(request) => self.handle(request).await,
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                changed = self.metadata.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let metadata = self.metadata.borrow_and_update().clone();
+                    self.apply_metadata(&metadata).await;
+                }
+                Some(first) = self.incoming.next(), if !self.incoming.is_empty() => {
+                    self.route_round(first).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: RouterRequest) {
+        match request {
+            RouterRequest::Stats(reply) => {
+                let mut answers = Vec::new();
+                for sender in &mut self.shards {
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    if sender.send(ToShard::Stats(tx)).await.is_ok() {
+                        answers.push(rx);
+                    }
+                }
+                let mut stats = Vec::new();
+                for answer in answers {
+                    if let Ok(s) = answer.await {
+                        stats.push(s);
+                    }
+                }
+                let _ = reply.send(stats);
+            }
+            RouterRequest::Watermarks { partitions, reply } => {
+                let mut pending = Vec::new();
+                for (key, shard) in partitions {
+                    let Some(sender) = self.shards.get_mut(shard as usize) else {
+                        continue;
+                    };
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    if sender.send(ToShard::Watermarks { key, reply: tx }).await.is_ok() {
+                        pending.push((key, rx));
+                    }
+                }
+                let mut found = HashMap::new();
+                for (key, rx) in pending {
+                    if let Ok(Some(marks)) = rx.await {
+                        found.insert(key, marks);
+                    }
+                }
+                let _ = reply.send(found);
+            }
+            RouterRequest::Shutdown(_) => {}
+        }
+    }
+
+    /// Sends every shard the new partition table and (re)subscribes NATS.
+    async fn apply_metadata(&mut self, metadata: &Metadata) {
+        let table = PartitionTable::from_streams(metadata.streams().values());
+        for sender in &mut self.shards {
+            let _ = sender.send(ToShard::Table(table.clone())).await;
+        }
+        let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, Option<String>)> = HashMap::new();
+        for record in metadata.streams().values() {
+            let stream: Arc<str> = Arc::from(record.spec.name.as_str());
+            let siblings: Arc<Vec<(PartitionKey, u32)>> = Arc::new(
+                record
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let key = PartitionKey {
+                            stream_id: record.id,
+                            partition: p.partition,
+                        };
+                        (key, p.shard)
+                    })
+                    .collect(),
+            );
+            for assignment in &record.partitions {
+                let key = PartitionKey {
+                    stream_id: record.id,
+                    partition: assignment.partition,
+                };
+                let route = Arc::new(Route {
+                    key,
+                    stream: stream.clone(),
+                    partition: assignment.partition,
+                    shard: assignment.shard,
+                    siblings: siblings.clone(),
+                });
+                let subject = partition_subject(&record.spec.subject, assignment.partition);
+                wanted.insert(key, (route, subject, record.spec.group.clone()));
+            }
+        }
+        let stale: Vec<PartitionKey> = self
+            .subscribed
+            .iter()
+            .filter(|(key, (subject, group, _))| {
+                wanted
+                    .get(key)
+                    .is_none_or(|(_, s, g)| s != subject || g != group)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            if let Some((subject, _, cancel)) = self.subscribed.remove(&key) {
+                let _ = cancel.send(());
+                tracing::info!(%subject, "unsubscribed");
+            }
+        }
+        for (key, (route, subject, group)) in wanted {
+            if self.subscribed.contains_key(&key) {
+                continue;
+            }
+            let subscription = match &group {
+                Some(group) => self.nats.queue_subscribe(subject.clone(), group.clone()).await,
+                None => self.nats.subscribe(subject.clone()).await,
+            };
+            match subscription {
+                Ok(subscriber) => {
+                    let (cancel, cancelled) = futures::channel::oneshot::channel::<()>();
+                    let route_for_stream = route.clone();
+                    let stream = subscriber
+                        .take_until(cancelled)
+                        .map(move |message| (route_for_stream.clone(), message))
+                        .boxed();
+                    self.incoming.push(stream);
+                    tracing::info!(%subject, group = group.as_deref().unwrap_or(""), stream = %route.stream,
+                        partition = route.partition, "subscribed");
+                    self.subscribed.insert(key, (subject, group, cancel));
+                }
+                Err(err) => tracing::error!(%subject, error = %err, "cannot subscribe"),
+            }
+        }
+    }
+
+    /// Takes `first` and every message already waiting (up to a limit),
+    /// groups them by partition, and sends one batch per partition.
+    async fn route_round(&mut self, first: (Arc<Route>, async_nats::Message)) {
+        let now = TimestampMs::now();
+        let mut groups: HashMap<PartitionKey, PendingBatch> = HashMap::new();
+        let mut order: Vec<PartitionKey> = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        let mut ready: Vec<Vec<ToShard>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        while let Some((route, message)) = next.take() {
+            taken += 1;
+            let ingested = ingest(
+                message.subject.as_str(),
+                message.reply.as_ref().map(|r| r.as_str()),
+                message.headers.as_ref(),
+                message.payload,
+                now,
+            );
+            let target = match ingested.partition_override {
+                Some(p) => route.siblings.iter().find(|(k, _)| k.partition == p).copied(),
+                None => Some((route.key, route.shard)),
+            };
+            match target {
+                Some((key, shard)) => {
+                    let pending = groups.entry(key).or_insert_with(|| {
+                        order.push(key);
+                        PendingBatch::new(route.stream.clone(), key, shard)
+                    });
+                    pending.push(ingested.record, ingested.ack);
+                    if pending.is_full() {
+                        if let Some(batch) = groups.remove(&key) {
+                            let shard = batch.shard as usize;
+                            if let Some(slot) = ready.get_mut(shard) {
+                                slot.push(ToShard::Append(batch.into_request()));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    tracing::debug!(stream = %route.stream, "envelope names a partition the stream lacks; dropped");
+                    if let Some(ack) = ingested.ack {
+                        self.nack_unknown_partition(&route, ack).await;
+                    }
+                }
+            }
+            if taken < MESSAGES_PER_ROUND_MAX {
+                next = self.incoming.next().now_or_never().flatten();
+            }
+        }
+        for key in order {
+            if let Some(batch) = groups.remove(&key) {
+                let shard = batch.shard as usize;
+                if let Some(slot) = ready.get_mut(shard) {
+                    slot.push(ToShard::Append(batch.into_request()));
+                }
+            }
+        }
+        for (shard, mut items) in ready.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            if let Some(sender) = self.shards.get_mut(shard) {
+                if sender.send_many(&mut items).await.is_err() {
+                    tracing::error!(shard, "shard ring closed; messages not stored (no acks sent)");
+                }
+            }
+        }
+    }
+
+    async fn nack_unknown_partition(&self, route: &Route, ack: AckRoute) {
+        let failure = Err(crate::cores::AppendFailure {
+            code: crate::protocol::error_code::ErrorCode::PartitionNotFound,
+            message: format!("stream {} has no such partition", route.stream),
+        });
+        if let Some(payload) =
+            super::bridge::ack_payload(&route.stream, route.partition, &failure, 0, &ack, TimestampMs::now())
+        {
+            let _ = self.nats.publish(ack.inbox, payload.into()).await;
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        for (_, (_, _, cancel)) in self.subscribed.drain() {
+            let _ = cancel.send(());
+        }
+        // Route what is already buffered in the subscriptions.
+        while let Some(Some(first)) = self.incoming.next().now_or_never() {
+            self.route_round(first).await;
+        }
+        for sender in &mut self.shards {
+            let _ = sender.send(ToShard::Shutdown).await;
+        }
+    }
+}
+
+/// Records of one partition gathered in one routing round.
+struct PendingBatch {
+    stream: Arc<str>,
+    key: PartitionKey,
+    shard: u32,
+    records: Vec<Record>,
+    acks: Vec<Option<AckRoute>>,
+    bytes: usize,
+}
+
+impl PendingBatch {
+    fn new(stream: Arc<str>, key: PartitionKey, shard: u32) -> PendingBatch {
+        PendingBatch {
+            stream,
+            key,
+            shard,
+            records: Vec::new(),
+            acks: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, record: Record, ack: Option<AckRoute>) {
+        self.bytes += encoded_len(std::slice::from_ref(&record));
+        self.records.push(record);
+        self.acks.push(ack);
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= ROUTED_BATCH_BYTES_MAX || self.records.len() >= BATCH_RECORDS_MAX
+    }
+
+    fn into_request(self) -> AppendRequest {
+        let mut batch = Vec::with_capacity(encoded_len(&self.records));
+        encode_batch(Offset::ZERO, &self.records, &mut batch);
+        AppendRequest {
+            key: self.key,
+            stream: self.stream.to_string(),
+            partition: self.key.partition,
+            batch,
+            acks: self.acks,
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! What crosses between the control core (tokio) and the data shards
+//! (glommio): owned values only, over one SPSC ring per direction per shard.
+//!
+//! The hot path is `ToShard::Append` / `FromShard::Appended`: the bridge
+//! groups the messages of one partition that arrived in one wake-up into one
+//! RecordBatch, and the shard answers once that batch is durable.
+//! Control-plane requests carry a `futures` oneshot for their answer (it
+//! works across both runtimes).
+
+use futures::channel::oneshot;
+use shards::types::Offset;
+
+use crate::cluster::{StreamId, StreamRecord, StreamSpec};
+use crate::protocol::error_code::ErrorCode;
+
+/// A partition, unambiguously: stream incarnation + partition index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub stream_id: StreamId,
+    pub partition: u32,
+}
+
+/// Storage settings of a partition, taken from its stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionSettings {
+    pub retention_age_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub retention_messages: Option<u64>,
+    pub compact: bool,
+}
+
+/// One partition of the cluster and the shard of this node that owns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionEntry {
+    pub key: PartitionKey,
+    pub stream: String,
+    pub partition: u32,
+    pub shard: u32,
+    pub settings: PartitionSettings,
+}
+
+/// Every partition this node serves, sent to each shard (its own copy)
+/// whenever the metadata changes. A shard opens the entries it owns, closes
+/// and deletes the ones that disappeared, and uses the rest to point clients
+/// at the right port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionTable {
+    pub entries: Vec<PartitionEntry>,
+}
+
+impl PartitionTable {
+    pub fn from_streams<'a>(streams: impl Iterator<Item = &'a StreamRecord>) -> PartitionTable {
+        let mut entries = Vec::new();
+        for record in streams {
+            let spec = &record.spec;
+            let settings = PartitionSettings {
+                retention_age_ms: spec.retention_age_ms,
+                retention_bytes: spec.retention_bytes,
+                retention_messages: spec.retention_messages,
+                compact: spec.compact,
+            };
+            for assignment in &record.partitions {
+                entries.push(PartitionEntry {
+                    key: PartitionKey {
+                        stream_id: record.id,
+                        partition: assignment.partition,
+                    },
+                    stream: spec.name.clone(),
+                    partition: assignment.partition,
+                    shard: assignment.shard,
+                    settings: settings.clone(),
+                });
+            }
+        }
+        PartitionTable { entries }
+    }
+}
+
+/// Where to send the ack for one record, if anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckRoute {
+    /// NATS subject the ack is published to (reply subject or envelope inbox).
+    pub inbox: String,
+    pub correlation_id: Option<String>,
+}
+
+/// Records of one partition, encoded as one RecordBatch v2 (base offset 0;
+/// the log assigns offsets), with one ack route per record.
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub key: PartitionKey,
+    pub stream: String,
+    pub partition: u32,
+    pub batch: Vec<u8>,
+    pub acks: Vec<Option<AckRoute>>,
+}
+
+/// Why an append was not made durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendFailure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Counters of one shard, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub shard: u32,
+    pub partitions: u64,
+    pub appends: u64,
+    pub append_records: u64,
+    pub append_bytes: u64,
+    pub append_errors: u64,
+    pub fetches: u64,
+    pub fetch_bytes: u64,
+    /// Bytes of fetch responses that went file → socket by `sendfile`.
+    pub sendfile_bytes: u64,
+    /// Bytes that had to be copied through user space (socket back-pressure).
+    pub copied_bytes: u64,
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub protocol_errors: u64,
+    /// `fdatasync` latency histogram: counts per bucket of
+    /// [`FSYNC_BUCKETS_US`], plus the overflow bucket last.
+    pub fsync_buckets: Vec<u64>,
+    pub fsync_sum_us: u64,
+    pub failed_partitions: u64,
+}
+
+/// Upper bounds (µs) of the fsync latency histogram buckets.
+pub const FSYNC_BUCKETS_US: [u64; 12] = shards::log::FSYNC_BUCKET_BOUNDS_US;
+
+/// A control-plane request a client sent to a shard's port.
+#[derive(Debug)]
+pub enum AdminRequest {
+    CreateStream(StreamSpec),
+    DeleteStream(String),
+    /// Every stream (or the named ones) with placement and ports.
+    Metadata,
+}
+
+#[derive(Debug)]
+pub enum AdminReply {
+    Created { record: StreamRecord, created: bool },
+    Deleted(StreamRecord),
+    Metadata(MetadataView),
+    Error(AppendFailure),
+}
+
+/// What a client needs to know of the cluster: streams, where each partition
+/// lives, and watermarks when known.
+#[derive(Clone, Debug, Default)]
+pub struct MetadataView {
+    pub node_id: u64,
+    pub host: String,
+    pub base_port: u16,
+    pub shard_count: u32,
+    pub streams: Vec<StreamRecord>,
+    /// High watermark and log start per partition, where the shard answered.
+    pub watermarks: std::collections::HashMap<PartitionKey, (Offset, Offset)>,
+}
+
+/// Control core → shard.
+#[derive(Debug)]
+pub enum ToShard {
+    Table(PartitionTable),
+    Append(AppendRequest),
+    /// Current high watermark and log start of a partition (for describe).
+    Watermarks {
+        key: PartitionKey,
+        reply: oneshot::Sender<Option<(Offset, Offset)>>,
+    },
+    Stats(oneshot::Sender<ShardStats>),
+    /// Finish in-flight appends, sync and close every log, then stop.
+    Shutdown,
+}
+
+/// Shard → control core.
+#[derive(Debug)]
+pub enum FromShard {
+    Appended {
+        stream: String,
+        partition: u32,
+        result: Result<Offset, AppendFailure>,
+        acks: Vec<Option<AckRoute>>,
+    },
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<AdminReply>,
+    },
+    /// The shard closed every log and is about to stop.
+    Stopped { shard: u32 },
+}

@@ -1,0 +1,596 @@
+//! One client connection on a shard's port: frames in, answers out, fetch
+//! payloads by `sendfile` straight from the segment file.
+//!
+//! Requests on a connection are handled one at a time, in order (the
+//! protocol promises ordered answers). A bad frame gets an `ErrorResponse`
+//! and, when the byte stream cannot be resynchronised, the connection is
+//! closed; nothing a client sends can take the shard down.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use flatbuffers::FlatBufferBuilder;
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use glommio::net::{TcpListener, TcpStream};
+use shards::error::LogError;
+use shards::log::PartitionLog;
+use shards::types::{Offset, TimestampMs};
+
+use super::sendfile::send_file_range;
+use super::{Lookup, LocalPartition, Shard};
+use crate::cluster::{StreamRecord, StreamSpec};
+use crate::cores::{AdminReply, AdminRequest, MetadataView, PartitionKey};
+use crate::protocol::body::read_body;
+use crate::protocol::error_code::ErrorCode;
+use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
+use crate::protocol::generated::protocol as fb;
+use crate::protocol::limits::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PROTOCOL_VERSION};
+
+/// A connection that sends nothing for this long is closed.
+pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Back-off after a failed `accept` (e.g. out of file descriptors).
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
+            }
+            Err(err) => {
+                tracing::warn!(shard = shard.id, error = %err, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Why a connection ends early.
+enum Close {
+    /// The peer went away or the socket failed.
+    Io,
+    /// The byte stream is unusable after a bad frame (already answered).
+    Protocol,
+}
+
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+    {
+        let mut stats = shard.stats.borrow_mut();
+        stats.connections_open += 1;
+        stats.connections_total += 1;
+    }
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(CONNECTION_IDLE_TIMEOUT));
+    let mut connection = Connection {
+        shard: shard.clone(),
+        decoder: FrameDecoder::new(),
+        input: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        output: BytesMut::with_capacity(4096),
+    };
+    let result = connection.run(&mut stream).await;
+    if let Err(Close::Protocol) = result {
+        shard.stats.borrow_mut().protocol_errors += 1;
+    }
+    let _ = stream.close().await;
+    shard.stats.borrow_mut().connections_open -= 1;
+}
+
+struct Connection {
+    shard: Rc<Shard>,
+    decoder: FrameDecoder,
+    input: BytesMut,
+    output: BytesMut,
+}
+
+impl Connection {
+    async fn run(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        loop {
+            match self.decoder.decode(&mut self.input) {
+                Ok(Some(frame)) => self.handle(stream, frame).await?,
+                Ok(None) => {
+                    let read = stream.read(&mut chunk).await.map_err(|_| Close::Io)?;
+                    if read == 0 {
+                        return Ok(());
+                    }
+                    self.input.extend_from_slice(&chunk[..read]);
+                }
+                Err(err) => {
+                    self.shard.stats.borrow_mut().protocol_errors += 1;
+                    let response = ErrorResponse::new(err.code(), err.to_string());
+                    self.send_error(stream, err.correlation_id(), response).await?;
+                    if err.is_fatal() {
+                        return Err(Close::Protocol);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, stream: &mut TcpStream, frame: Frame) -> Result<(), Close> {
+        let corr = frame.correlation_id;
+        let outcome = match frame.kind {
+            FrameKind::FetchRequest => return self.fetch(stream, &frame).await,
+            FrameKind::PublishRequest => self.publish(&frame).await,
+            FrameKind::ListOffsetsRequest => self.list_offsets(&frame).await,
+            FrameKind::MetadataRequest => self.metadata(&frame).await,
+            FrameKind::CreateStreamRequest => self.create_stream(&frame).await,
+            FrameKind::DeleteStreamRequest => self.delete_stream(&frame).await,
+            FrameKind::AuthenticateRequest => Ok(authenticate_response()),
+            FrameKind::SetCursorRequest | FrameKind::FetchCursorRequest => Err(ErrorResponse::new(
+                ErrorCode::InvalidRequest,
+                "cursors are not supported by this server version",
+            )),
+            other => Err(ErrorResponse::new(
+                ErrorCode::UnknownKind,
+                format!("{other:?} is not a request"),
+            )),
+        };
+        match outcome {
+            Ok(Some((kind, body))) => self.send_frame(stream, kind, corr, &body).await,
+            Ok(None) => Ok(()),
+            Err(error) => {
+                self.shard.stats.borrow_mut().protocol_errors += 1;
+                self.send_error(stream, corr, error).await
+            }
+        }
+    }
+
+    async fn send_frame(&mut self, stream: &mut TcpStream, kind: FrameKind, corr: u32, body: &[u8]) -> Result<(), Close> {
+        self.output.clear();
+        if encode_frame(kind, corr, body, &mut self.output).is_err() {
+            let error = ErrorResponse::new(ErrorCode::LimitExceeded, "response too large");
+            return self.send_error(stream, corr, error).await;
+        }
+        stream.write_all(&self.output).await.map_err(|_| Close::Io)
+    }
+
+    async fn send_error(&mut self, stream: &mut TcpStream, corr: u32, error: ErrorResponse) -> Result<(), Close> {
+        self.output.clear();
+        if error.encode(corr, &mut self.output).is_err() {
+            return Err(Close::Protocol);
+        }
+        stream.write_all(&self.output).await.map_err(|_| Close::Io)
+    }
+
+    fn local(&self, stream: Option<&str>, partition: i32) -> Result<Rc<LocalPartition>, ErrorResponse> {
+        let stream = stream.unwrap_or_default();
+        let partition = u32::try_from(partition)
+            .map_err(|_| ErrorResponse::new(ErrorCode::InvalidRequest, "negative partition"))?;
+        match self.shard.lookup(stream, partition) {
+            Lookup::Local(local) => Ok(local),
+            Lookup::OtherShard { port } => Err(ErrorResponse {
+                code: ErrorCode::WrongShard,
+                message: format!("partition {partition} of {stream} is served on port {port}"),
+                right_port: Some(port),
+            }),
+            Lookup::PartitionNotFound => Err(ErrorResponse::new(
+                ErrorCode::PartitionNotFound,
+                format!("stream {stream} has no partition {partition}"),
+            )),
+            Lookup::StreamNotFound => Err(ErrorResponse::new(
+                ErrorCode::StreamNotFound,
+                format!("no stream named {stream:?}"),
+            )),
+        }
+    }
+
+    /// Fetch: a `FetchResponse` frame, then exactly `byte_count` bytes of
+    /// whole committed batches, sent with `sendfile`.
+    async fn fetch(&mut self, stream: &mut TcpStream, frame: &Frame) -> Result<(), Close> {
+        let corr = frame.correlation_id;
+        let request = match read_body::<fb::FetchRequest>(&frame.body) {
+            Ok(request) => request,
+            Err(err) => {
+                let error = ErrorResponse::new(err.code(), err.to_string());
+                return self.send_error(stream, corr, error).await;
+            }
+        };
+        let local = match self.local(request.stream(), request.partition()) {
+            Ok(local) => local,
+            Err(error) => return self.send_error(stream, corr, error).await,
+        };
+        let max_bytes = match request.max_bytes() {
+            0 => FETCH_BYTES_DEFAULT,
+            n => n.min(FETCH_BYTES_MAX),
+        };
+        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms().min(FETCH_WAIT_MS_MAX)));
+        let log = local.log.clone();
+        let start = match resolve_start(&log, request.start_kind(), request.start_value()).await {
+            Ok(start) => start,
+            Err(error) => return self.send_error(stream, corr, error).await,
+        };
+        let slice = match read_with_wait(&log, start, u64::from(max_bytes), max_wait).await {
+            Ok(slice) => slice,
+            Err(LogError::OffsetOutOfRange { .. }) => {
+                let body = fetch_response(ErrorCode::OffsetOutOfRange as u16, Some("offset out of range"), &log, 0);
+                return self.send_frame(stream, FrameKind::FetchResponse, corr, &body).await;
+            }
+            Err(err) => {
+                let error = ErrorResponse::new(log_error_code(&err), err.to_string());
+                return self.send_error(stream, corr, error).await;
+            }
+        };
+        let byte_count = slice.as_ref().map_or(0, |s| s.len);
+        let body = fetch_response(0, None, &log, byte_count as u32);
+        self.send_frame(stream, FrameKind::FetchResponse, corr, &body).await?;
+        {
+            let mut stats = self.shard.stats.borrow_mut();
+            stats.fetches += 1;
+            stats.fetch_bytes += byte_count;
+        }
+        if let Some(slice) = slice {
+            let sent = send_file_range(stream, &slice.file, slice.position.0, slice.len).await;
+            let mut stats = self.shard.stats.borrow_mut();
+            stats.sendfile_bytes += sent.sendfile_bytes;
+            stats.copied_bytes += sent.copied_bytes;
+            sent.result.map_err(|_| Close::Io)?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::PublishRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let local = self.local(request.stream(), request.partition())?;
+        let batch = request
+            .batch()
+            .map(|b| b.bytes().to_vec())
+            .ok_or_else(|| ErrorResponse::new(ErrorCode::InvalidBatch, "publish without a batch"))?;
+        let quiet = request.ack_policy() == Some(crate::protocol::generated::envelope::AckPolicy::None);
+        let bytes = batch.len() as u64;
+        let appended = match local.log.append(batch).await {
+            Ok(appended) => appended,
+            Err(err) => {
+                self.shard.stats.borrow_mut().append_errors += 1;
+                return Err(ErrorResponse::new(log_error_code(&err), err.to_string()));
+            }
+        };
+        {
+            let mut stats = self.shard.stats.borrow_mut();
+            stats.appends += 1;
+            stats.append_records += appended.last_offset.0 - appended.base_offset.0 + 1;
+            stats.append_bytes += bytes;
+        }
+        if quiet {
+            return Ok(None);
+        }
+        let mut fbb = FlatBufferBuilder::with_capacity(64);
+        let root = fb::PublishResponse::create(
+            &mut fbb,
+            &fb::PublishResponseArgs {
+                base_offset: appended.base_offset.0 as i64,
+                last_offset: appended.last_offset.0 as i64,
+                commit_timestamp_ms: TimestampMs::now().0,
+            },
+        );
+        fbb.finish(root, None);
+        Ok(Some((FrameKind::PublishResponse, fbb.finished_data().to_vec())))
+    }
+
+    async fn list_offsets(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::ListOffsetsRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let local = self.local(request.stream(), request.partition())?;
+        let log = &local.log;
+        let (offset, timestamp_ms) = match request.kind() {
+            fb::OffsetKind::Earliest => (log.log_start_offset(), -1),
+            fb::OffsetKind::Timestamp => {
+                let target = TimestampMs(request.timestamp_ms());
+                let found = log
+                    .offset_for_timestamp(target)
+                    .await
+                    .map_err(|e| ErrorResponse::new(log_error_code(&e), e.to_string()))?;
+                (found.unwrap_or_else(|| log.high_watermark()), target.0)
+            }
+            _ => (log.high_watermark(), -1),
+        };
+        let mut fbb = FlatBufferBuilder::with_capacity(64);
+        let root = fb::ListOffsetsResponse::create(
+            &mut fbb,
+            &fb::ListOffsetsResponseArgs {
+                offset: offset.0 as i64,
+                timestamp_ms,
+            },
+        );
+        fbb.finish(root, None);
+        Ok(Some((FrameKind::ListOffsetsResponse, fbb.finished_data().to_vec())))
+    }
+
+    async fn metadata(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::MetadataRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let wanted: Option<Vec<String>> = request
+            .streams()
+            .map(|names| names.iter().map(str::to_string).collect());
+        let view = match self.shard.admin(AdminRequest::Metadata).await {
+            AdminReply::Metadata(view) => view,
+            AdminReply::Error(failure) => return Err(ErrorResponse::new(failure.code, failure.message)),
+            _ => return Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected metadata answer")),
+        };
+        Ok(Some((FrameKind::MetadataResponse, encode_metadata(&view, wanted.as_deref()))))
+    }
+
+    async fn create_stream(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::CreateStreamRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let config = request
+            .config()
+            .ok_or_else(|| ErrorResponse::new(ErrorCode::InvalidRequest, "CreateStream without a config"))?;
+        let spec = spec_from_wire(&config)?;
+        match self.shard.admin(AdminRequest::CreateStream(spec)).await {
+            AdminReply::Created { record, created } => {
+                let mut fbb = FlatBufferBuilder::with_capacity(256);
+                let stream = encode_stream(&mut fbb, &record, &self.shard.settings, &Default::default());
+                let root = fb::CreateStreamResponse::create(
+                    &mut fbb,
+                    &fb::CreateStreamResponseArgs {
+                        created,
+                        stream: Some(stream),
+                    },
+                );
+                fbb.finish(root, None);
+                Ok(Some((FrameKind::CreateStreamResponse, fbb.finished_data().to_vec())))
+            }
+            AdminReply::Error(failure) => Err(ErrorResponse::new(failure.code, failure.message)),
+            _ => Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected create answer")),
+        }
+    }
+
+    async fn delete_stream(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::DeleteStreamRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let name = request.name().unwrap_or_default().to_string();
+        match self.shard.admin(AdminRequest::DeleteStream(name)).await {
+            AdminReply::Deleted(_) => {
+                let mut fbb = FlatBufferBuilder::with_capacity(16);
+                let root = fb::DeleteStreamResponse::create(&mut fbb, &fb::DeleteStreamResponseArgs {});
+                fbb.finish(root, None);
+                Ok(Some((FrameKind::DeleteStreamResponse, fbb.finished_data().to_vec())))
+            }
+            AdminReply::Error(failure) => Err(ErrorResponse::new(failure.code, failure.message)),
+            _ => Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected delete answer")),
+        }
+    }
+}
+
+/// Maps an engine error to the wire code a client can act on.
+pub(super) fn log_error_code(err: &LogError) -> ErrorCode {
+    match err {
+        LogError::InvalidBatch(_) | LogError::BatchTooLarge { .. } | LogError::NonContiguous { .. } => {
+            ErrorCode::InvalidBatch
+        }
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::NoSpace { .. } => ErrorCode::DiskFull,
+        LogError::FailStopped { .. } => ErrorCode::PartitionFailed,
+        LogError::Closed => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Unknown,
+    }
+}
+
+async fn resolve_start(log: &PartitionLog, kind: fb::StartKind, value: i64) -> Result<Offset, ErrorResponse> {
+    match kind {
+        fb::StartKind::Earliest => Ok(log.log_start_offset()),
+        fb::StartKind::Latest => Ok(log.high_watermark()),
+        fb::StartKind::Timestamp => {
+            let found = log
+                .offset_for_timestamp(TimestampMs(value))
+                .await
+                .map_err(|e| ErrorResponse::new(log_error_code(&e), e.to_string()))?;
+            Ok(found.unwrap_or_else(|| log.high_watermark()))
+        }
+        _ => u64::try_from(value)
+            .map(Offset)
+            .map_err(|_| ErrorResponse::new(ErrorCode::OffsetOutOfRange, "negative offset")),
+    }
+}
+
+/// Reads committed batches at `start`; at the head of the log, waits up to
+/// `max_wait` for the high watermark to move (long poll).
+async fn read_with_wait(
+    log: &PartitionLog,
+    start: Offset,
+    max_bytes: u64,
+    max_wait: Duration,
+) -> Result<Option<shards::log::ReadSlice>, LogError> {
+    if let Some(slice) = log.read(start, max_bytes)? {
+        return Ok(Some(slice));
+    }
+    if max_wait.is_zero() {
+        return Ok(None);
+    }
+    let timer = glommio::timer::sleep(max_wait).fuse();
+    let woken = log.wait_for_data(start).fuse();
+    futures::pin_mut!(timer, woken);
+    futures::select! {
+        _ = woken => {},
+        _ = timer => {},
+    }
+    log.read(start, max_bytes)
+}
+
+fn fetch_response(error_code: u16, message: Option<&str>, log: &PartitionLog, byte_count: u32) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let error_message = message.map(|m| fbb.create_string(m));
+    let root = fb::FetchResponse::create(
+        &mut fbb,
+        &fb::FetchResponseArgs {
+            error_code,
+            error_message,
+            high_watermark: log.high_watermark().0 as i64,
+            log_start_offset: log.log_start_offset().0 as i64,
+            byte_count,
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
+fn authenticate_response() -> Option<(FrameKind, Vec<u8>)> {
+    // Authentication is not configured on this server: every connection is
+    // the anonymous principal.
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let principal = fbb.create_string("anonymous");
+    let root = fb::AuthenticateResponse::create(
+        &mut fbb,
+        &fb::AuthenticateResponseArgs {
+            protocol_version: PROTOCOL_VERSION,
+            principal: Some(principal),
+        },
+    );
+    fbb.finish(root, None);
+    Some((FrameKind::AuthenticateResponse, fbb.finished_data().to_vec()))
+}
+
+fn positive(value: i64) -> Option<u64> {
+    u64::try_from(value).ok().filter(|v| *v > 0)
+}
+
+fn spec_from_wire(config: &fb::StreamConfig<'_>) -> Result<StreamSpec, ErrorResponse> {
+    let name = config.name().unwrap_or_default();
+    let subject = config.subject().unwrap_or_default();
+    let mut spec = StreamSpec::new(name, subject);
+    spec.group = config.group().filter(|g| !g.is_empty()).map(str::to_string);
+    if config.partitions() < 0 || config.replication_factor() < 0 {
+        return Err(ErrorResponse::new(ErrorCode::InvalidRequest, "negative partitions or replication factor"));
+    }
+    if config.partitions() > 0 {
+        spec.partitions = config.partitions() as u32;
+    }
+    if config.replication_factor() > 0 {
+        spec.replication_factor = config.replication_factor() as u32;
+    }
+    spec.retention_age_ms = positive(config.retention_age_ms());
+    spec.retention_bytes = positive(config.retention_bytes());
+    spec.retention_messages = positive(config.retention_messages());
+    spec.compact = config.compact();
+    Ok(spec)
+}
+
+fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(1024);
+    let host = fbb.create_string(&view.host);
+    let broker = fb::Broker::create(
+        &mut fbb,
+        &fb::BrokerArgs {
+            node_id: view.node_id as i64,
+            host: Some(host),
+            port_base: view.base_port,
+            shard_count: view.shard_count.min(u32::from(u16::MAX)) as u16,
+        },
+    );
+    let brokers = fbb.create_vector(&[broker]);
+    let settings = super::ShardSettings {
+        data_dir: Default::default(),
+        base_addr: std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), view.base_port),
+        shard_count: view.shard_count,
+        sync: shards::log::SyncPolicy::EveryBatch,
+        segment_bytes: 0,
+    };
+    let mut streams = Vec::new();
+    for record in &view.streams {
+        if wanted.is_some_and(|names| !names.is_empty() && !names.iter().any(|n| *n == record.spec.name)) {
+            continue;
+        }
+        streams.push(encode_stream(&mut fbb, record, &settings, &view.watermarks));
+    }
+    if let Some(names) = wanted {
+        for name in names {
+            if !view.streams.iter().any(|r| r.spec.name == *name) {
+                let name = fbb.create_string(name);
+                let config = fb::StreamConfig::create(
+                    &mut fbb,
+                    &fb::StreamConfigArgs {
+                        name: Some(name),
+                        ..Default::default()
+                    },
+                );
+                streams.push(fb::StreamMetadata::create(
+                    &mut fbb,
+                    &fb::StreamMetadataArgs {
+                        error_code: ErrorCode::StreamNotFound as u16,
+                        config: Some(config),
+                        partitions: None,
+                    },
+                ));
+            }
+        }
+    }
+    let streams = fbb.create_vector(&streams);
+    let root = fb::MetadataResponse::create(
+        &mut fbb,
+        &fb::MetadataResponseArgs {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: None,
+            brokers: Some(brokers),
+            streams: Some(streams),
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
+fn encode_stream<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    record: &StreamRecord,
+    settings: &super::ShardSettings,
+    watermarks: &std::collections::HashMap<PartitionKey, (Offset, Offset)>,
+) -> flatbuffers::WIPOffset<fb::StreamMetadata<'a>> {
+    let spec = &record.spec;
+    let mut partitions = Vec::new();
+    for assignment in &record.partitions {
+        let key = PartitionKey {
+            stream_id: record.id,
+            partition: assignment.partition,
+        };
+        let replicas: Vec<i64> = assignment.replicas.iter().map(|n| *n as i64).collect();
+        let isr: Vec<i64> = assignment.isr.iter().map(|n| *n as i64).collect();
+        let replicas = fbb.create_vector(&replicas);
+        let isr = fbb.create_vector(&isr);
+        let (hw, start) = watermarks
+            .get(&key)
+            .map_or((-1, -1), |(hw, start)| (hw.0 as i64, start.0 as i64));
+        partitions.push(fb::PartitionMetadata::create(
+            fbb,
+            &fb::PartitionMetadataArgs {
+                partition: assignment.partition as i32,
+                leader: assignment.leader as i64,
+                leader_epoch: assignment.leader_epoch as i32,
+                shard_index: assignment.shard as u16,
+                consumer_port: settings.port_of(assignment.shard),
+                replicas: Some(replicas),
+                isr: Some(isr),
+                high_watermark: hw,
+                log_start_offset: start,
+            },
+        ));
+    }
+    let name = fbb.create_string(&spec.name);
+    let subject = fbb.create_string(&spec.subject);
+    let group = spec.group.as_deref().map(|g| fbb.create_string(g));
+    let wire_limit = |v: Option<u64>| v.map_or(-1, |v| v.min(i64::MAX as u64) as i64);
+    let config = fb::StreamConfig::create(
+        fbb,
+        &fb::StreamConfigArgs {
+            name: Some(name),
+            subject: Some(subject),
+            group,
+            partitions: spec.partitions as i32,
+            replication_factor: spec.replication_factor.min(i16::MAX as u32) as i16,
+            min_insync_replicas: 0,
+            retention_age_ms: wire_limit(spec.retention_age_ms),
+            retention_bytes: wire_limit(spec.retention_bytes),
+            retention_messages: wire_limit(spec.retention_messages),
+            compact: spec.compact,
+            ack_policy: None,
+        },
+    );
+    let partitions = fbb.create_vector(&partitions);
+    fb::StreamMetadata::create(
+        fbb,
+        &fb::StreamMetadataArgs {
+            error_code: 0,
+            config: Some(config),
+            partitions: Some(partitions),
+        },
+    )
+}

@@ -1,0 +1,416 @@
+//! The data-shard side of the server: one instance per glommio executor.
+//!
+//! A shard owns the partitions the metadata placed on it (their logs, their
+//! maintenance tasks), listens on its own port for the framed TCP protocol,
+//! and takes appends from the control core's ring. Nothing here is shared
+//! with another core: the state is `Rc`/`RefCell` on this executor, and the
+//! only ways out are the ring to the control core and client sockets.
+
+mod connection;
+mod sendfile;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures::FutureExt;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::{Latency, Shares};
+use shards::log::{LogConfig, PartitionLog, SyncPolicy};
+use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
+use shards::retention::RetentionPolicy;
+use shards::ring::{RingReceiver, RingSender};
+
+use crate::cores::{
+    AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry, PartitionKey,
+    PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
+};
+use crate::protocol::error_code::ErrorCode;
+
+/// Messages a shard may queue for the control core before its tasks wait.
+pub const OUTBOX_CAPACITY: usize = 4096;
+/// Most ring messages handled per wake-up of the command loop.
+pub const COMMANDS_PER_WAKE_MAX: usize = 256;
+/// Relative weight of retention/compaction against serving (which has 1000).
+pub const MAINTENANCE_SHARES: usize = 50;
+/// How long closing a partition waits for in-flight users, in rounds of
+/// `CLOSE_WAIT_ROUND` (5 s in all).
+const CLOSE_WAIT_ROUNDS_MAX: usize = 500;
+const CLOSE_WAIT_ROUND: Duration = Duration::from_millis(10);
+
+/// What a shard needs to know about its node.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    pub data_dir: PathBuf,
+    /// Shard 0's address; shard k listens on port + k.
+    pub base_addr: SocketAddr,
+    pub shard_count: u32,
+    pub sync: SyncPolicy,
+    pub segment_bytes: u64,
+}
+
+impl ShardSettings {
+    pub fn port_of(&self, shard: u32) -> u16 {
+        self.base_addr.port() + shard as u16
+    }
+
+    fn partition_dir(&self, entry: &PartitionEntry) -> PathBuf {
+        partition_dir(&self.data_dir, &entry.stream, entry.key)
+    }
+}
+
+/// `<data>/partitions/<stream>-<stream id>/<partition>`: the stream id makes
+/// a deleted-then-recreated stream start from empty directories.
+pub fn partition_dir(data_dir: &std::path::Path, stream: &str, key: PartitionKey) -> PathBuf {
+    data_dir
+        .join("partitions")
+        .join(format!("{stream}-{}", key.stream_id.get()))
+        .join(key.partition.to_string())
+}
+
+/// The two ring ends a shard is given at start-up.
+pub struct ShardLink {
+    pub from_control: RingReceiver<ToShard>,
+    pub to_control: RingSender<FromShard>,
+}
+
+/// A partition this shard owns.
+pub struct LocalPartition {
+    pub key: PartitionKey,
+    pub stream: String,
+    pub partition: u32,
+    pub log: Rc<PartitionLog>,
+}
+
+/// Where a (stream, partition) named by a client lives.
+pub enum Lookup {
+    Local(Rc<LocalPartition>),
+    OtherShard { port: u16 },
+    PartitionNotFound,
+    StreamNotFound,
+}
+
+pub struct Shard {
+    pub id: u32,
+    pub settings: ShardSettings,
+    partitions: RefCell<HashMap<PartitionKey, Rc<LocalPartition>>>,
+    /// Every partition of the node by name, for lookups and wrong-shard hints.
+    names: RefCell<HashMap<String, Vec<PartitionEntry>>>,
+    outbox: LocalSender<FromShard>,
+    pub stats: RefCell<ShardStats>,
+    maintenance_queue: glommio::TaskQueueHandle,
+}
+
+impl Shard {
+    pub fn lookup(&self, stream: &str, partition: u32) -> Lookup {
+        let names = self.names.borrow();
+        let Some(entries) = names.get(stream) else {
+            return Lookup::StreamNotFound;
+        };
+        let Some(entry) = entries.iter().find(|e| e.partition == partition) else {
+            return Lookup::PartitionNotFound;
+        };
+        if entry.shard != self.id {
+            return Lookup::OtherShard {
+                port: self.settings.port_of(entry.shard),
+            };
+        }
+        match self.partitions.borrow().get(&entry.key) {
+            Some(local) => Lookup::Local(local.clone()),
+            None => Lookup::PartitionNotFound,
+        }
+    }
+
+    /// Asks the control core (metadata) and waits for the answer.
+    pub async fn admin(&self, request: AdminRequest) -> AdminReply {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = || {
+            AdminReply::Error(AppendFailure {
+                code: ErrorCode::ShuttingDown,
+                message: "the control core is not reachable".into(),
+            })
+        };
+        if self.outbox.send(FromShard::Admin { request, reply }).await.is_err() {
+            return unavailable();
+        }
+        answer.await.unwrap_or_else(|_| unavailable())
+    }
+
+    async fn send_to_control(&self, message: FromShard) {
+        // Fails only when the forwarder is gone, i.e. during shutdown.
+        let _ = self.outbox.send(message).await;
+    }
+
+    fn snapshot_stats(&self) -> ShardStats {
+        let mut stats = self.stats.borrow().clone();
+        let partitions = self.partitions.borrow();
+        stats.shard = self.id;
+        stats.partitions = partitions.len() as u64;
+        stats.fsync_buckets = vec![0; FSYNC_BUCKETS_US.len() + 1];
+        stats.fsync_sum_us = 0;
+        stats.failed_partitions = 0;
+        for partition in partitions.values() {
+            let fsync = partition.log.fsync_stats();
+            for (i, count) in fsync.buckets.iter().enumerate() {
+                if let Some(slot) = stats.fsync_buckets.get_mut(i) {
+                    *slot += count;
+                }
+            }
+            stats.fsync_sum_us += fsync.sum_us;
+            stats.failed_partitions += u64::from(partition.log.is_failed());
+        }
+        stats
+    }
+}
+
+/// Runs one shard until the control core says `Shutdown` (or goes away).
+pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) {
+    let ShardLink {
+        mut from_control,
+        to_control,
+    } = link;
+    let (outbox, outbox_rx) = local_channel::new_bounded(OUTBOX_CAPACITY);
+    let forwarder = glommio::spawn_local(forward_to_control(outbox_rx, to_control)).detach();
+    let maintenance_queue =
+        glommio::executor().create_task_queue(Shares::Static(MAINTENANCE_SHARES), Latency::NotImportant, "maintenance");
+    let shard = Rc::new(Shard {
+        id: shard_id,
+        settings: settings.clone(),
+        partitions: RefCell::new(HashMap::new()),
+        names: RefCell::new(HashMap::new()),
+        outbox,
+        stats: RefCell::new(ShardStats::default()),
+        maintenance_queue,
+    });
+    let addr = SocketAddr::new(settings.base_addr.ip(), settings.port_of(shard_id));
+    let listener = match glommio::net::TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(shard = shard_id, %addr, error = %err,
+                "cannot listen; is another process using the port? (see --listen)");
+            shard.send_to_control(FromShard::Stopped { shard: shard_id }).await;
+            drop(shard);
+            let _ = forwarder.await;
+            return;
+        }
+    };
+    tracing::info!(shard = shard_id, %addr, "shard listening");
+    let acceptor = glommio::spawn_local(connection::accept_loop(shard.clone(), listener)).detach();
+
+    let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE_MAX);
+    'serve: loop {
+        commands.clear();
+        if from_control.recv_many(&mut commands, COMMANDS_PER_WAKE_MAX).await == 0 {
+            break; // control core gone
+        }
+        for command in commands.drain(..) {
+            match command {
+                ToShard::Table(table) => apply_table(&shard, table).await,
+                ToShard::Append(request) => {
+                    glommio::spawn_local(append(shard.clone(), request)).detach();
+                }
+                ToShard::Watermarks { key, reply } => {
+                    let found = shard
+                        .partitions
+                        .borrow()
+                        .get(&key)
+                        .map(|p| (p.log.high_watermark(), p.log.log_start_offset()));
+                    let _ = reply.send(found);
+                }
+                ToShard::Stats(reply) => {
+                    let _ = reply.send(shard.snapshot_stats());
+                }
+                ToShard::Shutdown => break 'serve,
+            }
+        }
+    }
+    acceptor.cancel();
+    close_all(&shard).await;
+    shard.send_to_control(FromShard::Stopped { shard: shard_id }).await;
+    drop(shard);
+    let _ = forwarder.await;
+}
+
+/// Moves outbox messages onto the ring, several per wake-up.
+async fn forward_to_control(outbox: LocalReceiver<FromShard>, mut ring: RingSender<FromShard>) {
+    let mut batch = Vec::new();
+    while let Some(first) = outbox.recv().await {
+        batch.push(first);
+        while batch.len() < COMMANDS_PER_WAKE_MAX {
+            match outbox.recv().now_or_never() {
+                Some(Some(more)) => batch.push(more),
+                _ => break,
+            }
+        }
+        if ring.send_many(&mut batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn append(shard: Rc<Shard>, request: AppendRequest) {
+    let AppendRequest {
+        key,
+        stream,
+        partition,
+        batch,
+        acks,
+    } = request;
+    let local = shard.partitions.borrow().get(&key).cloned();
+    let bytes = batch.len() as u64;
+    let result = match local {
+        None => Err(AppendFailure {
+            code: ErrorCode::PartitionNotFound,
+            message: format!("partition {partition} of stream {stream} is not on this shard"),
+        }),
+        Some(local) => local.log.append(batch).await.map(|a| a.base_offset).map_err(|err| AppendFailure {
+            code: connection::log_error_code(&err),
+            message: err.to_string(),
+        }),
+    };
+    {
+        let mut stats = shard.stats.borrow_mut();
+        match &result {
+            Ok(_) => {
+                stats.appends += 1;
+                stats.append_records += acks.len() as u64;
+                stats.append_bytes += bytes;
+            }
+            Err(_) => stats.append_errors += 1,
+        }
+    }
+    shard
+        .send_to_control(FromShard::Appended {
+            stream,
+            partition,
+            result,
+            acks,
+        })
+        .await;
+}
+
+/// Opens the partitions newly placed on this shard and closes (and deletes)
+/// the ones that are gone.
+async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
+    let mut names: HashMap<String, Vec<PartitionEntry>> = HashMap::new();
+    for entry in &table.entries {
+        names.entry(entry.stream.clone()).or_default().push(entry.clone());
+    }
+    let wanted: HashMap<PartitionKey, &PartitionEntry> = table
+        .entries
+        .iter()
+        .filter(|e| e.shard == shard.id)
+        .map(|e| (e.key, e))
+        .collect();
+    let gone: Vec<Rc<LocalPartition>> = {
+        let mut partitions = shard.partitions.borrow_mut();
+        let keys: Vec<PartitionKey> = partitions.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        keys.iter().filter_map(|k| partitions.remove(k)).collect()
+    };
+    for partition in gone {
+        delete_partition(shard, partition).await;
+    }
+    for (key, entry) in wanted {
+        if shard.partitions.borrow().contains_key(&key) {
+            continue;
+        }
+        match open_partition(shard, entry).await {
+            Ok(local) => {
+                shard.partitions.borrow_mut().insert(key, Rc::new(local));
+            }
+            Err(err) => tracing::error!(shard = shard.id, stream = %entry.stream,
+                partition = entry.partition, error = %err, "cannot open partition"),
+        }
+    }
+    *shard.names.borrow_mut() = names;
+}
+
+async fn open_partition(shard: &Rc<Shard>, entry: &PartitionEntry) -> Result<LocalPartition, shards::error::LogError> {
+    let dir = shard.settings.partition_dir(entry);
+    if let Some(parent) = dir.parent() {
+        let parent = parent.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || std::fs::create_dir_all(parent))
+            .await
+            .map_err(|e| shards::error::LogError::Io {
+                op: "create stream directory",
+                path: dir.clone(),
+                source: e,
+            })?;
+    }
+    let mut config = LogConfig::new(&dir);
+    config.sync = shard.settings.sync;
+    config.segment_bytes = shard.settings.segment_bytes;
+    let (log, report) = PartitionLog::open(config).await?;
+    if !report.repaired.is_empty() || report.mid_log_corruption {
+        tracing::warn!(stream = %entry.stream, partition = entry.partition, ?report, "partition recovered");
+    }
+    let log = Rc::new(log);
+    let settings = &entry.settings;
+    let policy = MaintenancePolicy {
+        retention: RetentionPolicy {
+            max_age: settings.retention_age_ms.map(Duration::from_millis),
+            max_bytes: settings.retention_bytes,
+            max_messages: settings.retention_messages,
+        },
+        compact: settings.compact,
+        ..MaintenancePolicy::default()
+    };
+    if settings.compact || !policy.retention.is_unlimited() {
+        spawn_maintenance(log.clone(), policy, shard.maintenance_queue);
+    }
+    tracing::info!(shard = shard.id, stream = %entry.stream, partition = entry.partition,
+        log_end = log.log_end_offset().0, "partition open");
+    Ok(LocalPartition {
+        key: entry.key,
+        stream: entry.stream.clone(),
+        partition: entry.partition,
+        log,
+    })
+}
+
+async fn delete_partition(shard: &Rc<Shard>, partition: Rc<LocalPartition>) {
+    let dir = partition.log.dir();
+    close_partition(partition).await;
+    let result = glommio::executor()
+        .spawn_blocking(move || std::fs::remove_dir_all(dir))
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(shard = shard.id, error = %err, "cannot remove partition directory");
+    }
+}
+
+/// Closes a partition's log once nothing else uses it: in-flight appends and
+/// fetches hold it for a moment; waits a bounded time for them to finish.
+async fn close_partition(partition: Rc<LocalPartition>) {
+    let stream = partition.stream.clone();
+    let index = partition.partition;
+    let mut log = partition.log.clone();
+    drop(partition);
+    for _ in 0..CLOSE_WAIT_ROUNDS_MAX {
+        match Rc::try_unwrap(log) {
+            Ok(owned) => {
+                if let Err(err) = owned.close().await {
+                    tracing::warn!(%stream, partition = index, error = %err, "close failed");
+                }
+                return;
+            }
+            Err(shared) => {
+                log = shared;
+                glommio::timer::sleep(CLOSE_WAIT_ROUND).await;
+            }
+        }
+    }
+    tracing::warn!(%stream, partition = index, "log still in use after waiting; dropping it (every resolved append is already durable)");
+}
+
+async fn close_all(shard: &Rc<Shard>) {
+    let all: Vec<Rc<LocalPartition>> = shard.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+    for partition in all {
+        close_partition(partition).await;
+    }
+}
