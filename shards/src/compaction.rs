@@ -119,7 +119,7 @@ pub async fn compact_with(
         tracing::debug!(dir = %log.dir().display(), "compaction already running");
         return Ok(outcome);
     };
-    let mut view = log.compaction_view();
+    let mut view = log.compaction_view().await?;
     match run_passes(log, &mut view, config, &mut outcome).await {
         Ok(()) => {
             tracing::debug!(dir = %view.dir.display(), ?outcome, "compaction done");

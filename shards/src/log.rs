@@ -207,6 +207,14 @@ pub(crate) struct CompactionView {
     pub(crate) index_interval_bytes: u64,
 }
 
+/// A consistent listing of the log for retention.
+pub(crate) struct SettledSegments {
+    pub(crate) segments: Vec<SegmentInfo>,
+    pub(crate) high_watermark: Offset,
+    pub(crate) log_end: Offset,
+    pub(crate) log_start: Offset,
+}
+
 /// Held by the one compaction running on a log; clears the flag when
 /// dropped, also when the compaction future is dropped half-way.
 pub(crate) struct CompactionGuard {
@@ -903,10 +911,28 @@ impl PartitionLog {
         })
     }
 
-    pub(crate) fn compaction_view(&self) -> CompactionView {
+    /// Segments, high watermark and log end, read between writes: a roll
+    /// takes the active segment out of the map while it seals it, so a
+    /// snapshot taken then would miss it (or, for a one-segment log, find no
+    /// segment at all). Holds the write gate only while copying.
+    pub(crate) async fn settled_segments(&self) -> LogResult<SettledSegments> {
+        let _permit = self.enter_write_phase().await?;
+        let state = self.state.borrow();
+        Ok(SettledSegments {
+            segments: self.segments(),
+            high_watermark: state.high_watermark,
+            log_end: state.log_end,
+            log_start: state.log_start,
+        })
+    }
+
+    /// What compaction reads at the start of a run, taken between writes
+    /// (see [`Self::settled_segments`]).
+    pub(crate) async fn compaction_view(&self) -> LogResult<CompactionView> {
+        let _permit = self.enter_write_phase().await?;
         let state = self.state.borrow();
         let active_base = state.active().base();
-        CompactionView {
+        Ok(CompactionView {
             segments: state
                 .segments
                 .values()
@@ -922,7 +948,7 @@ impl PartitionLog {
             truncation_generation: state.truncation_generation,
             dir: state.config.dir.clone(),
             index_interval_bytes: state.config.index_interval_bytes,
-        }
+        })
     }
 
     /// Compaction's commit point: replaces sealed segment `base` by the

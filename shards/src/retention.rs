@@ -80,33 +80,33 @@ pub async fn enforce_retention(
     policy: &RetentionPolicy,
     now: TimestampMs,
 ) -> LogResult<RetentionOutcome> {
-    let segments = log.segments();
+    let before = log.settled_segments().await?;
     let doomed = select_expired(
-        &segments,
-        log.high_watermark(),
-        log.log_end_offset(),
+        &before.segments,
+        before.high_watermark,
+        before.log_end,
         policy,
         now,
     );
     if doomed.is_empty() {
         return Ok(RetentionOutcome {
-            new_log_start: log.log_start_offset(),
+            new_log_start: before.log_start,
             ..RetentionOutcome::default()
         });
     }
     let bases: Vec<Offset> = doomed.iter().map(|s| s.base_offset).collect();
     log.delete_segments(&bases).await?;
     // The log re-checks every base; count what it actually removed.
-    let remaining: BTreeSet<Offset> = log.segments().iter().map(|s| s.base_offset).collect();
+    let after = log.settled_segments().await?;
+    let remaining: BTreeSet<Offset> = after.segments.iter().map(|s| s.base_offset).collect();
     let deleted = doomed
         .iter()
         .filter(|s| !remaining.contains(&s.base_offset));
-    let outcome = RetentionOutcome {
+    Ok(RetentionOutcome {
         segments_deleted: deleted.clone().count(),
         bytes_deleted: deleted.map(|s| s.size_bytes).sum(),
-        new_log_start: log.log_start_offset(),
-    };
-    Ok(outcome)
+        new_log_start: after.log_start,
+    })
 }
 
 /// The segments `policy` deletes from `segments` (oldest first, as

@@ -5,7 +5,7 @@
 use shards::batch::DecodedRecord;
 use shards::types::{Offset, TimestampMs};
 
-use crate::cluster::types::StreamSpec;
+use crate::cluster::StreamSpec;
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
 

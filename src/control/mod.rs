@@ -27,6 +27,11 @@ use router::{Router, RouterRequest};
 pub const ROUTER_REQUESTS_CAPACITY: usize = 1024;
 /// How long shutdown waits for the shards to finish and report.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for NATS to take the last acks (a dead NATS
+/// server must not hang the exit).
+pub const NATS_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for the metadata node to stop.
+pub const METADATA_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -141,12 +146,16 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
         }
     }
     admin_task.abort();
-    let _ = nats.flush().await;
+    if tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush()).await.is_err() {
+        tracing::warn!("NATS did not take the last acks within {NATS_FLUSH_TIMEOUT:?}");
+    }
     drop(nats);
     match Arc::try_unwrap(metadata) {
         Ok(metadata) => {
-            if let Err(err) = metadata.shutdown().await {
-                tracing::warn!(error = %err, "metadata shutdown");
+            match tokio::time::timeout(METADATA_SHUTDOWN_TIMEOUT, metadata.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "metadata shutdown"),
+                Err(_) => tracing::warn!("metadata did not stop within {METADATA_SHUTDOWN_TIMEOUT:?}"),
             }
         }
         Err(_) => tracing::warn!("metadata still referenced at shutdown"),
@@ -213,7 +222,7 @@ async fn shard_events(
                 }
                 FromShard::Stopped { shard } => {
                     tracing::info!(shard, "shard stopped");
-                    let _ = nats.flush().await;
+                    let _ = tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush()).await;
                     return;
                 }
             }

@@ -57,6 +57,9 @@ impl ManagedNatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal reaches Sluice,
+            // which publishes its last acks before stopping this child.
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {

@@ -63,12 +63,18 @@ impl ShardSettings {
     }
 }
 
+/// Characters of the stream name kept in its directory name (the id makes
+/// it unique; the name is for operators, and a path component must stay
+/// under 255 bytes).
+const DIR_NAME_STREAM_CHARS_MAX: usize = 200;
+
 /// `<data>/partitions/<stream>-<stream id>/<partition>`: the stream id makes
 /// a deleted-then-recreated stream start from empty directories.
 pub fn partition_dir(data_dir: &std::path::Path, stream: &str, key: PartitionKey) -> PathBuf {
+    let name: String = stream.chars().take(DIR_NAME_STREAM_CHARS_MAX).collect();
     data_dir
         .join("partitions")
-        .join(format!("{stream}-{}", key.stream_id.get()))
+        .join(format!("{name}-{}", key.stream_id.get()))
         .join(key.partition.to_string())
 }
 
