@@ -1,0 +1,268 @@
+//! Black-box test harness: real `nats-server` and `sluice` processes on free
+//! loopback ports, each in its own temporary directory, killed and cleaned
+//! up when dropped. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a process gets to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a graceful stop may take before the test fails.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free loopback port (bound then released; the OS won't hand it out
+/// again immediately).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `count` consecutive free loopback ports (for shard-aware listeners).
+pub fn free_port_range(count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = free_port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports found");
+}
+
+fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
+    let started = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening; log:\n{}", read_log(log));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            panic!("{what} did not listen on {addr} within {START_TIMEOUT:?}; log:\n{}", read_log(log));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn read_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// A `nats-server` on a random loopback port.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = dir.path().join("nats.log");
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (tools/test installs it)");
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "nats-server", &log);
+        NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `sluice serve` process with its own data directory and ports.
+pub struct Sluice {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub nats_url: String,
+    pub shards: u16,
+    log: PathBuf,
+    config: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Sluice {
+    /// Starts a node with `shards` data shards (all on the machine's CPUs).
+    pub fn start(nats_url: &str, shards: u16) -> Sluice {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let base = free_port_range(shards);
+        let admin_port = free_port();
+        let raft_port = free_port();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, format!("raft = \"127.0.0.1:{raft_port}\"\n")).expect("write config");
+        let mut node = Sluice {
+            child: None,
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], base)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            nats_url: nats_url.to_string(),
+            shards,
+            log: dir.path().join("sluice.log"),
+            config,
+            _dir: Some(dir),
+        };
+        node.spawn();
+        node
+    }
+
+    fn cores_arg(&self) -> String {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..self.shards as usize)
+            .map(|i| ((i + 1) % cpus).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--nats-url")
+            .arg(&self.nats_url)
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--admin")
+            .arg(self.admin.to_string())
+            .arg("--cores")
+            .arg(self.cores_arg())
+            .env("RUST_LOG", "info,openraft=warn,async_nats=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice");
+        wait_for_port(self.admin, &mut child, "sluice", &self.log);
+        for shard in 0..self.shards {
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.listen.port() + shard));
+            wait_for_port(addr, &mut child, "sluice shard", &self.log);
+        }
+        self.child = Some(child);
+    }
+
+    /// The port of shard `shard`.
+    pub fn shard_addr(&self, shard: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.listen.port() + shard))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (status 0).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        signal(&child, libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(status.success(), "sluice exited with {status}; log:\n{}", read_log(&self.log));
+                return;
+            }
+            if started.elapsed() > STOP_TIMEOUT {
+                let _ = child.kill();
+                panic!("sluice did not stop within {STOP_TIMEOUT:?}; log:\n{}", read_log(&self.log));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to sync or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// GET `path` on the admin port; the body.
+    pub fn admin_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(self.admin).expect("admin connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    }
+
+    /// A metric's value summed over shards.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.admin_get("/metrics")
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) with a pid we spawned and have not reaped; at worst it
+    // returns ESRCH.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, signal);
+    }
+}
+
+/// A current-thread tokio runtime for async-nats in tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
