@@ -131,7 +131,11 @@ impl ServeFlags {
             Some(list) => parse_cpu_list(&list)?,
             None => default_shard_cpus(online, control_cpu),
         };
-        if let Some(cpu) = shard_cpus.iter().chain([&control_cpu]).find(|c| **c >= online) {
+        if let Some(cpu) = shard_cpus
+            .iter()
+            .chain([&control_cpu])
+            .find(|c| **c >= online)
+        {
             return Err(ConfigError::Invalid(format!(
                 "CPU {cpu} does not exist: this machine has CPUs 0-{}",
                 online.saturating_sub(1)
@@ -173,13 +177,19 @@ impl ServeFlags {
     }
 }
 
-fn parse_addr(what: &'static str, value: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_addr(
+    what: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
     let value = value.unwrap_or_else(|| default.to_string());
-    value.parse().map_err(|e: std::net::AddrParseError| ConfigError::Address {
-        what,
-        reason: e.to_string(),
-        value,
-    })
+    value
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::Address {
+            what,
+            reason: e.to_string(),
+            value,
+        })
 }
 
 /// Online CPUs (at least 1).

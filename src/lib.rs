@@ -2,9 +2,9 @@
 
 pub mod client;
 pub mod cluster;
-pub mod protocol;
 pub mod config;
 pub mod control;
 pub mod cores;
+pub mod protocol;
 pub mod server;
 pub mod shard_server;

@@ -38,7 +38,10 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
             from_control,
             to_control,
         });
-        control_links.push(ControlLink { to_shard, from_shard });
+        control_links.push(ControlLink {
+            to_shard,
+            from_shard,
+        });
     }
     let mut runtime_config = ShardRuntimeConfig::new(config.shard_cpus.clone());
     runtime_config.io_memory_bytes = config.io_memory_bytes;
@@ -51,9 +54,11 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         sync: config.sync,
         segment_bytes: config.segment_bytes,
     };
-    let shards = ShardRuntime::start_with::<(), _, _, _>(runtime_config, shard_links, move |context, link| {
-        run_shard(context.shard_id.0, settings, link)
-    })?;
+    let shards = ShardRuntime::start_with::<(), _, _, _>(
+        runtime_config,
+        shard_links,
+        move |context, link| run_shard(context.shard_id.0, settings, link),
+    )?;
     let control_result = control::run(config, control_links);
     // The control core told every shard to stop (or dropped their rings on
     // error, which stops them too).

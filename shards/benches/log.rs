@@ -39,7 +39,7 @@
 //! | `SLUICE_BENCH_BYTES` | `256m` | read fill size, and the cap of the no-sync rows |
 //! | `SLUICE_BENCH_READ_PASSES` | 5 | timed read passes per side |
 //! | `SLUICE_BENCH_SEGMENT_BYTES` | 1 GiB | segment size (engine and raw files) |
-//! | `SLUICE_BENCH_ONLY` | `append,nosync,read` | sections to run, comma-separated; `uring` (not run by default) compares the raw loop with its `fdatasync` through glommio's io_uring |
+//! | `SLUICE_BENCH_ONLY` | `append,nosync,read` | sections to run, comma-separated; also (not run by default) `uring`: the raw loop with its `fdatasync` through glommio's io_uring, and `cpu`: the CPU cost per batch of the checks `append` runs |
 //! | `SLUICE_BENCH_ROLLS` | 0 | 1: let the log (and raw file) roll segments during append rows |
 //!
 //! By default an append row switches both sides to fresh files between
@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use shards::batch::{encode_batch, encoded_len, Header, Record};
+use shards::batch::{decode_batch, encode_batch, encoded_len, validate_batch, Header, Record};
 use shards::constants::SEGMENT_BYTES_DEFAULT;
 use shards::log::{LogConfig, PartitionLog, SyncPolicy};
 use shards::testing::run_on_executor;
@@ -194,6 +194,9 @@ fn main() {
         }
         if settings.runs("read") {
             read_section(&settings, &dir).await;
+        }
+        if settings.runs("cpu") {
+            cpu_section(&settings);
         }
     });
     drop(scratch);
@@ -350,11 +353,14 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy, left:
             human_bytes(settings.bytes)
         );
     }
+    let left_mb_s = format!("{label} MB/s");
+    let ratio = format!("{label}/raw");
+    let per_slice = format!("per-slice {label}/raw: median [min, max]");
     println!(
-        "{:>7} {:>4} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>7} | {}",
+        "{:>7} {:>4} | {:>10} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | {}",
         "batch",
         "prod",
-        format!("{label} MB/s"),
+        left_mb_s,
         "batch/s",
         "p50 us",
         "p99 us",
@@ -362,8 +368,8 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy, left:
         "batch/s",
         "p50 us",
         "p99 us",
-        format!("{label}/raw"),
-        format!("per-slice {label}/raw: median [min, max]")
+        ratio,
+        per_slice
     );
     let producers: &[usize] = if durable { &settings.producers } else { &[1] };
     let cap = if durable { u64::MAX } else { settings.bytes };
@@ -420,7 +426,7 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy, left:
                 _ => (f64::NAN, f64::NAN),
             };
             println!(
-                "{:>7} {:>4} | {:>9.1} {:>9.0} {:>9.1} {:>9.1} | {:>9.1} {:>9.0} {:>9.1} {:>9.1} | {:>6.0}% | {:.0}% [{:.0}%, {:.0}%] of {}",
+                "{:>7} {:>4} | {:>10.1} {:>9.0} {:>9.1} {:>9.1} | {:>9.1} {:>9.0} {:>9.1} {:>9.1} | {:>8.0}% | {:.0}% [{:.0}%, {:.0}%] of {}",
                 human_bytes(template.bytes.len() as u64),
                 p,
                 engine.mb_per_s(),
@@ -447,7 +453,7 @@ fn median(sorted: &[f64]) -> f64 {
         return f64::NAN;
     }
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
@@ -705,6 +711,79 @@ fn raw_segment(dir: &Path, n: u64, bytes: u64) -> File {
 }
 
 // ---------------------------------------------------------------------------
+// CPU cost of the checks `PartitionLog::append` runs on every batch
+
+/// Per-batch cost of what `append` does besides the `pwrite`: today it runs
+/// `check_batch_bytes` (= `validate_batch`, one CRC-32C pass) twice and
+/// `decode_batch` (a third CRC pass plus a full record decode) once.
+fn cpu_section(settings: &Settings) {
+    println!();
+    println!(
+        "diagnostic: CPU per batch of the append-path checks (ns; median of 5 runs of ~0.2 s)"
+    );
+    println!(
+        "{:>7} {:>7} | {:>14} {:>14} {:>14} {:>14}",
+        "batch", "records", "validate_batch", "decode_batch", "Bytes+decode", "Vec clone"
+    );
+    for &size in &settings.sizes {
+        let template = template(size);
+        let bytes = Bytes::from(template.bytes.clone());
+        let validate = time_per_op(|| {
+            std::hint::black_box(validate_batch(std::hint::black_box(&template.bytes)).is_ok());
+        });
+        let decode = time_per_op(|| {
+            std::hint::black_box(decode_batch(std::hint::black_box(&bytes)).is_ok());
+        });
+        // What `append` does: Vec -> Bytes, decode, Bytes -> Vec.
+        let mut owned = Some(template.bytes.clone());
+        let round_trip = time_per_op(|| {
+            let b = Bytes::from(owned.take().unwrap_or_default());
+            std::hint::black_box(decode_batch(&b).is_ok());
+            owned = Some(b.into());
+        });
+        let clone = time_per_op(|| {
+            std::hint::black_box(template.bytes.clone());
+        });
+        println!(
+            "{:>7} {:>7} | {:>14.0} {:>14.0} {:>14.0} {:>14.0}",
+            human_bytes(template.bytes.len() as u64),
+            template.records,
+            validate,
+            decode,
+            round_trip,
+            clone
+        );
+    }
+}
+
+/// Median ns per call of `op` over 5 timed runs of ~0.2 s each.
+fn time_per_op(mut op: impl FnMut()) -> f64 {
+    let mut calls = 1u64;
+    loop {
+        let t0 = Instant::now();
+        for _ in 0..calls {
+            op();
+        }
+        if t0.elapsed() >= Duration::from_millis(20) {
+            break;
+        }
+        calls *= 2;
+    }
+    calls *= 10;
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..calls {
+                op();
+            }
+            t0.elapsed().as_nanos() as f64 / calls as f64
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[2]
+}
+
+// ---------------------------------------------------------------------------
 // Read
 
 struct ReadMeasured {
@@ -884,11 +963,11 @@ fn raw_read(files: &[(File, u64)]) -> ReadMeasured {
 }
 
 fn human_bytes(n: u64) -> String {
-    if n >= 1 << 30 && n % (1 << 30) == 0 {
+    if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
         format!("{}GiB", n >> 30)
-    } else if n >= 1 << 20 && n % (1 << 20) == 0 {
+    } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{}KiB", n >> 10)
     } else {
         format!("{n}B")

@@ -6,8 +6,8 @@
 //! guarantees and what it leaves alone:
 //!
 //! * **Kept:** every record without a key; the latest record of every key.
-//!   A superseded record may survive a run (see "Bounded memory" and "Never
-//!   larger"); a later run removes it.
+//!   Every other keyed record in a rewritten segment is removed, except in
+//!   the rare case described under "Never larger".
 //! * **Offsets are never renumbered.** A rewritten batch keeps its base
 //!   offset and `lastOffsetDelta`, so it still spans its original offset
 //!   range; a batch left with no records is dropped (readers and recovery
@@ -47,9 +47,11 @@
 //!
 //! Reads go through the segment files' own handles (a snapshot: a segment
 //! deleted by retention meanwhile still reads), the task yields to the
-//! executor between batches, and the write gate is taken only for the swap
-//! ([`PartitionLog::install_cleaned_segment`]): appends are never held up
-//! by the rewrite itself. Run it in a low-priority task queue
+//! executor between batches, and the write gate (which serialises appends)
+//! is taken only to copy the segment list at the start and for each swap
+//! (`PartitionLog::install_cleaned_segment`: two directory fsyncs and a
+//! reopen that reads one index interval): appends are never held up by the
+//! reading or the rewriting. Run it in a low-priority task queue
 //! ([`crate::maintenance`]).
 //!
 //! # Crash safety
@@ -405,8 +407,8 @@ async fn write_survivors(
                 set_leader_epoch(&mut encoded, header.leader_epoch);
                 // Verify right before writing.
                 let new_header = validate_batch(&encoded).map_err(|source| LogError::Corrupt {
-                    path: segment.file.path().to_path_buf(),
-                    position,
+                    path: cleaned.file().path().to_path_buf(),
+                    position: Position(cleaned.size()),
                     source,
                 })?;
                 cleaned.append(&encoded, &new_header)?;
@@ -885,7 +887,7 @@ mod tests {
         let path = dir.path().join("p0");
         run_on_executor(async move {
             let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
-            let model = append_workload(&log, 300, 7).await;
+            let model = append_workload(&log, 150, 7).await;
             let want = expected(&model, active_base(&log), log.high_watermark());
             // Room for about three of the twelve keys.
             let config = CompactionConfig {

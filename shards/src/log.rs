@@ -52,9 +52,14 @@ use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
 use crate::segment::{
     check_batch_bytes, cleaned_file_name, is_cleaned_file_name, parse_segment_file_name,
-    remove_if_exists, segment_file_name, Segment, SegmentConfig, SegmentFile, SegmentRecovery,
+    remove_if_exists, segment_file_name, RecoveryScan, Segment, SegmentConfig, SegmentFile,
+    SegmentRecovery,
 };
 use crate::types::{LeaderEpoch, Offset, Position, TimestampMs};
+
+/// Written (and fsynced) by `close` after the final sync; its absence on
+/// open means a crash, and the active segment is then checked in full.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
 /// Name of the high-watermark checkpoint file in a partition directory.
 pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
@@ -279,6 +284,10 @@ struct LogState {
     failed: bool,
     closed: bool,
     fsync_stats: FsyncStats,
+    /// The segments as they were when `truncate_to` began, while it has
+    /// segments out of the map: `segments()` reports these and the sync task
+    /// waits (the truncation makes its own result durable).
+    truncation_snapshot: Option<Vec<SegmentInfo>>,
     /// A compaction is running (at most one per log: its `*.cleaned` files
     /// have fixed names).
     compacting: bool,
@@ -313,14 +322,21 @@ impl PartitionLog {
                 .map_err(|e| LogError::glommio("remove compaction leftover", &leftover, e))?;
         }
         let segment_config = config.segment_config();
+        let clean_marker = config.dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = BufferedFile::open(&clean_marker).await.is_ok();
         let mut report = RecoveryReport::default();
         let mut segments = BTreeMap::new();
         let last_base = bases.last().copied();
         let mut previous_end: Option<Offset> = None;
         for (i, &base) in bases.iter().enumerate() {
             let active = Some(base) == last_base;
+            let scan = if active && !clean_shutdown {
+                RecoveryScan::Full
+            } else {
+                RecoveryScan::FromLastIndexEntry
+            };
             let (segment, recovery) =
-                Segment::open(&config.dir, base, &segment_config, active).await?;
+                Segment::open(&config.dir, base, &segment_config, active, scan).await?;
             let gap_backwards = previous_end.is_some_and(|end| base < end);
             let cut_short = recovery.truncated_bytes > 0 && !active;
             if recovery != SegmentRecovery::default() {
@@ -353,6 +369,13 @@ impl PartitionLog {
                 let next = last.get().next_offset();
                 last.get_mut().truncate_to(next, &segment_config).await?;
             }
+        }
+        if clean_shutdown {
+            // From here on the log changes again; a crash must not find a
+            // stale marker.
+            glommio::io::remove(&clean_marker)
+                .await
+                .map_err(|e| LogError::glommio("remove clean-shutdown marker", &clean_marker, e))?;
         }
         directory
             .sync()
@@ -391,6 +414,7 @@ impl PartitionLog {
             failed: false,
             closed: false,
             fsync_stats: FsyncStats::default(),
+            truncation_snapshot: None,
             compacting: false,
         };
         let mut log = PartitionLog {
@@ -565,19 +589,18 @@ impl PartitionLog {
                 state.config.segment_config(),
             )
         };
-        // Seal outside the borrow: take the segment out, seal, put it back.
-        let mut active = {
-            let mut state = self.state.borrow_mut();
-            let key = state.active().base();
-            state.segments.remove(&key)
-        }
-        .ok_or(LogError::Closed)?;
-        let sealed = active.seal().await;
-        let active_base = active.base();
-        self.state.borrow_mut().segments.insert(active_base, active);
-        if let Err(err) = sealed {
+        // Seal through the shared file handle so the segment stays in the map
+        // (readers and `segments()` keep seeing it) and no borrow is held
+        // across the awaits; the write gate keeps appenders out meanwhile.
+        let (file, logical_size) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            (active.file().clone(), active.size())
+        };
+        if let Err(err) = seal_file(&file, logical_size).await {
             return Err(self.fail_stop(err));
         }
+        self.state.borrow_mut().active_mut().mark_sealed();
         let segment = Segment::create(&dir, base, &segment_config).await?;
         sync_directory(&dir).await?;
         let mut state = self.state.borrow_mut();
@@ -743,6 +766,13 @@ impl PartitionLog {
             if offset >= state.log_end {
                 return Ok(state.log_end);
             }
+            let active_base = state.segments.keys().next_back().copied();
+            let snapshot = state
+                .segments
+                .values()
+                .map(|s| s.info(Some(s.base()) == active_base))
+                .collect();
+            state.truncation_snapshot = Some(snapshot);
             let keep_from = state.segments.range(..=offset).next_back().map(|(b, _)| *b);
             let doomed_keys: Vec<Offset> = state
                 .segments
@@ -760,41 +790,42 @@ impl PartitionLog {
                 doomed,
             )
         };
-        remove_segments(&doomed).await?;
-        let mut tail = {
-            let mut state = self.state.borrow_mut();
-            match state.segments.pop_last() {
-                Some((_, tail)) => tail,
-                None => {
-                    drop(state);
-                    Segment::create(&dir, offset, &segment_config).await?
+        if let Err(err) = remove_segments(&doomed).await {
+            self.state.borrow_mut().truncation_snapshot = None;
+            return Err(self.fail_stop(err));
+        }
+        let popped = self.state.borrow_mut().segments.pop_last();
+        let mut tail = match popped {
+            Some((_, tail)) => tail,
+            None => match Segment::create(&dir, offset, &segment_config).await {
+                Ok(segment) => segment,
+                // Without a segment the log cannot go on: fail-stop (appends
+                // check that before touching the map).
+                Err(err) => {
+                    self.state.borrow_mut().truncation_snapshot = None;
+                    return Err(self.fail_stop(err));
                 }
-            }
+            },
         };
         let truncated = tail.truncate_to(offset, &segment_config).await;
         let new_end = tail.next_offset();
         let tail_base = tail.base();
-        let mut state = self.state.borrow_mut();
-        state.segments.insert(tail_base, tail);
-        if let Err(err) = truncated {
-            drop(state);
+        let failed = {
+            let mut state = self.state.borrow_mut();
+            state.segments.insert(tail_base, tail);
+            state.truncation_snapshot = None;
+            match truncated {
+                Err(err) => Some(err),
+                Ok(_) => {
+                    state.apply_truncation(new_end);
+                    None
+                }
+            }
+        };
+        if let Some(err) = failed {
             return Err(self.fail_stop(err));
         }
-        state.log_start = *state.segments.keys().next().unwrap_or(&new_end);
-        state.log_end = new_end;
-        state.stable = state.stable.min(new_end);
-        state.high_watermark = state.high_watermark.min(new_end);
-        state.truncation_generation += 1;
-        state.active_since = Instant::now();
-        while let Some((last, _)) = state.commit_waiters.back() {
-            if *last < new_end {
-                break;
-            }
-            if let Some((_, tx)) = state.commit_waiters.pop_back() {
-                let _ = tx.send(CommitOutcome::Truncated);
-            }
-        }
-        drop(state);
+        self.unsynced.signal();
         sync_directory(&dir).await?;
         Ok(new_end)
     }
@@ -835,17 +866,14 @@ impl PartitionLog {
 
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let state = self.state.borrow();
-        let active_base = state.active().base();
+        if let Some(snapshot) = &state.truncation_snapshot {
+            return snapshot.clone();
+        }
+        let active_base = state.segments.keys().next_back().copied();
         state
             .segments
             .values()
-            .map(|s| SegmentInfo {
-                base_offset: s.base(),
-                next_offset: s.next_offset(),
-                size_bytes: s.size(),
-                max_timestamp: s.max_timestamp(),
-                active: s.base() == active_base,
-            })
+            .map(|s| s.info(Some(s.base()) == active_base))
             .collect()
     }
 
@@ -882,13 +910,13 @@ impl PartitionLog {
         Ok(count)
     }
 
-    /// Whether [`Self::close`] has begun (or the log was dropped): background
-    /// tasks such as maintenance stop when they see it.
     /// Latency of the group-commit `fdatasync`s so far.
     pub fn fsync_stats(&self) -> FsyncStats {
         self.state.borrow().fsync_stats.clone()
     }
 
+    /// Whether [`Self::close`] has begun (or the log was dropped): background
+    /// tasks such as maintenance stop when they see it.
     pub fn is_closed(&self) -> bool {
         self.state.borrow().closed
     }
@@ -1004,6 +1032,7 @@ impl PartitionLog {
         self.high_watermark_moved.wake_all();
         if sync_on_close {
             file.fdatasync().await?;
+            write_clean_shutdown_marker(&self.dir()).await?;
             let (commit, dir, hw) = {
                 let state = self.state.borrow();
                 (
@@ -1071,6 +1100,25 @@ impl LogState {
         let (tx, rx) = oneshot::channel();
         self.commit_waiters.push_back((last, tx));
         Some(rx)
+    }
+
+    /// Moves every watermark down to `new_end` after a truncation and fails
+    /// the appends waiting on removed offsets.
+    fn apply_truncation(&mut self, new_end: Offset) {
+        self.log_start = *self.segments.keys().next().unwrap_or(&new_end);
+        self.log_end = new_end;
+        self.stable = self.stable.min(new_end);
+        self.high_watermark = self.high_watermark.min(new_end);
+        self.truncation_generation += 1;
+        self.active_since = Instant::now();
+        while let Some((last, _)) = self.commit_waiters.back() {
+            if *last < new_end {
+                break;
+            }
+            if let Some((_, tx)) = self.commit_waiters.pop_back() {
+                let _ = tx.send(CommitOutcome::Truncated);
+            }
+        }
     }
 
     fn mark_stable(&mut self, target: Offset) {
@@ -1144,7 +1192,16 @@ async fn install_cleaned(
     };
     let swapped = swap_cleaned_files(&dir, base).await;
     let reopened = match swapped {
-        Ok(()) => Segment::open(&dir, base, &segment_config, false).await,
+        Ok(()) => {
+            Segment::open(
+                &dir,
+                base,
+                &segment_config,
+                false,
+                RecoveryScan::FromLastIndexEntry,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
     let mut state = state.borrow_mut();
@@ -1223,16 +1280,28 @@ async fn sync_loop(
             }
             SyncPolicy::EveryBatch => {}
         }
-        let (target, file, generation) = {
+        let next = {
             let state = state.borrow();
             if state.failed || state.log_end <= state.stable {
                 continue;
             }
-            (
-                state.log_end,
-                state.active().file().clone(),
-                state.truncation_generation,
-            )
+            // While `truncate_to` has the tail out of the map there is nothing
+            // to sync (it syncs the tail itself) and it signals when done.
+            if state.truncation_snapshot.is_some() {
+                None
+            } else {
+                state.segments.values().next_back().map(|active| {
+                    (
+                        state.log_end,
+                        active.file().clone(),
+                        state.truncation_generation,
+                    )
+                })
+            }
+        };
+        let Some((target, file, generation)) = next else {
+            unsynced.wait().await;
+            continue;
         };
         let started = Instant::now();
         let result = file.fdatasync().await;
@@ -1281,6 +1350,29 @@ fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<(Vec<Offse
     Ok((bases, leftovers))
 }
 
+/// Records, durably, that every byte of the log was synced at close.
+async fn write_clean_shutdown_marker(dir: &Path) -> LogResult<()> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&path)
+        .await
+        .map_err(|e| LogError::glommio("create clean-shutdown marker", &path, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| LogError::glommio("sync clean-shutdown marker", &path, e))?;
+    let _ = file.close().await;
+    sync_directory(dir).await
+}
+
+/// Truncates a segment file to its logical end and makes that durable.
+async fn seal_file(file: &SegmentFile, logical_size: u64) -> LogResult<()> {
+    file.truncate(logical_size).await?;
+    file.fdatasync().await
+}
+
 async fn remove_segments(segments: &[Segment]) -> LogResult<()> {
     for segment in segments {
         segment.remove_files().await?;
@@ -1290,7 +1382,8 @@ async fn remove_segments(segments: &[Segment]) -> LogResult<()> {
 
 async fn remove_later(dir: &Path, bases: &[Offset], config: &SegmentConfig) -> LogResult<()> {
     for &base in bases {
-        let (segment, _) = Segment::open(dir, base, config, false).await?;
+        let (segment, _) =
+            Segment::open(dir, base, config, false, RecoveryScan::FromLastIndexEntry).await?;
         segment.remove_files().await?;
     }
     Ok(())

@@ -250,14 +250,15 @@ mod tests {
                     ..RetentionPolicy::UNLIMITED
                 },
                 compact: true,
-                interval: Duration::from_millis(5),
+                interval: Duration::from_millis(10),
             };
             let task = spawn_maintenance(log.clone(), policy, maintenance_queue());
             let total = 2_000u64;
-            for i in 0..total {
-                let appended = log.append_records(&[record(i)]).await.expect("append");
-                assert_eq!(appended.base_offset, Offset(i));
-                if i % 50 == 0 {
+            for first in (0..total).step_by(4) {
+                let records: Vec<Record> = (first..first + 4).map(record).collect();
+                let appended = log.append_records(&records).await.expect("append");
+                assert_eq!(appended.base_offset, Offset(first));
+                if first % 100 == 0 {
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                 }
             }

@@ -99,6 +99,13 @@ impl SegmentFile {
         Ok(out)
     }
 
+    pub(crate) async fn truncate(&self, len: u64) -> LogResult<()> {
+        self.file
+            .truncate(len)
+            .await
+            .map_err(|e| LogError::glommio("truncate segment", &self.path, e))
+    }
+
     pub(crate) async fn fdatasync(&self) -> LogResult<()> {
         self.file
             .fdatasync()
@@ -132,6 +139,17 @@ pub struct SegmentRecovery {
     pub batches_scanned: u64,
     /// Whether the indexes had to be rebuilt from scratch.
     pub index_rebuilt: bool,
+}
+
+/// How much of a segment recovery checks batch by batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecoveryScan {
+    /// From the last index entry that points at a valid batch: after a clean
+    /// shutdown everything before it was fsynced and checked when written.
+    FromLastIndexEntry,
+    /// Every batch, rebuilding the indexes: after a crash, an intact later
+    /// batch does not prove that unsynced earlier ones reached the disk.
+    Full,
 }
 
 pub(crate) struct SegmentConfig {
@@ -233,6 +251,7 @@ impl Segment {
         base: Offset,
         config: &SegmentConfig,
         active: bool,
+        scan: RecoveryScan,
     ) -> LogResult<(Segment, SegmentRecovery)> {
         let path = dir.join(segment_file_name(base, "log"));
         let file = OpenOptions::new()
@@ -265,7 +284,7 @@ impl Segment {
             index_interval_bytes: config.index_interval_bytes,
             preallocated_bytes: file_bytes,
         };
-        let recovery = segment.recover(file_bytes).await?;
+        let recovery = segment.recover(file_bytes, scan).await?;
         if active {
             if config.preallocate && segment.preallocated_bytes < config.segment_bytes {
                 segment.preallocate(config.segment_bytes).await?;
@@ -278,9 +297,12 @@ impl Segment {
 
     /// Finds the logical end: picks a trusted starting point from the
     /// indexes, then validates every batch from there to the end.
-    async fn recover(&mut self, file_bytes: u64) -> LogResult<SegmentRecovery> {
+    async fn recover(&mut self, file_bytes: u64, scan: RecoveryScan) -> LogResult<SegmentRecovery> {
         let mut report = SegmentRecovery::default();
-        let start = self.trusted_scan_start(file_bytes).await?;
+        let start = match scan {
+            RecoveryScan::FromLastIndexEntry => self.trusted_scan_start(file_bytes).await?,
+            RecoveryScan::Full => None,
+        };
         let (start_position, start_offset, max_ts_before) = match start {
             Some(start) => start,
             None => {
@@ -499,9 +521,15 @@ impl Segment {
     /// Truncates the file to its logical end and makes that durable. Called
     /// when the segment stops being the active one.
     pub(crate) async fn seal(&mut self) -> LogResult<()> {
-        self.truncate_file(self.size).await?;
-        self.preallocated_bytes = 0;
+        self.file.truncate(self.size).await?;
+        self.mark_sealed();
         self.file.fdatasync().await
+    }
+
+    /// Records that the file was truncated to its logical end (see
+    /// [`Self::seal`]; the log seals through the shared file handle).
+    pub(crate) fn mark_sealed(&mut self) {
+        self.preallocated_bytes = 0;
     }
 
     /// Removes every batch at or after the one containing `offset`; returns
@@ -523,7 +551,9 @@ impl Segment {
         self.size = location.position.0;
         self.discard_tail().await?;
         let file_bytes = self.size;
-        let recovery = self.recover(file_bytes).await?;
+        let recovery = self
+            .recover(file_bytes, RecoveryScan::FromLastIndexEntry)
+            .await?;
         debug_assert_eq!(recovery.truncated_bytes, 0);
         if config.preallocate && self.preallocated_bytes < config.segment_bytes {
             self.preallocate(config.segment_bytes).await?;
@@ -593,8 +623,27 @@ impl Segment {
         if offset >= self.next_offset {
             return Ok(None);
         }
-        let start = self.offset_index.floor_by_offset(offset);
-        self.scan_headers(start.position, |loc| loc.header.last_offset() >= offset)
+        let start = self.verified(self.offset_index.floor_by_offset(offset));
+        self.scan_headers(start, |loc| loc.header.last_offset() >= offset)
+    }
+
+    /// The entry's position if a batch with the entry's offset starts there;
+    /// otherwise (a damaged index) the segment start, so a lookup stays
+    /// correct, only slower. Indexes are rebuilt on the next crash recovery.
+    fn verified(&self, entry: crate::index::OffsetIndexEntry) -> Position {
+        if entry.position.0 == 0 {
+            return Position(0);
+        }
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        let matches = pread_full(self.file.raw_fd(), &mut header, entry.position.0)
+            .is_ok_and(|read| read == BATCH_HEADER_BYTES)
+            && BatchHeader::parse(&header).is_ok_and(|h| h.base_offset == entry.offset);
+        if matches {
+            return entry.position;
+        }
+        tracing::warn!(segment = %self.file.path.display(), offset = entry.offset.0,
+            position = entry.position.0, "offset index entry does not match the log; scanning from the segment start");
+        Position(0)
     }
 
     /// The end of the last whole batch that starts at or after `from` and
@@ -609,7 +658,7 @@ impl Segment {
             return Ok(Position(self.size));
         }
         let hint = self.offset_index.floor_by_position(limit);
-        let scan_from = if hint.position > from {
+        let scan_from = if hint.position > from && self.verified(hint) == hint.position {
             hint.position
         } else {
             from
@@ -634,8 +683,8 @@ impl Segment {
             return Ok(None);
         }
         let start_offset = self.time_index.scan_start(target);
-        let start = self.offset_index.floor_by_offset(start_offset);
-        self.scan_headers(start.position, |loc| loc.header.max_timestamp >= target)
+        let start = self.verified(self.offset_index.floor_by_offset(start_offset));
+        self.scan_headers(start, |loc| loc.header.max_timestamp >= target)
     }
 
     pub(crate) async fn remove_files(&self) -> LogResult<()> {
@@ -648,6 +697,16 @@ impl Segment {
         self.time_index.remove().await
     }
 
+    pub(crate) fn info(&self, active: bool) -> crate::log::SegmentInfo {
+        crate::log::SegmentInfo {
+            base_offset: self.base,
+            next_offset: self.next_offset,
+            size_bytes: self.size,
+            max_timestamp: self.max_timestamp,
+            active,
+        }
+    }
+
     pub(crate) fn base(&self) -> Offset {
         self.base
     }
@@ -656,9 +715,6 @@ impl Segment {
     }
     pub(crate) fn next_offset(&self) -> Offset {
         self.next_offset
-    }
-    pub(crate) fn max_timestamp(&self) -> TimestampMs {
-        self.max_timestamp
     }
     pub(crate) fn file(&self) -> &Rc<SegmentFile> {
         &self.file

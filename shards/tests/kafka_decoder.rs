@@ -90,8 +90,10 @@ fn dataset(seed: u64, null_header_values: bool, monotonic_timestamps: bool) -> V
 /// Writes the batches to a log in `dir` and closes it.
 fn write_log(dir: &Path, batches: &[Batch]) {
     let dir = dir.to_path_buf();
-    let batches: Vec<(i32, Vec<Record>)> =
-        batches.iter().map(|b| (b.epoch, b.records.clone())).collect();
+    let batches: Vec<(i32, Vec<Record>)> = batches
+        .iter()
+        .map(|b| (b.epoch, b.records.clone()))
+        .collect();
     run_on_executor(async move {
         let mut config = LogConfig::new(&dir);
         config.segment_bytes = SEGMENT_BYTES;
@@ -103,7 +105,10 @@ fn write_log(dir: &Path, batches: &[Batch]) {
             assert_eq!(appended.base_offset.0, next);
             next += records.len() as u64;
         }
-        assert!(log.segments().len() >= 4, "the log must span several segments");
+        assert!(
+            log.segments().len() >= 4,
+            "the log must span several segments"
+        );
         log.close().await.expect("close");
     });
 }
@@ -125,7 +130,12 @@ fn kafka_protocol_decodes_every_segment_file() {
     let mut next_offset = 0i64;
     for (i, (base, path)) in files.iter().enumerate() {
         let active = i + 1 == files.len();
-        assert_eq!(*base as i64, next_offset, "{} starts elsewhere", path.display());
+        assert_eq!(
+            *base as i64,
+            next_offset,
+            "{} starts elsewhere",
+            path.display()
+        );
         let mut buf = Bytes::from(std::fs::read(path).expect("read segment file"));
         // Bounded: every iteration consumes one batch of at least 61 bytes.
         for _ in 0..=buf.len() / 61 {
@@ -140,7 +150,10 @@ fn kafka_protocol_decodes_every_segment_file() {
                 panic!("{} holds more batches than were written", path.display());
             };
             assert_eq!(set.version, 2);
-            assert_eq!(set.compression, RecordCompression::RecordBatch(Compression::None));
+            assert_eq!(
+                set.compression,
+                RecordCompression::RecordBatch(Compression::None)
+            );
             assert_eq!(set.records.len(), batch.records.len());
             for (got, want) in set.records.iter().zip(&batch.records) {
                 assert_eq!(got.offset, next_offset);
@@ -161,7 +174,10 @@ fn kafka_protocol_decodes_every_segment_file() {
                     .map(|(k, v)| (k.as_str().to_string(), v.clone()))
                     .collect();
                 assert_eq!(got_headers, want_headers, "offset {next_offset}");
-                assert_eq!(got.partition_leader_epoch, batch.epoch, "offset {next_offset}");
+                assert_eq!(
+                    got.partition_leader_epoch, batch.epoch,
+                    "offset {next_offset}"
+                );
                 assert_eq!(got.producer_id, -1);
                 assert_eq!(got.producer_epoch, -1);
                 assert!(!got.transactional && !got.control);
@@ -171,9 +187,16 @@ fn kafka_protocol_decodes_every_segment_file() {
         }
         if active {
             assert!(!buf.is_empty(), "the active segment is preallocated");
-            assert!(is_zero(&buf), "bytes after the last batch of the active segment");
+            assert!(
+                is_zero(&buf),
+                "bytes after the last batch of the active segment"
+            );
         } else {
-            assert!(buf.is_empty(), "{} is not sealed to its exact size", path.display());
+            assert!(
+                buf.is_empty(),
+                "{} is not sealed to its exact size",
+                path.display()
+            );
         }
     }
     assert!(batches.next().is_none(), "batches missing from the files");

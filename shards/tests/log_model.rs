@@ -199,6 +199,9 @@ struct Model {
     hw: u64,
     /// Last high watermark written to the checkpoint file.
     checkpoint: Option<u64>,
+    /// Lowest truncation below `checkpoint` since it was written (see
+    /// [`replicated_hw_after_an_unclean_restart_stays_committed`]).
+    checkpoint_cut: Option<u64>,
     leader_epoch: i32,
 }
 
@@ -235,16 +238,36 @@ impl Model {
         }
     }
 
-    /// The state `open` must recover after a close (`clean`) or a drop.
-    fn reopened(&mut self, clean: bool) {
+    fn checkpointed(&mut self) {
+        self.checkpoint = Some(self.hw);
+        self.checkpoint_cut = None;
+    }
+
+    fn truncated(&mut self, new_end: u64) {
+        self.batches
+            .truncate(self.batches.partition_point(|b| b.base < new_end));
+        self.hw = self.hw.min(new_end);
+        if self.checkpoint.is_some_and(|c| c > new_end) {
+            self.checkpoint_cut = Some(self.checkpoint_cut.map_or(new_end, |t| t.min(new_end)));
+        }
+    }
+
+    /// The range of high watermarks `open` may recover after a close
+    /// (`clean`) or a drop. Exact, except after a truncation below the
+    /// checkpoint: today's engine then resumes from the stale checkpoint
+    /// (the top of the range); a fixed one from the truncation point.
+    fn reopened(&mut self, clean: bool) -> (u64, u64) {
         if clean && self.commit == CommitMode::Replicated && self.sync != SyncPolicy::Never {
-            self.checkpoint = Some(self.hw);
+            self.checkpointed();
         }
         self.leader_epoch = LeaderEpoch::NONE.0;
-        self.hw = match self.commit {
-            CommitMode::Local => self.end(),
-            CommitMode::Replicated => self.checkpoint.map_or(0, |c| c.min(self.end())),
-        };
+        match self.commit {
+            CommitMode::Local => (self.end(), self.end()),
+            CommitMode::Replicated => {
+                let high = self.checkpoint.map_or(0, |c| c.min(self.end()));
+                (self.checkpoint_cut.map_or(high, |t| t.min(high)), high)
+            }
+        }
     }
 }
 
@@ -290,7 +313,15 @@ fn fail(context: &str, err: LogError) -> TestCaseError {
     TestCaseError::fail(format!("{context}: {err}"))
 }
 
-async fn open(path: &PathBuf, spec: &ConfigSpec, model: &Model) -> Result<PartitionLog, TestCaseError> {
+/// Opens the log; `clean` when the previous instance was closed with a
+/// final sync (it left a clean-shutdown marker, so recovery may trust the
+/// indexes; after a drop it rescans the active segment and rebuilds them).
+async fn open(
+    path: &PathBuf,
+    spec: &ConfigSpec,
+    model: &Model,
+    clean: bool,
+) -> Result<PartitionLog, TestCaseError> {
     let (log, report) = PartitionLog::open(log_config(path, spec))
         .await
         .map_err(|e| fail("open", e))?;
@@ -298,8 +329,19 @@ async fn open(path: &PathBuf, spec: &ConfigSpec, model: &Model) -> Result<Partit
     prop_assert!(!report.mid_log_corruption);
     for (base, recovery) in &report.repaired {
         // Every write completed before the reopen: nothing may be torn.
-        prop_assert_eq!(recovery.truncated_bytes, 0, "segment {} {:?}", base, recovery);
-        prop_assert!(!recovery.index_rebuilt, "segment {} {:?}", base, recovery);
+        prop_assert_eq!(
+            recovery.truncated_bytes,
+            0,
+            "segment {} {:?}",
+            base,
+            recovery
+        );
+        prop_assert!(
+            !clean || !recovery.index_rebuilt,
+            "segment {} {:?}",
+            base,
+            recovery
+        );
     }
     Ok(log)
 }
@@ -311,9 +353,10 @@ async fn run_case(path: PathBuf, spec: ConfigSpec, ops: Vec<Op>) -> CaseResult {
         batches: Vec::new(),
         hw: 0,
         checkpoint: None,
+        checkpoint_cut: None,
         leader_epoch: LeaderEpoch::NONE.0,
     };
-    let mut log = Some(open(&path, &spec, &model).await?);
+    let mut log = Some(open(&path, &spec, &model, false).await?);
     for (step, op) in ops.iter().enumerate() {
         let Some(current) = log.as_ref() else {
             return Err(TestCaseError::fail("log lost"));
@@ -329,8 +372,18 @@ async fn run_case(path: PathBuf, spec: ConfigSpec, ops: Vec<Op>) -> CaseResult {
                 } else {
                     drop(old);
                 }
-                model.reopened(clean);
-                let reopened = open(&path, &spec, &model).await?;
+                let (low, high) = model.reopened(clean);
+                let marked = clean && spec.sync != SyncPolicy::Never;
+                let reopened = open(&path, &spec, &model, marked).await?;
+                let hw = reopened.high_watermark().0;
+                prop_assert!(
+                    low <= hw && hw <= high,
+                    "HW {} outside [{}, {}]",
+                    hw,
+                    low,
+                    high
+                );
+                model.hw = hw;
                 let scanned = check_full_scan(&reopened, &model, 1 << 20).await;
                 log = Some(reopened);
                 scanned
@@ -380,7 +433,7 @@ async fn apply(log: &PartitionLog, spec: &ConfigSpec, model: &mut Model, op: &Op
             log.checkpoint_high_watermark()
                 .await
                 .map_err(|e| fail("checkpoint", e))?;
-            model.checkpoint = Some(model.hw);
+            model.checkpointed();
             Ok(())
         }
         Op::SetLeaderEpoch(epoch) => {
@@ -408,7 +461,12 @@ async fn apply(log: &PartitionLog, spec: &ConfigSpec, model: &mut Model, op: &Op
     }
 }
 
-async fn append(log: &PartitionLog, spec: &ConfigSpec, model: &mut Model, specs: &[RecordSpec]) -> CaseResult {
+async fn append(
+    log: &PartitionLog,
+    spec: &ConfigSpec,
+    model: &mut Model,
+    specs: &[RecordSpec],
+) -> CaseResult {
     let records: Vec<Record> = specs.iter().map(RecordSpec::build).collect();
     let bytes = encoded_len(&records) as u64;
     let result = log.append_records(&records).await;
@@ -425,7 +483,10 @@ async fn append(log: &PartitionLog, spec: &ConfigSpec, model: &mut Model, specs:
     let appended = result.map_err(|e| fail("append", e))?;
     let base = model.end();
     prop_assert_eq!(appended.base_offset, Offset(base));
-    prop_assert_eq!(appended.last_offset, Offset(base + records.len() as u64 - 1));
+    prop_assert_eq!(
+        appended.last_offset,
+        Offset(base + records.len() as u64 - 1)
+    );
     let epoch = model.leader_epoch;
     model.push(base, records, bytes, epoch);
     Ok(())
@@ -485,10 +546,16 @@ async fn truncate(log: &PartitionLog, model: &mut Model, at: u64) -> CaseResult 
         Some(i) => (model.batches[i].base, i),
         None => (end, model.batches.len()),
     };
-    prop_assert_eq!(got, Offset(expected), "truncate_to({}) with end {}", target, end);
+    prop_assert_eq!(
+        got,
+        Offset(expected),
+        "truncate_to({}) with end {}",
+        target,
+        end
+    );
     prop_assert!(got.0 <= target.max(end));
-    model.batches.truncate(keep);
-    model.hw = model.hw.min(expected);
+    model.truncated(expected);
+    prop_assert_eq!(model.batches.len(), keep);
     check_full_scan(log, model, 8192).await
 }
 
@@ -509,9 +576,24 @@ fn same_batch(
     want: &ModelBatch,
 ) -> CaseResult {
     prop_assert_eq!(header.base_offset, Offset(want.base));
-    prop_assert_eq!(header.total_bytes() as u64, want.bytes, "batch {}", want.base);
-    prop_assert_eq!(header.leader_epoch, LeaderEpoch(want.epoch), "batch {}", want.base);
-    prop_assert_eq!(header.max_timestamp.0, want.max_timestamp(), "batch {}", want.base);
+    prop_assert_eq!(
+        header.total_bytes() as u64,
+        want.bytes,
+        "batch {}",
+        want.base
+    );
+    prop_assert_eq!(
+        header.leader_epoch,
+        LeaderEpoch(want.epoch),
+        "batch {}",
+        want.base
+    );
+    prop_assert_eq!(
+        header.max_timestamp.0,
+        want.max_timestamp(),
+        "batch {}",
+        want.base
+    );
     prop_assert_eq!(records.len(), want.records.len(), "batch {}", want.base);
     for (i, (got, expected)) in records.iter().zip(&want.records).enumerate() {
         same_record(got, want.base + i as u64, expected)?;
@@ -552,12 +634,20 @@ async fn check_read(log: &PartitionLog, model: &Model, at: u64, max_bytes: u64) 
     prop_assert_eq!(slice.high_watermark, Offset(model.hw));
     prop_assert_eq!(slice.log_start, Offset(0));
     prop_assert_eq!(slice.first_batch_offset, Offset(model.batches[first].base));
-    let bytes = slice.read_bytes().await.map_err(|e| fail("read_bytes", e))?;
+    let bytes = slice
+        .read_bytes()
+        .await
+        .map_err(|e| fail("read_bytes", e))?;
     prop_assert_eq!(bytes.len() as u64, slice.len);
     let batches = decode_all(&bytes);
     prop_assert!(!batches.is_empty());
     if batches.len() > 1 {
-        prop_assert!(slice.len <= max_bytes, "{} bytes > max {}", slice.len, max_bytes);
+        prop_assert!(
+            slice.len <= max_bytes,
+            "{} bytes > max {}",
+            slice.len,
+            max_bytes
+        );
     }
     for (k, (header, records)) in batches.iter().enumerate() {
         let Some(want) = model.batches.get(first + k) else {
@@ -591,7 +681,12 @@ async fn check_read(log: &PartitionLog, model: &Model, at: u64, max_bytes: u64) 
 async fn check_full_scan(log: &PartitionLog, model: &Model, max_bytes: u64) -> CaseResult {
     let batches = read_all(log, max_bytes).await;
     let readable = model.batches.partition_point(|b| b.next() <= model.hw);
-    prop_assert_eq!(batches.len(), readable, "readable end {}", model.readable_end());
+    prop_assert_eq!(
+        batches.len(),
+        readable,
+        "readable end {}",
+        model.readable_end()
+    );
     for ((header, records), want) in batches.iter().zip(&model.batches) {
         same_batch(header, records, want)?;
     }
@@ -622,8 +717,14 @@ fn check_invariants(log: &PartitionLog, spec: &ConfigSpec, model: &Model) -> Cas
         let starts_at_batch = inside.first().map_or(segment.base_offset.0 == end, |b| {
             b.base == segment.base_offset.0
         });
-        prop_assert!(starts_at_batch, "segment {:?} not at a batch boundary", segment);
-        let ends_at_batch = inside.last().map_or(true, |b| b.next() == segment.next_offset.0);
+        prop_assert!(
+            starts_at_batch,
+            "segment {:?} not at a batch boundary",
+            segment
+        );
+        let ends_at_batch = inside
+            .last()
+            .is_none_or(|b| b.next() == segment.next_offset.0);
         prop_assert!(ends_at_batch, "segment {:?} splits a batch", segment);
         let bytes: u64 = inside.iter().map(|b| b.bytes).sum();
         prop_assert_eq!(segment.size_bytes, bytes, "{:?}", segment);
@@ -647,8 +748,9 @@ fn record_of(i: u64, value_bytes: usize) -> Record {
 }
 
 /// Checks, every 200 µs until `stop`, what any reader of the log may rely
-/// on: the segments cover `[log_start, log_end)` without a hole, and the
-/// last one is the active one. Returns how many checks ran.
+/// on: the segments cover `[log_start, log_end)` without a hole (the tail
+/// may briefly reach past the end while a truncation runs), and the last
+/// one is the active one. Returns how many checks ran.
 fn spawn_observer(
     log: std::rc::Rc<PartitionLog>,
     stop: std::rc::Rc<std::cell::Cell<bool>>,
@@ -660,7 +762,7 @@ fn spawn_observer(
             let segments = log.segments();
             let last = segments.last().expect("a log always has a segment");
             assert!(last.active, "last segment not active: {segments:?}");
-            assert_eq!(last.next_offset, end, "hole at the end: {segments:?}");
+            assert!(last.next_offset >= end, "hole below {end}: {segments:?}");
             for pair in segments.windows(2) {
                 assert_eq!(pair[0].next_offset, pair[1].base_offset, "{segments:?}");
             }
@@ -739,5 +841,113 @@ fn concurrent_appends_across_rolls_stay_durable_and_readable() {
         assert!(observer.await > 0);
         assert_eq!(log.stable_offset(), Offset(200));
         assert_eq!(read_all(&log, 1 << 20).await.len(), 200);
+    });
+}
+
+/// The same hole during `truncate_to`, which pops the tail segment out of
+/// the map while it truncates it: appends keep a sync due meanwhile.
+#[test]
+fn truncation_during_concurrent_appends_keeps_an_active_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let mut config = LogConfig::new(&path);
+        config.segment_bytes = 8192;
+        let (log, _) = PartitionLog::open(config).await.expect("open");
+        let log = std::rc::Rc::new(log);
+        let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+        let observer = spawn_observer(log.clone(), stop.clone());
+        let mut tasks = Vec::new();
+        for producer in 0..4u64 {
+            let log = log.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for i in 0..40 {
+                    match log
+                        .append_records(&[record_of(producer * 100 + i, 300)])
+                        .await
+                    {
+                        // Truncated away before it became durable.
+                        Ok(_) | Err(LogError::Closed) => {}
+                        Err(err) => panic!("append: {err}"),
+                    }
+                }
+            }));
+        }
+        for _ in 0..6 {
+            glommio::timer::sleep(Duration::from_millis(15)).await;
+            let end = log.log_end_offset().0;
+            log.truncate_to(Offset(end / 2)).await.expect("truncate");
+        }
+        for task in tasks {
+            task.await;
+        }
+        stop.set(true);
+        assert!(observer.await > 0);
+        let end = log.log_end_offset();
+        assert_eq!(log.stable_offset(), end);
+        let read: Vec<_> = read_all(&log, 1 << 20)
+            .await
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .collect();
+        assert_eq!(read.len() as u64, end.0);
+        for (i, record) in read.iter().enumerate() {
+            assert_eq!(record.offset, Offset(i as u64));
+        }
+    });
+}
+
+/// A replicated log's high watermark comes back from the checkpoint file on
+/// open. `truncate_to` lowers the in-memory HW but leaves the file alone, so
+/// after a truncation below the checkpointed HW, new (uncommitted) appends
+/// and an unclean restart, the log resumes from the stale checkpoint and
+/// serves offsets that were never committed.
+#[test]
+fn replicated_hw_after_an_unclean_restart_stays_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    let config = move || {
+        let mut config = LogConfig::new(&path);
+        config.commit = CommitMode::Replicated;
+        config
+    };
+    let first = config();
+    let hw_before = run_on_executor(async move {
+        let (log, _) = PartitionLog::open(first).await.expect("open");
+        for i in 0..50 {
+            log.append_records(&[record_of(i, 10)])
+                .await
+                .expect("append");
+        }
+        log.advance_high_watermark(Offset(50));
+        log.checkpoint_high_watermark().await.expect("checkpoint");
+        // A follower drops a divergent tail, then takes new data that the
+        // leader has not committed yet.
+        assert_eq!(
+            log.truncate_to(Offset(30)).await.expect("truncate"),
+            Offset(30)
+        );
+        for i in 0..30 {
+            log.append_records(&[record_of(100 + i, 10)])
+                .await
+                .expect("append");
+        }
+        let hw = log.high_watermark();
+        drop(log); // crash: no close, no checkpoint
+        hw
+    });
+    assert_eq!(hw_before, Offset(30));
+    let second = config();
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(second).await.expect("reopen");
+        assert!(
+            log.high_watermark() <= hw_before,
+            "HW {} after restart, {} before: offsets {}..{} were never committed",
+            log.high_watermark(),
+            hw_before,
+            hw_before,
+            log.high_watermark()
+        );
+        log.close().await.expect("close");
     });
 }

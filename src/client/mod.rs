@@ -51,8 +51,8 @@ use shards::types::Offset;
 use self::connection::{duration_ms, Connection, Response};
 pub use self::error::ClientError;
 pub use self::types::{
-    BrokerMetadata, ClusterMetadata, CreatedStream, FetchResult, FetchStart, Limit,
-    ListedOffset, OffsetQuery, PartitionMetadata, StreamConfig, StreamMetadata,
+    BrokerMetadata, ClusterMetadata, CreatedStream, FetchResult, FetchStart, Limit, ListedOffset,
+    OffsetQuery, PartitionMetadata, StreamConfig, StreamMetadata,
 };
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
@@ -132,9 +132,14 @@ impl Client {
     /// does not exist comes back with `error = Some(StreamNotFound)`.
     pub fn metadata_for(&mut self, streams: &[&str]) -> Result<ClusterMetadata, ClientError> {
         let body = requests::metadata_request(streams);
-        let metadata = self.call(self.bootstrap, FrameKind::MetadataRequest, &body, |c, body| {
-            requests::decode_metadata(&body).map_err(|e| ClientError::protocol(c.addr(), e))
-        })?;
+        let metadata = self.call(
+            self.bootstrap,
+            FrameKind::MetadataRequest,
+            &body,
+            |c, body| {
+                requests::decode_metadata(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+            },
+        )?;
         self.learn_routes(&metadata);
         Ok(metadata)
     }
@@ -144,9 +149,15 @@ impl Client {
     /// [`ErrorCode::StreamExists`].
     pub fn create_stream(&mut self, config: &StreamConfig) -> Result<CreatedStream, ClientError> {
         let body = requests::create_stream_request(config);
-        let created = self.call(self.bootstrap, FrameKind::CreateStreamRequest, &body, |c, body| {
-            requests::decode_create_stream(&body).map_err(|e| ClientError::protocol(c.addr(), e))
-        })?;
+        let created = self.call(
+            self.bootstrap,
+            FrameKind::CreateStreamRequest,
+            &body,
+            |c, body| {
+                requests::decode_create_stream(&body)
+                    .map_err(|e| ClientError::protocol(c.addr(), e))
+            },
+        )?;
         self.learn_stream_routes(&created.stream, &HashMap::new());
         Ok(created)
     }
@@ -154,9 +165,15 @@ impl Client {
     /// Deletes a stream ([`ErrorCode::StreamNotFound`] if there is none).
     pub fn delete_stream(&mut self, name: &str) -> Result<(), ClientError> {
         let body = requests::delete_stream_request(name);
-        self.call(self.bootstrap, FrameKind::DeleteStreamRequest, &body, |c, body| {
-            requests::decode_delete_stream(&body).map_err(|e| ClientError::protocol(c.addr(), e))
-        })?;
+        self.call(
+            self.bootstrap,
+            FrameKind::DeleteStreamRequest,
+            &body,
+            |c, body| {
+                requests::decode_delete_stream(&body)
+                    .map_err(|e| ClientError::protocol(c.addr(), e))
+            },
+        )?;
         self.routes.retain(|(stream, _), _| stream != name);
         Ok(())
     }
@@ -220,9 +237,9 @@ impl Client {
             read_fetch_answer(connection, &body)
         })?;
         let watermark = |value: i64, what: &str| {
-            u64::try_from(value)
-                .map(Offset)
-                .map_err(|_| ClientError::protocol(addr, format!("fetch {what} {value} is negative")))
+            u64::try_from(value).map(Offset).map_err(|_| {
+                ClientError::protocol(addr, format!("fetch {what} {value} is negative"))
+            })
         };
         let high_watermark = watermark(header.high_watermark, "high_watermark")?;
         let log_start = watermark(header.log_start_offset, "log_start_offset")?;
@@ -303,7 +320,12 @@ impl Client {
             let addr = self.route(stream, partition);
             return Err(ClientError::protocol(
                 addr,
-                format!("{} records published as offsets {}..={}", records.len(), base.0, last.0),
+                format!(
+                    "{} records published as offsets {}..={}",
+                    records.len(),
+                    base.0,
+                    last.0
+                ),
             ));
         }
         Ok((base, last))
@@ -320,8 +342,13 @@ impl Client {
         let mut addr = self.route(stream, partition);
         let mut retried = false;
         loop {
-            let result =
-                self.call_waiting(addr, request.kind, request.body, request.extra_wait, &mut read);
+            let result = self.call_waiting(
+                addr,
+                request.kind,
+                request.body,
+                request.extra_wait,
+                &mut read,
+            );
             let next = match &result {
                 Err(ClientError::Server {
                     code: ErrorCode::WrongShard,
@@ -389,7 +416,11 @@ impl Client {
     fn connection(&mut self, addr: SocketAddr) -> Result<&mut Connection, ClientError> {
         if !self.connections.contains_key(&addr) {
             if self.connections.len() >= CONNECTIONS_MAX {
-                let victim = self.connections.keys().copied().find(|a| *a != self.bootstrap);
+                let victim = self
+                    .connections
+                    .keys()
+                    .copied()
+                    .find(|a| *a != self.bootstrap);
                 if let Some(victim) = victim {
                     self.connections.remove(&victim);
                 }
@@ -490,7 +521,9 @@ fn resolve(addr: &str) -> Result<SocketAddr, ClientError> {
 
 fn wire_partition(partition: u32) -> Result<i32, ClientError> {
     i32::try_from(partition).map_err(|_| {
-        ClientError::InvalidRequest(format!("partition {partition} does not fit the wire's int32"))
+        ClientError::InvalidRequest(format!(
+            "partition {partition} does not fit the wire's int32"
+        ))
     })
 }
 
@@ -506,7 +539,10 @@ fn check_publish(records: &[Record]) -> Result<(), ClientError> {
             records.len()
         ));
     }
-    if let Some(index) = records.iter().position(|r| r.headers.len() > RECORD_HEADERS_MAX) {
+    if let Some(index) = records
+        .iter()
+        .position(|r| r.headers.len() > RECORD_HEADERS_MAX)
+    {
         return invalid(format!(
             "record {index} has more than {RECORD_HEADERS_MAX} headers"
         ));
@@ -531,29 +567,37 @@ fn read_fetch_answer(
     if header.byte_count > FETCH_BYTES_MAX {
         return Err(ClientError::protocol(
             addr,
-            format!("fetch byte_count {} exceeds {FETCH_BYTES_MAX}", header.byte_count),
+            format!(
+                "fetch byte_count {} exceeds {FETCH_BYTES_MAX}",
+                header.byte_count
+            ),
         ));
     }
     if let Some((code, message)) = &header.error {
         if header.byte_count != 0 {
-            return Err(ClientError::protocol(addr, "failed fetch announces raw bytes"));
+            return Err(ClientError::protocol(
+                addr,
+                "failed fetch announces raw bytes",
+            ));
         }
-        return Err(match (code, header.log_start_offset, header.high_watermark) {
-            (ErrorCode::OffsetOutOfRange, log_start, high_watermark)
-                if log_start >= 0 && high_watermark >= 0 =>
-            {
-                ClientError::OffsetOutOfRange {
-                    message: message.clone(),
-                    log_start: Offset(log_start.unsigned_abs()),
-                    high_watermark: Offset(high_watermark.unsigned_abs()),
+        return Err(
+            match (code, header.log_start_offset, header.high_watermark) {
+                (ErrorCode::OffsetOutOfRange, log_start, high_watermark)
+                    if log_start >= 0 && high_watermark >= 0 =>
+                {
+                    ClientError::OffsetOutOfRange {
+                        message: message.clone(),
+                        log_start: Offset(log_start.unsigned_abs()),
+                        high_watermark: Offset(high_watermark.unsigned_abs()),
+                    }
                 }
-            }
-            _ => ClientError::Server {
-                code: *code,
-                message: message.clone(),
-                right_port: None,
+                _ => ClientError::Server {
+                    code: *code,
+                    message: message.clone(),
+                    right_port: None,
+                },
             },
-        });
+        );
     }
     // byte_count <= FETCH_BYTES_MAX (32 MiB) was checked above.
     let raw = connection.read_raw(header.byte_count as usize)?;

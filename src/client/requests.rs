@@ -10,8 +10,8 @@ use flatbuffers::{FlatBufferBuilder, WIPOffset};
 use shards::types::{Offset, TimestampMs};
 
 use super::types::{
-    BrokerMetadata, ClusterMetadata, CreatedStream, FetchStart, Limit, ListedOffset,
-    OffsetQuery, PartitionMetadata, StreamConfig, StreamMetadata,
+    BrokerMetadata, ClusterMetadata, CreatedStream, FetchStart, Limit, ListedOffset, OffsetQuery,
+    PartitionMetadata, StreamConfig, StreamMetadata,
 };
 use crate::protocol::body::read_body;
 use crate::protocol::envelope::AckPolicy;
@@ -52,7 +52,10 @@ fn stream_config<'a>(
 ) -> WIPOffset<fb::StreamConfig<'a>> {
     let name = fbb.create_string(&config.name);
     let subject = fbb.create_string(&config.subject);
-    let group = config.group.as_deref().map(|group| fbb.create_string(group));
+    let group = config
+        .group
+        .as_deref()
+        .map(|group| fbb.create_string(group));
     let small = |value: Option<u16>| value.map_or(0, |v| i16::try_from(v).unwrap_or(i16::MAX));
     fb::StreamConfig::create(
         fbb,

@@ -107,7 +107,11 @@ fn fetch_answer(correlation_id: u32, high_watermark: i64, log_start: i64, raw: &
         },
     );
     fbb.finish_minimal(root);
-    let mut answer = frame(FrameKind::FetchResponse, correlation_id, fbb.finished_data());
+    let mut answer = frame(
+        FrameKind::FetchResponse,
+        correlation_id,
+        fbb.finished_data(),
+    );
     answer.extend_from_slice(raw);
     answer
 }
@@ -206,7 +210,11 @@ fn metadata_answer(correlation_id: u32, ports: &[u16]) -> Vec<u8> {
         },
     );
     fbb.finish_minimal(root);
-    frame(FrameKind::MetadataResponse, correlation_id, fbb.finished_data())
+    frame(
+        FrameKind::MetadataResponse,
+        correlation_id,
+        fbb.finished_data(),
+    )
 }
 
 fn client_for(port: &FakePort) -> Client {
@@ -226,14 +234,24 @@ fn fetch_decodes_two_batches_and_skips_records_below_the_start() {
     })]);
     let mut client = client_for(&server);
     let fetched = client
-        .fetch("orders", 2, FetchStart::Offset(Offset(1)), 4096, Duration::from_millis(250))
+        .fetch(
+            "orders",
+            2,
+            FetchStart::Offset(Offset(1)),
+            4096,
+            Duration::from_millis(250),
+        )
         .expect("fetch");
     assert_eq!(
         values(&fetched.records),
         vec![(1, &b"b"[..]), (2, b"c"), (3, b"d"), (4, b"e")]
     );
     assert_eq!(
-        (fetched.high_watermark, fetched.log_start, fetched.next_offset),
+        (
+            fetched.high_watermark,
+            fetched.log_start,
+            fetched.next_offset
+        ),
         (Offset(5), Offset(0), Offset(5))
     );
     let header = &fetched.records[0].headers[0];
@@ -245,7 +263,10 @@ fn fetch_decodes_two_batches_and_skips_records_below_the_start() {
     assert_ne!(received[0].correlation_id, 0);
     let request = read_body::<fb::FetchRequest>(&received[0].body).expect("verifies");
     assert_eq!((request.stream(), request.partition()), (Some("orders"), 2));
-    assert_eq!((request.start_kind(), request.start_value()), (fb::StartKind::Offset, 1));
+    assert_eq!(
+        (request.start_kind(), request.start_value()),
+        (fb::StartKind::Offset, 1)
+    );
     assert_eq!((request.max_bytes(), request.max_wait_ms()), (4096, 250));
 }
 
@@ -291,7 +312,13 @@ fn wrong_shard_redirects_once_and_the_route_is_remembered() {
     assert_eq!(values(&fetched.records), vec![(0, &b"x"[..])]);
     // The next request for that partition goes straight to the right port.
     let again = client
-        .fetch("orders", 1, FetchStart::Offset(Offset(1)), 0, Duration::ZERO)
+        .fetch(
+            "orders",
+            1,
+            FetchStart::Offset(Offset(1)),
+            0,
+            Duration::ZERO,
+        )
         .expect("fetch");
     assert_eq!(again.next_offset, Offset(1));
     assert_eq!(wrong.join().len(), 1);
@@ -301,11 +328,17 @@ fn wrong_shard_redirects_once_and_the_route_is_remembered() {
 #[test]
 fn a_second_wrong_shard_is_an_error() {
     let second = FakePort::start(vec![Box::new(|request: &Received| {
-        error_frame(request.correlation_id, ErrorResponse::wrong_shard(1, "again"))
+        error_frame(
+            request.correlation_id,
+            ErrorResponse::wrong_shard(1, "again"),
+        )
     })]);
     let second_port = second.port();
     let first = FakePort::start(vec![Box::new(move |request: &Received| {
-        error_frame(request.correlation_id, ErrorResponse::wrong_shard(second_port, "go"))
+        error_frame(
+            request.correlation_id,
+            ErrorResponse::wrong_shard(second_port, "go"),
+        )
     })]);
     let mut client = client_for(&first);
     let error = client
@@ -328,7 +361,11 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
             },
         );
         fbb.finish_minimal(root);
-        frame(FrameKind::ListOffsetsResponse, request.correlation_id, fbb.finished_data())
+        frame(
+            FrameKind::ListOffsetsResponse,
+            request.correlation_id,
+            fbb.finished_data(),
+        )
     })]);
     let shard1_port = shard1.port();
     let shard0 = FakePort::start(vec![Box::new(move |request: &Received| {
@@ -355,12 +392,19 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
     assert_eq!(stream.config.retention_age_ms, Limit::ServerDefault);
     let partition = &stream.partitions[1];
     assert_eq!(
-        (partition.leader, partition.shard_index, partition.consumer_port),
+        (
+            partition.leader,
+            partition.shard_index,
+            partition.consumer_port
+        ),
         (Some(1), 1, shard1_port)
     );
     assert_eq!(partition.high_watermark, Some(Offset(10)));
     assert_eq!(partition.log_start_offset, None);
-    assert_eq!((partition.replicas.clone(), partition.isr.clone()), (vec![1], vec![1]));
+    assert_eq!(
+        (partition.replicas.clone(), partition.isr.clone()),
+        (vec![1], vec![1])
+    );
 
     let listed = client
         .list_offsets("orders", 1, OffsetQuery::Timestamp(TimestampMs(5)))
@@ -369,7 +413,10 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
     assert_eq!(listed.timestamp, Some(TimestampMs(1_700_000_000_000)));
     let received = shard1.join();
     let request = read_body::<fb::ListOffsetsRequest>(&received[0].body).expect("verifies");
-    assert_eq!((request.kind(), request.timestamp_ms()), (fb::OffsetKind::Timestamp, 5));
+    assert_eq!(
+        (request.kind(), request.timestamp_ms()),
+        (fb::OffsetKind::Timestamp, 5)
+    );
     assert_eq!(shard0.join().len(), 1);
     assert_ne!(shard0_port, shard1_port);
 }
@@ -393,7 +440,11 @@ fn publish_sends_one_valid_batch() {
             },
         );
         fbb.finish_minimal(root);
-        frame(FrameKind::PublishResponse, request.correlation_id, fbb.finished_data())
+        frame(
+            FrameKind::PublishResponse,
+            request.correlation_id,
+            fbb.finished_data(),
+        )
     })]);
     let mut client = client_for(&server);
     let offsets = client
@@ -418,7 +469,10 @@ fn server_errors_keep_the_connection() {
                 .expect("verifies")
                 .config()
                 .expect("config");
-            assert_eq!((config.name(), config.subject()), (Some("orders"), Some("orders")));
+            assert_eq!(
+                (config.name(), config.subject()),
+                (Some("orders"), Some("orders"))
+            );
             error_frame(
                 request.correlation_id,
                 ErrorResponse::new(ErrorCode::StreamExists, "subject differs"),
@@ -433,7 +487,11 @@ fn server_errors_keep_the_connection() {
             let mut fbb = FlatBufferBuilder::new();
             let root = fb::DeleteStreamResponse::create(&mut fbb, &Default::default());
             fbb.finish_minimal(root);
-            frame(FrameKind::DeleteStreamResponse, request.correlation_id, fbb.finished_data())
+            frame(
+                FrameKind::DeleteStreamResponse,
+                request.correlation_id,
+                fbb.finished_data(),
+            )
         }),
     ]);
     let mut client = client_for(&server);
@@ -442,7 +500,9 @@ fn server_errors_keep_the_connection() {
         .expect_err("exists");
     assert_eq!(error.code(), Some(ErrorCode::StreamExists));
     assert_eq!(error.to_string(), "StreamExists (10): subject differs");
-    client.delete_stream("orders").expect("delete on the same connection");
+    client
+        .delete_stream("orders")
+        .expect("delete on the same connection");
     server.join();
 }
 
@@ -462,7 +522,11 @@ fn offset_out_of_range_carries_the_watermarks() {
             },
         );
         fbb.finish_minimal(root);
-        frame(FrameKind::FetchResponse, request.correlation_id, fbb.finished_data())
+        frame(
+            FrameKind::FetchResponse,
+            request.correlation_id,
+            fbb.finished_data(),
+        )
     })]);
     let mut client = client_for(&server);
     let error = client
@@ -497,7 +561,11 @@ fn oversized_lengths_are_protocol_violations_and_drop_the_connection() {
                 },
             );
             fbb.finish_minimal(root);
-            frame(FrameKind::FetchResponse, request.correlation_id, fbb.finished_data())
+            frame(
+                FrameKind::FetchResponse,
+                request.correlation_id,
+                fbb.finished_data(),
+            )
         }),
         // A response with somebody else's correlation id.
         Box::new(|request: &Received| fetch_answer(request.correlation_id + 7, 0, 0, &[])),
@@ -510,11 +578,19 @@ fn oversized_lengths_are_protocol_violations_and_drop_the_connection() {
         }),
     ]);
     let mut client = client_for(&server);
-    for what in ["huge frame", "huge byte_count", "wrong correlation id", "bad crc"] {
+    for what in [
+        "huge frame",
+        "huge byte_count",
+        "wrong correlation id",
+        "bad crc",
+    ] {
         let error = client
             .fetch("s", 0, FetchStart::Earliest, 0, Duration::ZERO)
             .expect_err(what);
-        assert!(matches!(error, ClientError::Protocol { .. }), "{what}: {error:?}");
+        assert!(
+            matches!(error, ClientError::Protocol { .. }),
+            "{what}: {error:?}"
+        );
     }
     // Each violation dropped the connection: four connections were accepted.
     assert_eq!(server.join().len(), 4);
@@ -558,9 +634,15 @@ fn timestamp_start_skips_older_records_of_the_first_batch() {
         .collect();
     let mut raw = Vec::new();
     encode_batch(Offset(0), &records, &mut raw);
-    let (found, end) =
-        decode_fetched(&Bytes::from(raw), FetchStart::Timestamp(TimestampMs(101)), Offset(0))
-            .expect("decode");
-    assert_eq!(found.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![1, 2]);
+    let (found, end) = decode_fetched(
+        &Bytes::from(raw),
+        FetchStart::Timestamp(TimestampMs(101)),
+        Offset(0),
+    )
+    .expect("decode");
+    assert_eq!(
+        found.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     assert_eq!(end, Some(Offset(3)));
 }

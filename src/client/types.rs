@@ -113,7 +113,9 @@ pub struct ClusterMetadata {
 
 impl ClusterMetadata {
     pub fn stream(&self, name: &str) -> Option<&StreamMetadata> {
-        self.streams.iter().find(|stream| stream.config.name == name)
+        self.streams
+            .iter()
+            .find(|stream| stream.config.name == name)
     }
 
     pub fn broker(&self, node_id: u64) -> Option<&BrokerMetadata> {

@@ -34,7 +34,13 @@ async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> s
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() >= REQUEST_HEAD_BYTES_MAX {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
@@ -47,7 +53,13 @@ async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> s
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "GET" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+        )
+        .await;
     }
     match path {
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
@@ -61,11 +73,24 @@ async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> s
             let body = render_metrics(&stats);
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics or /healthz\n").await,
+        _ => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "try /metrics or /healthz\n",
+            )
+            .await
+        }
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -75,43 +100,114 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
     stream.shutdown().await
 }
 
+/// A metric name, its help text, and how to read it from a shard's stats.
+type Counter = (&'static str, &'static str, fn(&ShardStats) -> u64);
+
 /// Renders every shard's counters in the Prometheus text format.
 pub fn render_metrics(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&ShardStats) -> u64); 13] = [
-        ("sluice_partitions", "Partitions open on the shard", |s| s.partitions),
-        ("sluice_appends_total", "Batches appended and durable", |s| s.appends),
-        ("sluice_append_records_total", "Records appended and durable", |s| s.append_records),
-        ("sluice_append_bytes_total", "Bytes appended and durable", |s| s.append_bytes),
-        ("sluice_append_errors_total", "Appends that failed", |s| s.append_errors),
-        ("sluice_fetches_total", "Fetch requests answered", |s| s.fetches),
-        ("sluice_fetch_bytes_total", "Record bytes sent to consumers", |s| s.fetch_bytes),
-        ("sluice_fetch_sendfile_bytes_total", "Fetch bytes sent file-to-socket by sendfile", |s| s.sendfile_bytes),
-        ("sluice_fetch_copied_bytes_total", "Fetch bytes copied through user space", |s| s.copied_bytes),
-        ("sluice_connections_open", "Client connections open", |s| s.connections_open),
-        ("sluice_connections_total", "Client connections accepted", |s| s.connections_total),
-        ("sluice_protocol_errors_total", "Bad frames and refused requests", |s| s.protocol_errors),
-        ("sluice_failed_partitions", "Partitions fail-stopped after a failed fdatasync", |s| s.failed_partitions),
+    let counters: [Counter; 13] = [
+        ("sluice_partitions", "Partitions open on the shard", |s| {
+            s.partitions
+        }),
+        (
+            "sluice_appends_total",
+            "Batches appended and durable",
+            |s| s.appends,
+        ),
+        (
+            "sluice_append_records_total",
+            "Records appended and durable",
+            |s| s.append_records,
+        ),
+        (
+            "sluice_append_bytes_total",
+            "Bytes appended and durable",
+            |s| s.append_bytes,
+        ),
+        ("sluice_append_errors_total", "Appends that failed", |s| {
+            s.append_errors
+        }),
+        ("sluice_fetches_total", "Fetch requests answered", |s| {
+            s.fetches
+        }),
+        (
+            "sluice_fetch_bytes_total",
+            "Record bytes sent to consumers",
+            |s| s.fetch_bytes,
+        ),
+        (
+            "sluice_fetch_sendfile_bytes_total",
+            "Fetch bytes sent file-to-socket by sendfile",
+            |s| s.sendfile_bytes,
+        ),
+        (
+            "sluice_fetch_copied_bytes_total",
+            "Fetch bytes copied through user space",
+            |s| s.copied_bytes,
+        ),
+        ("sluice_connections_open", "Client connections open", |s| {
+            s.connections_open
+        }),
+        (
+            "sluice_connections_total",
+            "Client connections accepted",
+            |s| s.connections_total,
+        ),
+        (
+            "sluice_protocol_errors_total",
+            "Bad frames and refused requests",
+            |s| s.protocol_errors,
+        ),
+        (
+            "sluice_failed_partitions",
+            "Partitions fail-stopped after a failed fdatasync",
+            |s| s.failed_partitions,
+        ),
     ];
     for (name, help, value) in counters {
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in stats {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
         }
     }
     let name = "sluice_fsync_seconds";
-    let _ = writeln!(out, "# HELP {name} Latency of group-commit fdatasync calls\n# TYPE {name} histogram");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Latency of group-commit fdatasync calls\n# TYPE {name} histogram"
+    );
     for s in stats {
         let mut cumulative = 0u64;
         for (i, bound_us) in FSYNC_BUCKETS_US.iter().enumerate() {
             cumulative += s.fsync_buckets.get(i).copied().unwrap_or(0);
             let le = *bound_us as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{shard=\"{}\",le=\"{le}\"}} {cumulative}", s.shard);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{}\",le=\"{le}\"}} {cumulative}",
+                s.shard
+            );
         }
-        cumulative += s.fsync_buckets.get(FSYNC_BUCKETS_US.len()).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{shard=\"{}\",le=\"+Inf\"}} {cumulative}", s.shard);
-        let _ = writeln!(out, "{name}_sum{{shard=\"{}\"}} {}", s.shard, s.fsync_sum_us as f64 / 1e6);
+        cumulative += s
+            .fsync_buckets
+            .get(FSYNC_BUCKETS_US.len())
+            .copied()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{shard=\"{}\",le=\"+Inf\"}} {cumulative}",
+            s.shard
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\"}} {}",
+            s.shard,
+            s.fsync_sum_us as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{{shard=\"{}\"}} {cumulative}", s.shard);
     }
     out

@@ -68,7 +68,10 @@ pub fn ingest(
     let envelope = if has_envelope_cookie(&payload) {
         let parsed = Envelope::decode_shared(&payload).ok();
         if parsed.is_none() {
-            tracing::debug!(subject, "envelope cookie present but undecodable; storing plain");
+            tracing::debug!(
+                subject,
+                "envelope cookie present but undecodable; storing plain"
+            );
         }
         parsed
     } else {
@@ -175,11 +178,23 @@ mod tests {
     fn plain_message_keeps_subject_reply_and_headers() {
         let mut map = async_nats::HeaderMap::new();
         map.insert("trace", "abc");
-        let ingested = ingest("foo.a", Some("_INBOX.1"), Some(&map), Bytes::from_static(b"hi"), TimestampMs(5));
+        let ingested = ingest(
+            "foo.a",
+            Some("_INBOX.1"),
+            Some(&map),
+            Bytes::from_static(b"hi"),
+            TimestampMs(5),
+        );
         assert_eq!(ingested.record.value.as_deref(), Some(&b"hi"[..]));
         assert_eq!(ingested.record.key, None);
-        assert_eq!(header(&ingested.record, SUBJECT_HEADER), Some(&b"foo.a"[..]));
-        assert_eq!(header(&ingested.record, REPLY_HEADER), Some(&b"_INBOX.1"[..]));
+        assert_eq!(
+            header(&ingested.record, SUBJECT_HEADER),
+            Some(&b"foo.a"[..])
+        );
+        assert_eq!(
+            header(&ingested.record, REPLY_HEADER),
+            Some(&b"_INBOX.1"[..])
+        );
         assert_eq!(header(&ingested.record, "trace"), Some(&b"abc"[..]));
         assert_eq!(ingested.ack.unwrap().inbox, "_INBOX.1");
     }
@@ -223,7 +238,9 @@ mod tests {
             ..Envelope::default()
         };
         let payload = Bytes::from(encode_envelope(&envelope).unwrap());
-        assert!(ingest("foo", Some("r"), None, payload, TimestampMs(0)).ack.is_none());
+        assert!(ingest("foo", Some("r"), None, payload, TimestampMs(0))
+            .ack
+            .is_none());
     }
 
     #[test]

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{ClusterError, MetadataConfig, MetadataNode};
 use crate::config::ServeConfig;
-use crate::cores::{AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard};
+use crate::cores::{
+    AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard,
+};
 use crate::protocol::error_code::ErrorCode;
 use nats_server::ManagedNatsServer;
 use router::{Router, RouterRequest};
@@ -136,7 +138,11 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight appends");
     let (done_tx, done_rx) = oneshot::channel();
-    if router_tx.send(RouterRequest::Shutdown(done_tx)).await.is_ok() {
+    if router_tx
+        .send(RouterRequest::Shutdown(done_tx))
+        .await
+        .is_ok()
+    {
         let _ = done_rx.await;
     }
     let _ = router_task.await;
@@ -146,7 +152,10 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
         }
     }
     admin_task.abort();
-    if tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush()).await.is_err() {
+    if tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush())
+        .await
+        .is_err()
+    {
         tracing::warn!("NATS did not take the last acks within {NATS_FLUSH_TIMEOUT:?}");
     }
     drop(nats);
@@ -155,7 +164,9 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
             match tokio::time::timeout(METADATA_SHUTDOWN_TIMEOUT, metadata.shutdown()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::warn!(error = %err, "metadata shutdown"),
-                Err(_) => tracing::warn!("metadata did not stop within {METADATA_SHUTDOWN_TIMEOUT:?}"),
+                Err(_) => {
+                    tracing::warn!("metadata did not stop within {METADATA_SHUTDOWN_TIMEOUT:?}")
+                }
             }
         }
         Err(_) => tracing::warn!("metadata still referenced at shutdown"),
@@ -169,7 +180,10 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -286,7 +300,10 @@ async fn answer_admin(
                 .collect();
             let (tx, rx) = oneshot::channel();
             let watermarks = if router
-                .send(RouterRequest::Watermarks { partitions, reply: tx })
+                .send(RouterRequest::Watermarks {
+                    partitions,
+                    reply: tx,
+                })
                 .await
                 .is_ok()
             {
@@ -321,9 +338,9 @@ async fn wait_until_applied(metadata: &MetadataNode, name: &str) {
 fn cluster_failure(err: ClusterError) -> AppendFailure {
     let code = match &err {
         ClusterError::NotLeader { .. } => ErrorCode::NotLeader,
-        ClusterError::InvalidSpec(_) | ClusterError::Rejected { .. } | ClusterError::Placement(_) => {
-            ErrorCode::InvalidRequest
-        }
+        ClusterError::InvalidSpec(_)
+        | ClusterError::Rejected { .. }
+        | ClusterError::Placement(_) => ErrorCode::InvalidRequest,
         ClusterError::Conflict { .. } => ErrorCode::StreamExists,
         ClusterError::NotFound { .. } => ErrorCode::StreamNotFound,
         _ => ErrorCode::Unknown,

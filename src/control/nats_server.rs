@@ -39,10 +39,12 @@ impl ManagedNatsServer {
     /// Starts `nats-server -a 127.0.0.1 -p -1` with its ports file and log
     /// under `dir`, and waits until it listens.
     pub async fn start(dir: &Path) -> Result<ManagedNatsServer, NatsServerError> {
-        tokio::fs::create_dir_all(dir).await.map_err(|source| NatsServerError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| NatsServerError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let log = dir.join("nats-server.log");
         let mut child = Command::new("nats-server")
             .arg("-a")
@@ -99,7 +101,12 @@ impl ManagedNatsServer {
 /// The first `nats://` URL of a ports file (JSON: `{"nats":["nats://…"],…}`).
 fn client_url(ports_json: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(ports_json).ok()?;
-    value.get("nats")?.as_array()?.first()?.as_str().map(str::to_string)
+    value
+        .get("nats")?
+        .as_array()?
+        .first()?
+        .as_str()
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -107,7 +114,10 @@ mod tests {
     #[test]
     fn parses_ports_file() {
         let json = r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":[]}"#;
-        assert_eq!(super::client_url(json).as_deref(), Some("nats://127.0.0.1:41234"));
+        assert_eq!(
+            super::client_url(json).as_deref(),
+            Some("nats://127.0.0.1:41234")
+        );
         assert_eq!(super::client_url("{}"), None);
         assert_eq!(super::client_url("not json"), None);
     }

@@ -54,7 +54,14 @@ pub struct Router {
     nats: async_nats::Client,
     shards: Vec<RingSender<ToShard>>,
     /// Subscribed partitions and how to stop each subscription.
-    subscribed: HashMap<PartitionKey, (String, Option<String>, futures::channel::oneshot::Sender<()>)>,
+    subscribed: HashMap<
+        PartitionKey,
+        (
+            String,
+            Option<String>,
+            futures::channel::oneshot::Sender<()>,
+        ),
+    >,
     incoming: SelectAll<Incoming>,
     metadata: watch::Receiver<Arc<Metadata>>,
     requests: mpsc::Receiver<RouterRequest>,
@@ -134,7 +141,11 @@ impl Router {
                         continue;
                     };
                     let (tx, rx) = futures::channel::oneshot::channel();
-                    if sender.send(ToShard::Watermarks { key, reply: tx }).await.is_ok() {
+                    if sender
+                        .send(ToShard::Watermarks { key, reply: tx })
+                        .await
+                        .is_ok()
+                    {
                         pending.push((key, rx));
                     }
                 }
@@ -156,7 +167,8 @@ impl Router {
         for sender in &mut self.shards {
             let _ = sender.send(ToShard::Table(table.clone())).await;
         }
-        let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, Option<String>)> = HashMap::new();
+        let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, Option<String>)> =
+            HashMap::new();
         for record in metadata.streams().values() {
             let stream: Arc<str> = Arc::from(record.spec.name.as_str());
             let siblings: Arc<Vec<(PartitionKey, u32)>> = Arc::new(
@@ -209,7 +221,11 @@ impl Router {
                 continue;
             }
             let subscription = match &group {
-                Some(group) => self.nats.queue_subscribe(subject.clone(), group.clone()).await,
+                Some(group) => {
+                    self.nats
+                        .queue_subscribe(subject.clone(), group.clone())
+                        .await
+                }
                 None => self.nats.subscribe(subject.clone()).await,
             };
             match subscription {
@@ -249,7 +265,11 @@ impl Router {
                 now,
             );
             let target = match ingested.partition_override {
-                Some(p) => route.siblings.iter().find(|(k, _)| k.partition == p).copied(),
+                Some(p) => route
+                    .siblings
+                    .iter()
+                    .find(|(k, _)| k.partition == p)
+                    .copied(),
                 None => Some((route.key, route.shard)),
             };
             match target {
@@ -293,7 +313,10 @@ impl Router {
             }
             if let Some(sender) = self.shards.get_mut(shard) {
                 if sender.send_many(&mut items).await.is_err() {
-                    tracing::error!(shard, "shard ring closed; messages not stored (no acks sent)");
+                    tracing::error!(
+                        shard,
+                        "shard ring closed; messages not stored (no acks sent)"
+                    );
                 }
             }
         }
@@ -304,9 +327,14 @@ impl Router {
             code: crate::protocol::error_code::ErrorCode::PartitionNotFound,
             message: format!("stream {} has no such partition", route.stream),
         });
-        if let Some(payload) =
-            super::bridge::ack_payload(&route.stream, route.partition, &failure, 0, &ack, TimestampMs::now())
-        {
+        if let Some(payload) = super::bridge::ack_payload(
+            &route.stream,
+            route.partition,
+            &failure,
+            0,
+            &ack,
+            TimestampMs::now(),
+        ) {
             let _ = self.nats.publish(ack.inbox, payload.into()).await;
         }
     }

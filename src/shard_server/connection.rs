@@ -18,7 +18,7 @@ use shards::log::PartitionLog;
 use shards::types::{Offset, TimestampMs};
 
 use super::sendfile::send_file_range;
-use super::{Lookup, LocalPartition, Shard};
+use super::{LocalPartition, Lookup, Shard};
 use crate::cluster::{StreamRecord, StreamSpec};
 use crate::cores::{AdminReply, AdminRequest, MetadataView, PartitionKey};
 use crate::protocol::body::read_body;
@@ -26,7 +26,9 @@ use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
 use crate::protocol::generated::protocol as fb;
-use crate::protocol::limits::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PROTOCOL_VERSION};
+use crate::protocol::limits::{
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PROTOCOL_VERSION,
+};
 
 /// A connection that sends nothing for this long is closed.
 pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -102,7 +104,8 @@ impl Connection {
                 Err(err) => {
                     self.shard.stats.borrow_mut().protocol_errors += 1;
                     let response = ErrorResponse::new(err.code(), err.to_string());
-                    self.send_error(stream, err.correlation_id(), response).await?;
+                    self.send_error(stream, err.correlation_id(), response)
+                        .await?;
                     if err.is_fatal() {
                         return Err(Close::Protocol);
                     }
@@ -140,7 +143,13 @@ impl Connection {
         }
     }
 
-    async fn send_frame(&mut self, stream: &mut TcpStream, kind: FrameKind, corr: u32, body: &[u8]) -> Result<(), Close> {
+    async fn send_frame(
+        &mut self,
+        stream: &mut TcpStream,
+        kind: FrameKind,
+        corr: u32,
+        body: &[u8],
+    ) -> Result<(), Close> {
         self.output.clear();
         if encode_frame(kind, corr, body, &mut self.output).is_err() {
             let error = ErrorResponse::new(ErrorCode::LimitExceeded, "response too large");
@@ -149,7 +158,12 @@ impl Connection {
         stream.write_all(&self.output).await.map_err(|_| Close::Io)
     }
 
-    async fn send_error(&mut self, stream: &mut TcpStream, corr: u32, error: ErrorResponse) -> Result<(), Close> {
+    async fn send_error(
+        &mut self,
+        stream: &mut TcpStream,
+        corr: u32,
+        error: ErrorResponse,
+    ) -> Result<(), Close> {
         self.output.clear();
         if error.encode(corr, &mut self.output).is_err() {
             return Err(Close::Protocol);
@@ -157,7 +171,11 @@ impl Connection {
         stream.write_all(&self.output).await.map_err(|_| Close::Io)
     }
 
-    fn local(&self, stream: Option<&str>, partition: i32) -> Result<Rc<LocalPartition>, ErrorResponse> {
+    fn local(
+        &self,
+        stream: Option<&str>,
+        partition: i32,
+    ) -> Result<Rc<LocalPartition>, ErrorResponse> {
         let stream = stream.unwrap_or_default();
         let partition = u32::try_from(partition)
             .map_err(|_| ErrorResponse::new(ErrorCode::InvalidRequest, "negative partition"))?;
@@ -198,7 +216,8 @@ impl Connection {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
         };
-        let max_wait = Duration::from_millis(u64::from(request.max_wait_ms().min(FETCH_WAIT_MS_MAX)));
+        let max_wait =
+            Duration::from_millis(u64::from(request.max_wait_ms().min(FETCH_WAIT_MS_MAX)));
         let log = local.log.clone();
         let start = match resolve_start(&log, request.start_kind(), request.start_value()).await {
             Ok(start) => start,
@@ -207,8 +226,15 @@ impl Connection {
         let slice = match read_with_wait(&log, start, u64::from(max_bytes), max_wait).await {
             Ok(slice) => slice,
             Err(LogError::OffsetOutOfRange { .. }) => {
-                let body = fetch_response(ErrorCode::OffsetOutOfRange as u16, Some("offset out of range"), &log, 0);
-                return self.send_frame(stream, FrameKind::FetchResponse, corr, &body).await;
+                let body = fetch_response(
+                    ErrorCode::OffsetOutOfRange as u16,
+                    Some("offset out of range"),
+                    &log,
+                    0,
+                );
+                return self
+                    .send_frame(stream, FrameKind::FetchResponse, corr, &body)
+                    .await;
             }
             Err(err) => {
                 let error = ErrorResponse::new(log_error_code(&err), err.to_string());
@@ -217,7 +243,8 @@ impl Connection {
         };
         let byte_count = slice.as_ref().map_or(0, |s| s.len);
         let body = fetch_response(0, None, &log, byte_count as u32);
-        self.send_frame(stream, FrameKind::FetchResponse, corr, &body).await?;
+        self.send_frame(stream, FrameKind::FetchResponse, corr, &body)
+            .await?;
         {
             let mut stats = self.shard.stats.borrow_mut();
             stats.fetches += 1;
@@ -233,14 +260,18 @@ impl Connection {
         Ok(())
     }
 
-    async fn publish(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::PublishRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+    async fn publish(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::PublishRequest>(&frame.body)
+            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
         let local = self.local(request.stream(), request.partition())?;
-        let batch = request
-            .batch()
-            .map(|b| b.bytes().to_vec())
-            .ok_or_else(|| ErrorResponse::new(ErrorCode::InvalidBatch, "publish without a batch"))?;
-        let quiet = request.ack_policy() == Some(crate::protocol::generated::envelope::AckPolicy::None);
+        let batch = request.batch().map(|b| b.bytes().to_vec()).ok_or_else(|| {
+            ErrorResponse::new(ErrorCode::InvalidBatch, "publish without a batch")
+        })?;
+        let quiet =
+            request.ack_policy() == Some(crate::protocol::generated::envelope::AckPolicy::None);
         let bytes = batch.len() as u64;
         let appended = match local.log.append(batch).await {
             Ok(appended) => appended,
@@ -268,11 +299,18 @@ impl Connection {
             },
         );
         fbb.finish(root, None);
-        Ok(Some((FrameKind::PublishResponse, fbb.finished_data().to_vec())))
+        Ok(Some((
+            FrameKind::PublishResponse,
+            fbb.finished_data().to_vec(),
+        )))
     }
 
-    async fn list_offsets(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::ListOffsetsRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+    async fn list_offsets(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::ListOffsetsRequest>(&frame.body)
+            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
         let local = self.local(request.stream(), request.partition())?;
         let log = &local.log;
         let (offset, timestamp_ms) = match request.kind() {
@@ -296,32 +334,54 @@ impl Connection {
             },
         );
         fbb.finish(root, None);
-        Ok(Some((FrameKind::ListOffsetsResponse, fbb.finished_data().to_vec())))
+        Ok(Some((
+            FrameKind::ListOffsetsResponse,
+            fbb.finished_data().to_vec(),
+        )))
     }
 
-    async fn metadata(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::MetadataRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+    async fn metadata(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::MetadataRequest>(&frame.body)
+            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
         let wanted: Option<Vec<String>> = request
             .streams()
             .map(|names| names.iter().map(str::to_string).collect());
         let view = match self.shard.admin(AdminRequest::Metadata).await {
             AdminReply::Metadata(view) => view,
-            AdminReply::Error(failure) => return Err(ErrorResponse::new(failure.code, failure.message)),
-            _ => return Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected metadata answer")),
+            AdminReply::Error(failure) => {
+                return Err(ErrorResponse::new(failure.code, failure.message))
+            }
+            _ => {
+                return Err(ErrorResponse::new(
+                    ErrorCode::Unknown,
+                    "unexpected metadata answer",
+                ))
+            }
         };
-        Ok(Some((FrameKind::MetadataResponse, encode_metadata(&view, wanted.as_deref()))))
+        Ok(Some((
+            FrameKind::MetadataResponse,
+            encode_metadata(&view, wanted.as_deref()),
+        )))
     }
 
-    async fn create_stream(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::CreateStreamRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
-        let config = request
-            .config()
-            .ok_or_else(|| ErrorResponse::new(ErrorCode::InvalidRequest, "CreateStream without a config"))?;
+    async fn create_stream(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::CreateStreamRequest>(&frame.body)
+            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let config = request.config().ok_or_else(|| {
+            ErrorResponse::new(ErrorCode::InvalidRequest, "CreateStream without a config")
+        })?;
         let spec = spec_from_wire(&config)?;
         match self.shard.admin(AdminRequest::CreateStream(spec)).await {
             AdminReply::Created { record, created } => {
                 let mut fbb = FlatBufferBuilder::with_capacity(256);
-                let stream = encode_stream(&mut fbb, &record, &self.shard.settings, &Default::default());
+                let stream =
+                    encode_stream(&mut fbb, &record, &self.shard.settings, &Default::default());
                 let root = fb::CreateStreamResponse::create(
                     &mut fbb,
                     &fb::CreateStreamResponseArgs {
@@ -330,25 +390,42 @@ impl Connection {
                     },
                 );
                 fbb.finish(root, None);
-                Ok(Some((FrameKind::CreateStreamResponse, fbb.finished_data().to_vec())))
+                Ok(Some((
+                    FrameKind::CreateStreamResponse,
+                    fbb.finished_data().to_vec(),
+                )))
             }
             AdminReply::Error(failure) => Err(ErrorResponse::new(failure.code, failure.message)),
-            _ => Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected create answer")),
+            _ => Err(ErrorResponse::new(
+                ErrorCode::Unknown,
+                "unexpected create answer",
+            )),
         }
     }
 
-    async fn delete_stream(&mut self, frame: &Frame) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::DeleteStreamRequest>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+    async fn delete_stream(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = read_body::<fb::DeleteStreamRequest>(&frame.body)
+            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
         let name = request.name().unwrap_or_default().to_string();
         match self.shard.admin(AdminRequest::DeleteStream(name)).await {
             AdminReply::Deleted(_) => {
                 let mut fbb = FlatBufferBuilder::with_capacity(16);
-                let root = fb::DeleteStreamResponse::create(&mut fbb, &fb::DeleteStreamResponseArgs {});
+                let root =
+                    fb::DeleteStreamResponse::create(&mut fbb, &fb::DeleteStreamResponseArgs {});
                 fbb.finish(root, None);
-                Ok(Some((FrameKind::DeleteStreamResponse, fbb.finished_data().to_vec())))
+                Ok(Some((
+                    FrameKind::DeleteStreamResponse,
+                    fbb.finished_data().to_vec(),
+                )))
             }
             AdminReply::Error(failure) => Err(ErrorResponse::new(failure.code, failure.message)),
-            _ => Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected delete answer")),
+            _ => Err(ErrorResponse::new(
+                ErrorCode::Unknown,
+                "unexpected delete answer",
+            )),
         }
     }
 }
@@ -356,9 +433,9 @@ impl Connection {
 /// Maps an engine error to the wire code a client can act on.
 pub(super) fn log_error_code(err: &LogError) -> ErrorCode {
     match err {
-        LogError::InvalidBatch(_) | LogError::BatchTooLarge { .. } | LogError::NonContiguous { .. } => {
-            ErrorCode::InvalidBatch
-        }
+        LogError::InvalidBatch(_)
+        | LogError::BatchTooLarge { .. }
+        | LogError::NonContiguous { .. } => ErrorCode::InvalidBatch,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::NoSpace { .. } => ErrorCode::DiskFull,
         LogError::FailStopped { .. } => ErrorCode::PartitionFailed,
@@ -367,7 +444,11 @@ pub(super) fn log_error_code(err: &LogError) -> ErrorCode {
     }
 }
 
-async fn resolve_start(log: &PartitionLog, kind: fb::StartKind, value: i64) -> Result<Offset, ErrorResponse> {
+async fn resolve_start(
+    log: &PartitionLog,
+    kind: fb::StartKind,
+    value: i64,
+) -> Result<Offset, ErrorResponse> {
     match kind {
         fb::StartKind::Earliest => Ok(log.log_start_offset()),
         fb::StartKind::Latest => Ok(log.high_watermark()),
@@ -408,7 +489,12 @@ async fn read_with_wait(
     log.read(start, max_bytes)
 }
 
-fn fetch_response(error_code: u16, message: Option<&str>, log: &PartitionLog, byte_count: u32) -> Vec<u8> {
+fn fetch_response(
+    error_code: u16,
+    message: Option<&str>,
+    log: &PartitionLog,
+    byte_count: u32,
+) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(64);
     let error_message = message.map(|m| fbb.create_string(m));
     let root = fb::FetchResponse::create(
@@ -438,7 +524,10 @@ fn authenticate_response() -> Option<(FrameKind, Vec<u8>)> {
         },
     );
     fbb.finish(root, None);
-    Some((FrameKind::AuthenticateResponse, fbb.finished_data().to_vec()))
+    Some((
+        FrameKind::AuthenticateResponse,
+        fbb.finished_data().to_vec(),
+    ))
 }
 
 fn positive(value: i64) -> Option<u64> {
@@ -451,7 +540,10 @@ fn spec_from_wire(config: &fb::StreamConfig<'_>) -> Result<StreamSpec, ErrorResp
     let mut spec = StreamSpec::new(name, subject);
     spec.group = config.group().filter(|g| !g.is_empty()).map(str::to_string);
     if config.partitions() < 0 || config.replication_factor() < 0 {
-        return Err(ErrorResponse::new(ErrorCode::InvalidRequest, "negative partitions or replication factor"));
+        return Err(ErrorResponse::new(
+            ErrorCode::InvalidRequest,
+            "negative partitions or replication factor",
+        ));
     }
     if config.partitions() > 0 {
         spec.partitions = config.partitions() as u32;
@@ -488,7 +580,7 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
     };
     let mut streams = Vec::new();
     for record in &view.streams {
-        if wanted.is_some_and(|names| !names.is_empty() && !names.iter().any(|n| *n == record.spec.name)) {
+        if wanted.is_some_and(|names| !names.is_empty() && !names.contains(&record.spec.name)) {
             continue;
         }
         streams.push(encode_stream(&mut fbb, record, &settings, &view.watermarks));

@@ -26,8 +26,8 @@ use shards::retention::RetentionPolicy;
 use shards::ring::{RingReceiver, RingSender};
 
 use crate::cores::{
-    AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry, PartitionKey,
-    PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
+    AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry,
+    PartitionKey, PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
 };
 use crate::protocol::error_code::ErrorCode;
 
@@ -140,7 +140,12 @@ impl Shard {
                 message: "the control core is not reachable".into(),
             })
         };
-        if self.outbox.send(FromShard::Admin { request, reply }).await.is_err() {
+        if self
+            .outbox
+            .send(FromShard::Admin { request, reply })
+            .await
+            .is_err()
+        {
             return unavailable();
         }
         answer.await.unwrap_or_else(|_| unavailable())
@@ -181,8 +186,11 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
     } = link;
     let (outbox, outbox_rx) = local_channel::new_bounded(OUTBOX_CAPACITY);
     let forwarder = glommio::spawn_local(forward_to_control(outbox_rx, to_control)).detach();
-    let maintenance_queue =
-        glommio::executor().create_task_queue(Shares::Static(MAINTENANCE_SHARES), Latency::NotImportant, "maintenance");
+    let maintenance_queue = glommio::executor().create_task_queue(
+        Shares::Static(MAINTENANCE_SHARES),
+        Latency::NotImportant,
+        "maintenance",
+    );
     let shard = Rc::new(Shard {
         id: shard_id,
         settings: settings.clone(),
@@ -198,7 +206,9 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         Err(err) => {
             tracing::error!(shard = shard_id, %addr, error = %err,
                 "cannot listen; is another process using the port? (see --listen)");
-            shard.send_to_control(FromShard::Stopped { shard: shard_id }).await;
+            shard
+                .send_to_control(FromShard::Stopped { shard: shard_id })
+                .await;
             drop(shard);
             let _ = forwarder.await;
             return;
@@ -210,7 +220,11 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
     let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE_MAX);
     'serve: loop {
         commands.clear();
-        if from_control.recv_many(&mut commands, COMMANDS_PER_WAKE_MAX).await == 0 {
+        if from_control
+            .recv_many(&mut commands, COMMANDS_PER_WAKE_MAX)
+            .await
+            == 0
+        {
             break; // control core gone
         }
         for command in commands.drain(..) {
@@ -236,7 +250,9 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
     }
     acceptor.cancel();
     close_all(&shard).await;
-    shard.send_to_control(FromShard::Stopped { shard: shard_id }).await;
+    shard
+        .send_to_control(FromShard::Stopped { shard: shard_id })
+        .await;
     drop(shard);
     let _ = forwarder.await;
 }
@@ -273,10 +289,15 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
             code: ErrorCode::PartitionNotFound,
             message: format!("partition {partition} of stream {stream} is not on this shard"),
         }),
-        Some(local) => local.log.append(batch).await.map(|a| a.base_offset).map_err(|err| AppendFailure {
-            code: connection::log_error_code(&err),
-            message: err.to_string(),
-        }),
+        Some(local) => local
+            .log
+            .append(batch)
+            .await
+            .map(|a| a.base_offset)
+            .map_err(|err| AppendFailure {
+                code: connection::log_error_code(&err),
+                message: err.to_string(),
+            }),
     };
     {
         let mut stats = shard.stats.borrow_mut();
@@ -304,7 +325,10 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
 async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
     let mut names: HashMap<String, Vec<PartitionEntry>> = HashMap::new();
     for entry in &table.entries {
-        names.entry(entry.stream.clone()).or_default().push(entry.clone());
+        names
+            .entry(entry.stream.clone())
+            .or_default()
+            .push(entry.clone());
     }
     let wanted: HashMap<PartitionKey, &PartitionEntry> = table
         .entries
@@ -314,7 +338,11 @@ async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
         .collect();
     let gone: Vec<Rc<LocalPartition>> = {
         let mut partitions = shard.partitions.borrow_mut();
-        let keys: Vec<PartitionKey> = partitions.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        let keys: Vec<PartitionKey> = partitions
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
         keys.iter().filter_map(|k| partitions.remove(k)).collect()
     };
     for partition in gone {
@@ -335,7 +363,10 @@ async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
     *shard.names.borrow_mut() = names;
 }
 
-async fn open_partition(shard: &Rc<Shard>, entry: &PartitionEntry) -> Result<LocalPartition, shards::error::LogError> {
+async fn open_partition(
+    shard: &Rc<Shard>,
+    entry: &PartitionEntry,
+) -> Result<LocalPartition, shards::error::LogError> {
     let dir = shard.settings.partition_dir(entry);
     if let Some(parent) = dir.parent() {
         let parent = parent.to_path_buf();
@@ -415,7 +446,12 @@ async fn close_partition(partition: Rc<LocalPartition>) {
 }
 
 async fn close_all(shard: &Rc<Shard>) {
-    let all: Vec<Rc<LocalPartition>> = shard.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+    let all: Vec<Rc<LocalPartition>> = shard
+        .partitions
+        .borrow_mut()
+        .drain()
+        .map(|(_, p)| p)
+        .collect();
     for partition in all {
         close_partition(partition).await;
     }

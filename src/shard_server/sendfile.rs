@@ -26,7 +26,12 @@ pub struct SendOutcome {
     pub result: io::Result<()>,
 }
 
-pub async fn send_file_range(stream: &mut TcpStream, file: &SegmentFile, position: u64, len: u64) -> SendOutcome {
+pub async fn send_file_range(
+    stream: &mut TcpStream,
+    file: &SegmentFile,
+    position: u64,
+    len: u64,
+) -> SendOutcome {
     let mut outcome = SendOutcome {
         sendfile_bytes: 0,
         copied_bytes: 0,
@@ -88,7 +93,9 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        if flags & libc::O_NONBLOCK == 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+        if flags & libc::O_NONBLOCK == 0
+            && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0
+        {
             return Err(io::Error::last_os_error());
         }
     }
@@ -111,7 +118,10 @@ fn sendfile(socket: RawFd, file: RawFd, offset: &mut u64, count: u64) -> io::Res
 /// Fills `buf` from the page cache at `position`.
 fn pread_exact(fd: RawFd, buf: &mut [u8], position: u64) -> io::Result<()> {
     if shards::io::pread_full(fd, buf, position)? < buf.len() {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than expected"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "segment shorter than expected",
+        ));
     }
     Ok(())
 }

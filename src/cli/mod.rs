@@ -1,0 +1,577 @@
+//! The `sluice` command line: argument definitions (clap derive), and one
+//! module per command. `main.rs` parses and calls [`run`].
+//!
+//! Users' scripts depend on the command, flag and output names here: add,
+//! never rename.
+
+mod consume;
+mod hints;
+mod parse;
+mod publish;
+mod rfc3339;
+mod serve;
+mod stream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice::client::Limit;
+
+use self::parse::StartAt;
+
+/// Default `--server`, the default `--listen` of `sluice serve`.
+pub const SERVER_DEFAULT: &str = sluice::config::LISTEN_DEFAULT;
+/// Default `--nats-url` of `sluice publish`.
+pub const NATS_URL_DEFAULT: &str = "nats://127.0.0.1:4222";
+
+const ABOUT: &str = "Sluice: durable streams for NATS";
+
+const LONG_ABOUT: &str = "\
+Sluice: durable streams for NATS.
+
+Sluice binds streams to NATS subjects. Every message published on a bound
+subject is sequenced into a partition log, fsynced, and acked to the
+publisher on its reply subject. Consumers read the log back over Sluice's TCP
+protocol, from any offset or time, as often as they like.
+
+`sluice serve` runs a node; the other commands talk to one: `stream` and
+`consume` over TCP (--server), `publish` through NATS (--nats-url).";
+
+const EXAMPLES: &str = "\
+Example session:
+  $ nats-server -a 127.0.0.1 -p 4222 &
+  $ sluice serve --data-dir /tmp/sluice --nats-url nats://127.0.0.1:4222 &
+  $ sluice stream create orders --subject orders --partitions 2 --retention-age 7d
+  $ sluice publish orders '{\"id\":1}'
+  stream=orders partition=0 offset=0
+  $ seq 3 | sluice publish orders --key user-42
+  $ sluice consume orders --format json
+  {\"offset\":0,\"timestamp\":1714564800000,\"subject\":\"orders\",\"key\":null,\"value\":\"{\\\"id\\\":1}\",\"headers\":{}}
+  ...
+  $ sluice consume orders --from latest --follow      # tail new records; Ctrl-C stops
+  $ sluice stream describe orders
+
+Run `sluice <command> --help` for each command's flags and examples.";
+
+/// The `sluice` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Sluice node to talk to: any of its shard ports (the client finds the
+    /// port owning each partition). Used by `stream` and `consume`; `serve`
+    /// listens on --listen instead.
+    ///
+    /// Example: --server 10.0.0.5:9292
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SERVER",
+        default_value = SERVER_DEFAULT,
+        value_name = "HOST:PORT",
+        display_order = 900
+    )]
+    pub server: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Sluice node (data shards, NATS bridge, metadata, admin HTTP).
+    ///
+    /// Settings come from the defaults, then --config FILE, then the flags.
+    /// Logs go to stderr (RUST_LOG=debug for more). Ctrl-C or SIGTERM stops
+    /// it after in-flight appends are synced.
+    ///
+    /// Example: sluice serve --data-dir /var/lib/sluice --nats-url nats://127.0.0.1:4222 --cores 1-3
+    Serve(ServeArgs),
+
+    /// Create, list, describe and delete streams.
+    ///
+    /// Example: sluice stream create orders --subject 'orders.>' --partitions 4
+    #[command(subcommand)]
+    Stream(StreamCommand),
+
+    /// Publish messages through NATS and print Sluice's ack for each.
+    ///
+    /// Every stream bound to SUBJECT stores its own copy and acks it, so a
+    /// message can get several acks: one line `stream=<s> partition=<p>
+    /// offset=<o>` per ack. After a message's first ack, sluice waits 200 ms
+    /// for acks from other streams. With no ack within 5 s it fails.
+    ///
+    /// Example: sluice publish orders '{"id":1}' --key user-42
+    Publish(PublishArgs),
+
+    /// Read the records of one stream partition.
+    ///
+    /// Reads from --from up to the end of the log (the high watermark when
+    /// it starts), or forever with --follow. Text output is for people; use
+    /// --format json in scripts.
+    ///
+    /// Example: sluice consume orders --partition 1 --from offset:100 --count 10
+    Consume(ConsumeArgs),
+}
+
+/// `sluice serve` flags. Unset flags fall back to the config file, then to
+/// the built-in defaults.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Settings file (TOML; same names as the flags, with underscores).
+    /// Flags override it.
+    ///
+    /// Example: --config /etc/sluice/sluice.toml
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for partition logs and cluster metadata
+    /// [default: ./sluice-data].
+    ///
+    /// Example: --data-dir /var/lib/sluice
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// NATS server whose subjects the streams bind. Without it, Sluice
+    /// starts its own nats-server on a free loopback port and logs its URL
+    /// (give that URL to `sluice publish --nats-url`).
+    ///
+    /// Example: --nats-url nats://127.0.0.1:4222
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// Address of shard 0's consumer port; shard k listens on PORT+k
+    /// [default: 127.0.0.1:9292].
+    ///
+    /// Example: --listen 0.0.0.0:9292
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+
+    /// Address of the admin HTTP endpoint (/metrics, /healthz)
+    /// [default: 127.0.0.1:9293].
+    ///
+    /// Example: --admin 0.0.0.0:9293
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<String>,
+
+    /// CPUs for the data shards, one shard per entry (an entry may repeat)
+    /// [default: every online CPU except the control one, at least one].
+    ///
+    /// Example: --cores 1-3 or --cores 1,2,5
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+
+    /// CPU of the control core (NATS bridge, metadata, admin) [default: 0].
+    ///
+    /// Example: --control-core 0
+    #[arg(long, value_name = "N")]
+    pub control_core: Option<usize>,
+
+    /// When appends are fsynced: `always` (after every batch, before any ack:
+    /// the default), `interval:MS` (at most once per MS ms; acks still wait
+    /// for the sync, so latency rises), `never` (benchmarks only: acked data
+    /// is lost if the machine crashes).
+    ///
+    /// Example: --sync interval:5
+    #[arg(long, value_name = "POLICY", value_parser = parse::parse_sync)]
+    pub sync: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Create a stream bound to a NATS subject.
+    ///
+    /// Creating a stream that exists with the same settings does nothing;
+    /// with different settings it fails. Unset settings take the server's
+    /// defaults.
+    ///
+    /// Example: sluice stream create orders --subject 'orders.>' --partitions 4 --retention-age 7d --retention-bytes 10GiB
+    Create(CreateArgs),
+
+    /// List every stream (name, subject, group, partitions, replication).
+    ///
+    /// Example: sluice stream list
+    List,
+
+    /// Show a stream's settings and, per partition, its leader, shard, port,
+    /// high watermark and log start offset.
+    ///
+    /// Example: sluice stream describe orders
+    Describe {
+        /// Stream to describe.
+        ///
+        /// Example: orders
+        name: String,
+    },
+
+    /// Delete a stream and all its data, at once and for good.
+    ///
+    /// Example: sluice stream delete orders
+    Delete {
+        /// Stream to delete.
+        ///
+        /// Example: orders
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Stream name, unique in the cluster: 1-255 characters of
+    /// [A-Za-z0-9._-], not starting with `.` or `_`.
+    ///
+    /// Example: orders
+    pub name: String,
+
+    /// NATS subject to store; `*` and `>` wildcards allowed. Partition 0
+    /// takes SUBJECT, partition i > 0 takes SUBJECT.i.
+    ///
+    /// Example: --subject orders or --subject 'orders.>'
+    #[arg(long, value_name = "SUBJ")]
+    pub subject: String,
+
+    /// Consumer group: streams of one group share the subject (a NATS queue
+    /// group), so each message lands in exactly one of them.
+    ///
+    /// Example: --group billing
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+
+    /// Number of partitions [default: the server's].
+    ///
+    /// Example: --partitions 4
+    #[arg(long, value_name = "N", value_parser = parse::parse_partitions)]
+    pub partitions: Option<u32>,
+
+    /// Copies of each partition, leader included; at most the node count
+    /// [default: the server's].
+    ///
+    /// Example: --replication-factor 3
+    #[arg(long, value_name = "R", value_parser = parse::parse_replication_factor)]
+    pub replication_factor: Option<u16>,
+
+    /// Delete records older than DUR (units ms, s, m, h, d, w; sums like
+    /// 1h30m; `unlimited` for no limit) [default: the server's]. Whole
+    /// segments are deleted once all their records are past the limit.
+    ///
+    /// Example: --retention-age 7d
+    #[arg(long, value_name = "DUR", value_parser = parse::parse_age_limit)]
+    pub retention_age: Option<Limit>,
+
+    /// Keep at most N bytes per partition (plain bytes or B, KB, MB, GB, TB,
+    /// KiB, MiB, GiB, TiB; `unlimited` for no limit) [default: the server's].
+    ///
+    /// Example: --retention-bytes 10GiB
+    #[arg(long, value_name = "N", value_parser = parse::parse_bytes_limit)]
+    pub retention_bytes: Option<Limit>,
+
+    /// Keep at most N records per partition (`unlimited` for no limit)
+    /// [default: the server's].
+    ///
+    /// Example: --retention-messages 1000000
+    #[arg(long, value_name = "N", value_parser = parse::parse_messages_limit)]
+    pub retention_messages: Option<Limit>,
+
+    /// Key compaction: keep only the latest record per key (records without
+    /// a key are kept).
+    ///
+    /// Example: --compact
+    #[arg(long)]
+    pub compact: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// NATS subject to publish on; each stream bound to it stores a copy.
+    /// Partition i > 0 of a stream on `orders` listens on `orders.i`.
+    ///
+    /// Example: orders or orders.2
+    pub subject: String,
+
+    /// Message payload. Without it, each line read from stdin (without its
+    /// line ending) is one message.
+    ///
+    /// Example: '{"id":1}'
+    pub message: Option<String>,
+
+    /// Record key (the compaction key). The message is sent in a Sluice
+    /// envelope so the key is stored.
+    ///
+    /// Example: --key user-42
+    #[arg(long, value_name = "K")]
+    pub key: Option<String>,
+
+    /// Record header KEY=VALUE; repeat for more. Sent in a Sluice envelope
+    /// (plain NATS publishers can use NATS message headers instead; Sluice
+    /// stores those too).
+    ///
+    /// Example: --header trace=abc123 --header source=cli
+    #[arg(long = "header", value_name = "K=V", value_parser = parse::parse_header)]
+    pub headers: Vec<(String, String)>,
+
+    /// Publish each message N times.
+    ///
+    /// Example: --count 1000
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse::parse_positive)]
+    pub count: u64,
+
+    /// NATS server to publish to: the one `sluice serve` uses.
+    ///
+    /// Example: --nats-url nats://10.0.0.5:4222
+    #[arg(long, env = "SLUICE_NATS_URL", default_value = NATS_URL_DEFAULT, value_name = "URL")]
+    pub nats_url: String,
+}
+
+/// How `sluice consume` prints records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `<offset> <subject> <key> <value>`, `-` for none; control characters
+    /// escaped. For people.
+    Text,
+    /// One JSON object per line: offset, timestamp (ms), subject, key,
+    /// value (or value_base64 when not UTF-8), headers. For scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Stream to read.
+    ///
+    /// Example: orders
+    pub stream: String,
+
+    /// Partition to read.
+    ///
+    /// Example: --partition 2
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub partition: u32,
+
+    /// Where to start: `earliest` (oldest retained record), `latest` (only
+    /// records committed from now on; useful with --follow), `offset:N`, or
+    /// `time:RFC3339` (first record at or after that time).
+    ///
+    /// Example: --from offset:1200 or --from time:2024-05-01T12:00:00Z
+    #[arg(long, value_name = "POSITION", default_value = "earliest", value_parser = parse::parse_start)]
+    pub from: StartAt,
+
+    /// Stop after N records.
+    ///
+    /// Example: --count 10
+    #[arg(long, value_name = "N", value_parser = parse::parse_positive)]
+    pub count: Option<u64>,
+
+    /// Keep waiting for new records (long poll) after the end of the log,
+    /// until --count records were printed or Ctrl-C.
+    ///
+    /// Example: --follow
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Output format.
+    ///
+    /// Example: --format json
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Stream(command) => stream::run(&cli.server, command),
+        Command::Publish(args) => publish::run(args),
+        Command::Consume(args) => consume::run(&cli.server, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help_with_an_example() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        let mut commands = vec![(String::from("sluice"), cli)];
+        while let Some((path, command)) = commands.pop() {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let help = arg
+                    .get_long_help()
+                    .or(arg.get_help())
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let is_enum = !arg.get_possible_values().is_empty();
+                if !help.contains("Example") && !is_enum {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let about = sub
+                    .get_long_about()
+                    .or(sub.get_about())
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let name = format!("{path} {}", sub.get_name());
+                if !about.contains("Example") && sub.get_name() != "help" {
+                    missing.push(name.clone());
+                }
+                commands.push((name, sub.clone()));
+            }
+        }
+        assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
+    fn flags_parse_as_documented() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "--server",
+            "10.0.0.5:9300",
+            "stream",
+            "create",
+            "orders",
+            "--subject",
+            "orders.>",
+            "--group",
+            "g",
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "3",
+            "--retention-age",
+            "7d",
+            "--retention-bytes",
+            "10GiB",
+            "--retention-messages",
+            "unlimited",
+            "--compact",
+        ])
+        .expect("parses");
+        assert_eq!(cli.server, "10.0.0.5:9300");
+        let Command::Stream(StreamCommand::Create(create)) = cli.command else {
+            panic!("not stream create");
+        };
+        assert_eq!(create.partitions, Some(4));
+        assert_eq!(create.replication_factor, Some(3));
+        assert_eq!(create.retention_age, Some(Limit::Max(7 * 86_400_000)));
+        assert_eq!(create.retention_bytes, Some(Limit::Max(10 << 30)));
+        assert_eq!(create.retention_messages, Some(Limit::Unlimited));
+        assert!(create.compact);
+
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "publish",
+            "orders",
+            "hi",
+            "--key",
+            "k",
+            "--header",
+            "a=1",
+            "--header",
+            "b=2",
+            "--count",
+            "3",
+            "--nats-url",
+            "nats://h:1",
+        ])
+        .expect("parses");
+        let Command::Publish(publish) = cli.command else {
+            panic!("not publish");
+        };
+        assert_eq!(
+            publish.headers,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(
+            (publish.count, publish.nats_url.as_str()),
+            (3, "nats://h:1")
+        );
+
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "consume",
+            "orders",
+            "--partition",
+            "2",
+            "--from",
+            "offset:5",
+            "--count",
+            "10",
+            "--follow",
+            "--format",
+            "json",
+        ])
+        .expect("parses");
+        let Command::Consume(consume) = cli.command else {
+            panic!("not consume");
+        };
+        assert_eq!((consume.partition, consume.from), (2, StartAt::Offset(5)));
+        assert_eq!(
+            (consume.count, consume.follow, consume.format),
+            (Some(10), true, Format::Json)
+        );
+
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "serve",
+            "--config",
+            "s.toml",
+            "--data-dir",
+            "/d",
+            "--nats-url",
+            "nats://x",
+            "--listen",
+            "0.0.0.0:9292",
+            "--admin",
+            "0.0.0.0:9293",
+            "--cores",
+            "1-3",
+            "--control-core",
+            "0",
+            "--sync",
+            "interval:5",
+        ])
+        .expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(serve.sync.as_deref(), Some("interval:5"));
+        assert_eq!(serve.cores.as_deref(), Some("1-3"));
+
+        for bad in [
+            &["sluice", "serve", "--sync", "sometimes"][..],
+            &["sluice", "consume", "s", "--from", "yesterday"],
+            &[
+                "sluice",
+                "stream",
+                "create",
+                "s",
+                "--subject",
+                "s",
+                "--retention-age",
+                "7",
+            ],
+            &["sluice", "publish", "s", "--header", "novalue"],
+            &["sluice", "publish", "s", "--count", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+}

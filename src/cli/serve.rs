@@ -1,0 +1,84 @@
+//! `sluice serve`: flags → [`ServeFlags`] → [`ServeConfig`](sluice::config::ServeConfig)
+//! → [`sluice::server::run`].
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sluice::config::ServeFlags;
+use tracing_subscriber::EnvFilter;
+
+use super::ServeArgs;
+
+/// Log filter when `RUST_LOG` is not set (openraft narrates every election
+/// at `info`).
+const LOG_FILTER_DEFAULT: &str = "info,openraft=warn";
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = serve_flags(args)
+        .resolve()
+        .context("invalid `sluice serve` settings")?;
+    sluice::server::run(config).context("sluice serve stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve_flags(args: ServeArgs) -> ServeFlags {
+    ServeFlags {
+        config: args.config,
+        data_dir: args.data_dir,
+        nats_url: args.nats_url,
+        listen: args.listen,
+        admin: args.admin,
+        cores: args.cores,
+        control_core: args.control_core,
+        sync: args.sync,
+        ..ServeFlags::default()
+    }
+}
+
+/// Structured logs on stderr, filtered by `RUST_LOG` (default
+/// [`LOG_FILTER_DEFAULT`]).
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(LOG_FILTER_DEFAULT));
+    // Fails only if a subscriber is already set, which then keeps logging.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn flags_become_serve_flags_and_resolve() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "serve",
+            "--data-dir",
+            "/tmp/x",
+            "--listen",
+            "127.0.0.1:7000",
+            "--cores",
+            "0",
+            "--control-core",
+            "0",
+            "--sync",
+            "never",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let config = serve_flags(args).resolve().expect("resolves");
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.shard_cpus, vec![0]);
+        assert_eq!(config.sync, shards::log::SyncPolicy::Never);
+        assert_eq!(config.data_dir, std::path::PathBuf::from("/tmp/x"));
+        assert_eq!(config.nats_url, None);
+    }
+}

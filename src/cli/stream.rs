@@ -1,0 +1,311 @@
+//! `sluice stream create|list|describe|delete`, over the TCP protocol.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use sluice::client::{Limit, StreamConfig, StreamMetadata};
+use sluice::protocol::envelope::AckPolicy;
+use sluice::protocol::error_code::ErrorCode;
+
+use super::hints::{connect, explain, Subject};
+use super::parse::{format_bytes, format_duration_ms};
+use super::{CreateArgs, StreamCommand};
+
+pub fn run(server: &str, command: StreamCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StreamCommand::Create(args) => create(server, args),
+        StreamCommand::List => list(server),
+        StreamCommand::Describe { name } => describe(server, &name),
+        StreamCommand::Delete { name } => delete(server, &name),
+    }
+}
+
+fn create(server: &str, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let config = StreamConfig {
+        name: args.name,
+        subject: args.subject,
+        group: args.group,
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+        min_insync_replicas: None,
+        retention_age_ms: args.retention_age.unwrap_or_default(),
+        retention_bytes: args.retention_bytes.unwrap_or_default(),
+        retention_messages: args.retention_messages.unwrap_or_default(),
+        compact: args.compact,
+        ack_policy: None,
+    };
+    let mut client = connect(server)?;
+    let created = client
+        .create_stream(&config)
+        .map_err(|error| explain(error, Subject::stream(&config.name)))?;
+    if created.created {
+        println!("created stream {}", config.name);
+    } else {
+        println!("stream {} already exists with these settings", config.name);
+    }
+    print!("{}", describe_text(&created.stream));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(server: &str) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server)?;
+    let metadata = client
+        .metadata()
+        .map_err(|error| explain(error, Subject::default()))?;
+    if metadata.streams.is_empty() {
+        eprintln!("no streams yet: create one with `sluice stream create NAME --subject SUBJECT`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", list_text(&metadata.streams));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(server: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server)?;
+    let metadata = client
+        .metadata_for(&[name])
+        .map_err(|error| explain(error, Subject::stream(name)))?;
+    let Some(stream) = metadata.stream(name) else {
+        bail!("the server did not describe stream {name}");
+    };
+    if let Some(code) = stream.error {
+        return Err(explain(
+            sluice::client::ClientError::Server {
+                code,
+                message: format!("stream {name}: {code}"),
+                right_port: None,
+            },
+            Subject::stream(name),
+        ));
+    }
+    print!("{}", describe_text(stream));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(server: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let mut client = connect(server)?;
+    client
+        .delete_stream(name)
+        .map_err(|error| explain(error, Subject::stream(name)))?;
+    println!("deleted stream {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row per stream.
+fn list_text(streams: &[StreamMetadata]) -> String {
+    let mut rows = vec![row([
+        "NAME",
+        "SUBJECT",
+        "GROUP",
+        "PARTITIONS",
+        "REPLICATION",
+    ])];
+    for stream in streams {
+        let config = &stream.config;
+        let status = stream.error.map(ErrorCode::name);
+        rows.push(vec![
+            config.name.clone(),
+            status.map_or_else(|| config.subject.clone(), |s| format!("({s})")),
+            config.group.clone().unwrap_or_else(|| "-".into()),
+            partition_count(stream),
+            optional(config.replication_factor),
+        ]);
+    }
+    table(&rows)
+}
+
+/// A stream's settings, then one row per partition.
+fn describe_text(stream: &StreamMetadata) -> String {
+    let config = &stream.config;
+    let settings = [
+        ("stream", config.name.clone()),
+        ("subject", config.subject.clone()),
+        ("group", config.group.clone().unwrap_or_else(|| "-".into())),
+        ("partitions", partition_count(stream)),
+        ("replication", optional(config.replication_factor)),
+        ("min in-sync", optional(config.min_insync_replicas)),
+        (
+            "retention age",
+            limit(config.retention_age_ms, format_duration_ms),
+        ),
+        (
+            "retention bytes",
+            limit(config.retention_bytes, format_bytes),
+        ),
+        (
+            "retention messages",
+            limit(config.retention_messages, |n| n.to_string()),
+        ),
+        ("compact", if config.compact { "yes" } else { "no" }.into()),
+        ("ack policy", ack_policy(config.ack_policy)),
+    ];
+    let mut text = String::new();
+    for (name, value) in settings {
+        let _ = writeln!(text, "{name:<19} {value}");
+    }
+    if stream.partitions.is_empty() {
+        return text;
+    }
+    text.push('\n');
+    let mut rows = vec![row([
+        "PARTITION",
+        "LEADER",
+        "SHARD",
+        "PORT",
+        "HIGH WATERMARK",
+        "LOG START",
+        "REPLICAS",
+        "ISR",
+    ])];
+    for partition in &stream.partitions {
+        rows.push(vec![
+            partition.partition.to_string(),
+            optional(partition.leader),
+            partition.shard_index.to_string(),
+            partition.consumer_port.to_string(),
+            optional(partition.high_watermark.map(|o| o.0)),
+            optional(partition.log_start_offset.map(|o| o.0)),
+            ids(&partition.replicas),
+            ids(&partition.isr),
+        ]);
+    }
+    text.push_str(&table(&rows));
+    text
+}
+
+fn partition_count(stream: &StreamMetadata) -> String {
+    match stream.config.partitions {
+        Some(count) => count.to_string(),
+        None if !stream.partitions.is_empty() => stream.partitions.len().to_string(),
+        None => "-".into(),
+    }
+}
+
+fn limit(limit: Limit, format: impl Fn(u64) -> String) -> String {
+    match limit {
+        Limit::ServerDefault => "server default".into(),
+        Limit::Unlimited => "unlimited".into(),
+        Limit::Max(value) => format(value),
+    }
+}
+
+fn ack_policy(policy: Option<AckPolicy>) -> String {
+    match policy {
+        None => "server default",
+        Some(AckPolicy::None) => "none",
+        Some(AckPolicy::Leader) => "leader",
+        Some(AckPolicy::All) => "all",
+    }
+    .into()
+}
+
+fn optional(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn ids(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "-".into();
+    }
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|cell| (*cell).to_owned()).collect()
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .filter_map(|row| row.get(column))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shards::types::Offset;
+    use sluice::client::PartitionMetadata;
+
+    fn stream() -> StreamMetadata {
+        StreamMetadata {
+            error: None,
+            config: StreamConfig {
+                partitions: Some(2),
+                replication_factor: Some(1),
+                retention_age_ms: Limit::Max(7 * 86_400_000),
+                retention_bytes: Limit::Max(10 << 30),
+                ..StreamConfig::new("orders", "orders.>")
+            },
+            partitions: vec![
+                PartitionMetadata {
+                    partition: 0,
+                    leader: Some(1),
+                    consumer_port: 9293,
+                    shard_index: 1,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    high_watermark: Some(Offset(12)),
+                    log_start_offset: Some(Offset(0)),
+                    ..PartitionMetadata::default()
+                },
+                PartitionMetadata {
+                    partition: 1,
+                    consumer_port: 9292,
+                    ..PartitionMetadata::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn list_is_a_table() {
+        let text = list_text(&[stream()]);
+        assert_eq!(
+            text,
+            "NAME    SUBJECT   GROUP  PARTITIONS  REPLICATION\n\
+             orders  orders.>  -      2           1\n"
+        );
+    }
+
+    #[test]
+    fn describe_shows_settings_and_partitions() {
+        let text = describe_text(&stream());
+        assert!(text.contains("retention age       7d\n"), "{text}");
+        assert!(text.contains("retention bytes     10GiB\n"), "{text}");
+        assert!(
+            text.contains("retention messages  server default\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "PARTITION  LEADER  SHARD  PORT  HIGH WATERMARK  LOG START  REPLICAS  ISR\n\
+             0          1       1      9293  12              0          1         1\n\
+             1          -       0      9292  -               -          -         -\n"
+            ),
+            "{text}"
+        );
+    }
+}
