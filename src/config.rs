@@ -11,10 +11,11 @@ use shards::log::SyncPolicy;
 /// Default consumer/producer port of shard 0; shard `k` listens on
 /// `base + k`.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
-/// Default admin HTTP address (`/metrics`, `/healthz`).
-pub const ADMIN_DEFAULT: &str = "127.0.0.1:9293";
-/// Default raft (cluster metadata) address.
-pub const RAFT_DEFAULT: &str = "127.0.0.1:9294";
+/// Default admin HTTP address (`/metrics`, `/healthz`). Below the listen
+/// port, so that the shard ports above it never collide with it.
+pub const ADMIN_DEFAULT: &str = "127.0.0.1:9280";
+/// Default raft (cluster metadata) address; below the listen port too.
+pub const RAFT_DEFAULT: &str = "127.0.0.1:9281";
 /// Default data directory.
 pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
 

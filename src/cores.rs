@@ -171,6 +171,9 @@ pub enum ToShard {
         reply: oneshot::Sender<Option<(Offset, Offset)>>,
     },
     Stats(oneshot::Sender<ShardStats>),
+    /// Answered once every command sent before it has been handled (a
+    /// partition table is applied when the shard reaches this).
+    Barrier(oneshot::Sender<()>),
     /// Finish in-flight appends, sync and close every log, then stop.
     Shutdown,
 }

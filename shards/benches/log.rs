@@ -41,6 +41,7 @@
 //! | `SLUICE_BENCH_SEGMENT_BYTES` | 1 GiB | segment size (engine and raw files) |
 //! | `SLUICE_BENCH_ONLY` | `append,nosync,read` | sections to run, comma-separated; also (not run by default) `uring`: the raw loop with its `fdatasync` through glommio's io_uring, and `cpu`: the CPU cost per batch of the checks `append` runs |
 //! | `SLUICE_BENCH_ROLLS` | 0 | 1: let the log (and raw file) roll segments during append rows |
+//! | `SLUICE_BENCH_RAW_CHECKS` | `none` | what-if: the raw loop also runs `one` CRC check per batch, or the `engine`'s checks (2 × `validate_batch` + `decode_batch`) |
 //!
 //! By default an append row switches both sides to fresh files between
 //! slices before either could fill a segment, so no slice measures a roll:
@@ -76,6 +77,19 @@ struct Settings {
     segment_bytes: u64,
     only: Vec<String>,
     rolls: bool,
+    raw_checks: RawChecks,
+}
+
+/// Batch checks the raw loop runs before each write (a what-if knob).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawChecks {
+    /// None: the raw ceiling.
+    None,
+    /// One `validate_batch` (CRC) pass: what `append` would cost with the
+    /// checks done once and without decoding records.
+    One,
+    /// What `append` runs today: `validate_batch` twice and `decode_batch`.
+    Engine,
 }
 
 impl Settings {
@@ -93,6 +107,12 @@ impl Settings {
             read_passes: env_parse::<usize>("SLUICE_BENCH_READ_PASSES", 5).max(1),
             segment_bytes: env_list("SLUICE_BENCH_SEGMENT_BYTES", "0")[0] as u64,
             rolls: env_parse::<u8>("SLUICE_BENCH_ROLLS", 0) != 0,
+            raw_checks: match std::env::var("SLUICE_BENCH_RAW_CHECKS").as_deref() {
+                Ok("one") => RawChecks::One,
+                Ok("engine") => RawChecks::Engine,
+                Ok("none") | Err(_) => RawChecks::None,
+                Ok(other) => panic!("SLUICE_BENCH_RAW_CHECKS={other:?}: none, one or engine"),
+            },
             only: std::env::var("SLUICE_BENCH_ONLY")
                 .unwrap_or_else(|_| "append,nosync,read".into())
                 .split(',')
@@ -353,6 +373,13 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy, left:
             human_bytes(settings.bytes)
         );
     }
+    match settings.raw_checks {
+        RawChecks::None => {}
+        RawChecks::One => println!("what-if: the raw loop runs one validate_batch (CRC) per batch"),
+        RawChecks::Engine => println!(
+            "what-if: the raw loop runs append's checks per batch (validate_batch x2 + decode_batch)"
+        ),
+    }
     let left_mb_s = format!("{label} MB/s");
     let ratio = format!("{label}/raw");
     let per_slice = format!("per-slice {label}/raw: median [min, max]");
@@ -393,8 +420,10 @@ async fn append_section(settings: &Settings, dir: &Path, sync: SyncPolicy, left:
                     pair = Files::open(settings, dir, &mut files, sync, left).await;
                 }
                 let slice = settings.slice();
-                let engine_cap = cap - engine.bytes;
-                let raw_cap = cap - raw.bytes;
+                // Spread a capped row over all its slices so they alternate.
+                let slice_cap = cap.div_ceil(settings.rounds() as u64);
+                let engine_cap = (cap - engine.bytes).min(slice_cap);
+                let raw_cap = (cap - raw.bytes).min(slice_cap);
                 // Alternate who goes first so neither always follows the other.
                 let (engine_slice, raw_slice) = if round % 2 == 0 {
                     let e = pair.left(&template, p, durable, slice, engine_cap).await;
@@ -492,7 +521,10 @@ impl Files {
             }
             Left::RawUring => (
                 None,
-                Some(RawWriter::create(&left_dir, settings.segment_bytes(), true).await),
+                Some(
+                    RawWriter::create(&left_dir, settings.segment_bytes(), true, RawChecks::None)
+                        .await,
+                ),
             ),
         };
         Files {
@@ -500,7 +532,13 @@ impl Files {
             uring,
             left_dir,
             engine_bytes: 0,
-            raw: RawWriter::create(&raw_dir, settings.segment_bytes(), false).await,
+            raw: RawWriter::create(
+                &raw_dir,
+                settings.segment_bytes(),
+                false,
+                settings.raw_checks,
+            )
+            .await,
             raw_dir,
         }
     }
@@ -597,6 +635,7 @@ async fn engine_append(
 /// The raw ceiling's file: preallocated segments written with `pwrite`,
 /// rolled (trim, sync, new file, directory sync) like the log's when full.
 struct RawWriter {
+    checks: RawChecks,
     dir: PathBuf,
     segment_bytes: u64,
     segment: u64,
@@ -608,9 +647,10 @@ struct RawWriter {
 }
 
 impl RawWriter {
-    async fn create(dir: &Path, segment_bytes: u64, uring: bool) -> RawWriter {
+    async fn create(dir: &Path, segment_bytes: u64, uring: bool, checks: RawChecks) -> RawWriter {
         std::fs::create_dir_all(dir).expect("create raw dir");
         let mut writer = RawWriter {
+            checks,
             dir: dir.to_path_buf(),
             segment_bytes,
             segment: 0,
@@ -662,7 +702,20 @@ impl RawWriter {
                     self.roll().await;
                 }
                 // A freshly received batch, as each engine append gets.
-                let received = batch.to_vec();
+                let mut received = batch.to_vec();
+                match self.checks {
+                    RawChecks::None => {}
+                    RawChecks::One => {
+                        validate_batch(&received).expect("valid batch");
+                    }
+                    RawChecks::Engine => {
+                        validate_batch(&received).expect("valid batch");
+                        let bytes = Bytes::from(received);
+                        decode_batch(&bytes).expect("valid batch");
+                        received = bytes.into();
+                        validate_batch(&received).expect("valid batch");
+                    }
+                }
                 self.file
                     .write_all_at(&received, self.position)
                     .expect("pwrite");

@@ -339,7 +339,10 @@ impl PartitionLog {
                 Segment::open(&config.dir, base, &segment_config, active, scan).await?;
             let gap_backwards = previous_end.is_some_and(|end| base < end);
             let cut_short = recovery.truncated_bytes > 0 && !active;
-            if recovery != SegmentRecovery::default() {
+            if recovery.truncated_bytes > 0
+                || recovery.index_rebuilt
+                || recovery.stop_reason.is_some()
+            {
                 report.repaired.push((base, recovery));
             }
             if gap_backwards {
@@ -827,6 +830,15 @@ impl PartitionLog {
         }
         self.unsynced.signal();
         sync_directory(&dir).await?;
+        // The checkpoint may name offsets that no longer exist (or will be
+        // rewritten with uncommitted data): lower it before anything else.
+        let (commit, hw) = {
+            let state = self.state.borrow();
+            (state.config.commit, state.high_watermark)
+        };
+        if commit == CommitMode::Replicated {
+            write_high_watermark(&dir, hw).await?;
+        }
         Ok(new_end)
     }
 

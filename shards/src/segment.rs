@@ -375,7 +375,13 @@ impl Segment {
             report.batches_scanned += 1;
             position += total as u64;
         }
-        if self.size < file_bytes {
+        if self.size < file_bytes && report.stop_reason.is_none() && scan == RecoveryScan::Full {
+            // The scan ended on zeros. After a crash a torn write may still
+            // have left stale batches further on (a later page reached the
+            // disk, an earlier one did not); zero them so a future append of
+            // the same size can never line up with one.
+            self.discard_tail().await?;
+        } else if self.size < file_bytes && report.stop_reason.is_some() {
             let tail = self.count_non_zero_tail(file_bytes).await?;
             if tail > 0 {
                 report.truncated_bytes = tail;

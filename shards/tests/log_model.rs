@@ -199,9 +199,10 @@ struct Model {
     hw: u64,
     /// Last high watermark written to the checkpoint file.
     checkpoint: Option<u64>,
-    /// Lowest truncation below `checkpoint` since it was written (see
+    /// Since `checkpoint` was written: the lowest truncation point and the
+    /// high watermark right after the latest truncation (see
     /// [`replicated_hw_after_an_unclean_restart_stays_committed`]).
-    checkpoint_cut: Option<u64>,
+    truncated_since_checkpoint: Option<(u64, u64)>,
     leader_epoch: i32,
 }
 
@@ -240,34 +241,41 @@ impl Model {
 
     fn checkpointed(&mut self) {
         self.checkpoint = Some(self.hw);
-        self.checkpoint_cut = None;
+        self.truncated_since_checkpoint = None;
     }
 
     fn truncated(&mut self, new_end: u64) {
         self.batches
             .truncate(self.batches.partition_point(|b| b.base < new_end));
         self.hw = self.hw.min(new_end);
-        if self.checkpoint.is_some_and(|c| c > new_end) {
-            self.checkpoint_cut = Some(self.checkpoint_cut.map_or(new_end, |t| t.min(new_end)));
-        }
+        let lowest = self
+            .truncated_since_checkpoint
+            .map_or(new_end, |(cut, _)| cut.min(new_end));
+        self.truncated_since_checkpoint = Some((lowest, self.hw));
     }
 
     /// The range of high watermarks `open` may recover after a close
-    /// (`clean`) or a drop. Exact, except after a truncation below the
-    /// checkpoint: today's engine then resumes from the stale checkpoint
-    /// (the top of the range); a fixed one from the truncation point.
+    /// (`clean`) or a drop. Exact unless a truncation happened since the
+    /// last checkpoint: today's engine then resumes from that (stale)
+    /// checkpoint; a fixed one from a checkpoint lowered to the truncation
+    /// point or rewritten with the high watermark of the truncation.
     fn reopened(&mut self, clean: bool) -> (u64, u64) {
         if clean && self.commit == CommitMode::Replicated && self.sync != SyncPolicy::Never {
             self.checkpointed();
         }
         self.leader_epoch = LeaderEpoch::NONE.0;
-        match self.commit {
-            CommitMode::Local => (self.end(), self.end()),
-            CommitMode::Replicated => {
-                let high = self.checkpoint.map_or(0, |c| c.min(self.end()));
-                (self.checkpoint_cut.map_or(high, |t| t.min(high)), high)
-            }
+        if self.commit == CommitMode::Local {
+            return (self.end(), self.end());
         }
+        let end = self.end();
+        let stale = self.checkpoint.unwrap_or(0).min(end);
+        let Some((cut, hw_after)) = self.truncated_since_checkpoint else {
+            return (stale, stale);
+        };
+        let candidates = [stale, stale.min(cut), hw_after.min(end)];
+        let low = candidates.iter().copied().min().unwrap_or(stale);
+        let high = candidates.iter().copied().max().unwrap_or(stale);
+        (low, high)
     }
 }
 
@@ -353,7 +361,7 @@ async fn run_case(path: PathBuf, spec: ConfigSpec, ops: Vec<Op>) -> CaseResult {
         batches: Vec::new(),
         hw: 0,
         checkpoint: None,
-        checkpoint_cut: None,
+        truncated_since_checkpoint: None,
         leader_epoch: LeaderEpoch::NONE.0,
     };
     let mut log = Some(open(&path, &spec, &model, false).await?);

@@ -1,6 +1,7 @@
-//! Torn and corrupt files, damaged from outside with `std::fs` after a clean
-//! close: every reopen must recover exactly the good prefix, serve it, and
-//! keep appending from there.
+//! Torn and corrupt files, damaged from outside with `std::fs` in a copy of
+//! a closed log — as a crash leaves it (no clean-shutdown marker) and, where
+//! it makes sense, as damage after a clean close: every reopen must recover
+//! exactly the good prefix, serve it, and keep appending from there.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use shards::batch::{Header, Record};
-use shards::log::{LogConfig, PartitionLog, RecoveryReport, SyncPolicy};
+use shards::log::{LogConfig, PartitionLog, RecoveryReport, SyncPolicy, CLEAN_SHUTDOWN_FILE};
 use shards::testing::run_on_executor;
 use shards::types::{Offset, TimestampMs};
 
@@ -52,6 +53,19 @@ fn config(dir: &Path, segment_bytes: u64, index_interval_bytes: u64) -> LogConfi
     config
 }
 
+/// How the damaged log was left before its reopen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shutdown {
+    /// Closed cleanly, damaged afterwards (the clean-shutdown marker stays:
+    /// recovery may trust the indexes).
+    Clean,
+    /// A crash: no clean-shutdown marker (recovery rescans the active
+    /// segment). Torn tails come from crashes.
+    Crash,
+}
+
+const SHUTDOWNS: [Shutdown; 2] = [Shutdown::Clean, Shutdown::Crash];
+
 /// A closed log of [`BATCHES`] batches; each scenario damages a copy.
 struct Fixture {
     root: tempfile::TempDir,
@@ -81,13 +95,21 @@ impl Fixture {
     }
 
     /// A fresh copy of the pristine log to damage.
-    fn copy(&self, name: &str) -> PathBuf {
-        let dir = self.root.path().join(name);
+    fn copy(&self, name: &str, shutdown: Shutdown) -> PathBuf {
+        let dir = self.root.path().join(format!("{name}-{shutdown:?}"));
         std::fs::create_dir(&dir).expect("create copy");
         for entry in std::fs::read_dir(&self.pristine).expect("list") {
             let from = entry.expect("entry").path();
             let to = dir.join(from.file_name().expect("file name"));
             std::fs::copy(&from, &to).expect("copy file");
+        }
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        assert!(
+            marker.exists(),
+            "a clean close leaves {CLEAN_SHUTDOWN_FILE}"
+        );
+        if shutdown == Shutdown::Crash {
+            std::fs::remove_file(marker).expect("remove the clean-shutdown marker");
         }
         dir
     }
@@ -255,7 +277,7 @@ fn a_active_segment_cut_mid_batch_recovers_to_the_last_whole_batch() {
         (7, 0),
     ];
     for (i, &(cut, good)) in cuts.iter().enumerate() {
-        let dir = fixture.copy(&format!("cut-{i}"));
+        let dir = fixture.copy(&format!("cut-{i}"), Shutdown::Crash);
         let segment = last_segment(&dir);
         set_len(&segment, cut);
         let torn = cut - batches.get(good).map_or(cut, |b| b.0);
@@ -288,14 +310,16 @@ fn b_garbled_last_bytes_are_cut_off() {
         (last_position + 57, 4), // recordsCount
     ];
     for (i, &(at, len)) in damage.iter().enumerate() {
-        let dir = fixture.copy(&format!("garble-{i}"));
-        xor_at(&last_segment(&dir), at, len);
-        let report = expect_recovered(fixture.config(&dir), BATCHES - 1);
-        assert!(!report.mid_log_corruption);
-        assert!(
-            truncated_bytes(&report) > 0,
-            "garbled {at}+{len}: {report:?}"
-        );
+        for shutdown in SHUTDOWNS {
+            let dir = fixture.copy(&format!("garble-{i}"), shutdown);
+            xor_at(&last_segment(&dir), at, len);
+            let report = expect_recovered(fixture.config(&dir), BATCHES - 1);
+            assert!(!report.mid_log_corruption);
+            assert!(
+                truncated_bytes(&report) > 0,
+                "garbled {at}+{len}, {shutdown:?}: {report:?}"
+            );
+        }
     }
 }
 
@@ -331,17 +355,22 @@ fn c_garbage_after_the_last_batch_is_cut_off() {
         ("duplicate of the last batch", last_batch),
     ];
     for (i, (what, bytes)) in garbage.iter().enumerate() {
-        let dir = fixture.copy(&format!("garbage-{i}"));
-        write_at(&last_segment(&dir), bytes, end);
-        let report = expect_recovered(fixture.config(&dir), BATCHES);
-        assert!(!report.mid_log_corruption, "{what}");
-        assert!(truncated_bytes(&report) > 0, "{what}: {report:?}");
-        if i == 0 {
-            assert_eq!(truncated_bytes(&report), random.len() as u64, "{what}");
+        for shutdown in SHUTDOWNS {
+            let dir = fixture.copy(&format!("garbage-{i}"), shutdown);
+            write_at(&last_segment(&dir), bytes, end);
+            let report = expect_recovered(fixture.config(&dir), BATCHES);
+            assert!(!report.mid_log_corruption, "{what}");
+            assert!(
+                truncated_bytes(&report) > 0,
+                "{what}, {shutdown:?}: {report:?}"
+            );
+            if i == 0 {
+                assert_eq!(truncated_bytes(&report), random.len() as u64, "{what}");
+            }
         }
     }
     // Garbage past the preallocated size, with nothing in between.
-    let dir = fixture.copy("garbage-past-preallocation");
+    let dir = fixture.copy("garbage-past-preallocation", Shutdown::Crash);
     let segment = last_segment(&dir);
     let file_len = std::fs::metadata(&segment).expect("stat").len() as usize;
     write_at(&segment, &random, file_len);
@@ -362,13 +391,15 @@ fn d_zeroed_crc_in_the_middle_of_the_last_segment_ends_the_log_there() {
     let fixture = Fixture::new(1 << 20, 1 << 20);
     let batches = layout(&last_segment(&fixture.pristine));
     for victim in [BATCHES / 2, BATCHES - 3, 0] {
-        let dir = fixture.copy(&format!("crc-{victim}"));
-        zero_crc(&last_segment(&dir), batches[victim].0);
-        let report = expect_recovered(fixture.config(&dir), victim);
-        assert!(!report.mid_log_corruption);
-        let repaired = &report.repaired[0].1;
-        assert!(repaired.truncated_bytes > 0, "{report:?}");
-        assert!(repaired.stop_reason.is_some(), "{report:?}");
+        for shutdown in SHUTDOWNS {
+            let dir = fixture.copy(&format!("crc-{victim}"), shutdown);
+            zero_crc(&last_segment(&dir), batches[victim].0);
+            let report = expect_recovered(fixture.config(&dir), victim);
+            assert!(!report.mid_log_corruption);
+            let repaired = &report.repaired[0].1;
+            assert!(repaired.truncated_bytes > 0, "{shutdown:?}: {report:?}");
+            assert!(repaired.stop_reason.is_some(), "{shutdown:?}: {report:?}");
+        }
     }
 }
 
@@ -383,9 +414,7 @@ fn d_zeroed_crc_before_the_last_index_entry_ends_the_log_there() {
     let fixture = Fixture::new(1 << 20, 512);
     let batches = layout(&last_segment(&fixture.pristine));
     let victim = BATCHES / 2;
-    let dir = fixture.copy("crc-indexed");
-    std::fs::remove_file(dir.join(shards::log::CLEAN_SHUTDOWN_FILE))
-        .expect("clean shutdown marker");
+    let dir = fixture.copy("crc-indexed", Shutdown::Crash);
     zero_crc(&last_segment(&dir), batches[victim].0);
     let report = expect_recovered(fixture.config(&dir), victim);
     assert!(truncated_bytes(&report) > 0, "{report:?}");
@@ -399,7 +428,7 @@ fn e_corruption_in_a_sealed_segment_cuts_the_log_there() {
     let segments = segment_files(&fixture.pristine);
     assert!(segments.len() >= 4, "{} segments", segments.len());
     for (case, seg) in [(0, 1), (1, segments.len() - 2), (2, 0)] {
-        let dir = fixture.copy(&format!("sealed-{case}"));
+        let dir = fixture.copy(&format!("sealed-{case}"), Shutdown::Crash);
         let (base, path) = &segment_files(&dir)[seg];
         let batches = layout(path);
         let (position, len) = *batches.last().expect("batches");
@@ -473,14 +502,16 @@ fn f_deleted_indexes_are_rebuilt() {
     let original = index_files(&fixture.pristine);
     assert!(segment_files(&fixture.pristine).len() >= 3);
     assert!(original.iter().any(|(_, bytes)| !bytes.is_empty()));
-    let dir = fixture.copy("deleted");
-    for (path, _) in index_files(&dir) {
-        std::fs::remove_file(path).expect("delete index");
+    for shutdown in SHUTDOWNS {
+        let dir = fixture.copy("deleted", shutdown);
+        for (path, _) in index_files(&dir) {
+            std::fs::remove_file(path).expect("delete index");
+        }
+        let report = expect_recovered(fixture.config(&dir), BATCHES);
+        assert!(!report.mid_log_corruption);
+        assert_eq!(truncated_bytes(&report), 0);
+        rebuilt_like_the_originals(&original, &dir);
     }
-    let report = expect_recovered(fixture.config(&dir), BATCHES);
-    assert!(!report.mid_log_corruption);
-    assert_eq!(truncated_bytes(&report), 0);
-    rebuilt_like_the_originals(&original, &dir);
 }
 
 #[test]
@@ -514,16 +545,18 @@ fn g_garbage_in_the_offset_index_is_rebuilt() {
         }),
     ];
     for (i, (what, damage)) in damages.iter().enumerate() {
-        let dir = fixture.copy(&format!("index-garbage-{i}"));
-        for (path, bytes) in index_files(&dir) {
-            if path.extension().is_some_and(|e| e == "index") {
-                damage(&mut rng, &path, bytes.len());
+        for shutdown in SHUTDOWNS {
+            let dir = fixture.copy(&format!("index-garbage-{i}"), shutdown);
+            for (path, bytes) in index_files(&dir) {
+                if path.extension().is_some_and(|e| e == "index") {
+                    damage(&mut rng, &path, bytes.len());
+                }
             }
+            let report = expect_recovered(fixture.config(&dir), BATCHES);
+            assert!(!report.mid_log_corruption, "{what}");
+            assert_eq!(truncated_bytes(&report), 0, "{what}: {report:?}");
+            rebuilt_like_the_originals(&original, &dir);
         }
-        let report = expect_recovered(fixture.config(&dir), BATCHES);
-        assert!(!report.mid_log_corruption, "{what}");
-        assert_eq!(truncated_bytes(&report), 0, "{what}: {report:?}");
-        rebuilt_like_the_originals(&original, &dir);
     }
 }
 
@@ -537,7 +570,7 @@ fn g_garbage_in_the_offset_index_is_rebuilt() {
 fn g_a_wrong_index_entry_before_a_good_last_one_is_not_trusted() {
     let fixture = indexed_fixture();
     let original = index_files(&fixture.pristine);
-    let dir = fixture.copy("index-middle-entry");
+    let dir = fixture.copy("index-middle-entry", Shutdown::Clean);
     let mut damaged = 0;
     for (path, bytes) in index_files(&dir) {
         let entries = bytes.len() / 8;
@@ -553,7 +586,7 @@ fn g_a_wrong_index_entry_before_a_good_last_one_is_not_trusted() {
     let report = expect_recovered(fixture.config(&dir), BATCHES);
     assert!(!report.mid_log_corruption);
     // After a crash the active segment's index is rebuilt like the original.
-    let dir2 = fixture.copy("index-middle-entry-crash");
+    let dir2 = fixture.copy("index-middle-entry", Shutdown::Crash);
     for (path, bytes) in index_files(&dir2) {
         let entries = bytes.len() / 8;
         if path.extension().is_some_and(|e| e == "index") && entries >= 3 {
@@ -561,8 +594,6 @@ fn g_a_wrong_index_entry_before_a_good_last_one_is_not_trusted() {
             write_at(&path, &[0xFF, 0xFF, 0xFF, 0xF0], at + 4);
         }
     }
-    std::fs::remove_file(dir2.join(shards::log::CLEAN_SHUTDOWN_FILE))
-        .expect("clean shutdown marker");
     expect_recovered(fixture.config(&dir2), BATCHES);
     let active_original = original.last().expect("indexes");
     let active_rebuilt = index_files(&dir2).into_iter().last().expect("indexes");

@@ -155,9 +155,9 @@ pub struct ServeArgs {
     pub listen: Option<String>,
 
     /// Address of the admin HTTP endpoint (/metrics, /healthz)
-    /// [default: 127.0.0.1:9293].
+    /// [default: 127.0.0.1:9280].
     ///
-    /// Example: --admin 0.0.0.0:9293
+    /// Example: --admin 0.0.0.0:9280
     #[arg(long, value_name = "HOST:PORT")]
     pub admin: Option<String>,
 

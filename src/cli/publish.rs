@@ -65,6 +65,59 @@ impl Pending {
     }
 }
 
+/// The messages published and not done yet, by sequence number: waiting for
+/// their first ack, or in their grace period after it.
+#[derive(Default)]
+struct AckTracker {
+    pending: HashMap<u64, Pending>,
+}
+
+/// A message got no ack within [`ACK_TIMEOUT`].
+#[derive(Debug, PartialEq, Eq)]
+struct AckTimedOut;
+
+impl AckTracker {
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn sent(&mut self, seq: u64, now: Instant) {
+        self.pending.insert(
+            seq,
+            Pending {
+                sent_at: now,
+                first_ack_at: None,
+            },
+        );
+    }
+
+    /// Records an ack for `seq` (later acks of a message change nothing).
+    fn acked(&mut self, seq: u64, now: Instant) {
+        if let Some(message) = self.pending.get_mut(&seq) {
+            message.first_ack_at.get_or_insert(now);
+        }
+    }
+
+    /// Fails if a message waited too long for its first ack, forgets the
+    /// messages whose grace period is over, and returns when to look again.
+    fn expire(&mut self, now: Instant) -> Result<Instant, AckTimedOut> {
+        if self
+            .pending
+            .values()
+            .any(|p| p.first_ack_at.is_none() && now >= p.deadline())
+        {
+            return Err(AckTimedOut);
+        }
+        self.pending.retain(|_, p| now < p.deadline());
+        Ok(self
+            .pending
+            .values()
+            .map(Pending::deadline)
+            .min()
+            .unwrap_or(now + ACK_TIMEOUT))
+    }
+}
+
 async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let nats = connect_nats(&args.nats_url).await?;
     let inbox = nats.new_inbox();
@@ -80,17 +133,17 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         template: EnvelopeTemplate::new(&args),
         args,
         inbox,
-        pending: HashMap::new(),
+        acks: AckTracker::default(),
         next_seq: 0,
         failed_acks: 0,
     };
     loop {
         let deadline = publisher.expire(Instant::now())?;
-        if source_done && publisher.pending.is_empty() {
+        if source_done && publisher.acks.len() == 0 {
             break;
         }
         tokio::select! {
-            message = source.next(), if !source_done && publisher.pending.len() < IN_FLIGHT_MAX => {
+            message = source.next(), if !source_done && publisher.acks.len() < IN_FLIGHT_MAX => {
                 match message {
                     Some(message) => publisher.send(message?).await?,
                     None => source_done = true,
@@ -136,8 +189,8 @@ struct Publisher {
     inbox: String,
     max_payload: usize,
     template: EnvelopeTemplate,
-    /// Messages not done yet, by seq; at most [`IN_FLIGHT_MAX`].
-    pending: HashMap<u64, Pending>,
+    /// Messages not done yet; at most [`IN_FLIGHT_MAX`].
+    acks: AckTracker,
     next_seq: u64,
     failed_acks: u64,
 }
@@ -158,13 +211,7 @@ impl Publisher {
             .publish_with_reply(subject, format!("{}.{seq}", self.inbox), payload)
             .await
             .with_context(|| format!("cannot publish on {}", self.args.subject))?;
-        self.pending.insert(
-            seq,
-            Pending {
-                sent_at: Instant::now(),
-                first_ack_at: None,
-            },
-        );
+        self.acks.sent(seq, Instant::now());
         self.next_seq += 1;
         Ok(())
     }
@@ -177,42 +224,26 @@ impl Publisher {
                 self.args.nats_url
             );
         }
-        if !handle_reply(reply, &self.inbox, &mut self.pending) {
+        if !handle_reply(reply, &self.inbox, &mut self.acks) {
             self.failed_acks += 1;
         }
         Ok(())
     }
 
-    /// Fails if a message waited too long for its first ack, forgets the
-    /// messages whose grace period is over, and returns when to look again.
+    /// See [`AckTracker::expire`], with the advice for a timeout.
     fn expire(&mut self, now: Instant) -> anyhow::Result<Instant> {
-        if self
-            .pending
-            .values()
-            .any(|p| p.first_ack_at.is_none() && now >= p.deadline())
-        {
-            bail!(
+        self.acks.expire(now).map_err(|AckTimedOut| {
+            anyhow!(
                 "no ack within {}s: no stream bound to {}, or the server is down (the message may or may not be stored)",
                 ACK_TIMEOUT.as_secs(),
                 self.args.subject
-            );
-        }
-        self.pending.retain(|_, p| now < p.deadline());
-        Ok(self
-            .pending
-            .values()
-            .map(Pending::deadline)
-            .min()
-            .unwrap_or(now + ACK_TIMEOUT))
+            )
+        })
     }
 }
 
 /// Prints one ack; returns false when it reports a failure.
-fn handle_reply(
-    reply: &async_nats::Message,
-    inbox: &str,
-    pending: &mut HashMap<u64, Pending>,
-) -> bool {
+fn handle_reply(reply: &async_nats::Message, inbox: &str, acks: &mut AckTracker) -> bool {
     let ack = match Ack::decode(&reply.payload) {
         Ok(ack) => ack,
         Err(error) => {
@@ -228,8 +259,8 @@ fn handle_reply(
         .strip_prefix(inbox)
         .and_then(|rest| rest.strip_prefix('.'))
         .and_then(|seq| seq.parse::<u64>().ok());
-    if let Some(message) = seq.and_then(|seq| pending.get_mut(&seq)) {
-        message.first_ack_at.get_or_insert_with(Instant::now);
+    if let Some(seq) = seq {
+        acks.acked(seq, Instant::now());
     }
     let line = ack_line(&ack);
     match ack.outcome {
@@ -453,6 +484,30 @@ mod tests {
         assert_eq!(envelope.key.as_deref(), Some(&b"user-42"[..]));
         assert_eq!(envelope.value.as_deref(), Some(&b"hi"[..]));
         assert_eq!(envelope.headers.len(), 1);
+    }
+
+    #[test]
+    fn acks_time_out_or_finish_after_the_grace_period() {
+        let start = Instant::now();
+        let mut acks = AckTracker::default();
+        assert_eq!(acks.expire(start), Ok(start + ACK_TIMEOUT));
+        acks.sent(0, start);
+        acks.sent(1, start);
+        assert_eq!(acks.expire(start), Ok(start + ACK_TIMEOUT));
+        let acked_at = start + Duration::from_millis(10);
+        acks.acked(0, acked_at);
+        acks.acked(0, acked_at + Duration::from_millis(50)); // a second stream
+        acks.acked(7, acked_at); // unknown or already done: ignored
+        assert_eq!(acks.expire(acked_at), Ok(acked_at + ACK_GRACE));
+        assert_eq!(acks.len(), 2);
+        acks.acked(1, acked_at);
+        assert_eq!(
+            acks.expire(acked_at + ACK_GRACE),
+            Ok(acked_at + ACK_GRACE + ACK_TIMEOUT)
+        );
+        assert_eq!(acks.len(), 0);
+        acks.sent(2, start);
+        assert_eq!(acks.expire(start + ACK_TIMEOUT), Err(AckTimedOut));
     }
 
     #[tokio::test(flavor = "current_thread")]

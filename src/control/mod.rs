@@ -34,6 +34,9 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const NATS_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for the metadata node to stop.
 pub const METADATA_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a create/delete (or start-up) waits for the shards to apply
+/// the new partition table.
+pub const SHARD_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -132,6 +135,9 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
     }
     let router = Router::new(nats.clone(), to_shards, metadata.subscribe(), router_rx);
     let router_task = tokio::task::spawn_local(router.run());
+    // Ready (admin port answering) only once every shard has opened its
+    // partitions.
+    sync_shards(&router_tx).await;
     let admin_task = tokio::spawn(admin_http::serve(admin_listener, router_tx.clone()));
     tracing::info!(admin = %config.admin, listen = %config.listen, shards = config.shard_count(), "sluice is serving");
 
@@ -273,13 +279,16 @@ async fn answer_admin(
             Ok(creation) => {
                 let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
                 let record = creation.into_record();
-                wait_until_applied(metadata, &record.spec.name).await;
+                sync_shards(router).await;
                 AdminReply::Created { record, created }
             }
             Err(err) => AdminReply::Error(cluster_failure(err)),
         },
         AdminRequest::DeleteStream(name) => match metadata.delete_stream(&name).await {
-            Ok(record) => AdminReply::Deleted(record),
+            Ok(record) => {
+                sync_shards(router).await;
+                AdminReply::Deleted(record)
+            }
             Err(err) => AdminReply::Error(cluster_failure(err)),
         },
         AdminRequest::Metadata => {
@@ -323,15 +332,12 @@ async fn answer_admin(
     }
 }
 
-/// The shards learn of a new stream through the metadata watch; give the
-/// router a moment so a client that creates then immediately publishes or
-/// fetches finds the partitions open. Bounded: at most a few hundred ms.
-async fn wait_until_applied(metadata: &MetadataNode, name: &str) {
-    for _ in 0..50 {
-        if metadata.describe(name).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Waits until every shard has applied the metadata as it is now (bounded),
+/// so a client can use a stream as soon as its create or delete returns.
+async fn sync_shards(router: &mpsc::Sender<RouterRequest>) {
+    let (tx, rx) = oneshot::channel();
+    if router.send(RouterRequest::Sync(tx)).await.is_ok() {
+        let _ = tokio::time::timeout(SHARD_SYNC_TIMEOUT, rx).await;
     }
 }
 

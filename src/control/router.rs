@@ -33,6 +33,9 @@ pub enum RouterRequest {
         partitions: Vec<(PartitionKey, u32)>,
         reply: oneshot::Sender<HashMap<PartitionKey, (Offset, Offset)>>,
     },
+    /// Apply the newest metadata, then answer once every shard has applied
+    /// it: a client that created a stream can use it at once.
+    Sync(oneshot::Sender<()>),
     /// Stop consuming NATS, hand every shard what it already has, then tell
     /// the shards to shut down.
     Shutdown(oneshot::Sender<()>),
@@ -156,6 +159,23 @@ impl Router {
                     }
                 }
                 let _ = reply.send(found);
+            }
+            RouterRequest::Sync(done) => {
+                if self.metadata.has_changed().unwrap_or(false) {
+                    let metadata = self.metadata.borrow_and_update().clone();
+                    self.apply_metadata(&metadata).await;
+                }
+                let mut pending = Vec::new();
+                for sender in &mut self.shards {
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    if sender.send(ToShard::Barrier(tx)).await.is_ok() {
+                        pending.push(rx);
+                    }
+                }
+                for rx in pending {
+                    let _ = rx.await;
+                }
+                let _ = done.send(());
             }
             RouterRequest::Shutdown(_) => {}
         }

@@ -244,6 +244,9 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
                 ToShard::Stats(reply) => {
                     let _ = reply.send(shard.snapshot_stats());
                 }
+                ToShard::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
                 ToShard::Shutdown => break 'serve,
             }
         }

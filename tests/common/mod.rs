@@ -43,10 +43,16 @@ fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status} before listening; log:\n{}", read_log(log));
+            panic!(
+                "{what} exited with {status} before listening; log:\n{}",
+                read_log(log)
+            );
         }
         if started.elapsed() > START_TIMEOUT {
-            panic!("{what} did not listen on {addr} within {START_TIMEOUT:?}; log:\n{}", read_log(log));
+            panic!(
+                "{what} did not listen on {addr} within {START_TIMEOUT:?}; log:\n{}",
+                read_log(log)
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -78,7 +84,12 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server must be installed (tools/test installs it)");
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child, "nats-server", &log);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            &mut child,
+            "nats-server",
+            &log,
+        );
         NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
@@ -116,7 +127,8 @@ impl Sluice {
         let admin_port = free_port();
         let raft_port = free_port();
         let config = dir.path().join("sluice.toml");
-        std::fs::write(&config, format!("raft = \"127.0.0.1:{raft_port}\"\n")).expect("write config");
+        std::fs::write(&config, format!("raft = \"127.0.0.1:{raft_port}\"\n"))
+            .expect("write config");
         let mut node = Sluice {
             child: None,
             data_dir,
@@ -167,11 +179,35 @@ impl Sluice {
             .spawn()
             .expect("spawn sluice");
         wait_for_port(self.admin, &mut child, "sluice", &self.log);
+        // The admin port is bound early; `/healthz` answers once every shard
+        // has opened its partitions.
+        let started = Instant::now();
+        while !self.healthy() {
+            if started.elapsed() > START_TIMEOUT {
+                panic!("sluice never became healthy; log:\n{}", read_log(&self.log));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
         for shard in 0..self.shards {
             let addr = SocketAddr::from(([127, 0, 0, 1], self.listen.port() + shard));
             wait_for_port(addr, &mut child, "sluice shard", &self.log);
         }
         self.child = Some(child);
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.admin, Duration::from_millis(500))
+        else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200")
     }
 
     /// The port of shard `shard`.
@@ -181,17 +217,26 @@ impl Sluice {
 
     /// Sends SIGTERM and waits for a clean exit (status 0).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         signal(&child, libc::SIGTERM);
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                assert!(status.success(), "sluice exited with {status}; log:\n{}", read_log(&self.log));
+                assert!(
+                    status.success(),
+                    "sluice exited with {status}; log:\n{}",
+                    read_log(&self.log)
+                );
                 return;
             }
             if started.elapsed() > STOP_TIMEOUT {
                 let _ = child.kill();
-                panic!("sluice did not stop within {STOP_TIMEOUT:?}; log:\n{}", read_log(&self.log));
+                panic!(
+                    "sluice did not stop within {STOP_TIMEOUT:?}; log:\n{}",
+                    read_log(&self.log)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -224,11 +269,16 @@ impl Sluice {
     pub fn admin_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut stream = TcpStream::connect(self.admin).expect("admin connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("read");
-        response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
     }
 
     /// A metric's value summed over shards.

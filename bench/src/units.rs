@@ -1,0 +1,198 @@
+//! Parsing and printing of the quantities the harness deals in: byte sizes
+//! (`128`, `16KiB`, `1MiB`), durations (`10`, `500ms`, `2s`), rates and
+//! grouped counts.
+
+use std::time::Duration;
+
+/// Parses a byte size: a number with an optional unit `B`, `KiB`/`K`/`k`,
+/// `MiB`/`M`, `GiB`/`G` (all powers of 1024), or `KB`/`MB`/`GB` (powers of
+/// 1000).
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (try 128, 16KiB, 1MiB)"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "K" | "k" | "KiB" | "kiB" | "Ki" => 1 << 10,
+        "M" | "MiB" | "Mi" => 1 << 20,
+        "G" | "GiB" | "Gi" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+/// Parses a duration: plain seconds (`10`, `0.5`) or with a unit (`500ms`,
+/// `2s`, `1m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(us) = text.strip_suffix("us") {
+        (us, 1e-6)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else if let Some(m) = text.strip_suffix('m') {
+        (m, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (try 10, 2.5s, 500ms)"))?;
+    if !value.is_finite() || value < 0.0 || value * scale > 86_400.0 {
+        return Err(format!("duration '{text}' is out of range (0 s to 1 day)"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// Parses a count such as `1000000`, `1_000_000`, `100k` or `2M` (powers of
+/// 1000).
+pub fn parse_count(text: &str) -> Result<u64, String> {
+    let text = text.trim().replace('_', "");
+    let (number, factor) = match text.chars().last() {
+        Some('k' | 'K') => (&text[..text.len() - 1], 1_000.0),
+        Some('M') => (&text[..text.len() - 1], 1_000_000.0),
+        Some('G') => (&text[..text.len() - 1], 1_000_000_000.0),
+        _ => (text.as_str(), 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a count (try 100000, 100k, 1M)"))?;
+    let value = value * factor;
+    if !value.is_finite() || value < 0.0 || value > 1e15 {
+        return Err(format!("count '{text}' is out of range"));
+    }
+    Ok(value.round() as u64)
+}
+
+/// Parses a rate in messages per second (`50000`, `50k`).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate = parse_count(text)? as f64;
+    if rate <= 0.0 {
+        return Err("--rate must be positive".into());
+    }
+    Ok(rate)
+}
+
+/// `16 KiB`, `128 B`, `1 MiB`: exact binary units where they fit.
+pub fn format_bytes(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (factor, unit) in UNITS {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{} {unit}", bytes / factor);
+        }
+    }
+    for (factor, unit) in UNITS {
+        if bytes >= factor {
+            return format!("{:.1} {unit}", bytes as f64 / factor as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// A count with thousands separators: `1,234,567`.
+pub fn group(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate or large number in short form: `118k`, `1.25M`, `950`.
+pub fn short(value: f64) -> String {
+    let abs = value.abs();
+    if abs >= 1e9 {
+        format!("{:.2}G", value / 1e9)
+    } else if abs >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if abs >= 1e4 {
+        format!("{:.0}k", value / 1e3)
+    } else if abs >= 1e3 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// A latency given in microseconds, printed in the unit that suits it.
+pub fn format_latency_us(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{:.2} s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+/// A latency in microseconds as milliseconds with sensible precision, for
+/// table columns that all share the unit `ms`.
+pub fn ms_cell(us: f64) -> String {
+    let ms = us / 1e3;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else if ms >= 0.1 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("128").unwrap(), 128);
+        assert_eq!(parse_bytes("16KiB").unwrap(), 16 << 10);
+        assert_eq!(parse_bytes("16k").unwrap(), 16 << 10);
+        assert_eq!(parse_bytes("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("2 MB").unwrap(), 2_000_000);
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+
+    #[test]
+    fn durations_and_counts() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_count("100k").unwrap(), 100_000);
+        assert_eq!(parse_count("1_000").unwrap(), 1000);
+        assert_eq!(parse_count("2M").unwrap(), 2_000_000);
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn printing() {
+        assert_eq!(format_bytes(128), "128 B");
+        assert_eq!(format_bytes(16 << 10), "16 KiB");
+        assert_eq!(format_bytes(1 << 20), "1 MiB");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(group(12), "12");
+        assert_eq!(short(118_200.0), "118k");
+        assert_eq!(format_latency_us(2_500.0), "2.50 ms");
+        assert_eq!(ms_cell(2_500.0), "2.50");
+    }
+}
