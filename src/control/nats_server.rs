@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+/// The port NATS clients try by default.
+pub const NATS_DEFAULT_PORT: u16 = 4222;
+
 /// How long to wait for the child to write its ports file.
 pub const NATS_START_TIMEOUT: Duration = Duration::from_secs(10);
 const PORTS_POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -46,11 +49,19 @@ impl ManagedNatsServer {
                 source,
             })?;
         let log = dir.join("nats-server.log");
+        // NATS's standard port when it is free, so `sluice publish` and other
+        // NATS clients find the server with their defaults; any free port
+        // otherwise (the URL is logged).
+        let port = if std::net::TcpListener::bind(("127.0.0.1", NATS_DEFAULT_PORT)).is_ok() {
+            NATS_DEFAULT_PORT.to_string()
+        } else {
+            "-1".to_string()
+        };
         let mut child = Command::new("nats-server")
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-p")
-            .arg("-1")
+            .arg(&port)
             .arg("--ports_file_dir")
             .arg(dir)
             .arg("-l")
