@@ -486,26 +486,10 @@ fn sigterm_with_publishes_in_flight_loses_no_acked_message() {
             .subscribe(format!("{inbox}.*"))
             .await
             .expect("subscribe");
-        for i in 0..2_000u32 {
-            nats.publish_with_reply(
-                "inflight",
-                format!("{inbox}.{i}"),
-                Bytes::from(format!("m{i}")),
-            )
-            .await
-            .expect("publish");
-            if i == 1_000 {
-                nats.flush().await.expect("flush");
-                node.stop();
-            }
-        }
-        let _ = nats.flush().await;
         let mut acked = Vec::new();
-        while let Ok(Some(message)) =
-            tokio::time::timeout(Duration::from_secs(2), acks.next()).await
-        {
+        let record_ack = |message: async_nats::Message, acked: &mut Vec<(Offset, Bytes)>| {
             if message.status.is_some() {
-                continue; // "no responders" once the node is gone
+                return; // "no responders" once the node is gone
             }
             let ack = Ack::decode(&message.payload).expect("ack");
             if let AckOutcome::Committed { offset, .. } = ack.outcome {
@@ -517,6 +501,29 @@ fn sigterm_with_publishes_in_flight_loses_no_acked_message() {
                     .expect("index");
                 acked.push((offset, Bytes::from(format!("m{i}"))));
             }
+        };
+        for i in 0..2_000u32 {
+            nats.publish_with_reply(
+                "inflight",
+                format!("{inbox}.{i}"),
+                Bytes::from(format!("m{i}")),
+            )
+            .await
+            .expect("publish");
+            if i == 1_000 {
+                // Stop while publishes are in flight, once acks are flowing.
+                nats.flush().await.expect("flush");
+                if let Ok(Some(message)) = tokio::time::timeout(WAIT, acks.next()).await {
+                    record_ack(message, &mut acked);
+                }
+                node.stop();
+            }
+        }
+        let _ = nats.flush().await;
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(2), acks.next()).await
+        {
+            record_ack(message, &mut acked);
         }
         acked
     });

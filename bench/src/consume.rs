@@ -22,7 +22,7 @@ use bytes::Bytes;
 use shards::batch::{decode_batch, validate_batch, BatchHeader};
 
 use crate::nats_pub::{read_stamp, Delivered};
-use crate::recorder::{instant_from_nanos, interrupted, Recorder};
+use crate::recorder::{instant_from_nanos, interrupted, Recorder, Ticket};
 use crate::wire::{Wire, WireReceiver, WireSender};
 
 /// A partition a consumer reads.
@@ -77,14 +77,19 @@ fn count_records(raw: &[u8], offset: u64) -> Result<(u64, u64)> {
 
 /// Reads the job's slots from `from` to `to`, over and over until `end`
 /// when one is given.
-pub fn run_catch_up(job: ConsumeJob, mut recorder: Recorder) -> Result<Recorder> {
+pub fn run_catch_up(job: ConsumeJob, ticket: Ticket) -> Result<Recorder> {
     let mut wires: Vec<(SocketAddr, Wire)> = Vec::new();
+    let connected = job.slots.iter().try_for_each(|slot| {
+        if !wires.iter().any(|(addr, _)| *addr == slot.addr) {
+            wires.push((slot.addr, Wire::connect(slot.addr, job.timeout)?));
+        }
+        Ok::<(), anyhow::Error>(())
+    });
+    let mut recorder = ticket.ready()?;
+    connected?;
     let mut raw = Vec::new();
     loop {
         for slot in &job.slots {
-            if !wires.iter().any(|(addr, _)| *addr == slot.addr) {
-                wires.push((slot.addr, Wire::connect(slot.addr, job.timeout)?));
-            }
             let wire = &mut wires
                 .iter_mut()
                 .find(|(addr, _)| *addr == slot.addr)
@@ -141,12 +146,15 @@ pub struct TailEnd {
 }
 
 /// Long-polls the job's slots; records publish → receipt per message.
-pub fn run_tail(job: ConsumeJob, mut recorder: Recorder, until: Arc<TailEnd>) -> Result<Recorder> {
+pub fn run_tail(job: ConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Result<Recorder> {
     let mut lanes: Vec<(WireSender, WireReceiver)> = Vec::new();
-    for slot in &job.slots {
+    let connected = job.slots.iter().try_for_each(|slot| {
         let wire = Wire::connect(slot.addr, job.timeout + Duration::from_millis(job.fetch_wait_ms.into()))?;
         lanes.push((wire.tx, wire.rx));
-    }
+        Ok::<(), anyhow::Error>(())
+    });
+    let mut recorder = ticket.ready()?;
+    connected?;
     let mut offsets: Vec<u64> = job.slots.iter().map(|s| s.from).collect();
     let mut received: Vec<u64> = vec![0; job.slots.len()];
     let wait_ms = job.fetch_wait_ms / job.slots.len() as u32;

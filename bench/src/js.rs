@@ -18,7 +18,7 @@ use futures::StreamExt;
 
 use crate::consume::TailEnd;
 use crate::nats_pub::{read_stamp, Payloads};
-use crate::recorder::{instant_from_nanos, interrupted, Recorder};
+use crate::recorder::{instant_from_nanos, interrupted, Recorder, Ticket};
 
 /// Largest pull request (messages) a JetStream consumer sends.
 pub const FETCH_MESSAGES_MAX: usize = 10_000;
@@ -147,11 +147,11 @@ impl JsConsumeJob {
 
 /// Catch-up reads: fetch each stream from the start, one latency sample per
 /// fetch; over and over until `end` when given.
-pub fn run_catch_up(job: JsConsumeJob, mut recorder: Recorder, ready: impl FnOnce()) -> Result<Recorder> {
+pub fn run_catch_up(job: JsConsumeJob, ticket: Ticket) -> Result<Recorder> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let connected = connect(&job.nats_url, job.timeout).await;
-        ready();
+        let mut recorder = ticket.ready()?;
         let (_client, context) = connected?;
         loop {
             for (name, _, total) in &job.streams {
@@ -212,7 +212,7 @@ async fn consumer_cleanup(context: &jetstream::Context, stream: &str, mut consum
 
 /// Tail reads: a pull consumer per stream streaming new messages; latency
 /// per message from the time stamped in its payload.
-pub fn run_tail(job: JsConsumeJob, mut recorder: Recorder, until: Arc<TailEnd>, ready: impl FnOnce()) -> Result<Recorder> {
+pub fn run_tail(job: JsConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Result<Recorder> {
     let runtime = runtime()?;
     runtime.block_on(async {
         let setup = async {
@@ -231,7 +231,7 @@ pub fn run_tail(job: JsConsumeJob, mut recorder: Recorder, until: Arc<TailEnd>, 
             Ok::<_, anyhow::Error>((client, context, streams))
         }
         .await;
-        ready();
+        let mut recorder = ticket.ready()?;
         let (_client, _context, mut streams) = setup?;
         let mut received = vec![0u64; streams.len()];
         let mut drain_deadline: Option<Instant> = None;

@@ -60,6 +60,8 @@ pub struct Live {
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub errors: AtomicU64,
+    /// Messages completed during warm-up (not measured).
+    pub warmup_messages: AtomicU64,
 }
 
 impl Live {
@@ -180,6 +182,7 @@ impl Recorder {
         wire_bytes: u64,
     ) {
         if !self.measured(start) {
+            self.live.warmup_messages.fetch_add(messages, Ordering::Relaxed);
             return;
         }
         let latency_ns = nanos(done.saturating_duration_since(start)).max(1);
@@ -255,6 +258,53 @@ impl Recorder {
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
+    }
+}
+
+/// How a consumer that needs set-up joins a run: it does its set-up, says
+/// it is ready, and gets its recorder once every consumer is ready (the
+/// measured window is only fixed then).
+pub struct Ticket {
+    ready: std::sync::mpsc::Sender<()>,
+    recorder: std::sync::mpsc::Receiver<Recorder>,
+}
+
+/// The run's side of a [`Ticket`].
+pub struct TicketOffice {
+    pub ready: std::sync::mpsc::Receiver<()>,
+    pub recorders: Vec<std::sync::mpsc::Sender<Recorder>>,
+}
+
+impl Ticket {
+    /// `count` tickets and the office that hands out their recorders.
+    pub fn issue(count: usize) -> (Vec<Ticket>, TicketOffice) {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut tickets = Vec::new();
+        let mut recorders = Vec::new();
+        for _ in 0..count {
+            let (tx, rx) = std::sync::mpsc::channel();
+            tickets.push(Ticket {
+                ready: ready_tx.clone(),
+                recorder: rx,
+            });
+            recorders.push(tx);
+        }
+        (
+            tickets,
+            TicketOffice {
+                ready: ready_rx,
+                recorders,
+            },
+        )
+    }
+
+    /// Reports ready and waits for the recorder; an error if the run was
+    /// called off.
+    pub fn ready(self) -> anyhow::Result<Recorder> {
+        let _ = self.ready.send(());
+        self.recorder
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the run was called off before it started"))
     }
 }
 

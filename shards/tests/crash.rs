@@ -33,7 +33,7 @@ use shards::log::{LogConfig, PartitionLog, SyncPolicy};
 use shards::testing::run_on_executor;
 use shards::types::TimestampMs;
 
-use common::{fill, mix, read_all, Rng};
+use common::{fill, mix, read_all, release_closed_files, Rng};
 
 const CHILD_DIR_ENV: &str = "SLUICE_CRASH_DIR";
 const CHILD_CYCLE_ENV: &str = "SLUICE_CRASH_CYCLE";
@@ -391,6 +391,7 @@ async fn recover_and_read(dir: PathBuf) -> Recovered {
         segments: report.segments,
     };
     log.close().await.expect("close");
+    release_closed_files().await;
     recovered
 }
 

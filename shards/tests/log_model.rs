@@ -19,7 +19,7 @@ use shards::log::{CommitMode, LogConfig, PartitionLog, SyncPolicy};
 use shards::testing::run_on_executor;
 use shards::types::{LeaderEpoch, Offset, TimestampMs};
 
-use common::{decode_all, fill, mix, read_all};
+use common::{decode_all, fill, mix, read_all, release_closed_files};
 
 /// Cases per run unless `PROPTEST_CASES` says otherwise: enough to hit
 /// rolls, truncations across segments and reopen in every run, small enough
@@ -409,7 +409,9 @@ async fn run_case(path: PathBuf, spec: ConfigSpec, ops: Vec<Op>) -> CaseResult {
         return Err(TestCaseError::fail("log lost"));
     };
     check_full_scan(&log, &model, 4096).await?;
-    log.close().await.map_err(|e| fail("close", e))
+    log.close().await.map_err(|e| fail("close", e))?;
+    release_closed_files().await;
+    Ok(())
 }
 
 async fn apply(log: &PartitionLog, spec: &ConfigSpec, model: &mut Model, op: &Op) -> CaseResult {

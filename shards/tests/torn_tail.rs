@@ -14,7 +14,7 @@ use shards::log::{LogConfig, PartitionLog, RecoveryReport, SyncPolicy, CLEAN_SHU
 use shards::testing::run_on_executor;
 use shards::types::{Offset, TimestampMs};
 
-use common::{batch_layout, fill, read_all, segment_files, Rng};
+use common::{batch_layout, fill, read_all, release_closed_files, segment_files, Rng};
 
 const TS_BASE: i64 = 1_700_000_000_000;
 /// Batches written by every fixture.
@@ -85,6 +85,7 @@ impl Fixture {
                 log.append_records(&batch).await.expect("append");
             }
             log.close().await.expect("close");
+            release_closed_files().await;
         });
         Fixture {
             root,
@@ -196,6 +197,7 @@ fn expect_recovered(config: LogConfig, good_batches: usize) -> RecoveryReport {
         expected.push(extra);
         check_contents(&log, &expected).await;
         log.close().await.expect("close");
+        release_closed_files().await;
         report
     })
 }
