@@ -140,8 +140,9 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
 
     /// NATS server whose subjects the streams bind. Without it, Sluice
-    /// starts its own nats-server on a free loopback port and logs its URL
-    /// (give that URL to `sluice publish --nats-url`).
+    /// starts its own nats-server on 127.0.0.1:4222 (the port NATS clients,
+    /// `sluice publish` included, try by default) or, when that is taken, on
+    /// a free loopback port whose URL it logs (give it to `--nats-url`).
     ///
     /// Example: --nats-url nats://127.0.0.1:4222
     #[arg(long, value_name = "URL")]
