@@ -25,7 +25,7 @@ use shards::log::{LogConfig, PartitionLog};
 use shards::testing::run_on_executor;
 use shards::types::{LeaderEpoch, TimestampMs};
 
-use common::{batch_layout, fill, segment_files, Rng};
+use common::{batch_layout, fill, release_closed_files, segment_files, Rng};
 
 const TS_BASE: i64 = 1_700_000_000_000;
 const SEGMENT_BYTES: u64 = 64 << 10;
@@ -110,6 +110,7 @@ fn write_log(dir: &Path, batches: &[Batch]) {
             "the log must span several segments"
         );
         log.close().await.expect("close");
+        release_closed_files().await;
     });
 }
 
