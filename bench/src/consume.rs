@@ -47,8 +47,9 @@ pub struct ConsumeJob {
     pub size: usize,
     pub fetch_bytes: u32,
     pub fetch_wait_ms: u32,
-    /// Catch-up with a time budget: start over at `from` until this instant.
-    pub end: Option<Instant>,
+    /// Catch-up with a time budget: start over at `from` until the budget
+    /// after the end of warm-up.
+    pub budget: Option<Duration>,
     pub timeout: Duration,
 }
 
@@ -87,6 +88,7 @@ pub fn run_catch_up(job: ConsumeJob, ticket: Ticket) -> Result<Recorder> {
     });
     let mut recorder = ticket.ready()?;
     connected?;
+    let end = job.budget.map(|budget| recorder.measure_from() + budget);
     let mut raw = Vec::new();
     loop {
         for slot in &job.slots {
@@ -95,21 +97,28 @@ pub fn run_catch_up(job: ConsumeJob, ticket: Ticket) -> Result<Recorder> {
                 .find(|(addr, _)| *addr == slot.addr)
                 .expect("connected above")
                 .1;
-            read_range(wire, slot, &job, &mut raw, &mut recorder)?;
+            read_range(wire, slot, &job, end, &mut raw, &mut recorder)?;
             if interrupted() {
                 return Ok(recorder);
             }
         }
-        if job.end.is_none_or(|end| Instant::now() >= end) {
+        if end.is_none_or(|end| Instant::now() >= end) {
             return Ok(recorder);
         }
     }
 }
 
-fn read_range(wire: &mut Wire, slot: &ReadSlot, job: &ConsumeJob, raw: &mut Vec<u8>, recorder: &mut Recorder) -> Result<()> {
+fn read_range(
+    wire: &mut Wire,
+    slot: &ReadSlot,
+    job: &ConsumeJob,
+    end: Option<Instant>,
+    raw: &mut Vec<u8>,
+    recorder: &mut Recorder,
+) -> Result<()> {
     let mut offset = slot.from;
     while offset < slot.to {
-        if interrupted() || job.end.is_some_and(|end| Instant::now() >= end) {
+        if interrupted() || end.is_some_and(|end| Instant::now() >= end) {
             return Ok(());
         }
         let start = Instant::now();

@@ -225,7 +225,7 @@ fn read_answers(
         let measured = recorder.measured(pending.first);
         match answer {
             Ok((base, last)) if last - base + 1 == pending.records as i64 => {
-                record(recorder, &pending, done, size);
+                record_answer(recorder, &pending, done, size);
                 if measured {
                     delivered.add(pending.slot, pending.records);
                 }
@@ -239,7 +239,7 @@ fn read_answers(
     Ok(())
 }
 
-fn record(recorder: &mut Recorder, pending: &Pending, done: Instant, size: usize) {
+fn record_answer(recorder: &mut Recorder, pending: &Pending, done: Instant, size: usize) {
     let bytes = pending.records * size as u64;
     if pending.step.is_zero() {
         recorder.complete_samples(pending.first, done, pending.records, pending.records, bytes, pending.wire_bytes);

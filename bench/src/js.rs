@@ -135,7 +135,9 @@ pub struct JsConsumeJob {
     pub streams: Vec<(String, usize, u64)>,
     pub size: usize,
     pub fetch_bytes: usize,
-    pub end: Option<Instant>,
+    /// Catch-up with a time budget: start over until the budget after the
+    /// end of warm-up.
+    pub budget: Option<Duration>,
     pub timeout: Duration,
 }
 
@@ -153,25 +155,33 @@ pub fn run_catch_up(job: JsConsumeJob, ticket: Ticket) -> Result<Recorder> {
         let connected = connect(&job.nats_url, job.timeout).await;
         let mut recorder = ticket.ready()?;
         let (_client, context) = connected?;
+        let end = job.budget.map(|budget| recorder.measure_from() + budget);
         loop {
             for (name, _, total) in &job.streams {
-                read_stream(&context, name, *total, &job, &mut recorder).await?;
+                read_stream(&context, name, *total, end, &job, &mut recorder).await?;
                 if interrupted() {
                     return Ok(recorder);
                 }
             }
-            if job.end.is_none_or(|end| Instant::now() >= end) {
+            if end.is_none_or(|end| Instant::now() >= end) {
                 return Ok(recorder);
             }
         }
     })
 }
 
-async fn read_stream(context: &jetstream::Context, name: &str, total: u64, job: &JsConsumeJob, recorder: &mut Recorder) -> Result<()> {
+async fn read_stream(
+    context: &jetstream::Context,
+    name: &str,
+    total: u64,
+    end: Option<Instant>,
+    job: &JsConsumeJob,
+    recorder: &mut Recorder,
+) -> Result<()> {
     let consumer = pull_consumer(context, name).await?;
     let mut read = 0u64;
     while read < total {
-        if interrupted() || job.end.is_some_and(|end| Instant::now() >= end) {
+        if interrupted() || end.is_some_and(|end| Instant::now() >= end) {
             break;
         }
         let start = Instant::now();

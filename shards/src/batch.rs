@@ -103,8 +103,6 @@ const BATCH_LENGTH_MAX: usize = BATCH_BYTES_MAX - BATCH_LENGTH_PREFIX_BYTES;
 /// keyLength, valueLength and headerCount at one byte each. Divides the input
 /// length to bound the `Vec` a decode reserves before reading the records.
 const RECORD_BYTES_MIN: usize = 7;
-/// Smallest encoded header: keyLength and valueLength at one byte each.
-const HEADER_BYTES_MIN: usize = 2;
 
 const VARINT_BYTES_MAX: usize = 5;
 const VARLONG_BYTES_MAX: usize = 10;
@@ -292,6 +290,35 @@ pub fn decode_batch(buf: &Bytes) -> Result<(BatchHeader, Vec<DecodedRecord>), De
         });
     }
     Ok((header, records))
+}
+
+/// Checks one whole batch occupying exactly `buf` as strictly as
+/// [`decode_batch`] (header, CRC, every record) without building anything:
+/// what the log runs on every client batch before it is written.
+pub fn validate_records(buf: &[u8]) -> Result<BatchHeader, DecodeError> {
+    let header = validate_batch(buf)?;
+    let declared = header.records_count as usize;
+    let mut cursor = Cursor {
+        buf,
+        pos: BATCH_HEADER_BYTES,
+        end: buf.len(),
+    };
+    let mut found = 0;
+    let mut prev_offset_delta = None;
+    while found < declared && cursor.remaining() > 0 {
+        let spans = walk_record(&mut cursor, &header, found, prev_offset_delta, |_, _| {})?;
+        prev_offset_delta = Some(spans.offset_delta);
+        found += 1;
+    }
+    if found < declared {
+        return Err(DecodeError::RecordCountMismatch { declared, found });
+    }
+    if cursor.remaining() > 0 {
+        return Err(DecodeError::TrailingBytes {
+            trailing: cursor.remaining(),
+        });
+    }
+    Ok(header)
 }
 
 /// Encodes `records` as one batch appended to `out`: base offset
@@ -586,33 +613,30 @@ impl Cursor<'_> {
         Ok((n >> 1) as i64 ^ -((n & 1) as i64))
     }
 
-    /// A length-prefixed byte string where -1 means null.
-    fn nullable_bytes(
+    /// A length-prefixed byte string where -1 means null, as a range.
+    fn nullable_range(
         &mut self,
-        batch: &Bytes,
         index: usize,
         negative: &'static str,
         too_long: &'static str,
-    ) -> Result<Option<Bytes>, DecodeError> {
+    ) -> Result<Option<Range<usize>>, DecodeError> {
         let len = self.varint()?;
         if len == -1 {
             return Ok(None);
         }
-        self.bytes(batch, len, index, negative, too_long).map(Some)
+        self.range(len, index, negative, too_long).map(Some)
     }
 
     /// A length-prefixed byte string that may not be null, `len` already read.
-    fn bytes(
+    fn range(
         &mut self,
-        batch: &Bytes,
         len: i32,
         index: usize,
         negative: &'static str,
         too_long: &'static str,
-    ) -> Result<Bytes, DecodeError> {
+    ) -> Result<Range<usize>, DecodeError> {
         let len = usize::try_from(len).map_err(|_| bad_record(index, negative))?;
-        let range = self.take(len).ok_or(bad_record(index, too_long))?;
-        Ok(batch.slice(range))
+        self.take(len).ok_or(bad_record(index, too_long))
     }
 }
 
@@ -620,14 +644,25 @@ fn bad_record(index: usize, reason: &'static str) -> DecodeError {
     DecodeError::BadRecord { index, reason }
 }
 
-/// Decodes record number `index` at the cursor and moves the cursor past it.
-fn decode_record(
+/// Where the parts of one record lie in the batch.
+struct RecordSpans {
+    offset_delta: u64,
+    timestamp_delta: i64,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
+/// Checks record number `index` at the cursor, reports each header's key and
+/// value ranges to `on_header`, and moves the cursor past the record. The one
+/// record parser: decoding builds `Bytes` from the spans, validation drops
+/// them, so both accept exactly the same input.
+fn walk_record(
     cursor: &mut Cursor<'_>,
-    batch: &Bytes,
     header: &BatchHeader,
     index: usize,
     prev_offset_delta: Option<u64>,
-) -> Result<DecodedRecord, DecodeError> {
+    mut on_header: impl FnMut(Range<usize>, Option<Range<usize>>),
+) -> Result<RecordSpans, DecodeError> {
     let length = cursor.varint()?;
     let length =
         usize::try_from(length).map_err(|_| bad_record(index, "negative record length"))?;
@@ -644,19 +679,36 @@ fn decode_record(
         .ok_or(bad_record(index, "record ends before its attributes"))?;
     let timestamp_delta = rec.varlong()?;
     let offset_delta = check_offset_delta(rec.varint()?, header, index, prev_offset_delta)?;
-    let key = rec.nullable_bytes(
-        batch,
-        index,
-        "negative key length",
-        "key runs past the record end",
-    )?;
-    let value = rec.nullable_bytes(
-        batch,
+    let key = rec.nullable_range(index, "negative key length", "key runs past the record end")?;
+    let value = rec.nullable_range(
         index,
         "negative value length",
         "value runs past the record end",
     )?;
-    let headers = decode_headers(&mut rec, batch, index)?;
+    let count = rec.varint()?;
+    let count = usize::try_from(count).map_err(|_| bad_record(index, "negative header count"))?;
+    if count > RECORD_HEADERS_MAX {
+        return Err(DecodeError::TooManyHeaders {
+            index,
+            count: count as i64,
+            max: RECORD_HEADERS_MAX,
+        });
+    }
+    for _ in 0..count {
+        let key_len = rec.varint()?;
+        let key = rec.range(
+            key_len,
+            index,
+            "negative header key length",
+            "header key runs past the record end",
+        )?;
+        let value = rec.nullable_range(
+            index,
+            "negative header value length",
+            "header value runs past the record end",
+        )?;
+        on_header(key, value);
+    }
     if rec.remaining() != 0 {
         return Err(bad_record(
             index,
@@ -664,12 +716,35 @@ fn decode_record(
         ));
     }
     cursor.pos = rec.end;
-    Ok(DecodedRecord {
-        // parse() guaranteed base + lastOffsetDelta fits; the delta is within it.
-        offset: header.base_offset.plus(offset_delta),
-        timestamp: TimestampMs(header.base_timestamp.0.wrapping_add(timestamp_delta)),
+    Ok(RecordSpans {
+        offset_delta,
+        timestamp_delta,
         key,
         value,
+    })
+}
+
+/// Decodes record number `index` at the cursor and moves the cursor past it.
+fn decode_record(
+    cursor: &mut Cursor<'_>,
+    batch: &Bytes,
+    header: &BatchHeader,
+    index: usize,
+    prev_offset_delta: Option<u64>,
+) -> Result<DecodedRecord, DecodeError> {
+    let mut headers = Vec::new();
+    let spans = walk_record(cursor, header, index, prev_offset_delta, |key, value| {
+        headers.push(Header {
+            key: batch.slice(key),
+            value: value.map(|v| batch.slice(v)),
+        });
+    })?;
+    Ok(DecodedRecord {
+        // parse() guaranteed base + lastOffsetDelta fits; the delta is within it.
+        offset: header.base_offset.plus(spans.offset_delta),
+        timestamp: TimestampMs(header.base_timestamp.0.wrapping_add(spans.timestamp_delta)),
+        key: spans.key.map(|k| batch.slice(k)),
+        value: spans.value.map(|v| batch.slice(v)),
         headers,
     })
 }
@@ -695,41 +770,6 @@ fn check_offset_delta(
         ));
     }
     Ok(delta)
-}
-
-fn decode_headers(
-    rec: &mut Cursor<'_>,
-    batch: &Bytes,
-    index: usize,
-) -> Result<Vec<Header>, DecodeError> {
-    let count = rec.varint()?;
-    let count = usize::try_from(count).map_err(|_| bad_record(index, "negative header count"))?;
-    if count > RECORD_HEADERS_MAX {
-        return Err(DecodeError::TooManyHeaders {
-            index,
-            count: count as i64,
-            max: RECORD_HEADERS_MAX,
-        });
-    }
-    let mut headers = Vec::with_capacity(count.min(rec.remaining() / HEADER_BYTES_MIN));
-    for _ in 0..count {
-        let key_len = rec.varint()?;
-        let key = rec.bytes(
-            batch,
-            key_len,
-            index,
-            "negative header key length",
-            "header key runs past the record end",
-        )?;
-        let value = rec.nullable_bytes(
-            batch,
-            index,
-            "negative header value length",
-            "header value runs past the record end",
-        )?;
-        headers.push(Header { key, value });
-    }
-    Ok(headers)
 }
 
 // ---------------------------------------------------------------------------
@@ -1055,6 +1095,12 @@ mod tests {
         if decoded.is_ok() {
             assert!(validated.is_ok(), "decode accepted what validate rejected");
         }
+        // The log's check and the decoder accept exactly the same batches.
+        assert_eq!(
+            validate_records(bytes).err(),
+            decoded.err(),
+            "validate_records and decode_batch disagree"
+        );
         let mut iter = BatchIter::new(bytes);
         let mut errors = 0;
         for item in iter.by_ref() {

@@ -43,7 +43,8 @@ pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
 /// Size of one time-index entry on disk: timestamp i64 + relative offset u32.
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 
-/// Bytes read at once when scanning batch headers during a lookup.
+/// Most bytes read at once when scanning batch headers during a lookup (the
+/// window is one index interval plus a header, in pages, up to this).
 pub const HEADER_SCAN_CHUNK_BYTES: usize = 64 << 10;
 
 /// Bytes read at once by recovery when validating a segment tail.

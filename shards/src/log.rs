@@ -42,7 +42,10 @@ use futures::channel::oneshot;
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 use glommio::sync::Semaphore;
 
-use crate::batch::{decode_batch, encode_batch, set_base_offset, set_leader_epoch, Record};
+use crate::batch::{
+    decode_batch, encode_batch, set_base_offset, set_leader_epoch, validate_records, BatchHeader,
+    Record,
+};
 use crate::constants::{
     INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
@@ -51,9 +54,8 @@ use crate::error::{LogError, LogResult};
 use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
 use crate::segment::{
-    check_batch_bytes, cleaned_file_name, is_cleaned_file_name, parse_segment_file_name,
-    remove_if_exists, segment_file_name, RecoveryScan, Segment, SegmentConfig, SegmentFile,
-    SegmentRecovery,
+    cleaned_file_name, is_cleaned_file_name, parse_segment_file_name, remove_if_exists,
+    segment_file_name, RecoveryScan, Segment, SegmentConfig, SegmentFile, SegmentRecovery,
 };
 use crate::types::{LeaderEpoch, Offset, Position, TimestampMs};
 
@@ -443,7 +445,9 @@ impl PartitionLog {
     /// resolves once it is durable per the sync policy. Dropping the future
     /// after its first poll does not undo the write.
     pub async fn append(&self, mut batch: Vec<u8>) -> LogResult<Appended> {
-        let header = check_batch_bytes(&batch).map_err(LogError::InvalidBatch)?;
+        // One full check (header, CRC, every record) before the write gate;
+        // base offset and epoch are stamped later, outside the CRC.
+        let header = validate_records(&batch).map_err(LogError::InvalidBatch)?;
         if header.last_offset_delta.checked_add(1) != Some(header.records_count) {
             return Err(LogError::InvalidBatch(
                 crate::error::DecodeError::RecordCountMismatch {
@@ -452,9 +456,6 @@ impl PartitionLog {
                 },
             ));
         }
-        let bytes = bytes::Bytes::from(batch);
-        decode_batch(&bytes).map_err(LogError::InvalidBatch)?;
-        batch = bytes.into();
         let (appended, durable) = {
             let _permit = self.enter_write_phase().await?;
             self.roll_if_needed(batch.len()).await?;
@@ -463,7 +464,12 @@ impl PartitionLog {
             let base = state.log_end;
             set_base_offset(&mut batch, base);
             set_leader_epoch(&mut batch, state.leader_epoch);
-            let header = check_batch_bytes(&batch).map_err(LogError::InvalidBatch)?;
+            let header = BatchHeader {
+                base_offset: base,
+                leader_epoch: state.leader_epoch,
+                ..header
+            };
+            debug_assert_eq!(BatchHeader::parse(&batch).ok(), Some(header));
             state.active_mut().append(&batch, &header)?;
             state.log_end = header.next_offset();
             let durable = state.register_commit_waiter(header.last_offset());

@@ -1,0 +1,919 @@
+//! Runs the cases: sets up (or finds) the servers, runs every case against
+//! Sluice, JetStream and the echo ceiling as asked, measures the limits,
+//! and collects the report.
+//!
+//! A run (one case against one system) goes: create streams → start the
+//! consumers and wait until each is connected → fix the measured window
+//! (start, end of warm-up, end) → start the producers → join everyone →
+//! merge. Every client is a thread of its own with its own recorder.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bytes::Bytes;
+use sluice::protocol::ack::{encode_ack, Ack, AckOutcome};
+use shards::types::{Offset, TimestampMs};
+
+use crate::cli::Args;
+use crate::consume::{run_catch_up, run_tail, ConsumeJob, ReadSlot, TailEnd};
+use crate::direct::{run_direct_producer, DirectJob};
+use crate::js::{self, JsConsumeJob, JsStream};
+use crate::limits::{self, EchoResponder};
+use crate::nats_pub::{run_producer, Delivered, Flavor, PublishJob};
+use crate::plan::{assign, readers_of, share, Amount, Case, Slot, System, Workload};
+use crate::procs::{self, NatsServer, NodeOptions, SluiceNode};
+use crate::progress::{Progress, ProgressPlan};
+use crate::recorder::{interrupted, Live, Recorder, Ticket};
+use crate::report::{CaseReport, Machine, MachineLimits, Report, RunOutcome, RunReport, ServerCounters, SettingsReport, Setup};
+use crate::sluice_side::{partition_subject, per_slot, probe_subscriptions, SluiceStreams};
+use crate::units::format_bytes;
+
+/// Longest the consumers of a run may take to connect.
+const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of the sequential-read limit file.
+const READ_LIMIT_FILE_BYTES: u64 = 512 << 20;
+/// Record overhead assumed for NATS-ingested messages when sizing the
+/// disk-write limit's pattern (subject and reply headers, varints).
+const NATS_RECORD_OVERHEAD_BYTES: usize = 100;
+
+/// The servers the bench talks to, and what it started itself.
+pub struct Env {
+    pub run_id: String,
+    pub work_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub nats: Option<NatsServer>,
+    pub nats_url: Option<String>,
+    pub node: Option<SluiceNode>,
+    pub servers: Vec<String>,
+    pub jetstream: bool,
+}
+
+impl Env {
+    pub fn setup(args: &Args) -> Result<Env> {
+        let (work_dir, temp) = match &args.work_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+                (dir.clone(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
+                let path = temp.path().to_path_buf();
+                if args.keep {
+                    (temp.keep(), None)
+                } else {
+                    (path, Some(temp))
+                }
+            }
+        };
+        let run_id = run_id();
+        let start_node = args.server.is_empty();
+        let mut nats = None;
+        let nats_url = match &args.nats_url {
+            Some(url) => Some(url.clone()),
+            None if start_node || args.compare_jetstream() => {
+                let server = NatsServer::start(&args.nats_bin, &work_dir.join("nats"), args.compare_jetstream())?;
+                let url = server.url.clone();
+                nats = Some(server);
+                Some(url)
+            }
+            None => None,
+        };
+        let mut node = None;
+        let servers = if start_node {
+            let options = NodeOptions {
+                bin: procs::find_sluice(args.sluice_bin.as_deref())?,
+                nats_url: nats_url.clone().expect("a NATS server is started with the node"),
+                cores: args.cores.clone(),
+                sync: args.sync.clone(),
+                spin_us: args.spin_us,
+            };
+            let started = SluiceNode::start(&options, &work_dir.join("sluice"))?;
+            let servers = vec![started.listen.to_string()];
+            node = Some(started);
+            servers
+        } else {
+            args.server.clone()
+        };
+        Ok(Env {
+            run_id,
+            work_dir,
+            _temp: temp,
+            nats,
+            nats_url,
+            node,
+            servers,
+            jetstream: args.compare_jetstream(),
+        })
+    }
+
+    fn nats_url(&self) -> Result<&str> {
+        self.nats_url
+            .as_deref()
+            .ok_or_else(|| anyhow!("this workload needs NATS: pass --nats-url"))
+    }
+
+    /// Fails if a server the bench started has died.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(nats) = &mut self.nats {
+            nats.check_alive()?;
+        }
+        if let Some(node) = &mut self.node {
+            node.check_alive()?;
+        }
+        Ok(())
+    }
+
+    /// Stops what the bench started: the node first (it finishes its
+    /// appends and publishes its last acks), then nats-server.
+    pub fn teardown(mut self) -> Result<()> {
+        let stopped = match &mut self.node {
+            Some(node) => node.stop(),
+            None => Ok(()),
+        };
+        if let Some(nats) = &mut self.nats {
+            nats.stop();
+        }
+        stopped
+    }
+
+    fn cpu_snapshot(&self) -> BTreeMap<String, Duration> {
+        let mut cpu = BTreeMap::new();
+        if let Some(time) = self.node.as_ref().and_then(|n| procs::cpu_time(n.pid())) {
+            cpu.insert("sluice".to_string(), time);
+        }
+        if let Some(time) = self.nats.as_ref().and_then(|n| procs::cpu_time(n.pid())) {
+            cpu.insert("nats-server".to_string(), time);
+        }
+        if let Some(time) = procs::cpu_time(None) {
+            cpu.insert("sluice-bench".to_string(), time);
+        }
+        cpu
+    }
+
+    fn server_counters(&self) -> Option<BTreeMap<String, f64>> {
+        let text = self.node.as_ref()?.admin_get("/metrics").ok()?;
+        Some(parse_metrics(&text))
+    }
+}
+
+/// Sums every sample of each metric over its labels.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
+        let name = name_labels.split('{').next().unwrap_or(name_labels);
+        if name.ends_with("_bucket") {
+            continue;
+        }
+        if let Ok(value) = value.parse::<f64>() {
+            *sums.entry(name.to_string()).or_insert(0.0) += value;
+        }
+    }
+    sums
+}
+
+fn counters_between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> ServerCounters {
+    let delta = |name: &str| {
+        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)).max(0.0)
+    };
+    let fsyncs = delta("sluice_fsync_seconds_count");
+    let records = delta("sluice_append_records_total");
+    ServerCounters {
+        appends: delta("sluice_appends_total") as u64,
+        append_records: records as u64,
+        append_bytes: delta("sluice_append_bytes_total") as u64,
+        fsyncs: fsyncs as u64,
+        fsync_mean_us: if fsyncs > 0.0 { delta("sluice_fsync_seconds_sum") / fsyncs * 1e6 } else { 0.0 },
+        records_per_fsync: if fsyncs > 0.0 { records / fsyncs } else { 0.0 },
+        fetches: delta("sluice_fetches_total") as u64,
+        fetch_bytes: delta("sluice_fetch_bytes_total") as u64,
+        sendfile_bytes: delta("sluice_fetch_sendfile_bytes_total") as u64,
+        copied_bytes: delta("sluice_fetch_copied_bytes_total") as u64,
+    }
+}
+
+/// A short id that keeps this run's streams and subjects apart from any
+/// other run's on shared servers.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:04x}", std::process::id() % 0xfff, nanos % 0xffff)
+}
+
+/// The measured window of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub start: Instant,
+    pub measure_from: Instant,
+    /// Producers stop issuing at this instant (duration mode).
+    pub end: Option<Instant>,
+}
+
+type ConsumerFn<'s> = Box<dyn FnOnce(Ticket) -> Result<Recorder> + Send + 's>;
+type ProducerFn<'s> = Box<dyn FnOnce(Recorder, Timing) -> Result<Recorder> + Send + 's>;
+
+/// The clients of one run.
+struct Clients<'s> {
+    consumers: Vec<ConsumerFn<'s>>,
+    producers: Vec<ProducerFn<'s>>,
+    /// Told when every producer has finished (tail readers then drain).
+    producers_done: Option<Arc<TailEnd>>,
+    main_role: &'static str,
+    expected: Option<u64>,
+}
+
+pub struct Runner<'a> {
+    args: &'a Args,
+    env: Env,
+    machine_limits: Option<MachineLimits>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(args: &'a Args, env: Env) -> Runner<'a> {
+        Runner {
+            args,
+            env,
+            machine_limits: None,
+        }
+    }
+
+    pub fn into_env(self) -> Env {
+        self.env
+    }
+
+    /// Describes the set-up for the report.
+    pub fn setup_report(&self) -> Setup {
+        Setup {
+            nats_url: self.env.nats_url.clone().unwrap_or_default(),
+            nats_started_by_bench: self.env.nats.is_some(),
+            jetstream: self.env.jetstream,
+            sluice_servers: self.env.servers.clone(),
+            sluice_started_by_bench: self.env.node.is_some(),
+            sluice_shards: self.env.node.as_ref().map(|n| n.shards),
+            sluice_sync: if self.env.node.is_some() {
+                self.args.sync.clone()
+            } else {
+                "unknown (external node)".into()
+            },
+            work_dir: self.env.work_dir.display().to_string(),
+        }
+    }
+
+    pub fn machine(&self) -> Machine {
+        Machine {
+            cpus: sluice::config::online_cpus(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            data_filesystem: filesystem_of(&self.env.work_dir),
+        }
+    }
+
+    /// Measures the limits that do not depend on the case.
+    pub fn measure_machine_limits(&mut self) -> Result<&MachineLimits> {
+        let dir = self.env.work_dir.join("limits");
+        eprintln!("measuring limits: sequential read, loopback TCP ...");
+        let sequential_read = limits::sequential_read(&dir, READ_LIMIT_FILE_BYTES, self.args.limits_time)?;
+        let loopback_tcp = limits::loopback_tcp(self.args.limits_time)?;
+        Ok(self.machine_limits.insert(MachineLimits {
+            sequential_read,
+            loopback_tcp,
+        }))
+    }
+
+    pub fn take_machine_limits(&mut self) -> Option<MachineLimits> {
+        self.machine_limits.take()
+    }
+
+    /// Runs one case against every system asked for.
+    pub fn run_case(&mut self, case: &Case, total_cases: usize) -> CaseReport {
+        let mut report = CaseReport {
+            name: case.name(),
+            workload: case.workload,
+            message_bytes: case.size,
+            settings: SettingsReport::of(case),
+            runs: Vec::new(),
+            ratios: None,
+            limits: Vec::new(),
+            disk_write_limit: None,
+        };
+        let mut systems = vec![System::Sluice];
+        if self.env.jetstream {
+            systems.push(System::Jetstream);
+        }
+        if self.args.measure_limits() && case.workload.publishes_over_nats() {
+            systems.push(System::NatsEcho);
+        }
+        for system in systems {
+            if interrupted() {
+                break;
+            }
+            let label = format!("[{}/{}] {} · {}", case.index + 1, total_cases, case.name(), system.name());
+            let outcome = self.run(case, system, &label);
+            match outcome {
+                Ok(outcome) => report.runs.push(RunReport::build(case, outcome)),
+                Err(error) => eprintln!("sluice-bench: {label} failed: {error:#}"),
+            }
+            if let Err(error) = self.env.check_alive() {
+                eprintln!("sluice-bench: {error:#}");
+            }
+        }
+        if self.args.measure_limits() && publishes_durably(case) && !interrupted() {
+            let (batch_bytes, batches) = sync_pattern(case);
+            match limits::disk_write(&self.env.work_dir.join("limits"), batch_bytes, batches, self.args.limits_time) {
+                Ok(disk) => report.disk_write_limit = Some(disk),
+                Err(error) => eprintln!("sluice-bench: disk write limit failed: {error:#}"),
+            }
+        }
+        report.finish(self.machine_limits.as_ref());
+        report
+    }
+
+    fn run(&mut self, case: &Case, system: System, label: &str) -> Result<RunOutcome> {
+        match system {
+            System::Sluice => self.run_sluice(case, label),
+            System::Jetstream => self.run_jetstream(case, label),
+            System::NatsEcho => self.run_echo(case, label),
+        }
+    }
+
+    // ------------------------------------------------------------ sluice
+
+    fn run_sluice(&mut self, case: &Case, label: &str) -> Result<RunOutcome> {
+        let streams = SluiceStreams::create(&self.env.servers, case, &self.env.run_id)?;
+        let result = self.run_sluice_on(case, label, &streams);
+        if !self.args.keep {
+            streams.delete();
+        }
+        result
+    }
+
+    fn run_sluice_on(&mut self, case: &Case, label: &str, streams: &SluiceStreams) -> Result<RunOutcome> {
+        let s = &case.settings;
+        let slots = case.targets();
+        let delivered = Arc::new(Delivered::new(slots.len()));
+        let nats_url = self.env.nats_url.clone();
+        if case.workload.publishes_over_nats() {
+            let subjects: Vec<String> = slots.iter().map(|slot| streams.subject(*slot)).collect();
+            probe_subscriptions(self.env.nats_url()?, &subjects)?;
+        }
+        if case.catch_up() {
+            let counts = per_slot(case.prefill_messages(), slots.len());
+            eprintln!("  pre-filling {} with {} messages of {} ...", label, crate::units::group(case.prefill_messages()), format_bytes(case.size));
+            streams.prefill(&slots, &counts, case.size, s.timeout)?;
+        }
+        let marks = if case.has_consumers() {
+            streams.high_watermarks(&slots)?
+        } else {
+            Vec::new()
+        };
+        let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
+            Arc::new(TailEnd {
+                producers_done: Default::default(),
+                delivered: delivered.clone(),
+                drain: s.timeout,
+            })
+        });
+        let mut clients = Clients {
+            consumers: Vec::new(),
+            producers: Vec::new(),
+            producers_done: tail_end.clone(),
+            main_role: if case.has_consumers() { "consumer" } else { "producer" },
+            expected: None,
+        };
+        if case.has_consumers() {
+            for c in 0..s.consumers {
+                let mine = assign(&slots, c, s.consumers);
+                let read_slots: Vec<ReadSlot> = mine
+                    .iter()
+                    .map(|slot| {
+                        let i = slots.iter().position(|x| x == slot).expect("assigned slot");
+                        ReadSlot {
+                            stream: streams.names[slot.stream].clone(),
+                            partition: slot.partition as i32,
+                            addr: streams.addr(*slot),
+                            slot: i,
+                            from: if case.catch_up() { 0 } else { marks[i] },
+                            to: marks[i],
+                        }
+                    })
+                    .collect();
+                let job = ConsumeJob {
+                    slots: read_slots,
+                    size: case.size,
+                    fetch_bytes: u32::try_from(s.fetch_bytes).unwrap_or(u32::MAX),
+                    fetch_wait_ms: s.fetch_wait_ms,
+                    budget: budget(case),
+                    timeout: s.timeout,
+                };
+                match &tail_end {
+                    None => clients.consumers.push(Box::new(move |ticket| run_catch_up(job, ticket))),
+                    Some(end) => {
+                        let end = end.clone();
+                        clients.consumers.push(Box::new(move |ticket| run_tail(job, ticket, end)));
+                    }
+                }
+            }
+            if case.catch_up() {
+                if let Amount::Messages(_) = s.amount {
+                    let expected: u64 = (0..slots.len())
+                        .map(|i| marks[i] * readers_of(&slots, i, s.consumers) as u64)
+                        .sum();
+                    clients.expected = Some(expected);
+                }
+            }
+        }
+        for p in 0..s.producers {
+            if case.catch_up() {
+                break;
+            }
+            let mine = assign(&slots, p, s.producers);
+            let quota = match s.amount {
+                Amount::Messages(n) => Some(share(n, s.producers, p)),
+                Amount::Duration(_) => None,
+            };
+            let rate = s.rate.map(|r| r / s.producers as f64);
+            let delivered = delivered.clone();
+            if case.direct_producers() {
+                let direct_slots = mine
+                    .iter()
+                    .map(|slot| streams.direct_slot(*slot, slots.iter().position(|x| x == slot).expect("slot")))
+                    .collect();
+                let (size, batch_records, pipeline, timeout, timestamps) =
+                    (case.size, case.batch_records(), s.pipeline, s.timeout, case.timestamps_in_payload());
+                clients.producers.push(Box::new(move |recorder, timing: Timing| {
+                    let job = DirectJob {
+                        slots: direct_slots,
+                        size,
+                        batch_records,
+                        pipeline,
+                        start: timing.start,
+                        quota,
+                        end: timing.end,
+                        rate,
+                        timeout,
+                        timestamps,
+                    };
+                    run_direct_producer(job, recorder, delivered)
+                }));
+            } else {
+                let subjects = mine
+                    .iter()
+                    .map(|slot| {
+                        let i = slots.iter().position(|x| x == slot).expect("slot");
+                        (async_nats::Subject::from(streams.subject(*slot)), i)
+                    })
+                    .collect();
+                let url = nats_url.clone().ok_or_else(|| anyhow!("NATS workloads need --nats-url"))?;
+                clients.producers.push(nats_producer(case, Flavor::Sluice, url, subjects, s.window, quota, rate, delivered));
+            }
+        }
+        if let (Amount::Messages(n), false) = (s.amount, case.has_consumers()) {
+            clients.expected = Some(n);
+        }
+        let mut outcome = self.execute(case, System::Sluice, label, clients)?;
+        if let Some(end) = &tail_end {
+            outcome.expected_messages = Some(expected_tail(&slots, s.consumers, &end.delivered));
+        }
+        Ok(outcome)
+    }
+
+    // ------------------------------------------------------------ jetstream
+
+    fn run_jetstream(&mut self, case: &Case, label: &str) -> Result<RunOutcome> {
+        let url = self.env.nats_url()?.to_string();
+        let js_streams: Vec<JsStream> = (0..case.settings.streams)
+            .map(|k| JsStream {
+                name: format!("bench-{}-c{}-s{k}-js", self.env.run_id, case.index),
+                subject: format!("bench.{}.js.c{}.s{k}", self.env.run_id, case.index),
+            })
+            .collect();
+        let runtime = js::runtime()?;
+        let (client, context) = runtime.block_on(js::connect(&url, case.settings.timeout))?;
+        runtime.block_on(js::create_streams(&context, &js_streams))?;
+        let result = self.run_jetstream_on(case, label, &url, &js_streams, &runtime, &context);
+        if !self.args.keep {
+            runtime.block_on(js::delete_streams(&context, &js_streams));
+        }
+        drop(client);
+        result
+    }
+
+    fn run_jetstream_on(
+        &mut self,
+        case: &Case,
+        label: &str,
+        url: &str,
+        js_streams: &[JsStream],
+        runtime: &tokio::runtime::Runtime,
+        context: &async_nats::jetstream::Context,
+    ) -> Result<RunOutcome> {
+        let s = &case.settings;
+        let slots = case.targets();
+        // JetStream streams are the consumers' slots; producers keep the
+        // Sluice slots so they publish to the same partition subjects.
+        let stream_slots: Vec<Slot> = (0..s.streams).map(|k| Slot { stream: k, partition: 0 }).collect();
+        let delivered = Arc::new(Delivered::new(s.streams));
+        let per_stream: Vec<u64> = {
+            let counts = per_slot(case.prefill_messages(), slots.len());
+            (0..s.streams)
+                .map(|k| slots.iter().zip(&counts).filter(|(slot, _)| slot.stream == k).map(|(_, c)| c).sum())
+                .collect()
+        };
+        if case.catch_up() {
+            eprintln!("  pre-filling {label} with {} messages ...", crate::units::group(case.prefill_messages()));
+            for (k, stream) in js_streams.iter().enumerate() {
+                runtime.block_on(js::prefill(context, std::slice::from_ref(stream), per_stream[k], case.size))?;
+            }
+        }
+        let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
+            Arc::new(TailEnd {
+                producers_done: Default::default(),
+                delivered: delivered.clone(),
+                drain: s.timeout,
+            })
+        });
+        let mut clients = Clients {
+            consumers: Vec::new(),
+            producers: Vec::new(),
+            producers_done: tail_end.clone(),
+            main_role: if case.has_consumers() { "consumer" } else { "producer" },
+            expected: None,
+        };
+        if case.has_consumers() {
+            for c in 0..s.consumers {
+                let mine = assign(&stream_slots, c, s.consumers);
+                let job = JsConsumeJob {
+                    nats_url: url.to_string(),
+                    streams: mine
+                        .iter()
+                        .map(|slot| (js_streams[slot.stream].name.clone(), slot.stream, per_stream[slot.stream]))
+                        .collect(),
+                    size: case.size,
+                    fetch_bytes: s.fetch_bytes,
+                    budget: budget(case),
+                    timeout: s.timeout,
+                };
+                match &tail_end {
+                    None => clients.consumers.push(Box::new(move |ticket| js::run_catch_up(job, ticket))),
+                    Some(end) => {
+                        let end = end.clone();
+                        clients.consumers.push(Box::new(move |ticket| js::run_tail(job, ticket, end)));
+                    }
+                }
+            }
+            if let (true, Amount::Messages(_)) = (case.catch_up(), s.amount) {
+                let expected = (0..s.streams)
+                    .map(|k| per_stream[k] * readers_of(&stream_slots, k, s.consumers) as u64)
+                    .sum();
+                clients.expected = Some(expected);
+            }
+        }
+        if !case.catch_up() {
+            // JetStream has no batch publish: give its producers as many
+            // messages in flight as a direct producer has records in flight.
+            let window = if case.direct_producers() {
+                (case.batch_records() * s.pipeline).max(s.window).min(1 << 16)
+            } else {
+                s.window
+            };
+            for p in 0..s.producers {
+                let mine = assign(&slots, p, s.producers);
+                let subjects = mine
+                    .iter()
+                    .map(|slot| {
+                        let subject = partition_subject(&js_streams[slot.stream].subject, slot.partition);
+                        (async_nats::Subject::from(subject), slot.stream)
+                    })
+                    .collect();
+                let quota = match s.amount {
+                    Amount::Messages(n) => Some(share(n, s.producers, p)),
+                    Amount::Duration(_) => None,
+                };
+                let rate = s.rate.map(|r| r / s.producers as f64);
+                clients.producers.push(nats_producer(case, Flavor::JetStream, url.to_string(), subjects, window, quota, rate, delivered.clone()));
+            }
+            if let (Amount::Messages(n), false) = (s.amount, case.has_consumers()) {
+                clients.expected = Some(n);
+            }
+        }
+        let mut outcome = self.execute(case, System::Jetstream, label, clients)?;
+        if let Some(end) = &tail_end {
+            outcome.expected_messages = Some(expected_tail(&stream_slots, s.consumers, &end.delivered));
+        }
+        Ok(outcome)
+    }
+
+    // ------------------------------------------------------------ echo
+
+    fn run_echo(&mut self, case: &Case, label: &str) -> Result<RunOutcome> {
+        let url = self.env.nats_url()?.to_string();
+        let s = &case.settings;
+        let slots = case.targets();
+        let prefix = format!("bench.{}.echo.c{}", self.env.run_id, case.index);
+        let responder = EchoResponder::start(&url, format!("{prefix}.>"), ack_sized_answer(case))?;
+        let delivered = Arc::new(Delivered::new(slots.len()));
+        let mut clients = Clients {
+            consumers: Vec::new(),
+            producers: Vec::new(),
+            producers_done: None,
+            main_role: "producer",
+            expected: match s.amount {
+                Amount::Messages(n) => Some(n),
+                Amount::Duration(_) => None,
+            },
+        };
+        for p in 0..s.producers {
+            let mine = assign(&slots, p, s.producers);
+            let subjects = mine
+                .iter()
+                .map(|slot| {
+                    let i = slots.iter().position(|x| x == slot).expect("slot");
+                    let subject = partition_subject(&format!("{prefix}.s{}", slot.stream), slot.partition);
+                    (async_nats::Subject::from(subject), i)
+                })
+                .collect();
+            let quota = match s.amount {
+                Amount::Messages(n) => Some(share(n, s.producers, p)),
+                Amount::Duration(_) => None,
+            };
+            let rate = s.rate.map(|r| r / s.producers as f64);
+            clients.producers.push(nats_producer(case, Flavor::Echo, url.clone(), subjects, s.window, quota, rate, delivered.clone()));
+        }
+        let outcome = self.execute(case, System::NatsEcho, label, clients);
+        responder.stop()?;
+        outcome
+    }
+
+    // ------------------------------------------------------------ running
+
+    /// Starts the consumers, fixes the window, runs the producers, joins.
+    fn execute(&mut self, case: &Case, system: System, label: &str, clients: Clients<'_>) -> Result<RunOutcome> {
+        let s = &case.settings;
+        let live = Arc::new(Live::default());
+        let cpu_before = self.env.cpu_snapshot();
+        let metrics_before = if system == System::Sluice { self.env.server_counters() } else { None };
+        let Clients {
+            consumers,
+            producers,
+            producers_done,
+            main_role,
+            expected,
+        } = clients;
+        let (tickets, office) = Ticket::issue(consumers.len());
+        let count_bound_catch_up = case.catch_up() && matches!(s.amount, Amount::Messages(_));
+        let warmup = if count_bound_catch_up { Duration::ZERO } else { s.warmup };
+        let mut failures = Vec::new();
+        let mut recorders: Vec<(&'static str, Recorder)> = Vec::new();
+        let wall_start = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let consumer_handles: Vec<_> = consumers
+                .into_iter()
+                .zip(tickets)
+                .map(|(consumer, ticket)| scope.spawn(move || consumer(ticket)))
+                .collect();
+            for _ in 0..consumer_handles.len() {
+                if office.ready.recv_timeout(CONSUMERS_READY_TIMEOUT).is_err() {
+                    bail!("consumers did not connect within {CONSUMERS_READY_TIMEOUT:?}");
+                }
+            }
+            let start = Instant::now();
+            let measure_from = start + warmup;
+            let end = match s.amount {
+                Amount::Duration(d) => Some(measure_from + d),
+                Amount::Messages(_) => None,
+            };
+            let timing = Timing { start, measure_from, end };
+            for sender in &office.recorders {
+                let _ = sender.send(Recorder::new(measure_from, live.clone()));
+            }
+            let _progress = Progress::start(
+                ProgressPlan {
+                    label: label.to_string(),
+                    live: live.clone(),
+                    measure_from,
+                    duration: end.map(|e| e - measure_from),
+                    messages: expected,
+                },
+                self.args.quiet,
+            );
+            let producer_handles: Vec<_> = producers
+                .into_iter()
+                .map(|producer| {
+                    let recorder = Recorder::new(measure_from, live.clone());
+                    scope.spawn(move || producer(recorder, timing))
+                })
+                .collect();
+            for handle in producer_handles {
+                match handle.join().expect("producer thread panicked") {
+                    Ok(recorder) => recorders.push(("producer", recorder)),
+                    Err(error) => failures.push(format!("producer: {error:#}")),
+                }
+            }
+            if let Some(done) = &producers_done {
+                done.producers_done.store(true, Ordering::Release);
+            }
+            // Catch-up readers with a time budget stop at the end.
+            for handle in consumer_handles {
+                match handle.join().expect("consumer thread panicked") {
+                    Ok(recorder) => recorders.push(("consumer", recorder)),
+                    Err(error) => failures.push(format!("consumer: {error:#}")),
+                }
+            }
+            Ok(())
+        })?;
+        let wall = wall_start.elapsed().as_secs_f64();
+        let cpu_after = self.env.cpu_snapshot();
+        let cpu_percent = cpu_after
+            .iter()
+            .filter_map(|(name, after)| {
+                let before = cpu_before.get(name)?;
+                Some((name.clone(), after.saturating_sub(*before).as_secs_f64() / wall * 100.0))
+            })
+            .collect();
+        let server = match (metrics_before, system == System::Sluice) {
+            (Some(before), true) => self.env.server_counters().map(|after| counters_between(&before, &after)),
+            _ => None,
+        };
+        if recorders.iter().all(|(role, _)| *role != main_role) {
+            bail!("every {main_role} failed: {}", failures.join("; "));
+        }
+        for failure in &failures {
+            eprintln!("sluice-bench: {label}: {failure}");
+        }
+        let measure_from = recorders[0].1.measure_from();
+        Ok(RunOutcome {
+            system,
+            measure_from,
+            clients: recorders,
+            main_role,
+            expected_messages: expected,
+            cpu_percent,
+            server,
+            failures,
+        })
+    }
+}
+
+/// The measured time of a catch-up read (it starts over until then).
+fn budget(case: &Case) -> Option<Duration> {
+    match case.settings.amount {
+        Amount::Duration(d) if case.catch_up() => Some(d),
+        _ => None,
+    }
+}
+
+/// What the tail readers should have received: each slot's delivered
+/// messages once per reader of the slot.
+fn expected_tail(slots: &[Slot], consumers: usize, delivered: &Delivered) -> u64 {
+    (0..slots.len())
+        .map(|i| delivered.get(i) * readers_of(slots, i, consumers) as u64)
+        .sum()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn nats_producer<'s>(
+    case: &Case,
+    flavor: Flavor,
+    nats_url: String,
+    subjects: Vec<(async_nats::Subject, usize)>,
+    window: usize,
+    quota: Option<u64>,
+    rate: Option<f64>,
+    delivered: Arc<Delivered>,
+) -> ProducerFn<'s> {
+    let (size, timeout, timestamps) = (case.size, case.settings.timeout, case.timestamps_in_payload());
+    Box::new(move |recorder, timing: Timing| {
+        let job = PublishJob {
+            flavor,
+            nats_url,
+            subjects,
+            size,
+            window,
+            start: timing.start,
+            quota,
+            end: timing.end,
+            rate,
+            timeout,
+            timestamps,
+        };
+        run_producer(job, recorder, delivered)
+    })
+}
+
+/// Whether the case writes to disk (so the disk-write limit applies).
+fn publishes_durably(case: &Case) -> bool {
+    match case.workload {
+        Workload::PublishNats | Workload::PublishDirect | Workload::EndToEnd => true,
+        Workload::Consume => case.settings.tail,
+    }
+}
+
+/// The disk-write limit's pattern for a case: (batch bytes, batches per
+/// fdatasync) — what the workload has in flight, written as group commit
+/// would at best.
+pub fn sync_pattern(case: &Case) -> (usize, usize) {
+    let s = &case.settings;
+    if case.direct_producers() {
+        let batch = case.batch_records() * (case.size + 8) + 61;
+        (batch, (s.producers * s.pipeline).max(1))
+    } else {
+        let in_flight = s.window * s.producers * (case.size + NATS_RECORD_OVERHEAD_BYTES);
+        let batch = in_flight.min(1 << 20);
+        (batch, in_flight.div_ceil(batch).max(1))
+    }
+}
+
+/// An ack payload of the size Sluice sends for this case (stream name,
+/// offset, a reply inbox of the usual length).
+fn ack_sized_answer(case: &Case) -> Bytes {
+    let ack = Ack {
+        stream: format!("bench-xxxxxxxx-c{}-s0", case.index),
+        partition: 0,
+        correlation_id: None,
+        ack_inbox: Some("_INBOX.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuv".into()),
+        outcome: AckOutcome::Committed {
+            offset: Offset(1_000_000),
+            commit_timestamp_ms: TimestampMs::now(),
+        },
+    };
+    Bytes::from(encode_ack(&ack).unwrap_or_else(|_| vec![0u8; 120]))
+}
+
+/// "ext4 on /dev/vda" for the mount holding `path`.
+fn filesystem_of(path: &Path) -> String {
+    let Ok(path) = path.canonicalize() else {
+        return String::new();
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return String::new();
+    };
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (device, mount, fs) = (fields.first()?, fields.get(1)?, fields.get(2)?);
+            path.starts_with(mount).then(|| (mount.len(), format!("{fs} on {device} ({mount})")))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, description)| description)
+        .unwrap_or_default()
+}
+
+/// Assembles the final report.
+pub fn assemble(args: &Args, runner: &mut Runner<'_>, cases: Vec<CaseReport>, started_unix_ms: u64) -> Report {
+    let mut notes = vec![
+        "Sluice acks a message only after fdatasync (group commit). JetStream (nats-server 2.9, file storage) acks once the message is written to its file, before fsync: it syncs every 2 minutes by default and 2.9 has no per-message sync option. The comparison favours JetStream on durability.".to_string(),
+        format!(
+            "This machine has {} CPUs, shared by the bench's clients, nats-server and sluice; its page-cache write speed varies between runs: compare within one run and quote ratios.",
+            sluice::config::online_cpus()
+        ),
+    ];
+    if args.sync != "always" && runner.env.node.is_some() {
+        notes.push(format!(
+            "The Sluice node ran with --sync {}: its acks do NOT wait for fdatasync.",
+            args.sync
+        ));
+    }
+    if cases.iter().any(|c| c.workload == Workload::PublishDirect) && args.compare_jetstream() {
+        notes.push("JetStream has no batch publish: its publish-direct row is js.publish with as many messages in flight as a Sluice producer has records in flight (batch x pipeline, at least --window).".into());
+    }
+    Report {
+        tool: "sluice-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        started_unix_ms,
+        command_line: std::env::args().collect(),
+        machine: runner.machine(),
+        setup: runner.setup_report(),
+        notes,
+        limits: runner.take_machine_limits(),
+        cases,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_summed_over_shards() {
+        let text = "# HELP x\nsluice_appends_total{shard=\"0\"} 3\nsluice_appends_total{shard=\"1\"} 4\nsluice_fsync_seconds_bucket{shard=\"0\",le=\"0.001\"} 9\nsluice_fsync_seconds_count{shard=\"0\"} 2\n";
+        let sums = parse_metrics(text);
+        assert_eq!(sums["sluice_appends_total"], 7.0);
+        assert_eq!(sums["sluice_fsync_seconds_count"], 2.0);
+        assert!(!sums.contains_key("sluice_fsync_seconds_bucket"));
+    }
+
+    #[test]
+    fn the_echo_answer_is_a_valid_ack() {
+        let args = <Args as clap::Parser>::parse_from(["sluice-bench", "publish-nats"]);
+        let case = &args.cases()[0];
+        let answer = ack_sized_answer(case);
+        assert!(Ack::decode(&answer).is_ok());
+    }
+}
