@@ -1025,6 +1025,15 @@ impl PartitionLog {
         task.await.unwrap_or(Err(LogError::Closed))
     }
 
+    /// Refuses new appends and ends every long poll at once, ahead of
+    /// [`Self::close`]: appends already written still become durable (the
+    /// sync task runs until nothing is dirty).
+    pub fn stop_accepting(&self) {
+        self.state.borrow_mut().closed = true;
+        self.unsynced.signal();
+        self.high_watermark_moved.wake_all();
+    }
+
     /// Stops the sync task after a final sync; waits for in-flight appends.
     pub async fn close(mut self) -> LogResult<()> {
         let permit = self

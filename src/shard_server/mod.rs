@@ -429,6 +429,8 @@ async fn delete_partition(shard: &Rc<Shard>, partition: Rc<LocalPartition>) {
 async fn close_partition(partition: Rc<LocalPartition>) {
     let stream = partition.stream.clone();
     let index = partition.partition;
+    // Long polls end and new appends are refused, so the users let go soon.
+    partition.log.stop_accepting();
     let mut log = partition.log.clone();
     drop(partition);
     for _ in 0..CLOSE_WAIT_ROUNDS_MAX {
