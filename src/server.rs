@@ -28,7 +28,6 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    pin_current_thread(config.control_cpu);
     let mut shard_links = Vec::new();
     let mut control_links = Vec::new();
     for _ in 0..config.shard_count() {
@@ -69,8 +68,9 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
 }
 
 /// Pins the calling thread (the control core) to `cpu`; a failure is logged,
-/// not fatal (containers may forbid it).
-fn pin_current_thread(cpu: usize) {
+/// not fatal (containers may forbid it). Called once the managed nats-server
+/// child is running, so the child does not inherit the pin.
+pub(crate) fn pin_current_thread(cpu: usize) {
     // SAFETY: `cpu_set_t` is plain data; zeroed is its empty state, CPU_SET
     // writes within it (cpu is bounds-checked against CPU_SETSIZE first) and
     // sched_setaffinity only reads `size_of::<cpu_set_t>()` bytes of it.

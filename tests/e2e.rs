@@ -196,6 +196,10 @@ fn group_splits_messages_between_its_streams_without_loss_or_duplicates() {
     assert_eq!(seen.len(), COUNT, "lost messages");
     assert!(seen.values().all(|&n| n == 1), "duplicated messages");
     assert_eq!(per_stream.iter().sum::<usize>(), COUNT);
+    assert!(
+        per_stream.iter().all(|&n| n > 0),
+        "the queue group must split messages between both streams: {per_stream:?}"
+    );
 }
 
 #[test]
@@ -422,9 +426,18 @@ fn garbage_and_oversized_frames_are_refused_and_others_keep_being_served() {
         .expect("write");
     let (kind, _) = read_frame(&mut garbage).expect("an error frame");
     assert_eq!(kind, 0xFF);
-    // A too-short length field: fatal for this connection.
+    // A too-short length field: BadFrame, then the connection is closed.
     garbage.write_all(&[0, 0, 0, 1, 0]).expect("write");
-    let _ = read_frame(&mut garbage);
+    let (kind, body) = read_frame(&mut garbage).expect("an error frame");
+    assert_eq!(kind, 0xFF);
+    let error = sluice::protocol::error_response::ErrorResponse::decode(&body).expect("decodes");
+    assert_eq!(error.code, sluice::protocol::ErrorCode::BadFrame);
+    let mut rest = Vec::new();
+    assert_eq!(
+        garbage.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "connection closed"
+    );
 
     // The healthy client never noticed.
     let fetched = healthy

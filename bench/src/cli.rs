@@ -62,7 +62,8 @@ MEASUREMENT
 LIMITS (--limits)
   disk write      pwrite + fdatasync into a fallocate'd file on the data directory's file
                   system with the case's sync pattern: as many batches per fdatasync as the
-                  workload has in flight (group commit at its best).
+                  direct producers have in flight (group commit at its best); for cases with
+                  direct producers (publish-direct, consume --tail).
   seq read        1 MiB preads of the file just written (page cache warm).
   loopback TCP    one thread writes 1 MiB chunks into a loopback socket, another reads them.
   NATS echo       the publish workload answered by an in-process responder that stores
@@ -170,8 +171,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Workload shape")]
     pub pipeline: usize,
 
-    /// Fetch max_bytes for consumers (the server caps it at 32 MiB).
-    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = units::parse_bytes, help_heading = "Workload shape")]
+    /// Fetch max_bytes for consumers (the server caps it at 32 MiB). Catch-up reads keep one
+    /// fetch in flight while checking the previous answer.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = units::parse_bytes, help_heading = "Workload shape")]
     pub fetch_bytes: usize,
 
     /// Long-poll wait of tail and end-to-end fetches, in milliseconds.

@@ -108,6 +108,11 @@ pub fn run_catch_up(job: ConsumeJob, ticket: Ticket) -> Result<Recorder> {
     }
 }
 
+/// Reads one slot from `from` to `to`. Fetches are pipelined one deep: as
+/// soon as an answer is in, the next fetch (from the offset after its last
+/// batch, read from the batch headers) is sent, and only then are the
+/// answer's batches CRC-checked and counted, so the server streams the next
+/// answer while the client verifies this one.
 fn read_range(
     wire: &mut Wire,
     slot: &ReadSlot,
@@ -116,13 +121,12 @@ fn read_range(
     raw: &mut Vec<u8>,
     recorder: &mut Recorder,
 ) -> Result<()> {
-    let mut offset = slot.from;
-    while offset < slot.to {
-        if interrupted() || end.is_some_and(|end| Instant::now() >= end) {
-            return Ok(());
-        }
-        let start = Instant::now();
-        let id = wire.tx.send_fetch(&slot.stream, slot.partition, offset, job.fetch_bytes, 0)?;
+    let stop = |offset: u64| offset >= slot.to || interrupted() || end.is_some_and(|end| Instant::now() >= end);
+    if stop(slot.from) {
+        return Ok(());
+    }
+    let mut in_flight = Some(send_fetch(wire, slot, job, slot.from)?);
+    while let Some((id, start, offset)) = in_flight.take() {
         let fetched = match wire.rx.recv_fetch(id, raw)? {
             Ok(fetched) => fetched,
             Err(refused) => bail!("fetch of {}/{} refused: {refused}", slot.stream, slot.partition),
@@ -134,13 +138,37 @@ fn read_range(
         if fetched.bytes == 0 {
             bail!("fetch of {}/{} at {offset} returned nothing below the end {}", slot.stream, slot.partition, slot.to);
         }
-        let (records, next) = count_records(&raw[..fetched.bytes], offset)?;
+        let raw = &raw[..fetched.bytes];
+        let next = next_offset(raw, offset)?;
+        if !stop(next) {
+            in_flight = Some(send_fetch(wire, slot, job, next)?);
+        }
+        let (records, checked_next) = count_records(raw, offset)?;
+        debug_assert_eq!(next, checked_next);
         // Records past the end (published after the pre-fill) are not counted.
         let records = records.saturating_sub(next.saturating_sub(slot.to));
         recorder.complete_samples(start, done, 1, records, records * job.size as u64, fetched.bytes as u64);
-        offset = next;
     }
     Ok(())
+}
+
+fn send_fetch(wire: &mut Wire, slot: &ReadSlot, job: &ConsumeJob, offset: u64) -> Result<(u32, Instant, u64)> {
+    let start = Instant::now();
+    let id = wire.tx.send_fetch(&slot.stream, slot.partition, offset, job.fetch_bytes, 0)?;
+    Ok((id, start, offset))
+}
+
+/// The offset after the last batch of fetched bytes, from the batch headers
+/// alone (no CRC); `offset` if there are none.
+fn next_offset(raw: &[u8], offset: u64) -> Result<u64> {
+    let mut position = 0usize;
+    let mut next = offset;
+    while position < raw.len() {
+        let header = BatchHeader::parse(&raw[position..])?;
+        next = next.max(header.next_offset().0);
+        position += header.total_bytes();
+    }
+    Ok(next)
 }
 
 /// When a tail reader may stop.
@@ -256,6 +284,8 @@ mod tests {
         raw.extend_from_slice(&second);
         assert_eq!(count_records(&raw, 0).unwrap(), (8, 8));
         assert_eq!(count_records(&raw, 2).unwrap(), (6, 8));
+        assert_eq!(next_offset(&raw, 2).unwrap(), 8);
+        assert_eq!(next_offset(&[], 2).unwrap(), 2);
         let mut corrupt = raw.clone();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;

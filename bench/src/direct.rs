@@ -183,10 +183,11 @@ fn send_batches(job: &DirectJob, lanes: &mut HashMap<SocketAddr, Lane>, recorder
                 (due, first_due, step)
             }
         };
+        let warm = records - measured_records(recorder, first, step, records);
         let records = match job.quota {
             // Never publish more measured records than asked for.
-            Some(quota) if recorder.measured(first) => records.min(quota - measured_sent),
-            _ => records,
+            Some(quota) => records.min(warm + (quota - measured_sent)),
+            None => records,
         };
         let batch = builder.build(records as usize, first, step);
         let wire_bytes = batch.len() as u64;
@@ -203,10 +204,22 @@ fn send_batches(job: &DirectJob, lanes: &mut HashMap<SocketAddr, Lane>, recorder
             return Ok(());
         }
         index += records;
-        if recorder.measured(first) {
-            measured_sent += records;
-        }
+        measured_sent += measured_records(recorder, first, step, records);
     }
+}
+
+/// How many of `records` records whose latency starts at `first + i *
+/// step` started after warm-up.
+fn measured_records(recorder: &Recorder, first: Instant, step: Duration, records: u64) -> u64 {
+    let from = recorder.measure_from();
+    if first >= from {
+        return records;
+    }
+    if step.is_zero() {
+        return 0;
+    }
+    let before = from.duration_since(first).as_nanos().div_ceil(step.as_nanos());
+    records.saturating_sub(u64::try_from(before).unwrap_or(u64::MAX))
 }
 
 /// A connection's reader: answers arrive in request order.
@@ -222,13 +235,11 @@ fn read_answers(
         let answer = rx.recv_publish(pending.correlation_id)?;
         let done = Instant::now();
         gate.leave();
-        let measured = recorder.measured(pending.first);
         match answer {
             Ok((base, last)) if last - base + 1 == pending.records as i64 => {
                 record_answer(recorder, &pending, done, size);
-                if measured {
-                    delivered.add(pending.slot, pending.records);
-                }
+                let measured = measured_records(recorder, pending.first, pending.step, pending.records);
+                delivered.add(pending.slot, measured);
             }
             Ok((base, last)) => recorder.error(|| {
                 format!("{} records published as offsets {base}..={last}", pending.records)
@@ -313,11 +324,24 @@ fn record(timestamp: TimestampMs, value: Bytes) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recorder::Live;
+
+    #[test]
+    fn batches_straddling_warm_up_count_their_measured_records() {
+        let from = Instant::now() + Duration::from_secs(1);
+        let recorder = Recorder::new(from, Arc::new(Live::default()));
+        let step = Duration::from_millis(1);
+        assert_eq!(measured_records(&recorder, from, step, 10), 10);
+        assert_eq!(measured_records(&recorder, from - Duration::from_millis(3), step, 10), 7);
+        assert_eq!(measured_records(&recorder, from - Duration::from_millis(30), step, 10), 0);
+        assert_eq!(measured_records(&recorder, from - step, Duration::ZERO, 10), 0);
+    }
     use crate::nats_pub::read_stamp;
     use shards::batch::decode_batch;
 
     #[test]
     fn batches_decode_with_their_stamps() {
+        crate::recorder::epoch();
         let mut builder = BatchBuilder::new(16, true);
         let first = Instant::now();
         let batch = Bytes::copy_from_slice(builder.build(3, first, Duration::from_millis(1)));

@@ -80,38 +80,38 @@ pub async fn delete_streams(context: &jetstream::Context, streams: &[JsStream]) 
     }
 }
 
-/// Publishes `count` messages of `size` bytes to each stream (acked, a
-/// window in flight) and waits until the stream holds them.
-pub async fn prefill(context: &jetstream::Context, streams: &[JsStream], count: u64, size: usize) -> Result<()> {
+/// Publishes `count` messages of `size` bytes to `subject` of stream
+/// `name` (acked, a window in flight) and checks that the stream took them.
+pub async fn prefill(context: &jetstream::Context, name: &str, subject: &str, count: u64, size: usize) -> Result<()> {
     let payloads = Payloads::new(size, false);
-    for s in streams {
-        let mut inflight = FuturesUnordered::new();
-        for _ in 0..count {
-            if inflight.len() >= PREFILL_WINDOW {
-                if let Some(result) = inflight.next().await {
-                    result?;
-                }
+    let mut inflight = FuturesUnordered::new();
+    for _ in 0..count {
+        if inflight.len() >= PREFILL_WINDOW {
+            if let Some(result) = inflight.next().await {
+                result?;
             }
-            let ack = context
-                .publish(s.subject.clone(), payloads.make(Instant::now()))
-                .await
-                .map_err(|e| anyhow!("pre-fill {}: {e}", s.name))?;
-            inflight.push(async move { ack.await.map_err(|e| anyhow!("pre-fill ack: {e}")) });
         }
-        while let Some(result) = inflight.next().await {
-            result?;
-        }
-        let mut stream = context.get_stream(&s.name).await.map_err(|e| anyhow!("{e}"))?;
-        let held = stream.info().await.map_err(|e| anyhow!("{e}"))?.state.messages;
-        if held < count {
-            bail!("JetStream stream {} holds {held} of {count} pre-filled messages", s.name);
-        }
+        let ack = context
+            .publish(subject.to_string(), payloads.make(Instant::now()))
+            .await
+            .map_err(|e| anyhow!("pre-fill {name}: {e}"))?;
+        inflight.push(async move { ack.await.map_err(|e| anyhow!("pre-fill ack: {e}")) });
+    }
+    while let Some(result) = inflight.next().await {
+        result?;
     }
     Ok(())
 }
 
-/// A pull consumer with no acks, delivering from the start of the stream.
-async fn pull_consumer(context: &jetstream::Context, name: &str) -> Result<consumer::PullConsumer> {
+/// Messages a stream holds.
+pub async fn stored(context: &jetstream::Context, name: &str) -> Result<u64> {
+    let mut stream = context.get_stream(name).await.map_err(|e| anyhow!("{e}"))?;
+    Ok(stream.info().await.map_err(|e| anyhow!("{e}"))?.state.messages)
+}
+
+/// A pull consumer with no acks, delivering the messages of one partition
+/// subject from the start of the stream.
+async fn pull_consumer(context: &jetstream::Context, name: &str, filter: &str) -> Result<consumer::PullConsumer> {
     let stream = context
         .get_stream(name)
         .await
@@ -120,6 +120,7 @@ async fn pull_consumer(context: &jetstream::Context, name: &str) -> Result<consu
         .create_consumer(consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::None,
+            filter_subject: filter.to_string(),
             inactive_threshold: Duration::from_secs(60),
             ..Default::default()
         })
@@ -127,12 +128,22 @@ async fn pull_consumer(context: &jetstream::Context, name: &str) -> Result<consu
         .map_err(|e| anyhow!("create a pull consumer on {name}: {e}"))
 }
 
+/// A partition of a JetStream stream: the messages on one subject.
+#[derive(Clone, Debug)]
+pub struct JsSlot {
+    pub stream: String,
+    pub subject: String,
+    pub slot: usize,
+    pub total: u64,
+}
+
 /// One JetStream consumer's job.
 #[derive(Clone, Debug)]
 pub struct JsConsumeJob {
     pub nats_url: String,
-    /// (stream, slot index, messages to read for catch-up).
-    pub streams: Vec<(String, usize, u64)>,
+    /// The partitions read: stream, the partition's subject (a consumer
+    /// filter), slot index, messages to read for catch-up.
+    pub slots: Vec<JsSlot>,
     pub size: usize,
     pub fetch_bytes: usize,
     /// Catch-up with a time budget: start over until the budget after the
@@ -157,8 +168,8 @@ pub fn run_catch_up(job: JsConsumeJob, ticket: Ticket) -> Result<Recorder> {
         let (_client, context) = connected?;
         let end = job.budget.map(|budget| recorder.measure_from() + budget);
         loop {
-            for (name, _, total) in &job.streams {
-                read_stream(&context, name, *total, end, &job, &mut recorder).await?;
+            for slot in &job.slots {
+                read_stream(&context, slot, end, &job, &mut recorder).await?;
                 if interrupted() {
                     return Ok(recorder);
                 }
@@ -172,13 +183,13 @@ pub fn run_catch_up(job: JsConsumeJob, ticket: Ticket) -> Result<Recorder> {
 
 async fn read_stream(
     context: &jetstream::Context,
-    name: &str,
-    total: u64,
+    slot: &JsSlot,
     end: Option<Instant>,
     job: &JsConsumeJob,
     recorder: &mut Recorder,
 ) -> Result<()> {
-    let consumer = pull_consumer(context, name).await?;
+    let (name, total) = (slot.stream.as_str(), slot.total);
+    let consumer = pull_consumer(context, name, &slot.subject).await?;
     let mut read = 0u64;
     while read < total {
         if interrupted() || end.is_some_and(|end| Instant::now() >= end) {
@@ -188,7 +199,6 @@ async fn read_stream(
         let mut batch = consumer
             .fetch()
             .max_messages(job.fetch_messages())
-            .max_bytes(job.fetch_bytes)
             .messages()
             .await
             .map_err(|e| anyhow!("fetch from {name}: {e}"))?;
@@ -228,15 +238,16 @@ pub fn run_tail(job: JsConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Resul
         let setup = async {
             let (client, context) = connect(&job.nats_url, job.timeout).await?;
             let mut streams = Vec::new();
-            for (name, slot, _) in &job.streams {
-                let consumer = pull_consumer(&context, name).await?;
+            for slot in &job.slots {
+                let name = &slot.stream;
+                let consumer = pull_consumer(&context, name, &slot.subject).await?;
                 let messages = consumer
                     .stream()
                     .max_messages_per_batch(job.fetch_messages().max(256))
                     .messages()
                     .await
                     .map_err(|e| anyhow!("consume {name}: {e}"))?;
-                streams.push((*slot, messages));
+                streams.push((slot.slot, messages));
             }
             Ok::<_, anyhow::Error>((client, context, streams))
         }

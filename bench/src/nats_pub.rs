@@ -298,6 +298,7 @@ mod tests {
 
     #[test]
     fn stamps_round_trip() {
+        crate::recorder::epoch();
         let at = Instant::now();
         let mut payload = vec![0u8; 16];
         stamp(&mut payload, at);

@@ -67,6 +67,17 @@ impl Owned {
             .stdout(file.try_clone()?)
             .stderr(file)
             .process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls prctl(2), which is async-signal-safe. If the bench dies
+        // without cleaning up, the child gets SIGTERM instead of running on.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .spawn()
             .with_context(|| format!("start {what} ({:?})", command.get_program()))?;
@@ -162,7 +173,6 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
 pub struct NatsServer {
     process: Owned,
     pub url: String,
-    pub jetstream: bool,
 }
 
 impl NatsServer {
@@ -193,7 +203,6 @@ impl NatsServer {
         Ok(NatsServer {
             process,
             url: format!("nats://127.0.0.1:{port}"),
-            jetstream,
         })
     }
 
@@ -227,7 +236,6 @@ pub struct SluiceNode {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub shards: u16,
-    pub data_dir: PathBuf,
 }
 
 impl SluiceNode {
@@ -286,7 +294,6 @@ impl SluiceNode {
             listen,
             admin,
             shards,
-            data_dir,
         })
     }
 
@@ -400,17 +407,6 @@ pub fn find_sluice(explicit: Option<&Path>) -> Result<PathBuf> {
         "cannot find the sluice binary next to sluice-bench or on PATH; \
          build it (`cargo build --release -p sluice`) or pass --sluice-bin"
     )
-}
-
-/// Whether `bin` can be run (found on PATH or as a path).
-pub fn runnable(bin: &Path) -> bool {
-    Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use shards::types::{Offset, TimestampMs};
 use crate::cli::Args;
 use crate::consume::{run_catch_up, run_tail, ConsumeJob, ReadSlot, TailEnd};
 use crate::direct::{run_direct_producer, DirectJob};
-use crate::js::{self, JsConsumeJob, JsStream};
+use crate::js::{self, JsConsumeJob, JsSlot, JsStream};
 use crate::limits::{self, EchoResponder};
 use crate::nats_pub::{run_producer, Delivered, Flavor, PublishJob};
 use crate::plan::{assign, readers_of, share, Amount, Case, Slot, System, Workload};
@@ -36,9 +36,6 @@ use crate::units::format_bytes;
 const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of the sequential-read limit file.
 const READ_LIMIT_FILE_BYTES: u64 = 512 << 20;
-/// Record overhead assumed for NATS-ingested messages when sizing the
-/// disk-write limit's pattern (subject and reply headers, varints).
-const NATS_RECORD_OVERHEAD_BYTES: usize = 100;
 
 /// The servers the bench talks to, and what it started itself.
 pub struct Env {
@@ -208,8 +205,8 @@ fn run_id() -> String {
 /// The measured window of a run.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
+    /// When producers start (warm-up begins).
     pub start: Instant,
-    pub measure_from: Instant,
     /// Producers stop issuing at this instant (duration mode).
     pub end: Option<Instant>,
 }
@@ -323,8 +320,7 @@ impl<'a> Runner<'a> {
                 eprintln!("sluice-bench: {error:#}");
             }
         }
-        if self.args.measure_limits() && publishes_durably(case) && !interrupted() {
-            let (batch_bytes, batches) = sync_pattern(case);
+        if let (true, Some((batch_bytes, batches)), false) = (self.args.measure_limits(), sync_pattern(case), interrupted()) {
             match limits::disk_write(&self.env.work_dir.join("limits"), batch_bytes, batches, self.args.limits_time) {
                 Ok(disk) => report.disk_write_limit = Some(disk),
                 Err(error) => eprintln!("sluice-bench: disk write limit failed: {error:#}"),
@@ -514,21 +510,24 @@ impl<'a> Runner<'a> {
         context: &async_nats::jetstream::Context,
     ) -> Result<RunOutcome> {
         let s = &case.settings;
+        // A Sluice partition is a subject of the JetStream stream; its
+        // consumers filter on it, so both systems split the work alike.
         let slots = case.targets();
-        // JetStream streams are the consumers' slots; producers keep the
-        // Sluice slots so they publish to the same partition subjects.
-        let stream_slots: Vec<Slot> = (0..s.streams).map(|k| Slot { stream: k, partition: 0 }).collect();
-        let delivered = Arc::new(Delivered::new(s.streams));
-        let per_stream: Vec<u64> = {
-            let counts = per_slot(case.prefill_messages(), slots.len());
-            (0..s.streams)
-                .map(|k| slots.iter().zip(&counts).filter(|(slot, _)| slot.stream == k).map(|(_, c)| c).sum())
-                .collect()
-        };
+        let subject_of = |slot: &Slot| partition_subject(&js_streams[slot.stream].subject, slot.partition);
+        let delivered = Arc::new(Delivered::new(slots.len()));
+        let counts = per_slot(case.prefill_messages(), slots.len());
         if case.catch_up() {
             eprintln!("  pre-filling {label} with {} messages ...", crate::units::group(case.prefill_messages()));
+            for (slot, count) in slots.iter().zip(&counts) {
+                let name = &js_streams[slot.stream].name;
+                runtime.block_on(js::prefill(context, name, &subject_of(slot), *count, case.size))?;
+            }
             for (k, stream) in js_streams.iter().enumerate() {
-                runtime.block_on(js::prefill(context, std::slice::from_ref(stream), per_stream[k], case.size))?;
+                let want: u64 = slots.iter().zip(&counts).filter(|(slot, _)| slot.stream == k).map(|(_, c)| c).sum();
+                let held = runtime.block_on(js::stored(context, &stream.name))?;
+                if held < want {
+                    bail!("JetStream stream {} holds {held} of {want} pre-filled messages", stream.name);
+                }
             }
         }
         let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
@@ -547,12 +546,20 @@ impl<'a> Runner<'a> {
         };
         if case.has_consumers() {
             for c in 0..s.consumers {
-                let mine = assign(&stream_slots, c, s.consumers);
+                let mine = assign(&slots, c, s.consumers);
                 let job = JsConsumeJob {
                     nats_url: url.to_string(),
-                    streams: mine
+                    slots: mine
                         .iter()
-                        .map(|slot| (js_streams[slot.stream].name.clone(), slot.stream, per_stream[slot.stream]))
+                        .map(|slot| {
+                            let i = slots.iter().position(|x| x == slot).expect("slot");
+                            JsSlot {
+                                stream: js_streams[slot.stream].name.clone(),
+                                subject: subject_of(slot),
+                                slot: i,
+                                total: counts[i],
+                            }
+                        })
                         .collect(),
                     size: case.size,
                     fetch_bytes: s.fetch_bytes,
@@ -568,8 +575,8 @@ impl<'a> Runner<'a> {
                 }
             }
             if let (true, Amount::Messages(_)) = (case.catch_up(), s.amount) {
-                let expected = (0..s.streams)
-                    .map(|k| per_stream[k] * readers_of(&stream_slots, k, s.consumers) as u64)
+                let expected = (0..slots.len())
+                    .map(|i| counts[i] * readers_of(&slots, i, s.consumers) as u64)
                     .sum();
                 clients.expected = Some(expected);
             }
@@ -587,8 +594,8 @@ impl<'a> Runner<'a> {
                 let subjects = mine
                     .iter()
                     .map(|slot| {
-                        let subject = partition_subject(&js_streams[slot.stream].subject, slot.partition);
-                        (async_nats::Subject::from(subject), slot.stream)
+                        let i = slots.iter().position(|x| x == slot).expect("slot");
+                        (async_nats::Subject::from(subject_of(slot)), i)
                     })
                     .collect();
                 let quota = match s.amount {
@@ -604,7 +611,7 @@ impl<'a> Runner<'a> {
         }
         let mut outcome = self.execute(case, System::Jetstream, label, clients)?;
         if let Some(end) = &tail_end {
-            outcome.expected_messages = Some(expected_tail(&stream_slots, s.consumers, &end.delivered));
+            outcome.expected_messages = Some(expected_tail(&slots, s.consumers, &end.delivered));
         }
         Ok(outcome)
     }
@@ -688,7 +695,7 @@ impl<'a> Runner<'a> {
                 Amount::Duration(d) => Some(measure_from + d),
                 Amount::Messages(_) => None,
             };
-            let timing = Timing { start, measure_from, end };
+            let timing = Timing { start, end };
             for sender in &office.recorders {
                 let _ = sender.send(Recorder::new(measure_from, live.clone()));
             }
@@ -806,27 +813,33 @@ fn nats_producer<'s>(
     })
 }
 
-/// Whether the case writes to disk (so the disk-write limit applies).
-fn publishes_durably(case: &Case) -> bool {
-    match case.workload {
-        Workload::PublishNats | Workload::PublishDirect | Workload::EndToEnd => true,
-        Workload::Consume => case.settings.tail,
-    }
+/// The disk-write limit's pattern for a case with direct producers: (batch
+/// bytes, batches per fdatasync) — every batch the producers have in flight
+/// covered by one fdatasync, as group commit would at best.
+///
+/// NATS-fed cases get no disk limit: how much one fdatasync covers there is
+/// decided by the server's batching, not by the workload, so no fixed
+/// pattern would be a fair ceiling (their ceiling is the NATS echo).
+pub fn sync_pattern(case: &Case) -> Option<(usize, usize)> {
+    let s = &case.settings;
+    case.direct_producers().then(|| {
+        let batch = encoded_batch_bytes(case.batch_records(), case.size);
+        (batch, (s.producers * s.pipeline).max(1))
+    })
 }
 
-/// The disk-write limit's pattern for a case: (batch bytes, batches per
-/// fdatasync) — what the workload has in flight, written as group commit
-/// would at best.
-pub fn sync_pattern(case: &Case) -> (usize, usize) {
-    let s = &case.settings;
-    if case.direct_producers() {
-        let batch = case.batch_records() * (case.size + 8) + 61;
-        (batch, (s.producers * s.pipeline).max(1))
-    } else {
-        let in_flight = s.window * s.producers * (case.size + NATS_RECORD_OVERHEAD_BYTES);
-        let batch = in_flight.min(1 << 20);
-        (batch, in_flight.div_ceil(batch).max(1))
-    }
+/// Bytes of a RecordBatch of `records` records of `size`-byte values
+/// without key or headers, as the direct producers send it.
+fn encoded_batch_bytes(records: usize, size: usize) -> usize {
+    let value = bytes::Bytes::from(vec![0u8; size]);
+    let one = shards::batch::Record {
+        timestamp: TimestampMs(0),
+        key: None,
+        value: Some(value),
+        headers: Vec::new(),
+    };
+    let record_bytes = shards::batch::encoded_len(std::slice::from_ref(&one)) - shards::constants::BATCH_HEADER_BYTES;
+    shards::constants::BATCH_HEADER_BYTES + records * record_bytes
 }
 
 /// An ack payload of the size Sluice sends for this case (stream name,
@@ -907,6 +920,17 @@ mod tests {
         assert_eq!(sums["sluice_appends_total"], 7.0);
         assert_eq!(sums["sluice_fsync_seconds_count"], 2.0);
         assert!(!sums.contains_key("sluice_fsync_seconds_bucket"));
+    }
+
+    #[test]
+    fn disk_pattern_follows_the_direct_batches() {
+        let args = <Args as clap::Parser>::parse_from(["sluice-bench", "publish-direct", "publish-nats", "--producers", "4", "--pipeline", "2"]);
+        let cases = args.cases();
+        let (batch, per_sync) = sync_pattern(&cases[0]).unwrap();
+        assert_eq!(per_sync, 8);
+        // 512 records of 128 B plus per-record framing.
+        assert!(batch > 64 << 10 && batch < 72 << 10, "{batch}");
+        assert!(sync_pattern(&cases[1]).is_none());
     }
 
     #[test]

@@ -44,8 +44,6 @@ impl std::fmt::Display for Refused {
 /// The answer to one fetch, its raw bytes left in the caller's buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Fetched {
-    pub high_watermark: i64,
-    pub log_start: i64,
     /// Raw batch bytes now at the start of the buffer.
     pub bytes: usize,
     /// A partition-level error (`OffsetOutOfRange`) carried in the response.
@@ -105,10 +103,6 @@ impl Wire {
                 body: Vec::new(),
             },
         })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.tx.addr
     }
 }
 
@@ -212,8 +206,6 @@ impl WireReceiver {
         let response = read_body::<fb::FetchResponse>(&self.body)
             .map_err(|e| anyhow!("FetchResponse from {}: {e}", self.addr))?;
         let fetched = Fetched {
-            high_watermark: response.high_watermark(),
-            log_start: response.log_start_offset(),
             bytes: response.byte_count() as usize,
             error_code: response.error_code(),
         };

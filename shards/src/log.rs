@@ -558,6 +558,14 @@ impl PartitionLog {
         }
     }
 
+    /// Rolls the active segment if it is older than the segment age (and
+    /// not empty), even with no append arriving: retention and compaction
+    /// only touch sealed segments, so an idle partition must roll too.
+    pub async fn roll_if_due(&self) -> LogResult<()> {
+        let _permit = self.enter_write_phase().await?;
+        self.roll_if_needed(0).await
+    }
+
     /// Seals the active segment and starts a new one when the next batch
     /// would not fit, the segment is too old, or its relative offsets would
     /// overflow the index. Caller holds the write gate.
@@ -715,6 +723,18 @@ impl PartitionLog {
     /// Offset of the first committed record with timestamp ≥ `target`, or
     /// `None` when there is none yet.
     pub async fn offset_for_timestamp(&self, target: TimestampMs) -> LogResult<Option<Offset>> {
+        Ok(self
+            .record_at_or_after(target)
+            .await?
+            .map(|(offset, _)| offset))
+    }
+
+    /// Offset and timestamp of the first committed record with timestamp ≥
+    /// `target`, or `None` when there is none yet.
+    pub async fn record_at_or_after(
+        &self,
+        target: TimestampMs,
+    ) -> LogResult<Option<(Offset, TimestampMs)>> {
         let found = {
             let state = self.state.borrow();
             let mut found = None;
@@ -744,7 +764,7 @@ impl PartitionLog {
         Ok(records
             .iter()
             .find(|r| r.timestamp >= target && r.offset < hw)
-            .map(|r| r.offset))
+            .map(|r| (r.offset, r.timestamp)))
     }
 
     /// Makes `offset` the high watermark (replicated logs; clamped to the

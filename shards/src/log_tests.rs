@@ -291,3 +291,41 @@ fn long_poll_wakes_on_commit() {
         assert_eq!(waiter.await, Offset(1));
     });
 }
+
+/// An append resolves only after an `fdatasync` that covers it: with a sync
+/// interval of 300 ms the append is still pending at 100 ms, resolves after
+/// the sync, and the sync count shows it happened.
+#[test]
+fn append_resolves_only_after_a_covering_fdatasync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let mut config = small_config(&path);
+        config.sync = SyncPolicy::Interval(Duration::from_millis(300));
+        let (log, _) = PartitionLog::open(config).await.expect("open");
+        let log = Rc::new(log);
+        let syncs_before = log.fsync_stats().count;
+        let done = Rc::new(std::cell::Cell::new(false));
+        let task = {
+            let (log, done) = (log.clone(), done.clone());
+            glommio::spawn_local(async move {
+                let appended = log.append_records(&[record(0, 10)]).await.expect("append");
+                done.set(true);
+                appended
+            })
+        };
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        assert!(!done.get(), "append resolved before any fdatasync");
+        assert_eq!(log.stable_offset(), Offset(0));
+        assert_eq!(
+            log.high_watermark(),
+            Offset(0),
+            "nothing readable before the sync"
+        );
+        assert!(log.read(Offset(0), 1 << 20).expect("read").is_none());
+        let appended = task.await;
+        assert_eq!(appended.base_offset, Offset(0));
+        assert!(log.fsync_stats().count > syncs_before, "no fdatasync ran");
+        assert_eq!(log.stable_offset(), Offset(1));
+    });
+}

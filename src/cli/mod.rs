@@ -97,7 +97,7 @@ pub enum Command {
 
     /// Create, list, describe and delete streams.
     ///
-    /// Example: sluice stream create orders --subject 'orders.>' --partitions 4
+    /// Example: sluice stream create orders --subject 'orders.*' --partitions 4
     #[command(subcommand)]
     Stream(StreamCommand),
 
@@ -193,7 +193,7 @@ pub enum StreamCommand {
     /// with different settings it fails. Unset settings take the server's
     /// defaults.
     ///
-    /// Example: sluice stream create orders --subject 'orders.>' --partitions 4 --retention-age 7d --retention-bytes 10GiB
+    /// Example: sluice stream create orders --subject 'orders.*' --partitions 4 --retention-age 7d --retention-bytes 10GiB
     Create(CreateArgs),
 
     /// List every stream (name, subject, group, partitions, replication).

@@ -42,6 +42,14 @@ pub fn validate_spec(spec: &StreamSpec) -> Result<(), InvalidSpec> {
             ),
         ));
     }
+    if spec.partitions > 1 && spec.subject.split('.').any(|token| token == ">") {
+        // Partition i > 0 listens on `subject.i`, and nothing may follow `>`.
+        return Err(InvalidSpec::new(
+            "partitions",
+            "a subject ending in '>' takes one partition (partition i > 0 listens on \
+             SUBJECT.i); use '*' tokens, or name the partition in the envelope",
+        ));
+    }
     if spec.replication_factor == 0 {
         return Err(InvalidSpec::new("replication_factor", "must be at least 1"));
     }
@@ -157,6 +165,19 @@ pub fn validate_node_info(info: &NodeInfo) -> Result<(), InvalidSpec> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn full_wildcard_takes_one_partition() {
+        let mut spec = StreamSpec::new("s", "orders.>");
+        spec.partitions = 3;
+        assert!(validate_spec(&spec).is_err());
+        spec.partitions = 1;
+        assert!(validate_spec(&spec).is_ok());
+        let mut spec = StreamSpec::new("s", "orders.*");
+        spec.partitions = 3;
+        assert!(validate_spec(&spec).is_ok());
+    }
+
     use super::*;
 
     #[test]

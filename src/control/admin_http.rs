@@ -14,6 +14,8 @@ use crate::cores::{ShardStats, FSYNC_BUCKETS_US};
 
 /// Largest request head read before answering 431.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
+/// How long `/healthz` waits for the shards to answer.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that has not sent its request head by then is dropped.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -62,7 +64,25 @@ async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> s
         .await;
     }
     match path {
-        "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        "/healthz" => {
+            // Healthy when the router (and through it every shard) answers.
+            let (tx, rx) = oneshot::channel();
+            let answered = router.send(RouterRequest::Stats(tx)).await.is_ok()
+                && tokio::time::timeout(HEALTH_TIMEOUT, rx)
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if answered {
+                respond(&mut stream, "200 OK", "text/plain", "ok\n").await
+            } else {
+                respond(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not serving\n",
+                )
+                .await
+            }
+        }
         "/metrics" => {
             let (tx, rx) = oneshot::channel();
             let stats = if router.send(RouterRequest::Stats(tx)).await.is_ok() {

@@ -87,6 +87,7 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
             (Some(server), url)
         }
     };
+    crate::server::pin_current_thread(config.control_cpu);
     let nats = async_nats::ConnectOptions::new()
         .name("sluice")
         .connect(nats_url.as_str())

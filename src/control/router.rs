@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use shards::batch::{encode_batch, encoded_len, Record};
-use shards::constants::BATCH_RECORDS_MAX;
+use shards::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_HEADERS_MAX};
 use shards::ring::RingSender;
 use shards::types::{Offset, TimestampMs};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::bridge::{ingest, partition_subject};
 use crate::cluster::Metadata;
 use crate::cores::{AckRoute, AppendRequest, PartitionKey, PartitionTable, ShardStats, ToShard};
+use crate::protocol::error_code::ErrorCode;
 
 /// Most NATS messages gathered into one routing round.
 pub const MESSAGES_PER_ROUND_MAX: usize = 4096;
@@ -292,26 +293,55 @@ impl Router {
                     .copied(),
                 None => Some((route.key, route.shard)),
             };
-            match target {
-                Some((key, shard)) => {
-                    let pending = groups.entry(key).or_insert_with(|| {
-                        order.push(key);
-                        PendingBatch::new(route.stream.clone(), key, shard)
-                    });
-                    pending.push(ingested.record, ingested.ack);
-                    if pending.is_full() {
-                        if let Some(batch) = groups.remove(&key) {
-                            let shard = batch.shard as usize;
-                            if let Some(slot) = ready.get_mut(shard) {
-                                slot.push(ToShard::Append(batch.into_request()));
+            let record_bytes = encoded_len(std::slice::from_ref(&ingested.record));
+            if let Some(reason) = record_limit_violation(&ingested.record, record_bytes) {
+                // Refuse this message alone: it must not poison the batch
+                // it would share with other publishers' messages.
+                tracing::debug!(stream = %route.stream, reason, "message refused");
+                if let Some(ack) = ingested.ack {
+                    self.nack(&route, ack, ErrorCode::LimitExceeded, reason)
+                        .await;
+                }
+            } else {
+                match target {
+                    Some((key, shard)) => {
+                        // Cut the batch before a record that would overflow it.
+                        let overflows = groups.get(&key).is_some_and(|p| {
+                            !p.is_empty() && p.bytes + record_bytes > ROUTED_BATCH_BYTES_MAX
+                        });
+                        if overflows {
+                            if let Some(batch) = groups.remove(&key) {
+                                if let Some(slot) = ready.get_mut(batch.shard as usize) {
+                                    slot.push(ToShard::Append(batch.into_request()));
+                                }
+                            }
+                        }
+                        // `order` may list a key twice after a cut; the final
+                        // flush finds nothing the second time.
+                        let pending = groups.entry(key).or_insert_with(|| {
+                            order.push(key);
+                            PendingBatch::new(route.stream.clone(), key, shard)
+                        });
+                        pending.push(ingested.record, ingested.ack, record_bytes);
+                        if pending.is_full() {
+                            if let Some(batch) = groups.remove(&key) {
+                                if let Some(slot) = ready.get_mut(batch.shard as usize) {
+                                    slot.push(ToShard::Append(batch.into_request()));
+                                }
                             }
                         }
                     }
-                }
-                None => {
-                    tracing::debug!(stream = %route.stream, "envelope names a partition the stream lacks; dropped");
-                    if let Some(ack) = ingested.ack {
-                        self.nack_unknown_partition(&route, ack).await;
+                    None => {
+                        tracing::debug!(stream = %route.stream, "envelope names a partition the stream lacks; dropped");
+                        if let Some(ack) = ingested.ack {
+                            self.nack(
+                                &route,
+                                ack,
+                                ErrorCode::PartitionNotFound,
+                                "no such partition",
+                            )
+                            .await;
+                        }
                     }
                 }
             }
@@ -342,10 +372,10 @@ impl Router {
         }
     }
 
-    async fn nack_unknown_partition(&self, route: &Route, ack: AckRoute) {
+    async fn nack(&self, route: &Route, ack: AckRoute, code: ErrorCode, message: &str) {
         let failure = Err(crate::cores::AppendFailure {
-            code: crate::protocol::error_code::ErrorCode::PartitionNotFound,
-            message: format!("stream {} has no such partition", route.stream),
+            code,
+            message: format!("stream {}: {message}", route.stream),
         });
         if let Some(payload) = super::bridge::ack_payload(
             &route.stream,
@@ -373,6 +403,18 @@ impl Router {
     }
 }
 
+/// Why a record cannot be stored at all (it would fail the log's batch
+/// checks whatever it is batched with), if it cannot.
+fn record_limit_violation(record: &Record, record_bytes: usize) -> Option<&'static str> {
+    if record.headers.len() > RECORD_HEADERS_MAX {
+        return Some("more headers than a record may carry");
+    }
+    if record_bytes > BATCH_BYTES_MAX {
+        return Some("message larger than the largest batch");
+    }
+    None
+}
+
 /// Records of one partition gathered in one routing round.
 struct PendingBatch {
     stream: Arc<str>,
@@ -395,8 +437,12 @@ impl PendingBatch {
         }
     }
 
-    fn push(&mut self, record: Record, ack: Option<AckRoute>) {
-        self.bytes += encoded_len(std::slice::from_ref(&record));
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn push(&mut self, record: Record, ack: Option<AckRoute>, record_bytes: usize) {
+        self.bytes += record_bytes;
         self.records.push(record);
         self.acks.push(ack);
     }

@@ -318,10 +318,13 @@ impl Connection {
             fb::OffsetKind::Timestamp => {
                 let target = TimestampMs(request.timestamp_ms());
                 let found = log
-                    .offset_for_timestamp(target)
+                    .record_at_or_after(target)
                     .await
                     .map_err(|e| ErrorResponse::new(log_error_code(&e), e.to_string()))?;
-                (found.unwrap_or_else(|| log.high_watermark()), target.0)
+                match found {
+                    Some((offset, timestamp)) => (offset, timestamp.0),
+                    None => (log.high_watermark(), -1),
+                }
             }
             _ => (log.high_watermark(), -1),
         };

@@ -27,9 +27,20 @@ use shards::ring::{RingReceiver, RingSender};
 
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry,
-    PartitionKey, PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
+    PartitionKey, PartitionSettings, PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
 };
 use crate::protocol::error_code::ErrorCode;
+
+/// A stream with a retention limit gets segments of at most a quarter of the
+/// limit (bytes or age), so it never keeps more than ~1.25× what it asked for.
+pub const RETENTION_SEGMENTS_PER_LIMIT: u64 = 4;
+/// Smallest segment chosen for a byte limit (smaller limits round up).
+pub const SEGMENT_BYTES_FOR_LIMITS_MIN: u64 = 1 << 20;
+/// Shortest segment age chosen for an age limit.
+pub const SEGMENT_AGE_FOR_LIMITS_MIN: Duration = Duration::from_secs(1);
+/// Segment size of compacted streams: compaction only rewrites sealed
+/// segments, so they must seal long before the 1 GiB default.
+pub const COMPACTED_SEGMENT_BYTES_MAX: u64 = 64 << 20;
 
 /// Messages a shard may queue for the control core before its tasks wait.
 pub const OUTBOX_CAPACITY: usize = 4096;
@@ -41,6 +52,9 @@ pub const MAINTENANCE_SHARES: usize = 50;
 /// `CLOSE_WAIT_ROUND` (5 s in all).
 const CLOSE_WAIT_ROUNDS_MAX: usize = 500;
 const CLOSE_WAIT_ROUND: Duration = Duration::from_millis(10);
+/// How long a shutdown waits for received appends, in `CLOSE_WAIT_ROUND`s
+/// (30 s in all).
+const SHUTDOWN_APPEND_WAIT_ROUNDS_MAX: usize = 3000;
 
 /// What a shard needs to know about its node.
 #[derive(Clone, Debug)]
@@ -109,6 +123,10 @@ pub struct Shard {
     outbox: LocalSender<FromShard>,
     pub stats: RefCell<ShardStats>,
     maintenance_queue: glommio::TaskQueueHandle,
+    /// Appends received from the control core and not yet answered; a
+    /// shutdown waits for them (they are counted when received, before
+    /// their task first runs).
+    appends_in_flight: std::cell::Cell<usize>,
 }
 
 impl Shard {
@@ -199,6 +217,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         outbox,
         stats: RefCell::new(ShardStats::default()),
         maintenance_queue,
+        appends_in_flight: std::cell::Cell::new(0),
     });
     let addr = SocketAddr::new(settings.base_addr.ip(), settings.port_of(shard_id));
     let listener = match glommio::net::TcpListener::bind(addr) {
@@ -231,6 +250,9 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
             match command {
                 ToShard::Table(table) => apply_table(&shard, table).await,
                 ToShard::Append(request) => {
+                    shard
+                        .appends_in_flight
+                        .set(shard.appends_in_flight.get() + 1);
                     glommio::spawn_local(append(shard.clone(), request)).detach();
                 }
                 ToShard::Watermarks { key, reply } => {
@@ -252,6 +274,14 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         }
     }
     acceptor.cancel();
+    // Finish what was received before the shutdown: those publishers get
+    // their acks (bounded wait).
+    for _ in 0..SHUTDOWN_APPEND_WAIT_ROUNDS_MAX {
+        if shard.appends_in_flight.get() == 0 {
+            break;
+        }
+        glommio::timer::sleep(CLOSE_WAIT_ROUND).await;
+    }
     close_all(&shard).await;
     shard
         .send_to_control(FromShard::Stopped { shard: shard_id })
@@ -321,6 +351,9 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
             acks,
         })
         .await;
+    shard
+        .appends_in_flight
+        .set(shard.appends_in_flight.get().saturating_sub(1));
 }
 
 /// Opens the partitions newly placed on this shard and closes (and deletes)
@@ -371,20 +404,19 @@ async fn open_partition(
     entry: &PartitionEntry,
 ) -> Result<LocalPartition, shards::error::LogError> {
     let dir = shard.settings.partition_dir(entry);
-    if let Some(parent) = dir.parent() {
-        let parent = parent.to_path_buf();
-        glommio::executor()
-            .spawn_blocking(move || std::fs::create_dir_all(parent))
-            .await
-            .map_err(|e| shards::error::LogError::Io {
-                op: "create stream directory",
-                path: dir.clone(),
-                source: e,
-            })?;
-    }
-    let mut config = LogConfig::new(&dir);
-    config.sync = shard.settings.sync;
-    config.segment_bytes = shard.settings.segment_bytes;
+    let data_dir = shard.settings.data_dir.clone();
+    let to_create = dir.clone();
+    // The partition directory and every ancestor up to the data directory
+    // must survive a power loss with the first acked records in them.
+    glommio::executor()
+        .spawn_blocking(move || create_dir_durably(&data_dir, &to_create))
+        .await
+        .map_err(|e| shards::error::LogError::Io {
+            op: "create partition directory",
+            path: dir.clone(),
+            source: e,
+        })?;
+    let config = log_config(&shard.settings, &dir, &entry.settings);
     let (log, report) = PartitionLog::open(config).await?;
     if !report.repaired.is_empty() || report.mid_log_corruption {
         tracing::warn!(stream = %entry.stream, partition = entry.partition, ?report, "partition recovered");
@@ -411,6 +443,47 @@ async fn open_partition(
         partition: entry.partition,
         log,
     })
+}
+
+/// Segment settings for a partition: retention and compaction act on whole
+/// sealed segments, so a stream with a limit gets segments small and young
+/// enough for the limit to bite (Kafka leaves this to the operator).
+fn log_config(
+    settings: &ShardSettings,
+    dir: &std::path::Path,
+    partition: &PartitionSettings,
+) -> LogConfig {
+    let mut config = LogConfig::new(dir);
+    config.sync = settings.sync;
+    config.segment_bytes = settings.segment_bytes;
+    if let Some(bytes) = partition.retention_bytes {
+        let per_segment = (bytes / RETENTION_SEGMENTS_PER_LIMIT).max(SEGMENT_BYTES_FOR_LIMITS_MIN);
+        config.segment_bytes = config.segment_bytes.min(per_segment);
+    }
+    if partition.compact {
+        config.segment_bytes = config.segment_bytes.min(COMPACTED_SEGMENT_BYTES_MAX);
+    }
+    if let Some(age_ms) = partition.retention_age_ms {
+        let age = Duration::from_millis(age_ms / RETENTION_SEGMENTS_PER_LIMIT)
+            .max(SEGMENT_AGE_FOR_LIMITS_MIN);
+        config.segment_age = config.segment_age.min(age);
+    }
+    config
+}
+
+/// Creates `dir` and fsyncs every directory from its parent up to
+/// `data_dir`, so the new entries are durable. Blocking: runs off the shard.
+fn create_dir_durably(data_dir: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut current = dir.parent();
+    while let Some(parent) = current {
+        std::fs::File::open(parent)?.sync_all()?;
+        if parent == data_dir || !parent.starts_with(data_dir) {
+            break;
+        }
+        current = parent.parent();
+    }
+    Ok(())
 }
 
 async fn delete_partition(shard: &Rc<Shard>, partition: Rc<LocalPartition>) {
