@@ -12,10 +12,12 @@ use crate::units::{format_latency_us, short};
 
 const WIDTH: f64 = 560.0;
 const HEIGHT: f64 = 300.0;
-const MARGIN_LEFT: f64 = 64.0;
+const MARGIN_LEFT: f64 = 78.0;
 const MARGIN_RIGHT: f64 = 16.0;
 const MARGIN_TOP: f64 = 16.0;
 const MARGIN_BOTTOM: f64 = 44.0;
+/// Where the maximum sits on the "nines" axis (p99.999 is at 5).
+const NINES_MAX: f64 = 5.8;
 
 fn color(system: System) -> &'static str {
     match system {
@@ -69,7 +71,7 @@ impl Axis {
             for m in [1.0, 2.0, 5.0] {
                 let v = decade * m;
                 if v >= lo && v <= hi {
-                    ticks.push((v, format_latency_us(v)));
+                    ticks.push((v, tick_latency(v)));
                 }
             }
             decade *= 10.0;
@@ -84,6 +86,17 @@ impl Axis {
         let top = (max / step).ceil() * step;
         let ticks = (0..=((top / step).round() as usize)).map(|i| (i as f64 * step, format(i as f64 * step))).collect();
         Axis { min: 0.0, max: top, log: false, ticks, label: label.into() }
+    }
+}
+
+/// A round latency for an axis tick: `500 µs`, `2 ms`, `1 s`.
+fn tick_latency(us: f64) -> String {
+    if us >= 1e6 {
+        format!("{} s", us / 1e6)
+    } else if us >= 1e3 {
+        format!("{} ms", us / 1e3)
+    } else {
+        format!("{us} µs")
     }
 }
 
@@ -146,7 +159,7 @@ fn line_chart(series: &[Series], x: &Axis, y: &Axis) -> String {
     );
     let _ = write!(
         svg,
-        "<text transform=\"translate(14 {:.1}) rotate(-90)\" class=\"axis\" text-anchor=\"middle\">{}</text>",
+        "<text transform=\"translate(13 {:.1}) rotate(-90)\" class=\"axis\" text-anchor=\"middle\">{}</text>",
         MARGIN_TOP + plot_h / 2.0,
         escape(&y.label)
     );
@@ -190,14 +203,14 @@ fn point_title(series: &Series, x: f64, y: f64, latency: bool) -> String {
 /// maximum sits a little past 99.999 %.
 fn nines(percentile: f64) -> f64 {
     if percentile >= 100.0 {
-        return 5.4;
+        return NINES_MAX;
     }
     (-(1.0 - percentile / 100.0).log10()).min(5.0)
 }
 
 fn nines_label(x: f64) -> String {
     if x > 5.2 {
-        return "max".into();
+        return "the maximum".into();
     }
     let percentile = 100.0 * (1.0 - 10f64.powf(-x));
     format!("p{percentile:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
@@ -221,17 +234,16 @@ fn latency_chart(case: &CaseReport) -> String {
     }
     let x = Axis {
         min: 0.0,
-        max: 5.4,
+        max: NINES_MAX,
         log: false,
         ticks: vec![
-            (0.0, "p0".into()),
             (nines(50.0), "p50".into()),
             (1.0, "p90".into()),
             (2.0, "p99".into()),
             (3.0, "p99.9".into()),
             (4.0, "p99.99".into()),
             (5.0, "p99.999".into()),
-            (5.4, "max".into()),
+            (NINES_MAX, "max".into()),
         ],
         label: "percentile".into(),
     };
@@ -245,7 +257,7 @@ fn timeline_chart(case: &CaseReport) -> String {
         .iter()
         .map(|run| Series {
             system: run.system,
-            points: run.timeline.iter().map(|s| (s.second as f64 + 0.5, s.messages as f64)).collect(),
+            points: run.timeline.iter().map(|s| (s.second as f64 + s.covered_s / 2.0, s.msg_per_s)).collect(),
             title: format!("{} msg/s per second", run.system.name()),
         })
         .collect();
@@ -268,8 +280,8 @@ fn summary_chart(report: &Report) -> String {
     }
     let bar_h = 18.0;
     let gap = 6.0;
-    let label_w = 260.0;
-    let width = 900.0;
+    let label_w = 250.0;
+    let width = 1100.0;
     let height = rows.len() as f64 * (bar_h + gap) + 40.0 + report.cases.len() as f64 * 8.0;
     let mut svg = format!("<svg viewBox=\"0 0 {width} {height:.0}\" width=\"{width}\" height=\"{height:.0}\" role=\"img\">");
     let mut y = 10.0;
@@ -277,7 +289,7 @@ fn summary_chart(report: &Report) -> String {
         // Bars are scaled per case: cases differ by orders of magnitude.
         let max = case.runs.iter().map(|r| r.msg_per_s).fold(0.0, f64::max).max(1.0);
         for run in &case.runs {
-            let w = (width - label_w - 220.0) * run.msg_per_s / max;
+            let w = (width - label_w - 400.0) * run.msg_per_s / max;
             let mut note = format!("{} msg/s, {:.1} MB/s, p99 {}", short(run.msg_per_s), run.mb_per_s, format_latency_us(run.latency.p99_us));
             if run.system == System::Sluice {
                 if let Some(r) = &case.ratios {
@@ -420,9 +432,11 @@ mod tests {
     fn nines_axis() {
         assert!((nines(90.0) - 1.0).abs() < 1e-9);
         assert!((nines(99.9) - 3.0).abs() < 1e-9);
-        assert_eq!(nines(100.0), 5.4);
+        assert_eq!(nines(100.0), NINES_MAX);
         assert_eq!(nines_label(2.0), "p99");
-        assert_eq!(nines_label(5.4), "max");
+        assert_eq!(nines_label(NINES_MAX), "the maximum");
+        assert_eq!(tick_latency(2000.0), "2 ms");
+        assert_eq!(tick_latency(500.0), "500 µs");
     }
 
     #[test]

@@ -214,9 +214,12 @@ impl LatencyReport {
 
 #[derive(Debug, Serialize)]
 pub struct SecondReport {
-    /// Seconds since the end of warm-up (this entry covers [second, second + 1)).
+    /// Seconds since the end of warm-up (this entry covers [second, second + covered_s)).
     pub second: usize,
+    /// 1 but for the last, partial second of the run.
+    pub covered_s: f64,
     pub messages: u64,
+    pub msg_per_s: f64,
     pub mb: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -333,14 +336,25 @@ fn rates(recorder: &Recorder, measure_from: Instant) -> (f64, f64, f64, f64) {
     )
 }
 
-fn timeline(recorder: &Recorder) -> Vec<SecondReport> {
+/// Shortest final partial second kept in a timeline: a shorter one would
+/// only show the drain at the end as a spike or a dip.
+const PARTIAL_SECOND_MIN_S: f64 = 0.25;
+
+fn timeline(recorder: &Recorder, elapsed_s: f64) -> Vec<SecondReport> {
     recorder
         .seconds
         .iter()
         .enumerate()
-        .map(|(second, s)| SecondReport {
+        .filter_map(|(second, s)| {
+            let covered_s = (elapsed_s - second as f64).clamp(0.0, 1.0);
+            (covered_s >= 1.0 || (covered_s >= PARTIAL_SECOND_MIN_S && second as f64 + 1.0 > elapsed_s))
+                .then_some((second, s, covered_s))
+        })
+        .map(|(second, s, covered_s)| SecondReport {
             second,
+            covered_s,
             messages: s.messages,
+            msg_per_s: s.messages as f64 / covered_s,
             mb: s.bytes as f64 / 1e6,
             p50_us: s.latency.value_at_quantile(0.5) as f64 / 1e3,
             p99_us: s.latency.value_at_quantile(0.99) as f64 / 1e3,
@@ -398,7 +412,7 @@ impl RunReport {
             mb_per_s,
             wire_mb_per_s,
             latency: LatencyReport::of(&main.latency, true),
-            timeline: timeline(&main),
+            timeline: timeline(&main, elapsed_s),
             publish,
             clients,
             cpu_percent: outcome.cpu_percent,
@@ -424,7 +438,7 @@ impl RunReport {
             mb_per_s,
             wire_mb_per_s,
             latency: LatencyReport::of(&producers.latency, false),
-            timeline: timeline(producers),
+            timeline: timeline(producers, elapsed_s),
             publish: None,
             clients: Vec::new(),
             cpu_percent: BTreeMap::new(),
@@ -494,7 +508,7 @@ pub fn sparkline(timeline: &[SecondReport]) -> String {
     let per_char = timeline.len().div_ceil(SPARKLINE_WIDTH);
     let values: Vec<f64> = timeline
         .chunks(per_char)
-        .map(|chunk| chunk.iter().map(|s| s.messages as f64).sum::<f64>() / chunk.len() as f64)
+        .map(|chunk| chunk.iter().map(|s| s.msg_per_s).sum::<f64>() / chunk.len() as f64)
         .collect();
     let max = values.iter().copied().fold(0.0, f64::max);
     values
@@ -733,7 +747,9 @@ mod tests {
                 .enumerate()
                 .map(|(second, m)| SecondReport {
                     second,
+                    covered_s: 1.0,
                     messages: *m,
+                    msg_per_s: *m as f64,
                     mb: 0.0,
                     p50_us: 0.0,
                     p99_us: 0.0,

@@ -173,12 +173,12 @@ pub struct ReadSlice {
 }
 
 impl ReadSlice {
-    /// Copies the slice into memory (replication, tests, tools). Servers
-    /// `sendfile` from [`SegmentFile::raw_fd`] instead.
+    /// Copies the slice into memory (replication, tests, tools) with one
+    /// `pread` from the page cache (may briefly block the shard on a cold
+    /// read). Servers `sendfile` from [`SegmentFile::raw_fd`] instead.
     pub async fn read_bytes(&self) -> LogResult<Vec<u8>> {
-        self.file
-            .read_exact_at(self.position, self.len as usize)
-            .await
+        crate::io::pread_to_vec(self.file.raw_fd(), self.len as usize, self.position.0)
+            .map_err(|e| LogError::io("read segment", self.file.path(), e))
     }
 }
 

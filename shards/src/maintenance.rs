@@ -5,7 +5,7 @@
 //!
 //! The caller creates the queue once per shard and shares it between logs:
 //!
-//! ```ignore
+//! ```text
 //! let queue = glommio::executor().create_task_queue(
 //!     Shares::Static(MAINTENANCE_SHARES_DEFAULT),
 //!     Latency::NotImportant,

@@ -70,6 +70,40 @@ pub fn pread_full(fd: RawFd, buf: &mut [u8], position: u64) -> io::Result<usize>
     Ok(filled)
 }
 
+/// Reads exactly `len` bytes at `position` into a new `Vec`, without first
+/// zero-filling it (one copy, page cache → vector).
+pub fn pread_to_vec(fd: RawFd, len: usize, position: u64) -> io::Result<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::with_capacity(len);
+    let mut filled = 0usize;
+    while filled < len {
+        // SAFETY: the pointer is `filled` bytes into a buffer of capacity
+        // `len`, so the kernel may write the `len - filled` bytes after it;
+        // `set_len` below only covers bytes the kernel reported as written.
+        let read = unsafe {
+            libc::pread(
+                fd,
+                out.as_mut_ptr().add(filled).cast(),
+                len - filled,
+                (position + filled as u64) as libc::off_t,
+            )
+        };
+        if read < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if read == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        filled += read as usize;
+        // SAFETY: the first `filled` bytes were written by pread above.
+        unsafe { out.set_len(filled) };
+    }
+    Ok(out)
+}
+
 /// Tells the kernel the range will not be read soon (sealed segments that
 /// every consumer has passed), so it stops occupying the page cache.
 pub fn fadvise_dont_need(fd: RawFd, position: u64, len: u64) -> io::Result<()> {
