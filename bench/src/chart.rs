@@ -35,7 +35,10 @@ fn dash(system: System) -> &'static str {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A chart axis: maps values to pixels, linearly or logarithmically.
@@ -50,7 +53,11 @@ struct Axis {
 impl Axis {
     fn fraction(&self, value: f64) -> f64 {
         let (v, lo, hi) = if self.log {
-            (value.max(self.min).log10(), self.min.log10(), self.max.log10())
+            (
+                value.max(self.min).log10(),
+                self.min.log10(),
+                self.max.log10(),
+            )
         } else {
             (value, self.min, self.max)
         };
@@ -76,16 +83,30 @@ impl Axis {
             }
             decade *= 10.0;
         }
-        Axis { min: lo, max: hi, log: true, ticks, label: label.into() }
+        Axis {
+            min: lo,
+            max: hi,
+            log: true,
+            ticks,
+            label: label.into(),
+        }
     }
 
     /// A linear axis from 0 to a round number above `max`.
-    fn linear(max: f64, label: &str, format: fn(f64) -> String) -> Axis {
+    fn linear(max: f64, min_step: f64, label: &str, format: fn(f64) -> String) -> Axis {
         let max = if max > 0.0 { max } else { 1.0 };
-        let step = nice_step(max / 5.0);
+        let step = nice_step(max / 5.0).max(min_step);
         let top = (max / step).ceil() * step;
-        let ticks = (0..=((top / step).round() as usize)).map(|i| (i as f64 * step, format(i as f64 * step))).collect();
-        Axis { min: 0.0, max: top, log: false, ticks, label: label.into() }
+        let ticks = (0..=((top / step).round() as usize))
+            .map(|i| (i as f64 * step, format(i as f64 * step)))
+            .collect();
+        Axis {
+            min: 0.0,
+            max: top,
+            log: false,
+            ticks,
+            label: label.into(),
+        }
     }
 }
 
@@ -128,7 +149,10 @@ fn line_chart(series: &[Series], x: &Axis, y: &Axis) -> String {
     let px = |v: f64| MARGIN_LEFT + x.fraction(v) * plot_w;
     let py = |v: f64| MARGIN_TOP + (1.0 - y.fraction(v)) * plot_h;
     let mut svg = String::new();
-    let _ = write!(svg, "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\">");
+    let _ = write!(
+        svg,
+        "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\">"
+    );
     for (value, label) in &y.ticks {
         let y0 = py(*value);
         let _ = write!(
@@ -167,7 +191,11 @@ fn line_chart(series: &[Series], x: &Axis, y: &Axis) -> String {
         if s.points.is_empty() {
             continue;
         }
-        let path: Vec<String> = s.points.iter().map(|(a, b)| format!("{:.1},{:.1}", px(*a), py(*b))).collect();
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|(a, b)| format!("{:.1},{:.1}", px(*a), py(*b)))
+            .collect();
         let _ = write!(
             svg,
             "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{}><title>{}</title></polyline>",
@@ -193,9 +221,18 @@ fn line_chart(series: &[Series], x: &Axis, y: &Axis) -> String {
 
 fn point_title(series: &Series, x: f64, y: f64, latency: bool) -> String {
     if latency {
-        format!("{}: {} at {}", series.system.name(), format_latency_us(y), nines_label(x))
+        format!(
+            "{}: {} at {}",
+            series.system.name(),
+            format_latency_us(y),
+            nines_label(x)
+        )
     } else {
-        format!("{}: second {x:.0}: {} msg/s", series.system.name(), short(y))
+        format!(
+            "{}: second {x:.0}: {} msg/s",
+            series.system.name(),
+            short(y)
+        )
     }
 }
 
@@ -213,7 +250,10 @@ fn nines_label(x: f64) -> String {
         return "the maximum".into();
     }
     let percentile = 100.0 * (1.0 - 10f64.powf(-x));
-    format!("p{percentile:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    format!("p{percentile:.3}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
 }
 
 fn latency_chart(case: &CaseReport) -> String {
@@ -222,7 +262,12 @@ fn latency_chart(case: &CaseReport) -> String {
         .iter()
         .map(|run| Series {
             system: run.system,
-            points: run.latency.spectrum.iter().map(|(p, us)| (nines(*p), *us)).collect(),
+            points: run
+                .latency
+                .spectrum
+                .iter()
+                .map(|(p, us)| (nines(*p), *us))
+                .collect(),
             title: format!("{} latency", run.system.name()),
         })
         .collect();
@@ -257,14 +302,26 @@ fn timeline_chart(case: &CaseReport) -> String {
         .iter()
         .map(|run| Series {
             system: run.system,
-            points: run.timeline.iter().map(|s| (s.second as f64 + s.covered_s / 2.0, s.msg_per_s)).collect(),
+            points: run
+                .timeline
+                .iter()
+                .filter(|s| s.drawable())
+                .map(|s| (s.second as f64 + s.covered_s / 2.0, s.msg_per_s))
+                .collect(),
             title: format!("{} msg/s per second", run.system.name()),
         })
         .collect();
-    let max_x = series.iter().flat_map(|s| s.points.iter().map(|(x, _)| *x)).fold(1.0, f64::max);
-    let max_y = series.iter().flat_map(|s| s.points.iter().map(|(_, y)| *y)).fold(0.0, f64::max);
-    let x = Axis::linear(max_x, "seconds after warm-up", |v| format!("{v:.0}"));
-    let y = Axis::linear(max_y, "messages per second", short);
+    let max_x = case
+        .runs
+        .iter()
+        .flat_map(|run| run.timeline.iter().map(|s| s.second as f64 + s.covered_s))
+        .fold(1.0, f64::max);
+    let max_y = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|(_, y)| *y))
+        .fold(0.0, f64::max);
+    let x = Axis::linear(max_x, 1.0, "seconds after warm-up", |v| format!("{v:.0}"));
+    let y = Axis::linear(max_y, 0.0, "messages per second", short);
     line_chart(&series, &x, &y)
 }
 
@@ -287,10 +344,20 @@ fn summary_chart(report: &Report) -> String {
     let mut y = 10.0;
     for case in &report.cases {
         // Bars are scaled per case: cases differ by orders of magnitude.
-        let max = case.runs.iter().map(|r| r.msg_per_s).fold(0.0, f64::max).max(1.0);
+        let max = case
+            .runs
+            .iter()
+            .map(|r| r.msg_per_s)
+            .fold(0.0, f64::max)
+            .max(1.0);
         for run in &case.runs {
             let w = (width - label_w - 400.0) * run.msg_per_s / max;
-            let mut note = format!("{} msg/s, {:.1} MB/s, p99 {}", short(run.msg_per_s), run.mb_per_s, format_latency_us(run.latency.p99_us));
+            let mut note = format!(
+                "{} msg/s, {:.1} MB/s, p99 {}",
+                short(run.msg_per_s),
+                run.mb_per_s,
+                format_latency_us(run.latency.p99_us)
+            );
             if run.system == System::Sluice {
                 if let Some(r) = &case.ratios {
                     let _ = write!(note, " — {:.2}x JetStream", r.msg_per_s);
@@ -385,8 +452,16 @@ pub fn render(report: &Report) -> String {
         );
     }
     for case in &report.cases {
-        let _ = write!(html, "<section><h2>{}</h2><p class=\"meta\">{} · {}</p>", escape(&case.name), legend(case), escape(case.runs.first().map_or("", |r| r.latency_of.as_str())));
-        html.push_str("<div class=\"charts\"><figure><figcaption>Latency by percentile</figcaption>");
+        let _ = write!(
+            html,
+            "<section><h2>{}</h2><p class=\"meta\">{} · {}</p>",
+            escape(&case.name),
+            legend(case),
+            escape(case.runs.first().map_or("", |r| r.latency_of.as_str()))
+        );
+        html.push_str(
+            "<div class=\"charts\"><figure><figcaption>Latency by percentile</figcaption>",
+        );
         html.push_str(&latency_chart(case));
         html.push_str("</figure><figure><figcaption>Throughput per second</figcaption>");
         html.push_str(&timeline_chart(case));
@@ -400,7 +475,13 @@ pub fn render(report: &Report) -> String {
             ));
         }
         for share in &case.limits {
-            lines.push(format!("Sluice = {:.0}% of {}: {} {}.", share.fraction * 100.0, share.limit, short(share.value), share.unit));
+            lines.push(format!(
+                "Sluice = {:.0}% of {}: {} {}.",
+                share.fraction * 100.0,
+                share.limit,
+                short(share.value),
+                share.unit
+            ));
         }
         for line in lines {
             let _ = write!(html, "<p>{}</p>", escape(&line));
@@ -445,7 +526,7 @@ mod tests {
         assert!(axis.min <= 150.0 && axis.max >= 42_000.0);
         assert_eq!(axis.fraction(axis.min), 0.0);
         assert_eq!(axis.fraction(axis.max), 1.0);
-        let axis = Axis::linear(118_000.0, "msg/s", short);
+        let axis = Axis::linear(118_000.0, 0.0, "msg/s", short);
         assert!(axis.max >= 118_000.0 && axis.ticks.len() >= 2);
         assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
     }

@@ -32,7 +32,8 @@ WORKLOADS
                   flight per connection. Latency: per message, batch sent -> PublishResponse.
                   JetStream has no batch publish: its row is js.publish with a window of the
                   records a Sluice producer has in flight (batch x pipeline, at least --window).
-  consume         Catch-up reads: the stream is pre-filled (direct publish; JetStream: js.publish)
+  consume         Catch-up reads: the stream is pre-filled (direct publish in batches of
+                  --batch-bytes; JetStream: js.publish)
                   and consumers fetch it from the start over TCP (sendfile path), --fetch-bytes
                   per Fetch, verifying every batch's CRC; with --duration they re-read from the
                   start until time is up. Latency: per fetch request. JetStream: a pull consumer
@@ -60,10 +61,11 @@ MEASUREMENT
   no per-message sync option) -- the comparison favours JetStream on durability.
 
 LIMITS (--limits)
-  disk write      pwrite + fdatasync into a fallocate'd file on the data directory's file
-                  system with the case's sync pattern: as many batches per fdatasync as the
-                  direct producers have in flight (group commit at its best); for cases with
-                  direct producers (publish-direct, consume --tail).
+  disk write      group commit without the engine: one thread pwrites the case's batches into
+                  a fallocate'd file on the data directory's file system, never more beyond
+                  the last finished sync than the direct producers have in flight, while
+                  another runs fdatasync back to back; for cases with direct producers
+                  (publish-direct, consume --tail).
   seq read        1 MiB preads of the file just written (page cache warm).
   loopback TCP    one thread writes 1 MiB chunks into a loopback socket, another reads them.
   NATS echo       the publish workload answered by an in-process responder that stores
@@ -78,6 +80,11 @@ OUTPUT
   self-contained HTML page with SVG charts: latency by percentile and throughput over time).
   Progress goes to stderr (one line per second; --quiet turns it off). Ctrl-C stops the
   current run, reports what was measured and cleans up.
+
+EXIT STATUS
+  0 every run completed with the planned message count and no errors; 3 some run failed, lost
+  or timed out messages, or was interrupted; 1 a fatal error (a server would not start); 2 bad
+  options.
 
 EXAMPLES
   sluice-bench publish-nats --size 128,16KiB --compare jetstream --limits
@@ -135,19 +142,40 @@ pub struct Args {
     pub producers: Option<usize>,
 
     /// Consumers (one connection and thread each) for consume and end-to-end.
-    #[arg(short, long, value_name = "N", default_value_t = 1, help_heading = "Workload shape")]
+    #[arg(
+        short,
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Workload shape"
+    )]
     pub consumers: usize,
 
     /// Streams per case; producers and consumers are spread over streams x partitions.
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Workload shape")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Workload shape"
+    )]
     pub streams: usize,
 
     /// Partitions per stream (JetStream streams have none: one stream takes them all).
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Workload shape")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Workload shape"
+    )]
     pub partitions: usize,
 
     /// Replication factor of the Sluice streams (needs a cluster of that size).
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Workload shape")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Workload shape"
+    )]
     pub replicas: usize,
 
     /// Open-loop load: messages per second for all producers together (50000, 50k).
@@ -156,7 +184,12 @@ pub struct Args {
     pub rate: Option<f64>,
 
     /// NATS publishes in flight per producer (publish-nats, end-to-end, JetStream rows).
-    #[arg(long, value_name = "N", default_value_t = 256, help_heading = "Workload shape")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 256,
+        help_heading = "Workload shape"
+    )]
     pub window: usize,
 
     /// Direct publish: target bytes of record values per batch.
@@ -168,7 +201,12 @@ pub struct Args {
     pub batch_records: Option<usize>,
 
     /// Direct publish: requests in flight per connection (the server answers them in order).
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Workload shape")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Workload shape"
+    )]
     pub pipeline: usize,
 
     /// Fetch max_bytes for consumers (the server caps it at 32 MiB). Catch-up reads keep one
@@ -177,7 +215,12 @@ pub struct Args {
     pub fetch_bytes: usize,
 
     /// Long-poll wait of tail and end-to-end fetches, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 100, help_heading = "Workload shape")]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 100,
+        help_heading = "Workload shape"
+    )]
     pub fetch_wait_ms: u32,
 
     /// consume: read at the head of the log while producers publish (instead of catch-up).
@@ -196,7 +239,12 @@ pub struct Args {
     // ------------------------------------------------------------ targets
     /// Running Sluice node(s), host:port of any shard port, comma-separated for a cluster.
     /// Default: start one.
-    #[arg(long, value_name = "ADDRS", value_delimiter = ',', help_heading = "Targets")]
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        value_delimiter = ',',
+        help_heading = "Targets"
+    )]
     pub server: Vec<String>,
 
     /// Running nats-server (the one the Sluice node uses). Default: start one (with
@@ -205,11 +253,21 @@ pub struct Args {
     pub nats_url: Option<String>,
 
     /// The sluice binary to start. Default: next to sluice-bench, else `sluice` on PATH.
-    #[arg(long, value_name = "PATH", env = "SLUICE_BIN", help_heading = "Targets")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SLUICE_BIN",
+        help_heading = "Targets"
+    )]
     pub sluice_bin: Option<PathBuf>,
 
     /// The nats-server binary to start.
-    #[arg(long, value_name = "PATH", default_value = "nats-server", help_heading = "Targets")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "nats-server",
+        help_heading = "Targets"
+    )]
     pub nats_bin: PathBuf,
 
     /// CPUs of the started node's data shards (sluice serve --cores), e.g. 1 or 1,2.
@@ -218,7 +276,12 @@ pub struct Args {
 
     /// Sync policy of the started node (sluice serve --sync): always, interval:MS or never.
     /// Anything but `always` is not durable-before-ack and is flagged in the report.
-    #[arg(long, value_name = "POLICY", default_value = "always", help_heading = "Targets")]
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "always",
+        help_heading = "Targets"
+    )]
     pub sync: String,
 
     /// Microseconds the started node's shards spin before parking (config
@@ -420,7 +483,13 @@ mod tests {
 
     #[test]
     fn sizes_expand_into_cases() {
-        let args = Args::parse_from(["sluice-bench", "publish-nats", "consume", "--size", "128,16KiB"]);
+        let args = Args::parse_from([
+            "sluice-bench",
+            "publish-nats",
+            "consume",
+            "--size",
+            "128,16KiB",
+        ]);
         let cases = args.cases();
         assert_eq!(cases.len(), 4);
         assert_eq!(cases[1].workload, Workload::PublishNats);
@@ -447,7 +516,16 @@ mod tests {
     #[test]
     fn help_documents_every_workload() {
         let help = Args::command().render_long_help().to_string();
-        for name in ["publish-nats", "publish-direct", "consume", "end-to-end", "acceptance", "--rate", "--limits", "--compare"] {
+        for name in [
+            "publish-nats",
+            "publish-direct",
+            "consume",
+            "end-to-end",
+            "acceptance",
+            "--rate",
+            "--limits",
+            "--compare",
+        ] {
             assert!(help.contains(name), "help lacks {name}");
         }
     }

@@ -63,7 +63,11 @@ fn count_records(raw: &[u8], offset: u64) -> Result<(u64, u64)> {
         let header = BatchHeader::parse(&raw[position..])?;
         let end = position + header.total_bytes();
         if end > raw.len() {
-            bail!("fetch ended inside a batch ({} of {} bytes)", raw.len() - position, header.total_bytes());
+            bail!(
+                "fetch ended inside a batch ({} of {} bytes)",
+                raw.len() - position,
+                header.total_bytes()
+            );
         }
         validate_batch(&raw[position..end])?;
         let base = header.base_offset.0;
@@ -121,7 +125,9 @@ fn read_range(
     raw: &mut Vec<u8>,
     recorder: &mut Recorder,
 ) -> Result<()> {
-    let stop = |offset: u64| offset >= slot.to || interrupted() || end.is_some_and(|end| Instant::now() >= end);
+    let stop = |offset: u64| {
+        offset >= slot.to || interrupted() || end.is_some_and(|end| Instant::now() >= end)
+    };
     if stop(slot.from) {
         return Ok(());
     }
@@ -129,14 +135,28 @@ fn read_range(
     while let Some((id, start, offset)) = in_flight.take() {
         let fetched = match wire.rx.recv_fetch(id, raw)? {
             Ok(fetched) => fetched,
-            Err(refused) => bail!("fetch of {}/{} refused: {refused}", slot.stream, slot.partition),
+            Err(refused) => bail!(
+                "fetch of {}/{} refused: {refused}",
+                slot.stream,
+                slot.partition
+            ),
         };
         let done = Instant::now();
         if fetched.error_code != 0 {
-            bail!("fetch of {}/{} at {offset} failed with code {}", slot.stream, slot.partition, fetched.error_code);
+            bail!(
+                "fetch of {}/{} at {offset} failed with code {}",
+                slot.stream,
+                slot.partition,
+                fetched.error_code
+            );
         }
         if fetched.bytes == 0 {
-            bail!("fetch of {}/{} at {offset} returned nothing below the end {}", slot.stream, slot.partition, slot.to);
+            bail!(
+                "fetch of {}/{} at {offset} returned nothing below the end {}",
+                slot.stream,
+                slot.partition,
+                slot.to
+            );
         }
         let raw = &raw[..fetched.bytes];
         let next = next_offset(raw, offset)?;
@@ -147,14 +167,28 @@ fn read_range(
         debug_assert_eq!(next, checked_next);
         // Records past the end (published after the pre-fill) are not counted.
         let records = records.saturating_sub(next.saturating_sub(slot.to));
-        recorder.complete_samples(start, done, 1, records, records * job.size as u64, fetched.bytes as u64);
+        recorder.complete_samples(
+            start,
+            done,
+            1,
+            records,
+            records * job.size as u64,
+            fetched.bytes as u64,
+        );
     }
     Ok(())
 }
 
-fn send_fetch(wire: &mut Wire, slot: &ReadSlot, job: &ConsumeJob, offset: u64) -> Result<(u32, Instant, u64)> {
+fn send_fetch(
+    wire: &mut Wire,
+    slot: &ReadSlot,
+    job: &ConsumeJob,
+    offset: u64,
+) -> Result<(u32, Instant, u64)> {
     let start = Instant::now();
-    let id = wire.tx.send_fetch(&slot.stream, slot.partition, offset, job.fetch_bytes, 0)?;
+    let id = wire
+        .tx
+        .send_fetch(&slot.stream, slot.partition, offset, job.fetch_bytes, 0)?;
     Ok((id, start, offset))
 }
 
@@ -186,7 +220,10 @@ pub struct TailEnd {
 pub fn run_tail(job: ConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Result<Recorder> {
     let mut lanes: Vec<(WireSender, WireReceiver)> = Vec::new();
     let connected = job.slots.iter().try_for_each(|slot| {
-        let wire = Wire::connect(slot.addr, job.timeout + Duration::from_millis(job.fetch_wait_ms.into()))?;
+        let wire = Wire::connect(
+            slot.addr,
+            job.timeout + Duration::from_millis(job.fetch_wait_ms.into()),
+        )?;
         lanes.push((wire.tx, wire.rx));
         Ok::<(), anyhow::Error>(())
     });
@@ -200,14 +237,30 @@ pub fn run_tail(job: ConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Result<
     loop {
         for (i, slot) in job.slots.iter().enumerate() {
             let (tx, rx) = &mut lanes[i];
-            let id = tx.send_fetch(&slot.stream, slot.partition, offsets[i], job.fetch_bytes, wait_ms)?;
+            let id = tx.send_fetch(
+                &slot.stream,
+                slot.partition,
+                offsets[i],
+                job.fetch_bytes,
+                wait_ms,
+            )?;
             let fetched = match rx.recv_fetch(id, &mut raw)? {
                 Ok(fetched) => fetched,
-                Err(refused) => bail!("fetch of {}/{} refused: {refused}", slot.stream, slot.partition),
+                Err(refused) => bail!(
+                    "fetch of {}/{} refused: {refused}",
+                    slot.stream,
+                    slot.partition
+                ),
             };
             let done = Instant::now();
             if fetched.error_code != 0 {
-                bail!("fetch of {}/{} at {} failed with code {}", slot.stream, slot.partition, offsets[i], fetched.error_code);
+                bail!(
+                    "fetch of {}/{} at {} failed with code {}",
+                    slot.stream,
+                    slot.partition,
+                    offsets[i],
+                    fetched.error_code
+                );
             }
             let raw = Bytes::copy_from_slice(&raw[..fetched.bytes]);
             let (measured, next) = stamp_latencies(&raw, offsets[i], done, &mut recorder)?;
@@ -241,7 +294,12 @@ pub fn run_tail(job: ConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Result<
 
 /// Decodes fetched batches and records each measured record's latency from
 /// the time stamped in its value; returns (measured records, next offset).
-fn stamp_latencies(raw: &Bytes, offset: u64, done: Instant, recorder: &mut Recorder) -> Result<(u64, u64)> {
+fn stamp_latencies(
+    raw: &Bytes,
+    offset: u64,
+    done: Instant,
+    recorder: &mut Recorder,
+) -> Result<(u64, u64)> {
     let mut position = 0usize;
     let mut next = offset;
     let mut measured = 0u64;

@@ -105,7 +105,11 @@ struct Lane {
 
 /// Runs one direct producer: this thread sends, one reader thread per
 /// connection times and records the answers as they arrive.
-pub fn run_direct_producer(job: DirectJob, recorder: Recorder, delivered: Arc<Delivered>) -> Result<Recorder> {
+pub fn run_direct_producer(
+    job: DirectJob,
+    recorder: Recorder,
+    delivered: Arc<Delivered>,
+) -> Result<Recorder> {
     let mut wires: Vec<(SocketAddr, Wire)> = Vec::new();
     for slot in &job.slots {
         if !wires.iter().any(|(addr, _)| *addr == slot.addr) {
@@ -122,11 +126,25 @@ pub fn run_direct_producer(job: DirectJob, recorder: Recorder, delivered: Arc<De
             let (reader_gate, delivered, size) = (gate.clone(), delivered.clone(), job.size);
             let mut rx = wire.rx;
             readers.push(scope.spawn(move || {
-                let result = read_answers(&mut rx, &requests, &reader_gate, &mut lane_recorder, &delivered, size);
+                let result = read_answers(
+                    &mut rx,
+                    &requests,
+                    &reader_gate,
+                    &mut lane_recorder,
+                    &delivered,
+                    size,
+                );
                 reader_gate.close();
                 result.map(|()| lane_recorder)
             }));
-            lanes.insert(addr, Lane { tx: wire.tx, queue, gate });
+            lanes.insert(
+                addr,
+                Lane {
+                    tx: wire.tx,
+                    queue,
+                    gate,
+                },
+            );
         }
         let sent = send_batches(&job, &mut lanes, &recorder);
         drop(lanes);
@@ -145,7 +163,11 @@ pub fn run_direct_producer(job: DirectJob, recorder: Recorder, delivered: Arc<De
     })
 }
 
-fn send_batches(job: &DirectJob, lanes: &mut HashMap<SocketAddr, Lane>, recorder: &Recorder) -> Result<()> {
+fn send_batches(
+    job: &DirectJob,
+    lanes: &mut HashMap<SocketAddr, Lane>,
+    recorder: &Recorder,
+) -> Result<()> {
     let schedule = job.rate.map(|rate| Schedule::new(job.start, rate));
     let mut builder = BatchBuilder::new(job.size, job.timestamps);
     let mut index: u64 = 0;
@@ -218,7 +240,10 @@ fn measured_records(recorder: &Recorder, first: Instant, step: Duration, records
     if step.is_zero() {
         return 0;
     }
-    let before = from.duration_since(first).as_nanos().div_ceil(step.as_nanos());
+    let before = from
+        .duration_since(first)
+        .as_nanos()
+        .div_ceil(step.as_nanos());
     records.saturating_sub(u64::try_from(before).unwrap_or(u64::MAX))
 }
 
@@ -238,11 +263,15 @@ fn read_answers(
         match answer {
             Ok((base, last)) if last - base + 1 == pending.records as i64 => {
                 record_answer(recorder, &pending, done, size);
-                let measured = measured_records(recorder, pending.first, pending.step, pending.records);
+                let measured =
+                    measured_records(recorder, pending.first, pending.step, pending.records);
                 delivered.add(pending.slot, measured);
             }
             Ok((base, last)) => recorder.error(|| {
-                format!("{} records published as offsets {base}..={last}", pending.records)
+                format!(
+                    "{} records published as offsets {base}..={last}",
+                    pending.records
+                )
             }),
             Err(refused) => recorder.error(|| format!("publish refused: {refused}")),
         }
@@ -253,7 +282,14 @@ fn read_answers(
 fn record_answer(recorder: &mut Recorder, pending: &Pending, done: Instant, size: usize) {
     let bytes = pending.records * size as u64;
     if pending.step.is_zero() {
-        recorder.complete_samples(pending.first, done, pending.records, pending.records, bytes, pending.wire_bytes);
+        recorder.complete_samples(
+            pending.first,
+            done,
+            pending.records,
+            pending.records,
+            bytes,
+            pending.wire_bytes,
+        );
         return;
     }
     let wire_share = pending.wire_bytes / pending.records;
@@ -299,7 +335,10 @@ impl BatchBuilder {
             }
             let values = values.freeze();
             for i in 0..count {
-                self.records.push(record(now, values.slice(i * self.size..(i + 1) * self.size)));
+                self.records.push(record(
+                    now,
+                    values.slice(i * self.size..(i + 1) * self.size),
+                ));
             }
         } else {
             for _ in 0..count {
@@ -332,9 +371,18 @@ mod tests {
         let recorder = Recorder::new(from, Arc::new(Live::default()));
         let step = Duration::from_millis(1);
         assert_eq!(measured_records(&recorder, from, step, 10), 10);
-        assert_eq!(measured_records(&recorder, from - Duration::from_millis(3), step, 10), 7);
-        assert_eq!(measured_records(&recorder, from - Duration::from_millis(30), step, 10), 0);
-        assert_eq!(measured_records(&recorder, from - step, Duration::ZERO, 10), 0);
+        assert_eq!(
+            measured_records(&recorder, from - Duration::from_millis(3), step, 10),
+            7
+        );
+        assert_eq!(
+            measured_records(&recorder, from - Duration::from_millis(30), step, 10),
+            0
+        );
+        assert_eq!(
+            measured_records(&recorder, from - step, Duration::ZERO, 10),
+            0
+        );
     }
     use crate::nats_pub::read_stamp;
     use shards::batch::decode_batch;
@@ -352,6 +400,8 @@ mod tests {
             .map(|r| read_stamp(r.value.as_ref().unwrap()).unwrap())
             .collect();
         assert_eq!(stamps[1] - stamps[0], 1_000_000);
-        assert!(records.iter().all(|r| r.value.as_ref().unwrap().len() == 16));
+        assert!(records
+            .iter()
+            .all(|r| r.value.as_ref().unwrap().len() == 16));
     }
 }

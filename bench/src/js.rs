@@ -40,7 +40,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("tokio runtime")
 }
 
-pub async fn connect(url: &str, timeout: Duration) -> Result<(async_nats::Client, jetstream::Context)> {
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+) -> Result<(async_nats::Client, jetstream::Context)> {
     let client = async_nats::ConnectOptions::new()
         .name("sluice-bench jetstream")
         .request_timeout(Some(timeout))
@@ -75,14 +78,23 @@ pub async fn create_streams(context: &jetstream::Context, streams: &[JsStream]) 
 pub async fn delete_streams(context: &jetstream::Context, streams: &[JsStream]) {
     for s in streams {
         if let Err(error) = context.delete_stream(&s.name).await {
-            eprintln!("sluice-bench: cannot delete JetStream stream {}: {error}", s.name);
+            eprintln!(
+                "sluice-bench: cannot delete JetStream stream {}: {error}",
+                s.name
+            );
         }
     }
 }
 
 /// Publishes `count` messages of `size` bytes to `subject` of stream
 /// `name` (acked, a window in flight) and checks that the stream took them.
-pub async fn prefill(context: &jetstream::Context, name: &str, subject: &str, count: u64, size: usize) -> Result<()> {
+pub async fn prefill(
+    context: &jetstream::Context,
+    name: &str,
+    subject: &str,
+    count: u64,
+    size: usize,
+) -> Result<()> {
     let payloads = Payloads::new(size, false);
     let mut inflight = FuturesUnordered::new();
     for _ in 0..count {
@@ -106,12 +118,21 @@ pub async fn prefill(context: &jetstream::Context, name: &str, subject: &str, co
 /// Messages a stream holds.
 pub async fn stored(context: &jetstream::Context, name: &str) -> Result<u64> {
     let mut stream = context.get_stream(name).await.map_err(|e| anyhow!("{e}"))?;
-    Ok(stream.info().await.map_err(|e| anyhow!("{e}"))?.state.messages)
+    Ok(stream
+        .info()
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .state
+        .messages)
 }
 
 /// A pull consumer with no acks, delivering the messages of one partition
 /// subject from the start of the stream.
-async fn pull_consumer(context: &jetstream::Context, name: &str, filter: &str) -> Result<consumer::PullConsumer> {
+async fn pull_consumer(
+    context: &jetstream::Context,
+    name: &str,
+    filter: &str,
+) -> Result<consumer::PullConsumer> {
     let stream = context
         .get_stream(name)
         .await
@@ -221,7 +242,11 @@ async fn read_stream(
     Ok(())
 }
 
-async fn consumer_cleanup(context: &jetstream::Context, stream: &str, mut consumer: consumer::PullConsumer) -> Result<()> {
+async fn consumer_cleanup(
+    context: &jetstream::Context,
+    stream: &str,
+    mut consumer: consumer::PullConsumer,
+) -> Result<()> {
     let info = consumer.info().await.map_err(|e| anyhow!("{e}"))?;
     context
         .delete_consumer_from_stream(&info.name, stream)
@@ -272,13 +297,24 @@ pub fn run_tail(job: JsConsumeJob, ticket: Ticket, until: Arc<TailEnd>) -> Resul
                 }
             }
             if until.producers_done.load(Ordering::Acquire) {
-                let expected: Vec<u64> = streams.iter().map(|(slot, _)| until.delivered.get(*slot)).collect();
-                if received.iter().zip(&expected).all(|(got, want)| got >= want) {
+                let expected: Vec<u64> = streams
+                    .iter()
+                    .map(|(slot, _)| until.delivered.get(*slot))
+                    .collect();
+                if received
+                    .iter()
+                    .zip(&expected)
+                    .all(|(got, want)| got >= want)
+                {
                     return Ok(recorder);
                 }
                 let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + until.drain);
                 if Instant::now() >= deadline || interrupted() {
-                    let missing = received.iter().zip(&expected).map(|(got, want)| want.saturating_sub(*got)).sum();
+                    let missing = received
+                        .iter()
+                        .zip(&expected)
+                        .map(|(got, want)| want.saturating_sub(*got))
+                        .sum();
                     recorder.timeout(missing);
                     return Ok(recorder);
                 }

@@ -1,10 +1,11 @@
 //! The machine's limits, measured in the same run as the workloads so the
 //! Sluice figures can be read as fractions of them:
 //!
-//! - **disk write**: `pwrite` of the workload's batches into a
-//!   `fallocate`d file on the data directory's file system, one
-//!   `fdatasync` per group of as many batches as the workload has in flight
-//!   (the best group commit can do with that load);
+//! - **disk write**: group commit without the engine — `pwrite` of the
+//!   workload's batches into a `fallocate`d file on the data directory's
+//!   file system, at most as many beyond the last sync as the workload has
+//!   in flight, while another thread runs `fdatasync` back to back (the best
+//!   group commit can do with that load);
 //! - **sequential read**: 1 MiB `pread`s of a file just written (page cache
 //!   warm, like consumers reading recent data);
 //! - **loopback TCP**: one thread writing 1 MiB chunks to a loopback socket,
@@ -20,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,12 +42,14 @@ pub struct DiskWrite {
     /// What was measured, in words.
     pub pattern: String,
     pub batch_bytes: usize,
-    pub batches_per_sync: usize,
+    /// Batches in flight (written but not yet covered by a finished sync).
+    pub batches_in_flight: usize,
     pub mb_per_s: f64,
     pub syncs_per_s: f64,
-    /// Latency of one group (writes + fdatasync).
-    pub group_p50_us: f64,
-    pub group_p99_us: f64,
+    /// Batches one fdatasync covered, on average.
+    pub batches_per_sync: f64,
+    pub sync_p50_us: f64,
+    pub sync_p99_us: f64,
 }
 
 /// A bandwidth measurement.
@@ -68,9 +71,28 @@ fn fallocate(file: &File, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// Writes groups of `batches_per_sync` × `batch_bytes` with one
-/// `fdatasync` per group, for `time`, into a fresh file in `dir`.
-pub fn disk_write(dir: &Path, batch_bytes: usize, batches_per_sync: usize, time: Duration) -> Result<DiskWrite> {
+/// Progress shared by the writer and the syncer of [`disk_write`].
+#[derive(Default)]
+struct GroupCommit {
+    /// Batches written (`pwrite` returned).
+    written: u64,
+    /// Batches covered by a finished `fdatasync`.
+    synced: u64,
+    done: bool,
+}
+
+/// Group commit without the engine: one thread `pwrite`s batches of
+/// `batch_bytes` into a fresh `fallocate`d file in `dir`, never more than
+/// `in_flight` beyond the last finished sync (as `in_flight` producers each
+/// waiting for their ack would); another runs `fdatasync` back to back,
+/// each covering every batch written before it started. Runs for `time`.
+pub fn disk_write(
+    dir: &Path,
+    batch_bytes: usize,
+    in_flight: usize,
+    time: Duration,
+) -> Result<DiskWrite> {
+    assert!(in_flight > 0 && batch_bytes > 0);
     std::fs::create_dir_all(dir)?;
     let path = dir.join("limits-write.dat");
     let file = File::options()
@@ -82,43 +104,92 @@ pub fn disk_write(dir: &Path, batch_bytes: usize, batches_per_sync: usize, time:
         .with_context(|| format!("create {}", path.display()))?;
     fallocate(&file, LIMIT_FILE_BYTES)?;
     file.sync_all()?;
-    let batch: Vec<u8> = (0..batch_bytes).map(|i| (i * 7 % 253) as u8).collect();
-    let mut groups = Histogram::<u64>::new(3).expect("sigfigs");
-    groups.auto(true);
-    let group_bytes = (batch_bytes * batches_per_sync) as u64;
-    let mut position = 0u64;
-    let mut written = 0u64;
-    let mut syncs = 0u64;
+    let state = (Mutex::new(GroupCommit::default()), Condvar::new());
     let started = Instant::now();
-    while started.elapsed() < time {
-        let group_start = Instant::now();
-        if position + group_bytes > LIMIT_FILE_BYTES {
-            position = 0;
-        }
-        for _ in 0..batches_per_sync {
-            file.write_all_at(&batch, position)?;
-            position += batch_bytes as u64;
-        }
-        file.sync_data().context("fdatasync")?;
-        let _ = groups.record(u64::try_from(group_start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        written += group_bytes;
-        syncs += 1;
-    }
+    let (syncs, latencies) = std::thread::scope(|scope| -> Result<(u64, Histogram<u64>)> {
+        let syncer = scope.spawn(|| sync_loop(&file, &state));
+        let written = write_loop(&file, &state, batch_bytes, in_flight, started + time);
+        let (lock, changed) = &state;
+        lock.lock().expect("group commit lock").done = true;
+        changed.notify_all();
+        let synced = syncer.join().expect("syncer panicked");
+        written?;
+        synced
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
+    let synced_batches = state.0.lock().expect("group commit lock").synced;
     drop(file);
     let _ = std::fs::remove_file(&path);
     Ok(DiskWrite {
         pattern: format!(
-            "{batches_per_sync} x {} pwrite + fdatasync",
+            "{in_flight} x {} in flight, pwrite + back-to-back fdatasync",
             crate::units::format_bytes(batch_bytes)
         ),
         batch_bytes,
-        batches_per_sync,
-        mb_per_s: written as f64 / elapsed / 1e6,
+        batches_in_flight: in_flight,
+        mb_per_s: (synced_batches * batch_bytes as u64) as f64 / elapsed / 1e6,
         syncs_per_s: syncs as f64 / elapsed,
-        group_p50_us: groups.value_at_quantile(0.5) as f64 / 1e3,
-        group_p99_us: groups.value_at_quantile(0.99) as f64 / 1e3,
+        batches_per_sync: if syncs > 0 {
+            synced_batches as f64 / syncs as f64
+        } else {
+            0.0
+        },
+        sync_p50_us: latencies.value_at_quantile(0.5) as f64 / 1e3,
+        sync_p99_us: latencies.value_at_quantile(0.99) as f64 / 1e3,
     })
+}
+
+fn write_loop(
+    file: &File,
+    (lock, changed): &(Mutex<GroupCommit>, Condvar),
+    batch_bytes: usize,
+    in_flight: usize,
+    until: Instant,
+) -> Result<()> {
+    let batch: Vec<u8> = (0..batch_bytes).map(|i| (i * 7 % 253) as u8).collect();
+    let slots = LIMIT_FILE_BYTES / batch_bytes as u64;
+    let mut next = 0u64;
+    while Instant::now() < until {
+        {
+            let mut state = lock.lock().expect("group commit lock");
+            while state.written - state.synced >= in_flight as u64 {
+                state = changed.wait(state).expect("group commit lock");
+            }
+        }
+        // Wraps around in the preallocated file (overwrites are as costly).
+        file.write_all_at(&batch, (next % slots) * batch_bytes as u64)?;
+        next += 1;
+        lock.lock().expect("group commit lock").written = next;
+        changed.notify_all();
+    }
+    Ok(())
+}
+
+fn sync_loop(
+    file: &File,
+    (lock, changed): &(Mutex<GroupCommit>, Condvar),
+) -> Result<(u64, Histogram<u64>)> {
+    let mut latencies = Histogram::<u64>::new(3).expect("sigfigs");
+    latencies.auto(true);
+    let mut syncs = 0u64;
+    loop {
+        let target = {
+            let mut state = lock.lock().expect("group commit lock");
+            while state.written == state.synced && !state.done {
+                state = changed.wait(state).expect("group commit lock");
+            }
+            if state.written == state.synced {
+                return Ok((syncs, latencies));
+            }
+            state.written
+        };
+        let start = Instant::now();
+        file.sync_data().context("fdatasync")?;
+        let _ = latencies.record(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        syncs += 1;
+        lock.lock().expect("group commit lock").synced = target;
+        changed.notify_all();
+    }
 }
 
 /// Writes a file of `bytes` (no sync) in `dir`, then reads it sequentially
@@ -161,7 +232,10 @@ pub fn sequential_read(dir: &Path, bytes: u64, time: Duration) -> Result<Bandwid
     drop(file);
     let _ = std::fs::remove_file(&path);
     Ok(Bandwidth {
-        pattern: format!("1 MiB pread of a {} file in the page cache", crate::units::format_bytes(bytes as usize)),
+        pattern: format!(
+            "1 MiB pread of a {} file in the page cache",
+            crate::units::format_bytes(bytes as usize)
+        ),
         mb_per_s: read as f64 / elapsed / 1e6,
     })
 }
@@ -218,48 +292,52 @@ impl EchoResponder {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
         let url = nats_url.to_string();
-        let thread = std::thread::Builder::new()
-            .name("nats-echo".into())
-            .spawn(move || -> Result<()> {
-                let runtime = crate::js::runtime()?;
-                runtime.block_on(async move {
-                    let subscribed = async {
-                        let client = async_nats::ConnectOptions::new()
-                            .name("sluice-bench echo")
-                            .connect(url.as_str())
-                            .await
-                            .context("echo responder: connect to NATS")?;
-                        let subscriber = client.subscribe(subject).await.context("echo responder: subscribe")?;
-                        client.flush().await.context("echo responder: flush")?;
-                        Ok::<_, anyhow::Error>((client, subscriber))
-                    }
-                    .await;
-                    let (client, mut subscriber) = match subscribed {
-                        Ok(pair) => {
-                            let _ = ready_tx.send(Ok(()));
-                            pair
+        let thread =
+            std::thread::Builder::new()
+                .name("nats-echo".into())
+                .spawn(move || -> Result<()> {
+                    let runtime = crate::js::runtime()?;
+                    runtime.block_on(async move {
+                        let subscribed = async {
+                            let client = async_nats::ConnectOptions::new()
+                                .name("sluice-bench echo")
+                                .connect(url.as_str())
+                                .await
+                                .context("echo responder: connect to NATS")?;
+                            let subscriber = client
+                                .subscribe(subject)
+                                .await
+                                .context("echo responder: subscribe")?;
+                            client.flush().await.context("echo responder: flush")?;
+                            Ok::<_, anyhow::Error>((client, subscriber))
                         }
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(anyhow::anyhow!("{error:#}")));
-                            return Err(error);
-                        }
-                    };
-                    let mut stop_rx = stop_rx;
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop_rx => break,
-                            message = subscriber.next() => {
-                                let Some(message) = message else { break };
-                                if let Some(reply) = message.reply {
-                                    let _ = client.publish(reply, answer.clone()).await;
+                        .await;
+                        let (client, mut subscriber) = match subscribed {
+                            Ok(pair) => {
+                                let _ = ready_tx.send(Ok(()));
+                                pair
+                            }
+                            Err(error) => {
+                                let _ = ready_tx.send(Err(anyhow::anyhow!("{error:#}")));
+                                return Err(error);
+                            }
+                        };
+                        let mut stop_rx = stop_rx;
+                        loop {
+                            tokio::select! {
+                                _ = &mut stop_rx => break,
+                                message = subscriber.next() => {
+                                    let Some(message) = message else { break };
+                                    if let Some(reply) = message.reply {
+                                        let _ = client.publish(reply, answer.clone()).await;
+                                    }
                                 }
                             }
                         }
-                    }
-                    let _ = client.flush().await;
-                    Ok(())
-                })
-            })?;
+                        let _ = client.flush().await;
+                        Ok(())
+                    })
+                })?;
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(EchoResponder {
                 stop: Some(stop_tx),
@@ -300,7 +378,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let write = disk_write(dir.path(), 64 << 10, 2, Duration::from_millis(100)).unwrap();
         assert!(write.mb_per_s > 0.0 && write.syncs_per_s > 0.0);
-        assert!(write.group_p50_us <= write.group_p99_us);
+        assert!(write.sync_p50_us <= write.sync_p99_us);
+        assert!(write.batches_per_sync >= 1.0 && write.batches_per_sync <= 2.0);
         let read = sequential_read(dir.path(), 8 << 20, Duration::from_millis(50)).unwrap();
         assert!(read.mb_per_s > 0.0);
         let tcp = loopback_tcp(Duration::from_millis(50)).unwrap();

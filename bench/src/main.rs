@@ -96,9 +96,17 @@ fn run(args: &Args) -> Result<bool> {
         env!("CARGO_PKG_VERSION"),
         cases.len(),
         setup.sluice_servers.join(","),
-        if setup.sluice_started_by_bench { "started" } else { "external" },
+        if setup.sluice_started_by_bench {
+            "started"
+        } else {
+            "external"
+        },
         setup.nats_url,
-        if setup.jetstream { " with JetStream" } else { "" },
+        if setup.jetstream {
+            " with JetStream"
+        } else {
+            ""
+        },
         setup.work_dir
     );
     if args.measure_limits() {
@@ -125,13 +133,15 @@ fn run(args: &Args) -> Result<bool> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.chart {
-        std::fs::write(path, chart::render(&report)).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(path, chart::render(&report))
+            .with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     teardown?;
     let clean = report.cases.len() == cases.len()
         && report.cases.iter().all(|case| {
-            let systems = 1 + usize::from(args.compare_jetstream())
+            let systems = 1
+                + usize::from(args.compare_jetstream())
                 + usize::from(args.measure_limits() && case.workload.publishes_over_nats());
             case.runs.len() == systems
                 && case.runs.iter().all(|run| {

@@ -98,7 +98,11 @@ enum Failure {
 
 /// Runs one producer on its own current-thread runtime until its quota or
 /// time is used up, then waits for the acks in flight.
-pub fn run_producer(job: PublishJob, mut recorder: Recorder, delivered: Arc<Delivered>) -> Result<Recorder> {
+pub fn run_producer(
+    job: PublishJob,
+    mut recorder: Recorder,
+    delivered: Arc<Delivered>,
+) -> Result<Recorder> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,7 +144,13 @@ impl Publisher {
         }
     }
 
-    fn send(&self, subject: async_nats::Subject, slot: usize, payload: Bytes, start: Instant) -> AckFuture {
+    fn send(
+        &self,
+        subject: async_nats::Subject,
+        slot: usize,
+        payload: Bytes,
+        start: Instant,
+    ) -> AckFuture {
         let client = self.client.clone();
         let jetstream = self.jetstream.clone();
         let flavor = self.flavor;
@@ -156,7 +166,11 @@ impl Publisher {
                     Err(error) => Err(request_failure(error)),
                 },
             };
-            Completion { start, slot, outcome }
+            Completion {
+                start,
+                slot,
+                outcome,
+            }
         })
     }
 }
@@ -228,7 +242,12 @@ pub fn read_stamp(payload: &[u8]) -> Option<u64> {
     payload.first_chunk::<8>().map(|b| u64::from_le_bytes(*b))
 }
 
-async fn produce(job: &PublishJob, publisher: &Publisher, recorder: &mut Recorder, delivered: &Delivered) {
+async fn produce(
+    job: &PublishJob,
+    publisher: &Publisher,
+    recorder: &mut Recorder,
+    delivered: &Delivered,
+) {
     let schedule = job.rate.map(|rate| Schedule::new(job.start, rate));
     let payloads = Payloads::new(job.size, job.timestamps);
     let mut inflight: FuturesUnordered<AckFuture> = FuturesUnordered::new();

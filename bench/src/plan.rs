@@ -220,7 +220,12 @@ mod tests {
     use super::*;
 
     fn slots(n: usize) -> Vec<Slot> {
-        (0..n).map(|p| Slot { stream: 0, partition: p }).collect()
+        (0..n)
+            .map(|p| Slot {
+                stream: 0,
+                partition: p,
+            })
+            .collect()
     }
 
     #[test]

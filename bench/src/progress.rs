@@ -70,7 +70,8 @@ fn report(plan: ProgressPlan, stop: &AtomicBool) {
         let messages = plan.live.messages.load(Ordering::Relaxed);
         let all = messages + plan.live.warmup_messages.load(Ordering::Relaxed);
         let errors = plan.live.errors.load(Ordering::Relaxed);
-        let rate = all.saturating_sub(last_messages) as f64 / now.duration_since(last_at).as_secs_f64();
+        let rate =
+            all.saturating_sub(last_messages) as f64 / now.duration_since(last_at).as_secs_f64();
         last_messages = all;
         last_at = now;
         tick += 1;
@@ -78,16 +79,28 @@ fn report(plan: ProgressPlan, stop: &AtomicBool) {
             continue;
         }
         let phase = if now < plan.measure_from {
-            format!("warm-up {:.0} s left", (plan.measure_from - now).as_secs_f64().ceil())
+            format!(
+                "warm-up {:.0} s left",
+                (plan.measure_from - now).as_secs_f64().ceil()
+            )
         } else {
             let elapsed = now.duration_since(plan.measure_from).as_secs_f64();
             match (plan.duration, plan.messages) {
-                (_, Some(total)) => format!("{:.1} s, {:.0}% of {}", elapsed, 100.0 * messages as f64 / total as f64, group(total)),
+                (_, Some(total)) => format!(
+                    "{:.1} s, {:.0}% of {}",
+                    elapsed,
+                    100.0 * messages as f64 / total as f64,
+                    group(total)
+                ),
                 (Some(duration), None) => format!("{elapsed:.0}/{:.0} s", duration.as_secs_f64()),
                 (None, None) => format!("{elapsed:.0} s"),
             }
         };
-        let errors = if errors > 0 { format!("  {errors} errors") } else { String::new() };
+        let errors = if errors > 0 {
+            format!("  {errors} errors")
+        } else {
+            String::new()
+        };
         let line = format!(
             "  {}  {phase}  {} msg/s  {} msgs{errors}",
             plan.label,

@@ -182,7 +182,9 @@ impl Recorder {
         wire_bytes: u64,
     ) {
         if !self.measured(start) {
-            self.live.warmup_messages.fetch_add(messages, Ordering::Relaxed);
+            self.live
+                .warmup_messages
+                .fetch_add(messages, Ordering::Relaxed);
             return;
         }
         let latency_ns = nanos(done.saturating_duration_since(start)).max(1);
@@ -351,7 +353,12 @@ mod tests {
     fn warm_up_work_is_not_measured() {
         let t0 = Instant::now() + Duration::from_secs(1);
         let mut r = recorder(t0);
-        r.complete(t0 - Duration::from_millis(1), t0 + Duration::from_millis(1), 1, 10);
+        r.complete(
+            t0 - Duration::from_millis(1),
+            t0 + Duration::from_millis(1),
+            1,
+            10,
+        );
         assert_eq!(r.messages, 0);
         r.complete(t0, t0 + Duration::from_millis(1), 2, 20);
         assert_eq!((r.messages, r.bytes, r.latency.len()), (2, 20, 2));
@@ -393,8 +400,18 @@ mod tests {
     fn fetch_samples_differ_from_messages() {
         let t0 = Instant::now();
         let mut r = recorder(t0);
-        r.complete_samples(t0, t0 + Duration::from_micros(50), 1, 1000, 128_000, 140_000);
-        assert_eq!((r.messages, r.latency.len(), r.wire_bytes), (1000, 1, 140_000));
+        r.complete_samples(
+            t0,
+            t0 + Duration::from_micros(50),
+            1,
+            1000,
+            128_000,
+            140_000,
+        );
+        assert_eq!(
+            (r.messages, r.latency.len(), r.wire_bytes),
+            (1000, 1, 140_000)
+        );
     }
 
     #[test]

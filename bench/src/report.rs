@@ -132,6 +132,9 @@ impl SettingsReport {
 #[derive(Debug, Serialize)]
 pub struct RunReport {
     pub system: System,
+    /// Whose measurements the row is: "producer" (publish workloads) or
+    /// "consumer" (consume, end-to-end).
+    pub role: &'static str,
     /// What the latency measures, in words.
     pub latency_of: String,
     /// Measured messages: acked (publish workloads) or received (consume,
@@ -185,7 +188,10 @@ impl LatencyReport {
         let at = |q: f64| us(histogram.value_at_quantile(q));
         let empty = histogram.is_empty();
         let spectrum = if with_detail && !empty {
-            SPECTRUM.iter().map(|p| (*p, us(histogram.value_at_percentile(*p)))).collect()
+            SPECTRUM
+                .iter()
+                .map(|p| (*p, us(histogram.value_at_percentile(*p))))
+                .collect()
         } else {
             Vec::new()
         };
@@ -288,11 +294,17 @@ pub struct RunOutcome {
 /// What the latency of a run measures.
 pub fn latency_of(case: &Case, system: System, role: &str) -> String {
     let per_message = match (case.workload, role) {
-        (Workload::PublishNats, _) | (_, "producer") if system == System::Jetstream => "js.publish -> PubAck, per message",
-        (Workload::PublishNats, _) | (_, "producer") if system == System::NatsEcho => "publish -> echo reply, per message",
+        (Workload::PublishNats, _) | (_, "producer") if system == System::Jetstream => {
+            "js.publish -> PubAck, per message"
+        }
+        (Workload::PublishNats, _) | (_, "producer") if system == System::NatsEcho => {
+            "publish -> echo reply, per message"
+        }
         (Workload::PublishNats, _) => "publish -> ack (after fdatasync), per message",
         (Workload::EndToEnd, "producer") => "publish -> ack (after fdatasync), per message",
-        (Workload::PublishDirect, _) | (Workload::Consume, "producer") => "batch sent -> PublishResponse (after fdatasync), per message",
+        (Workload::PublishDirect, _) | (Workload::Consume, "producer") => {
+            "batch sent -> PublishResponse (after fdatasync), per message"
+        }
         (Workload::Consume, _) if case.catch_up() => {
             if system == System::Jetstream {
                 "pull request -> last message of the batch, per fetch"
@@ -322,9 +334,9 @@ fn merged(clients: &[(&'static str, Recorder)], role: &str) -> Option<Recorder> 
 }
 
 fn rates(recorder: &Recorder, measure_from: Instant) -> (f64, f64, f64, f64) {
-    let elapsed = recorder
-        .last
-        .map_or(0.0, |last| last.saturating_duration_since(measure_from).as_secs_f64());
+    let elapsed = recorder.last.map_or(0.0, |last| {
+        last.saturating_duration_since(measure_from).as_secs_f64()
+    });
     if elapsed <= 0.0 {
         return (0.0, 0.0, 0.0, 0.0);
     }
@@ -336,19 +348,28 @@ fn rates(recorder: &Recorder, measure_from: Instant) -> (f64, f64, f64, f64) {
     )
 }
 
-/// Shortest final partial second kept in a timeline: a shorter one would
-/// only show the drain at the end as a spike or a dip.
-const PARTIAL_SECOND_MIN_S: f64 = 0.25;
+/// Shortest final partial second drawn in charts and sparklines: a shorter
+/// one would only show the drain at the end as a spike or a dip. (The JSON
+/// keeps every second.)
+pub const PARTIAL_SECOND_MIN_S: f64 = 0.25;
+
+impl SecondReport {
+    /// Whether the entry covers enough time to be drawn as a rate.
+    pub fn drawable(&self) -> bool {
+        self.covered_s >= PARTIAL_SECOND_MIN_S
+    }
+}
 
 fn timeline(recorder: &Recorder, elapsed_s: f64) -> Vec<SecondReport> {
     recorder
         .seconds
         .iter()
         .enumerate()
-        .filter_map(|(second, s)| {
-            let covered_s = (elapsed_s - second as f64).clamp(0.0, 1.0);
-            (covered_s >= 1.0 || (covered_s >= PARTIAL_SECOND_MIN_S && second as f64 + 1.0 > elapsed_s))
-                .then_some((second, s, covered_s))
+        .map(|(second, s)| {
+            // The last second is partial; a completion exactly at its start
+            // still gets a sliver of time.
+            let covered_s = (elapsed_s - second as f64).clamp(1e-3, 1.0);
+            (second, s, covered_s)
         })
         .map(|(second, s, covered_s)| SecondReport {
             second,
@@ -370,7 +391,14 @@ impl RunReport {
         let publish = (outcome.main_role != "producer")
             .then(|| merged(&outcome.clients, "producer"))
             .flatten()
-            .map(|producers| Box::new(RunReport::side(case, outcome.system, &producers, outcome.measure_from)));
+            .map(|producers| {
+                Box::new(RunReport::side(
+                    case,
+                    outcome.system,
+                    &producers,
+                    outcome.measure_from,
+                ))
+            });
         let (elapsed_s, msg_per_s, mb_per_s, wire_mb_per_s) = rates(&main, outcome.measure_from);
         let clients = outcome
             .clients
@@ -392,13 +420,15 @@ impl RunReport {
             })
             .collect();
         let client_errors: u64 = outcome.clients.iter().map(|(_, r)| r.errors).sum();
-        let first_error = outcome
-            .failures
-            .first()
-            .cloned()
-            .or_else(|| outcome.clients.iter().find_map(|(_, r)| r.first_error.clone()));
+        let first_error = outcome.failures.first().cloned().or_else(|| {
+            outcome
+                .clients
+                .iter()
+                .find_map(|(_, r)| r.first_error.clone())
+        });
         RunReport {
             system: outcome.system,
+            role: outcome.main_role,
             latency_of: latency_of(case, outcome.system, outcome.main_role),
             messages: main.messages,
             expected_messages: outcome.expected_messages,
@@ -425,6 +455,7 @@ impl RunReport {
         let (elapsed_s, msg_per_s, mb_per_s, wire_mb_per_s) = rates(producers, measure_from);
         RunReport {
             system,
+            role: "producer",
             latency_of: latency_of(case, system, "producer"),
             messages: producers.messages,
             expected_messages: None,
@@ -451,7 +482,11 @@ impl CaseReport {
     /// Fills in ratios and limit fractions from the runs.
     pub fn finish(&mut self, machine: Option<&MachineLimits>) {
         let run = |system| self.runs.iter().find(|r| r.system == system);
-        let (sluice, jetstream, echo) = (run(System::Sluice), run(System::Jetstream), run(System::NatsEcho));
+        let (sluice, jetstream, echo) = (
+            run(System::Sluice),
+            run(System::Jetstream),
+            run(System::NatsEcho),
+        );
         if let (Some(s), Some(j)) = (sluice, jetstream) {
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
             self.ratios = Some(Ratios {
@@ -473,13 +508,29 @@ impl CaseReport {
         if let Some(echo) = echo {
             // The ceiling of the publish path; for end-to-end, of its producers.
             let published = s.publish.as_ref().map_or(s.msg_per_s, |p| p.msg_per_s);
-            shares.push(share("NATS ack-path ceiling (echo responder)".into(), echo.msg_per_s, "msg/s", published));
+            shares.push(share(
+                "NATS ack-path ceiling (echo responder)".into(),
+                echo.msg_per_s,
+                "msg/s",
+                published,
+            ));
         }
         if let Some(disk) = &self.disk_write_limit {
-            let written = s.publish.as_ref().map_or(s.wire_mb_per_s, |p| p.wire_mb_per_s);
-            shares.push(share(format!("disk write ({})", disk.pattern), disk.mb_per_s, "MB/s", written));
+            let written = s
+                .publish
+                .as_ref()
+                .map_or(s.wire_mb_per_s, |p| p.wire_mb_per_s);
+            shares.push(share(
+                format!("disk write ({})", disk.pattern),
+                disk.mb_per_s,
+                "MB/s",
+                written,
+            ));
         }
-        if let (Some(machine), true) = (machine, self.workload == Workload::Consume && !self.settings.tail) {
+        if let (Some(machine), true) = (
+            machine,
+            self.workload == Workload::Consume && !self.settings.tail,
+        ) {
             shares.push(share(
                 format!("loopback TCP ({})", machine.loopback_tcp.pattern),
                 machine.loopback_tcp.mb_per_s,
@@ -502,6 +553,7 @@ impl CaseReport {
 /// `▁▂▄█`-style sparkline of per-second messages.
 pub fn sparkline(timeline: &[SecondReport]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let timeline: Vec<&SecondReport> = timeline.iter().filter(|s| s.drawable()).collect();
     if timeline.is_empty() {
         return String::new();
     }
@@ -527,7 +579,9 @@ fn describe(case: &Case) -> String {
     let s = &case.settings;
     let mut parts = Vec::new();
     match case.workload {
-        Workload::PublishNats => parts.push(format!("{} producer(s) x window {}", s.producers, s.window)),
+        Workload::PublishNats => {
+            parts.push(format!("{} producer(s) x window {}", s.producers, s.window))
+        }
         Workload::PublishDirect => parts.push(format!(
             "{} producer(s), {} records ({}) per batch, pipeline {}",
             s.producers,
@@ -550,12 +604,16 @@ fn describe(case: &Case) -> String {
             s.producers, s.window, s.consumers
         )),
     }
-    parts.push(format!("{} stream(s) x {} partition(s)", s.streams, s.partitions));
+    parts.push(format!(
+        "{} stream(s) x {} partition(s)",
+        s.streams, s.partitions
+    ));
     match s.amount {
         Amount::Messages(n) => parts.push(format!("{} messages", group(n))),
         Amount::Duration(d) => parts.push(format!("{:.0} s", d.as_secs_f64())),
     }
-    if !(case.catch_up() && matches!(s.amount, Amount::Messages(_))) && !s.warmup.is_zero() {
+    let warmed_up = !(case.catch_up() && matches!(s.amount, Amount::Messages(_)));
+    if warmed_up && !s.warmup.is_zero() {
         parts.push(format!("after {:.0} s warm-up", s.warmup.as_secs_f64()));
     }
     if let Some(rate) = s.rate {
@@ -621,8 +679,17 @@ pub fn case_table(case: &Case, report: &CaseReport, per_client: bool) -> String 
     }
     for run in &report.runs {
         if !run.cpu_percent.is_empty() {
-            let cpu: Vec<String> = run.cpu_percent.iter().map(|(k, v)| format!("{k} {v:.0}%")).collect();
-            let _ = writeln!(out, "  cpu during {}: {}", run.system.name(), cpu.join(", "));
+            let cpu: Vec<String> = run
+                .cpu_percent
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0}%"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  cpu during {}: {}",
+                run.system.name(),
+                cpu.join(", ")
+            );
         }
     }
     out
@@ -631,7 +698,9 @@ pub fn case_table(case: &Case, report: &CaseReport, per_client: bool) -> String 
 fn row(out: &mut String, name: &str, run: &RunReport) {
     let l = &run.latency;
     let messages = match run.expected_messages {
-        Some(expected) if expected != run.messages => format!("{}/{}", group(run.messages), group(expected)),
+        Some(expected) if expected != run.messages => {
+            format!("{}/{}", group(run.messages), group(expected))
+        }
         _ => group(run.messages),
     };
     let _ = writeln!(
@@ -677,15 +746,18 @@ pub fn summary(report: &Report) -> String {
     let _ = writeln!(out, "\n== summary ==");
     let _ = writeln!(
         out,
-        "  {:<24} {:<10} {:>9} {:>8} {:>8} {:>8}  {}",
-        "case", "system", "msg/s", "MB/s", "p50 ms", "p99 ms", "vs jetstream / limits"
+        "  {:<24} {:<10} {:>9} {:>8} {:>8} {:>8}  vs jetstream / limits",
+        "case", "system", "msg/s", "MB/s", "p50 ms", "p99 ms"
     );
     for case in &report.cases {
         for run in &case.runs {
             let mut notes = Vec::new();
             if run.system == System::Sluice {
                 if let Some(r) = &case.ratios {
-                    notes.push(format!("{:.2}x msg/s, {:.2}x MB/s, p99 {:.2}x", r.msg_per_s, r.mb_per_s, r.p99));
+                    notes.push(format!(
+                        "{:.2}x msg/s, {:.2}x MB/s, p99 {:.2}x",
+                        r.msg_per_s, r.mb_per_s, r.p99
+                    ));
                 }
                 for share in &case.limits {
                     let name = share.limit.split(" (").next().unwrap_or(&share.limit);
@@ -717,7 +789,11 @@ pub fn summary(report: &Report) -> String {
             .iter()
             .filter_map(|c| {
                 let echo = c.runs.iter().find(|r| r.system == System::NatsEcho)?;
-                Some(format!("{} msg/s at {}", short(echo.msg_per_s), format_bytes(c.message_bytes)))
+                Some(format!(
+                    "{} msg/s at {}",
+                    short(echo.msg_per_s),
+                    format_bytes(c.message_bytes)
+                ))
             })
             .collect();
         let _ = writeln!(

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
-use sluice::protocol::ack::{encode_ack, Ack, AckOutcome};
 use shards::types::{Offset, TimestampMs};
+use sluice::protocol::ack::{encode_ack, Ack, AckOutcome};
 
 use crate::cli::Args;
 use crate::consume::{run_catch_up, run_tail, ConsumeJob, ReadSlot, TailEnd};
@@ -28,7 +28,10 @@ use crate::plan::{assign, readers_of, share, Amount, Case, Slot, System, Workloa
 use crate::procs::{self, NatsServer, NodeOptions, SluiceNode};
 use crate::progress::{Progress, ProgressPlan};
 use crate::recorder::{interrupted, Live, Recorder, Ticket};
-use crate::report::{CaseReport, Machine, MachineLimits, Report, RunOutcome, RunReport, ServerCounters, SettingsReport, Setup};
+use crate::report::{
+    CaseReport, Machine, MachineLimits, Report, RunOutcome, RunReport, ServerCounters,
+    SettingsReport, Setup,
+};
 use crate::sluice_side::{partition_subject, per_slot, probe_subscriptions, SluiceStreams};
 use crate::units::format_bytes;
 
@@ -53,7 +56,8 @@ impl Env {
     pub fn setup(args: &Args) -> Result<Env> {
         let (work_dir, temp) = match &args.work_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
                 (dir.clone(), None)
             }
             None => {
@@ -72,7 +76,11 @@ impl Env {
         let nats_url = match &args.nats_url {
             Some(url) => Some(url.clone()),
             None if start_node || args.compare_jetstream() => {
-                let server = NatsServer::start(&args.nats_bin, &work_dir.join("nats"), args.compare_jetstream())?;
+                let server = NatsServer::start(
+                    &args.nats_bin,
+                    &work_dir.join("nats"),
+                    args.compare_jetstream(),
+                )?;
                 let url = server.url.clone();
                 nats = Some(server);
                 Some(url)
@@ -83,7 +91,9 @@ impl Env {
         let servers = if start_node {
             let options = NodeOptions {
                 bin: procs::find_sluice(args.sluice_bin.as_deref())?,
-                nats_url: nats_url.clone().expect("a NATS server is started with the node"),
+                nats_url: nats_url
+                    .clone()
+                    .expect("a NATS server is started with the node"),
                 cores: args.cores.clone(),
                 sync: args.sync.clone(),
                 spin_us: args.spin_us,
@@ -161,7 +171,9 @@ impl Env {
 fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let mut sums = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
+        let Some((name_labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let name = name_labels.split('{').next().unwrap_or(name_labels);
         if name.ends_with("_bucket") {
             continue;
@@ -173,9 +185,13 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     sums
 }
 
-fn counters_between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> ServerCounters {
+fn counters_between(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> ServerCounters {
     let delta = |name: &str| {
-        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)).max(0.0)
+        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0))
+            .max(0.0)
     };
     let fsyncs = delta("sluice_fsync_seconds_count");
     let records = delta("sluice_append_records_total");
@@ -184,7 +200,11 @@ fn counters_between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64
         append_records: records as u64,
         append_bytes: delta("sluice_append_bytes_total") as u64,
         fsyncs: fsyncs as u64,
-        fsync_mean_us: if fsyncs > 0.0 { delta("sluice_fsync_seconds_sum") / fsyncs * 1e6 } else { 0.0 },
+        fsync_mean_us: if fsyncs > 0.0 {
+            delta("sluice_fsync_seconds_sum") / fsyncs * 1e6
+        } else {
+            0.0
+        },
         records_per_fsync: if fsyncs > 0.0 { records / fsyncs } else { 0.0 },
         fetches: delta("sluice_fetches_total") as u64,
         fetch_bytes: delta("sluice_fetch_bytes_total") as u64,
@@ -275,7 +295,8 @@ impl<'a> Runner<'a> {
     pub fn measure_machine_limits(&mut self) -> Result<&MachineLimits> {
         let dir = self.env.work_dir.join("limits");
         eprintln!("measuring limits: sequential read, loopback TCP ...");
-        let sequential_read = limits::sequential_read(&dir, READ_LIMIT_FILE_BYTES, self.args.limits_time)?;
+        let sequential_read =
+            limits::sequential_read(&dir, READ_LIMIT_FILE_BYTES, self.args.limits_time)?;
         let loopback_tcp = limits::loopback_tcp(self.args.limits_time)?;
         Ok(self.machine_limits.insert(MachineLimits {
             sequential_read,
@@ -310,7 +331,13 @@ impl<'a> Runner<'a> {
             if interrupted() {
                 break;
             }
-            let label = format!("[{}/{}] {} · {}", case.index + 1, total_cases, case.name(), system.name());
+            let label = format!(
+                "[{}/{}] {} · {}",
+                case.index + 1,
+                total_cases,
+                case.name(),
+                system.name()
+            );
             let outcome = self.run(case, system, &label);
             match outcome {
                 Ok(outcome) => report.runs.push(RunReport::build(case, outcome)),
@@ -320,8 +347,17 @@ impl<'a> Runner<'a> {
                 eprintln!("sluice-bench: {error:#}");
             }
         }
-        if let (true, Some((batch_bytes, batches)), false) = (self.args.measure_limits(), sync_pattern(case), interrupted()) {
-            match limits::disk_write(&self.env.work_dir.join("limits"), batch_bytes, batches, self.args.limits_time) {
+        if let (true, Some((batch_bytes, batches)), false) = (
+            self.args.measure_limits(),
+            sync_pattern(case),
+            interrupted(),
+        ) {
+            match limits::disk_write(
+                &self.env.work_dir.join("limits"),
+                batch_bytes,
+                batches,
+                self.args.limits_time,
+            ) {
                 Ok(disk) => report.disk_write_limit = Some(disk),
                 Err(error) => eprintln!("sluice-bench: disk write limit failed: {error:#}"),
             }
@@ -349,134 +385,44 @@ impl<'a> Runner<'a> {
         result
     }
 
-    fn run_sluice_on(&mut self, case: &Case, label: &str, streams: &SluiceStreams) -> Result<RunOutcome> {
-        let s = &case.settings;
-        let slots = case.targets();
-        let delivered = Arc::new(Delivered::new(slots.len()));
-        let nats_url = self.env.nats_url.clone();
+    fn run_sluice_on(
+        &mut self,
+        case: &Case,
+        label: &str,
+        streams: &SluiceStreams,
+    ) -> Result<RunOutcome> {
+        let shared = Shared::new(case);
+        let slots = &shared.slots;
         if case.workload.publishes_over_nats() {
             let subjects: Vec<String> = slots.iter().map(|slot| streams.subject(*slot)).collect();
             probe_subscriptions(self.env.nats_url()?, &subjects)?;
         }
         if case.catch_up() {
             let counts = per_slot(case.prefill_messages(), slots.len());
-            eprintln!("  pre-filling {} with {} messages of {} ...", label, crate::units::group(case.prefill_messages()), format_bytes(case.size));
-            streams.prefill(&slots, &counts, case.size, s.timeout)?;
+            eprintln!(
+                "  pre-filling {label} with {} messages of {} ...",
+                crate::units::group(case.prefill_messages()),
+                format_bytes(case.size)
+            );
+            let s = &case.settings;
+            streams.prefill(slots, &counts, case.size, case.batch_records(), s.timeout)?;
         }
         let marks = if case.has_consumers() {
-            streams.high_watermarks(&slots)?
+            streams.high_watermarks(slots)?
         } else {
             Vec::new()
         };
-        let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
-            Arc::new(TailEnd {
-                producers_done: Default::default(),
-                delivered: delivered.clone(),
-                drain: s.timeout,
-            })
-        });
-        let mut clients = Clients {
-            consumers: Vec::new(),
-            producers: Vec::new(),
-            producers_done: tail_end.clone(),
-            main_role: if case.has_consumers() { "consumer" } else { "producer" },
-            expected: None,
-        };
+        let mut clients = shared.clients(case);
         if case.has_consumers() {
-            for c in 0..s.consumers {
-                let mine = assign(&slots, c, s.consumers);
-                let read_slots: Vec<ReadSlot> = mine
-                    .iter()
-                    .map(|slot| {
-                        let i = slots.iter().position(|x| x == slot).expect("assigned slot");
-                        ReadSlot {
-                            stream: streams.names[slot.stream].clone(),
-                            partition: slot.partition as i32,
-                            addr: streams.addr(*slot),
-                            slot: i,
-                            from: if case.catch_up() { 0 } else { marks[i] },
-                            to: marks[i],
-                        }
-                    })
-                    .collect();
-                let job = ConsumeJob {
-                    slots: read_slots,
-                    size: case.size,
-                    fetch_bytes: u32::try_from(s.fetch_bytes).unwrap_or(u32::MAX),
-                    fetch_wait_ms: s.fetch_wait_ms,
-                    budget: budget(case),
-                    timeout: s.timeout,
-                };
-                match &tail_end {
-                    None => clients.consumers.push(Box::new(move |ticket| run_catch_up(job, ticket))),
-                    Some(end) => {
-                        let end = end.clone();
-                        clients.consumers.push(Box::new(move |ticket| run_tail(job, ticket, end)));
-                    }
-                }
-            }
-            if case.catch_up() {
-                if let Amount::Messages(_) = s.amount {
-                    let expected: u64 = (0..slots.len())
-                        .map(|i| marks[i] * readers_of(&slots, i, s.consumers) as u64)
-                        .sum();
-                    clients.expected = Some(expected);
-                }
-            }
+            clients.consumers = sluice_consumers(case, &shared, streams, &marks);
+            clients.expected = shared.expected_catch_up(case, &marks);
         }
-        for p in 0..s.producers {
-            if case.catch_up() {
-                break;
-            }
-            let mine = assign(&slots, p, s.producers);
-            let quota = match s.amount {
-                Amount::Messages(n) => Some(share(n, s.producers, p)),
-                Amount::Duration(_) => None,
-            };
-            let rate = s.rate.map(|r| r / s.producers as f64);
-            let delivered = delivered.clone();
-            if case.direct_producers() {
-                let direct_slots = mine
-                    .iter()
-                    .map(|slot| streams.direct_slot(*slot, slots.iter().position(|x| x == slot).expect("slot")))
-                    .collect();
-                let (size, batch_records, pipeline, timeout, timestamps) =
-                    (case.size, case.batch_records(), s.pipeline, s.timeout, case.timestamps_in_payload());
-                clients.producers.push(Box::new(move |recorder, timing: Timing| {
-                    let job = DirectJob {
-                        slots: direct_slots,
-                        size,
-                        batch_records,
-                        pipeline,
-                        start: timing.start,
-                        quota,
-                        end: timing.end,
-                        rate,
-                        timeout,
-                        timestamps,
-                    };
-                    run_direct_producer(job, recorder, delivered)
-                }));
-            } else {
-                let subjects = mine
-                    .iter()
-                    .map(|slot| {
-                        let i = slots.iter().position(|x| x == slot).expect("slot");
-                        (async_nats::Subject::from(streams.subject(*slot)), i)
-                    })
-                    .collect();
-                let url = nats_url.clone().ok_or_else(|| anyhow!("NATS workloads need --nats-url"))?;
-                clients.producers.push(nats_producer(case, Flavor::Sluice, url, subjects, s.window, quota, rate, delivered));
-            }
+        if !case.catch_up() {
+            let url = self.env.nats_url.clone();
+            clients.producers = sluice_producers(case, &shared, streams, url)?;
         }
-        if let (Amount::Messages(n), false) = (s.amount, case.has_consumers()) {
-            clients.expected = Some(n);
-        }
-        let mut outcome = self.execute(case, System::Sluice, label, clients)?;
-        if let Some(end) = &tail_end {
-            outcome.expected_messages = Some(expected_tail(&slots, s.consumers, &end.delivered));
-        }
-        Ok(outcome)
+        let outcome = self.execute(case, System::Sluice, label, clients)?;
+        Ok(shared.finish(case, outcome))
     }
 
     // ------------------------------------------------------------ jetstream
@@ -492,7 +438,7 @@ impl<'a> Runner<'a> {
         let runtime = js::runtime()?;
         let (client, context) = runtime.block_on(js::connect(&url, case.settings.timeout))?;
         runtime.block_on(js::create_streams(&context, &js_streams))?;
-        let result = self.run_jetstream_on(case, label, &url, &js_streams, &runtime, &context);
+        let result = self.run_jetstream_on(case, label, &url, &js_streams, (&runtime, &context));
         if !self.args.keep {
             runtime.block_on(js::delete_streams(&context, &js_streams));
         }
@@ -506,247 +452,93 @@ impl<'a> Runner<'a> {
         label: &str,
         url: &str,
         js_streams: &[JsStream],
-        runtime: &tokio::runtime::Runtime,
-        context: &async_nats::jetstream::Context,
+        (runtime, context): (&tokio::runtime::Runtime, &async_nats::jetstream::Context),
     ) -> Result<RunOutcome> {
-        let s = &case.settings;
         // A Sluice partition is a subject of the JetStream stream; its
         // consumers filter on it, so both systems split the work alike.
-        let slots = case.targets();
-        let subject_of = |slot: &Slot| partition_subject(&js_streams[slot.stream].subject, slot.partition);
-        let delivered = Arc::new(Delivered::new(slots.len()));
-        let counts = per_slot(case.prefill_messages(), slots.len());
+        let shared = Shared::new(case);
+        let counts = per_slot(case.prefill_messages(), shared.slots.len());
         if case.catch_up() {
-            eprintln!("  pre-filling {label} with {} messages ...", crate::units::group(case.prefill_messages()));
-            for (slot, count) in slots.iter().zip(&counts) {
-                let name = &js_streams[slot.stream].name;
-                runtime.block_on(js::prefill(context, name, &subject_of(slot), *count, case.size))?;
-            }
-            for (k, stream) in js_streams.iter().enumerate() {
-                let want: u64 = slots.iter().zip(&counts).filter(|(slot, _)| slot.stream == k).map(|(_, c)| c).sum();
-                let held = runtime.block_on(js::stored(context, &stream.name))?;
-                if held < want {
-                    bail!("JetStream stream {} holds {held} of {want} pre-filled messages", stream.name);
-                }
-            }
+            eprintln!(
+                "  pre-filling {label} with {} messages ...",
+                crate::units::group(case.prefill_messages())
+            );
+            runtime.block_on(js_prefill(
+                case,
+                context,
+                js_streams,
+                &shared.slots,
+                &counts,
+            ))?;
         }
-        let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
-            Arc::new(TailEnd {
-                producers_done: Default::default(),
-                delivered: delivered.clone(),
-                drain: s.timeout,
-            })
-        });
-        let mut clients = Clients {
-            consumers: Vec::new(),
-            producers: Vec::new(),
-            producers_done: tail_end.clone(),
-            main_role: if case.has_consumers() { "consumer" } else { "producer" },
-            expected: None,
-        };
+        let mut clients = shared.clients(case);
         if case.has_consumers() {
-            for c in 0..s.consumers {
-                let mine = assign(&slots, c, s.consumers);
-                let job = JsConsumeJob {
-                    nats_url: url.to_string(),
-                    slots: mine
-                        .iter()
-                        .map(|slot| {
-                            let i = slots.iter().position(|x| x == slot).expect("slot");
-                            JsSlot {
-                                stream: js_streams[slot.stream].name.clone(),
-                                subject: subject_of(slot),
-                                slot: i,
-                                total: counts[i],
-                            }
-                        })
-                        .collect(),
-                    size: case.size,
-                    fetch_bytes: s.fetch_bytes,
-                    budget: budget(case),
-                    timeout: s.timeout,
-                };
-                match &tail_end {
-                    None => clients.consumers.push(Box::new(move |ticket| js::run_catch_up(job, ticket))),
-                    Some(end) => {
-                        let end = end.clone();
-                        clients.consumers.push(Box::new(move |ticket| js::run_tail(job, ticket, end)));
-                    }
-                }
-            }
-            if let (true, Amount::Messages(_)) = (case.catch_up(), s.amount) {
-                let expected = (0..slots.len())
-                    .map(|i| counts[i] * readers_of(&slots, i, s.consumers) as u64)
-                    .sum();
-                clients.expected = Some(expected);
-            }
+            clients.consumers = js_consumers(case, &shared, url, js_streams, &counts);
+            clients.expected = shared.expected_catch_up(case, &counts);
         }
         if !case.catch_up() {
             // JetStream has no batch publish: give its producers as many
             // messages in flight as a direct producer has records in flight.
+            let s = &case.settings;
             let window = if case.direct_producers() {
-                (case.batch_records() * s.pipeline).max(s.window).min(1 << 16)
+                (case.batch_records() * s.pipeline)
+                    .max(s.window)
+                    .min(1 << 16)
             } else {
                 s.window
             };
-            for p in 0..s.producers {
-                let mine = assign(&slots, p, s.producers);
-                let subjects = mine
-                    .iter()
-                    .map(|slot| {
-                        let i = slots.iter().position(|x| x == slot).expect("slot");
-                        (async_nats::Subject::from(subject_of(slot)), i)
-                    })
-                    .collect();
-                let quota = match s.amount {
-                    Amount::Messages(n) => Some(share(n, s.producers, p)),
-                    Amount::Duration(_) => None,
-                };
-                let rate = s.rate.map(|r| r / s.producers as f64);
-                clients.producers.push(nats_producer(case, Flavor::JetStream, url.to_string(), subjects, window, quota, rate, delivered.clone()));
-            }
-            if let (Amount::Messages(n), false) = (s.amount, case.has_consumers()) {
-                clients.expected = Some(n);
-            }
+            let subject = |slot: &Slot| js_subject(js_streams, slot);
+            clients.producers =
+                nats_producers(case, &shared, Flavor::JetStream, url, window, subject);
         }
-        let mut outcome = self.execute(case, System::Jetstream, label, clients)?;
-        if let Some(end) = &tail_end {
-            outcome.expected_messages = Some(expected_tail(&slots, s.consumers, &end.delivered));
-        }
-        Ok(outcome)
+        let outcome = self.execute(case, System::Jetstream, label, clients)?;
+        Ok(shared.finish(case, outcome))
     }
 
     // ------------------------------------------------------------ echo
 
     fn run_echo(&mut self, case: &Case, label: &str) -> Result<RunOutcome> {
         let url = self.env.nats_url()?.to_string();
-        let s = &case.settings;
-        let slots = case.targets();
         let prefix = format!("bench.{}.echo.c{}", self.env.run_id, case.index);
         let responder = EchoResponder::start(&url, format!("{prefix}.>"), ack_sized_answer(case))?;
-        let delivered = Arc::new(Delivered::new(slots.len()));
-        let mut clients = Clients {
-            consumers: Vec::new(),
-            producers: Vec::new(),
-            producers_done: None,
-            main_role: "producer",
-            expected: match s.amount {
-                Amount::Messages(n) => Some(n),
-                Amount::Duration(_) => None,
-            },
+        // Producers only, even for end-to-end: the ceiling of the publish path.
+        let shared = Shared::producers_only(case);
+        let mut clients = shared.clients(case);
+        clients.main_role = "producer";
+        clients.expected = match case.settings.amount {
+            Amount::Messages(n) => Some(n),
+            Amount::Duration(_) => None,
         };
-        for p in 0..s.producers {
-            let mine = assign(&slots, p, s.producers);
-            let subjects = mine
-                .iter()
-                .map(|slot| {
-                    let i = slots.iter().position(|x| x == slot).expect("slot");
-                    let subject = partition_subject(&format!("{prefix}.s{}", slot.stream), slot.partition);
-                    (async_nats::Subject::from(subject), i)
-                })
-                .collect();
-            let quota = match s.amount {
-                Amount::Messages(n) => Some(share(n, s.producers, p)),
-                Amount::Duration(_) => None,
-            };
-            let rate = s.rate.map(|r| r / s.producers as f64);
-            clients.producers.push(nats_producer(case, Flavor::Echo, url.clone(), subjects, s.window, quota, rate, delivered.clone()));
-        }
+        let subject =
+            |slot: &Slot| partition_subject(&format!("{prefix}.s{}", slot.stream), slot.partition);
+        let window = case.settings.window;
+        clients.producers = nats_producers(case, &shared, Flavor::Echo, &url, window, subject);
         let outcome = self.execute(case, System::NatsEcho, label, clients);
         responder.stop()?;
-        outcome
+        Ok(shared.finish(case, outcome?))
     }
 
     // ------------------------------------------------------------ running
 
     /// Starts the consumers, fixes the window, runs the producers, joins.
-    fn execute(&mut self, case: &Case, system: System, label: &str, clients: Clients<'_>) -> Result<RunOutcome> {
-        let s = &case.settings;
-        let live = Arc::new(Live::default());
+    fn execute(
+        &mut self,
+        case: &Case,
+        system: System,
+        label: &str,
+        clients: Clients<'_>,
+    ) -> Result<RunOutcome> {
         let cpu_before = self.env.cpu_snapshot();
-        let metrics_before = if system == System::Sluice { self.env.server_counters() } else { None };
-        let Clients {
-            consumers,
-            producers,
-            producers_done,
-            main_role,
-            expected,
-        } = clients;
-        let (tickets, office) = Ticket::issue(consumers.len());
-        let count_bound_catch_up = case.catch_up() && matches!(s.amount, Amount::Messages(_));
-        let warmup = if count_bound_catch_up { Duration::ZERO } else { s.warmup };
-        let mut failures = Vec::new();
-        let mut recorders: Vec<(&'static str, Recorder)> = Vec::new();
+        let metrics_before = (system == System::Sluice)
+            .then(|| self.env.server_counters())
+            .flatten();
+        let (main_role, expected) = (clients.main_role, clients.expected);
         let wall_start = Instant::now();
-        std::thread::scope(|scope| -> Result<()> {
-            let consumer_handles: Vec<_> = consumers
-                .into_iter()
-                .zip(tickets)
-                .map(|(consumer, ticket)| scope.spawn(move || consumer(ticket)))
-                .collect();
-            for _ in 0..consumer_handles.len() {
-                if office.ready.recv_timeout(CONSUMERS_READY_TIMEOUT).is_err() {
-                    bail!("consumers did not connect within {CONSUMERS_READY_TIMEOUT:?}");
-                }
-            }
-            let start = Instant::now();
-            let measure_from = start + warmup;
-            let end = match s.amount {
-                Amount::Duration(d) => Some(measure_from + d),
-                Amount::Messages(_) => None,
-            };
-            let timing = Timing { start, end };
-            for sender in &office.recorders {
-                let _ = sender.send(Recorder::new(measure_from, live.clone()));
-            }
-            let _progress = Progress::start(
-                ProgressPlan {
-                    label: label.to_string(),
-                    live: live.clone(),
-                    measure_from,
-                    duration: end.map(|e| e - measure_from),
-                    messages: expected,
-                },
-                self.args.quiet,
-            );
-            let producer_handles: Vec<_> = producers
-                .into_iter()
-                .map(|producer| {
-                    let recorder = Recorder::new(measure_from, live.clone());
-                    scope.spawn(move || producer(recorder, timing))
-                })
-                .collect();
-            for handle in producer_handles {
-                match handle.join().expect("producer thread panicked") {
-                    Ok(recorder) => recorders.push(("producer", recorder)),
-                    Err(error) => failures.push(format!("producer: {error:#}")),
-                }
-            }
-            if let Some(done) = &producers_done {
-                done.producers_done.store(true, Ordering::Release);
-            }
-            // Catch-up readers with a time budget stop at the end.
-            for handle in consumer_handles {
-                match handle.join().expect("consumer thread panicked") {
-                    Ok(recorder) => recorders.push(("consumer", recorder)),
-                    Err(error) => failures.push(format!("consumer: {error:#}")),
-                }
-            }
-            Ok(())
-        })?;
-        let wall = wall_start.elapsed().as_secs_f64();
-        let cpu_after = self.env.cpu_snapshot();
-        let cpu_percent = cpu_after
-            .iter()
-            .filter_map(|(name, after)| {
-                let before = cpu_before.get(name)?;
-                Some((name.clone(), after.saturating_sub(*before).as_secs_f64() / wall * 100.0))
-            })
-            .collect();
-        let server = match (metrics_before, system == System::Sluice) {
-            (Some(before), true) => self.env.server_counters().map(|after| counters_between(&before, &after)),
-            _ => None,
-        };
+        let (recorders, failures) = run_clients(case, label, clients, self.args.quiet)?;
+        let wall = wall_start.elapsed();
+        let cpu_percent = cpu_percent(&cpu_before, &self.env.cpu_snapshot(), wall);
+        let server = metrics_before
+            .and_then(|before| Some(counters_between(&before, &self.env.server_counters()?)));
         if recorders.iter().all(|(role, _)| *role != main_role) {
             bail!("every {main_role} failed: {}", failures.join("; "));
         }
@@ -767,6 +559,434 @@ impl<'a> Runner<'a> {
     }
 }
 
+type ClientResults = (Vec<(&'static str, Recorder)>, Vec<String>);
+
+/// Runs a run's clients, each on a thread: the consumers first (they
+/// connect, then wait for their recorders), then — once all are ready and
+/// the measured window is fixed — the producers. Returns every client's
+/// recorder (role first) and the failures of those that stopped on an error.
+fn run_clients(
+    case: &Case,
+    label: &str,
+    clients: Clients<'_>,
+    quiet: bool,
+) -> Result<ClientResults> {
+    let s = &case.settings;
+    let Clients {
+        consumers,
+        producers,
+        producers_done,
+        expected,
+        ..
+    } = clients;
+    let live = Arc::new(Live::default());
+    let (tickets, office) = Ticket::issue(consumers.len());
+    let count_bound_catch_up = case.catch_up() && matches!(s.amount, Amount::Messages(_));
+    let warmup = if count_bound_catch_up {
+        Duration::ZERO
+    } else {
+        s.warmup
+    };
+    let mut failures = Vec::new();
+    let mut recorders = Vec::new();
+    std::thread::scope(|scope| -> Result<()> {
+        // Moved in, so that leaving early hands the consumers an error.
+        let office = office;
+        let consumer_handles: Vec<_> = consumers
+            .into_iter()
+            .zip(tickets)
+            .map(|(consumer, ticket)| scope.spawn(move || consumer(ticket)))
+            .collect();
+        for _ in 0..consumer_handles.len() {
+            if office.ready.recv_timeout(CONSUMERS_READY_TIMEOUT).is_err() {
+                bail!("consumers did not connect within {CONSUMERS_READY_TIMEOUT:?}");
+            }
+        }
+        let start = Instant::now();
+        let measure_from = start + warmup;
+        let end = match s.amount {
+            Amount::Duration(d) => Some(measure_from + d),
+            Amount::Messages(_) => None,
+        };
+        for sender in &office.recorders {
+            let _ = sender.send(Recorder::new(measure_from, live.clone()));
+        }
+        let plan = ProgressPlan {
+            label: label.to_string(),
+            live: live.clone(),
+            measure_from,
+            duration: end.map(|e| e - measure_from),
+            messages: expected,
+        };
+        let _progress = Progress::start(plan, quiet);
+        let timing = Timing { start, end };
+        let producer_handles: Vec<_> = producers
+            .into_iter()
+            .map(|producer| {
+                let recorder = Recorder::new(measure_from, live.clone());
+                scope.spawn(move || producer(recorder, timing))
+            })
+            .collect();
+        for handle in producer_handles {
+            match handle.join().expect("producer thread panicked") {
+                Ok(recorder) => recorders.push(("producer", recorder)),
+                Err(error) => failures.push(format!("producer: {error:#}")),
+            }
+        }
+        if let Some(done) = &producers_done {
+            done.producers_done.store(true, Ordering::Release);
+        }
+        // Tail readers drain; catch-up readers with a budget stop at its end.
+        for handle in consumer_handles {
+            match handle.join().expect("consumer thread panicked") {
+                Ok(recorder) => recorders.push(("consumer", recorder)),
+                Err(error) => failures.push(format!("consumer: {error:#}")),
+            }
+        }
+        Ok(())
+    })?;
+    Ok((recorders, failures))
+}
+
+/// Shortest run whose CPU use is reported: the kernel counts CPU time in
+/// clock ticks (10 ms), too coarse for less.
+const CPU_REPORT_WALL_MIN: Duration = Duration::from_secs(1);
+
+/// CPU each process used between two snapshots, percent of one CPU.
+fn cpu_percent(
+    before: &BTreeMap<String, Duration>,
+    after: &BTreeMap<String, Duration>,
+    wall: Duration,
+) -> BTreeMap<String, f64> {
+    if wall < CPU_REPORT_WALL_MIN {
+        return BTreeMap::new();
+    }
+    after
+        .iter()
+        .filter_map(|(name, after)| {
+            let used = after.saturating_sub(*before.get(name)?);
+            Some((
+                name.clone(),
+                used.as_secs_f64() / wall.as_secs_f64() * 100.0,
+            ))
+        })
+        .collect()
+}
+
+/// What the runs of a case share, whatever the system: the slots (stream,
+/// partition), the producers' count of delivered messages per slot, and
+/// what tail readers wait for.
+struct Shared {
+    slots: Vec<Slot>,
+    delivered: Arc<Delivered>,
+    tail_end: Option<Arc<TailEnd>>,
+}
+
+impl Shared {
+    fn new(case: &Case) -> Shared {
+        let slots = case.targets();
+        let delivered = Arc::new(Delivered::new(slots.len()));
+        let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
+            Arc::new(TailEnd {
+                producers_done: Default::default(),
+                delivered: delivered.clone(),
+                drain: case.settings.timeout,
+            })
+        });
+        Shared {
+            slots,
+            delivered,
+            tail_end,
+        }
+    }
+
+    /// For runs without consumers whatever the workload (the echo ceiling).
+    fn producers_only(case: &Case) -> Shared {
+        Shared {
+            tail_end: None,
+            ..Shared::new(case)
+        }
+    }
+
+    fn index(&self, slot: &Slot) -> usize {
+        self.slots
+            .iter()
+            .position(|x| x == slot)
+            .expect("an assigned slot is one of the case's")
+    }
+
+    /// No clients yet; the main row and the expected count set.
+    fn clients<'s>(&self, case: &Case) -> Clients<'s> {
+        let expected = match (case.settings.amount, case.has_consumers()) {
+            (Amount::Messages(n), false) => Some(n),
+            _ => None,
+        };
+        Clients {
+            consumers: Vec::new(),
+            producers: Vec::new(),
+            producers_done: self.tail_end.clone(),
+            main_role: if case.has_consumers() {
+                "consumer"
+            } else {
+                "producer"
+            },
+            expected,
+        }
+    }
+
+    /// What count-bound catch-up readers must read: each slot's `totals`
+    /// once per reader of the slot.
+    fn expected_catch_up(&self, case: &Case, totals: &[u64]) -> Option<u64> {
+        let count_bound = matches!(case.settings.amount, Amount::Messages(_));
+        (case.catch_up() && count_bound).then(|| {
+            (0..self.slots.len())
+                .map(|i| totals[i] * readers_of(&self.slots, i, case.settings.consumers) as u64)
+                .sum()
+        })
+    }
+
+    /// Tail readers expected what the producers delivered.
+    fn finish(&self, case: &Case, mut outcome: RunOutcome) -> RunOutcome {
+        if self.tail_end.is_some() {
+            let consumers = case.settings.consumers;
+            outcome.expected_messages =
+                Some(expected_tail(&self.slots, consumers, &self.delivered));
+        }
+        outcome
+    }
+}
+
+/// Producer `p`'s measured messages and rate.
+fn producer_share(case: &Case, p: usize) -> (Option<u64>, Option<f64>) {
+    let s = &case.settings;
+    let quota = match s.amount {
+        Amount::Messages(n) => Some(share(n, s.producers, p)),
+        Amount::Duration(_) => None,
+    };
+    (quota, s.rate.map(|r| r / s.producers as f64))
+}
+
+/// Sluice consumers over TCP: catch-up from 0 to the pre-filled high
+/// watermark, or tail reads from the high watermark.
+fn sluice_consumers<'s>(
+    case: &Case,
+    shared: &Shared,
+    streams: &SluiceStreams,
+    marks: &[u64],
+) -> Vec<ConsumerFn<'s>> {
+    let s = &case.settings;
+    (0..s.consumers)
+        .map(|c| {
+            let slots = assign(&shared.slots, c, s.consumers)
+                .iter()
+                .map(|slot| {
+                    let i = shared.index(slot);
+                    ReadSlot {
+                        stream: streams.names[slot.stream].clone(),
+                        partition: slot.partition as i32,
+                        addr: streams.addr(*slot),
+                        slot: i,
+                        from: if case.catch_up() { 0 } else { marks[i] },
+                        to: marks[i],
+                    }
+                })
+                .collect();
+            let job = ConsumeJob {
+                slots,
+                size: case.size,
+                fetch_bytes: u32::try_from(s.fetch_bytes).unwrap_or(u32::MAX),
+                fetch_wait_ms: s.fetch_wait_ms,
+                budget: budget(case),
+                timeout: s.timeout,
+            };
+            let consumer: ConsumerFn<'s> = match shared.tail_end.clone() {
+                None => Box::new(move |ticket| run_catch_up(job, ticket)),
+                Some(end) => Box::new(move |ticket| run_tail(job, ticket, end)),
+            };
+            consumer
+        })
+        .collect()
+}
+
+/// Sluice producers: direct (TCP Publish) or through NATS.
+fn sluice_producers<'s>(
+    case: &Case,
+    shared: &Shared,
+    streams: &SluiceStreams,
+    nats_url: Option<String>,
+) -> Result<Vec<ProducerFn<'s>>> {
+    if !case.direct_producers() {
+        let url = nats_url.ok_or_else(|| anyhow!("NATS workloads need --nats-url"))?;
+        let subject = |slot: &Slot| streams.subject(*slot);
+        let window = case.settings.window;
+        return Ok(nats_producers(
+            case,
+            shared,
+            Flavor::Sluice,
+            &url,
+            window,
+            subject,
+        ));
+    }
+    let s = &case.settings;
+    let producers = (0..s.producers)
+        .map(|p| {
+            let slots = assign(&shared.slots, p, s.producers)
+                .iter()
+                .map(|slot| streams.direct_slot(*slot, shared.index(slot)))
+                .collect();
+            let (quota, rate) = producer_share(case, p);
+            let (size, batch_records, pipeline) = (case.size, case.batch_records(), s.pipeline);
+            let (timeout, timestamps) = (s.timeout, case.timestamps_in_payload());
+            let delivered = shared.delivered.clone();
+            let producer: ProducerFn<'s> = Box::new(move |recorder, timing: Timing| {
+                let job = DirectJob {
+                    slots,
+                    size,
+                    batch_records,
+                    pipeline,
+                    start: timing.start,
+                    quota,
+                    end: timing.end,
+                    rate,
+                    timeout,
+                    timestamps,
+                };
+                run_direct_producer(job, recorder, delivered)
+            });
+            producer
+        })
+        .collect();
+    Ok(producers)
+}
+
+/// NATS producers of `flavor`, each publishing round-robin to its slots'
+/// subjects.
+fn nats_producers<'s>(
+    case: &Case,
+    shared: &Shared,
+    flavor: Flavor,
+    url: &str,
+    window: usize,
+    subject: impl Fn(&Slot) -> String,
+) -> Vec<ProducerFn<'s>> {
+    let producers = case.settings.producers;
+    (0..producers)
+        .map(|p| {
+            let subjects = assign(&shared.slots, p, producers)
+                .iter()
+                .map(|slot| (async_nats::Subject::from(subject(slot)), shared.index(slot)))
+                .collect();
+            let (quota, rate) = producer_share(case, p);
+            let job = PublishJob {
+                flavor,
+                nats_url: url.to_string(),
+                subjects,
+                size: case.size,
+                window,
+                start: Instant::now(),
+                quota,
+                end: None,
+                rate,
+                timeout: case.settings.timeout,
+                timestamps: case.timestamps_in_payload(),
+            };
+            let delivered = shared.delivered.clone();
+            let producer: ProducerFn<'s> = Box::new(move |recorder, timing: Timing| {
+                let job = PublishJob {
+                    start: timing.start,
+                    end: timing.end,
+                    ..job
+                };
+                run_producer(job, recorder, delivered)
+            });
+            producer
+        })
+        .collect()
+}
+
+/// The subject of a slot in JetStream.
+fn js_subject(js_streams: &[JsStream], slot: &Slot) -> String {
+    partition_subject(&js_streams[slot.stream].subject, slot.partition)
+}
+
+/// Pre-fills the JetStream streams slot by slot and checks they hold it all.
+async fn js_prefill(
+    case: &Case,
+    context: &async_nats::jetstream::Context,
+    js_streams: &[JsStream],
+    slots: &[Slot],
+    counts: &[u64],
+) -> Result<()> {
+    for (slot, count) in slots.iter().zip(counts) {
+        let name = &js_streams[slot.stream].name;
+        js::prefill(
+            context,
+            name,
+            &js_subject(js_streams, slot),
+            *count,
+            case.size,
+        )
+        .await?;
+    }
+    for (k, stream) in js_streams.iter().enumerate() {
+        let want: u64 = slots
+            .iter()
+            .zip(counts)
+            .filter(|(slot, _)| slot.stream == k)
+            .map(|(_, c)| c)
+            .sum();
+        let held = js::stored(context, &stream.name).await?;
+        if held < want {
+            bail!(
+                "JetStream stream {} holds {held} of {want} pre-filled messages",
+                stream.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// JetStream pull consumers, one filter subject per slot.
+fn js_consumers<'s>(
+    case: &Case,
+    shared: &Shared,
+    url: &str,
+    js_streams: &[JsStream],
+    counts: &[u64],
+) -> Vec<ConsumerFn<'s>> {
+    let s = &case.settings;
+    (0..s.consumers)
+        .map(|c| {
+            let slots = assign(&shared.slots, c, s.consumers)
+                .iter()
+                .map(|slot| {
+                    let i = shared.index(slot);
+                    JsSlot {
+                        stream: js_streams[slot.stream].name.clone(),
+                        subject: js_subject(js_streams, slot),
+                        slot: i,
+                        total: counts[i],
+                    }
+                })
+                .collect();
+            let job = JsConsumeJob {
+                nats_url: url.to_string(),
+                slots,
+                size: case.size,
+                fetch_bytes: s.fetch_bytes,
+                budget: budget(case),
+                timeout: s.timeout,
+            };
+            let consumer: ConsumerFn<'s> = match shared.tail_end.clone() {
+                None => Box::new(move |ticket| js::run_catch_up(job, ticket)),
+                Some(end) => Box::new(move |ticket| js::run_tail(job, ticket, end)),
+            };
+            consumer
+        })
+        .collect()
+}
+
 /// The measured time of a catch-up read (it starts over until then).
 fn budget(case: &Case) -> Option<Duration> {
     match case.settings.amount {
@@ -783,39 +1003,8 @@ fn expected_tail(slots: &[Slot], consumers: usize, delivered: &Delivered) -> u64
         .sum()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn nats_producer<'s>(
-    case: &Case,
-    flavor: Flavor,
-    nats_url: String,
-    subjects: Vec<(async_nats::Subject, usize)>,
-    window: usize,
-    quota: Option<u64>,
-    rate: Option<f64>,
-    delivered: Arc<Delivered>,
-) -> ProducerFn<'s> {
-    let (size, timeout, timestamps) = (case.size, case.settings.timeout, case.timestamps_in_payload());
-    Box::new(move |recorder, timing: Timing| {
-        let job = PublishJob {
-            flavor,
-            nats_url,
-            subjects,
-            size,
-            window,
-            start: timing.start,
-            quota,
-            end: timing.end,
-            rate,
-            timeout,
-            timestamps,
-        };
-        run_producer(job, recorder, delivered)
-    })
-}
-
 /// The disk-write limit's pattern for a case with direct producers: (batch
-/// bytes, batches per fdatasync) — every batch the producers have in flight
-/// covered by one fdatasync, as group commit would at best.
+/// bytes, batches in flight) — as many as the producers have in flight.
 ///
 /// NATS-fed cases get no disk limit: how much one fdatasync covers there is
 /// decided by the server's batching, not by the workload, so no fixed
@@ -838,7 +1027,8 @@ fn encoded_batch_bytes(records: usize, size: usize) -> usize {
         value: Some(value),
         headers: Vec::new(),
     };
-    let record_bytes = shards::batch::encoded_len(std::slice::from_ref(&one)) - shards::constants::BATCH_HEADER_BYTES;
+    let record_bytes = shards::batch::encoded_len(std::slice::from_ref(&one))
+        - shards::constants::BATCH_HEADER_BYTES;
     shards::constants::BATCH_HEADER_BYTES + records * record_bytes
 }
 
@@ -871,7 +1061,8 @@ fn filesystem_of(path: &Path) -> String {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (device, mount, fs) = (fields.first()?, fields.get(1)?, fields.get(2)?);
-            path.starts_with(mount).then(|| (mount.len(), format!("{fs} on {device} ({mount})")))
+            path.starts_with(mount)
+                .then(|| (mount.len(), format!("{fs} on {device} ({mount})")))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, description)| description)
@@ -879,7 +1070,12 @@ fn filesystem_of(path: &Path) -> String {
 }
 
 /// Assembles the final report.
-pub fn assemble(args: &Args, runner: &mut Runner<'_>, cases: Vec<CaseReport>, started_unix_ms: u64) -> Report {
+pub fn assemble(
+    args: &Args,
+    runner: &mut Runner<'_>,
+    cases: Vec<CaseReport>,
+    started_unix_ms: u64,
+) -> Report {
     let mut notes = vec![
         "Sluice acks a message only after fdatasync (group commit). JetStream (nats-server 2.9, file storage) acks once the message is written to its file, before fsync: it syncs every 2 minutes by default and 2.9 has no per-message sync option. The comparison favours JetStream on durability.".to_string(),
         format!(
@@ -924,7 +1120,15 @@ mod tests {
 
     #[test]
     fn disk_pattern_follows_the_direct_batches() {
-        let args = <Args as clap::Parser>::parse_from(["sluice-bench", "publish-direct", "publish-nats", "--producers", "4", "--pipeline", "2"]);
+        let args = <Args as clap::Parser>::parse_from([
+            "sluice-bench",
+            "publish-direct",
+            "publish-nats",
+            "--producers",
+            "4",
+            "--pipeline",
+            "2",
+        ]);
         let cases = args.cases();
         let (batch, per_sync) = sync_pattern(&cases[0]).unwrap();
         assert_eq!(per_sync, 8);

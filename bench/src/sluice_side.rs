@@ -21,8 +21,6 @@ use crate::recorder::{Live, Recorder};
 
 /// How long a new stream may take to get leaders and NATS subscriptions.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bytes per batch when pre-filling a stream for catch-up reads.
-const PREFILL_BATCH_BYTES: usize = 1 << 20;
 
 /// The Sluice streams of one case.
 pub struct SluiceStreams {
@@ -87,7 +85,12 @@ impl SluiceStreams {
         }
     }
 
-    fn learn_routes(&mut self, client: &mut Client, bootstrap: SocketAddr, partitions: usize) -> Result<()> {
+    fn learn_routes(
+        &mut self,
+        client: &mut Client,
+        bootstrap: SocketAddr,
+        partitions: usize,
+    ) -> Result<()> {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let metadata = client.metadata_for(&names)?;
         let hosts: HashMap<u64, IpAddr> = metadata
@@ -106,12 +109,15 @@ impl SluiceStreams {
                     .iter()
                     .find(|m| m.partition as usize == p)
                     .ok_or_else(|| anyhow!("{name} has no partition {p} yet"))?;
-                let leader = partition.leader.ok_or_else(|| anyhow!("{name}/{p} has no leader yet"))?;
+                let leader = partition
+                    .leader
+                    .ok_or_else(|| anyhow!("{name}/{p} has no leader yet"))?;
                 if partition.consumer_port == 0 {
                     bail!("{name}/{p} has no port yet");
                 }
                 let ip = hosts.get(&leader).copied().unwrap_or(bootstrap.ip());
-                self.routes.insert((k, p), SocketAddr::new(ip, partition.consumer_port));
+                self.routes
+                    .insert((k, p), SocketAddr::new(ip, partition.consumer_port));
             }
         }
         Ok(())
@@ -151,11 +157,17 @@ impl SluiceStreams {
             .collect()
     }
 
-    /// Publishes `counts[i]` records of `size` bytes to slot `i`, directly,
-    /// and waits until they are committed.
-    pub fn prefill(&self, slots: &[Slot], counts: &[u64], size: usize, timeout: Duration) -> Result<()> {
+    /// Publishes `counts[i]` records of `size` bytes to slot `i`, directly
+    /// in batches of `batch_records`, and waits until they are committed.
+    pub fn prefill(
+        &self,
+        slots: &[Slot],
+        counts: &[u64],
+        size: usize,
+        batch_records: usize,
+        timeout: Duration,
+    ) -> Result<()> {
         let live = Arc::new(Live::default());
-        let batch_records = (PREFILL_BATCH_BYTES / size).max(1);
         let jobs: Vec<DirectJob> = slots
             .iter()
             .enumerate()
@@ -202,7 +214,9 @@ impl SluiceStreams {
 
     /// Deletes the streams (errors are reported, not fatal).
     pub fn delete(&self) {
-        let Ok(mut client) = connect(&self.servers) else { return };
+        let Ok(mut client) = connect(&self.servers) else {
+            return;
+        };
         for name in &self.names {
             if let Err(error) = client.delete_stream(name) {
                 eprintln!("sluice-bench: cannot delete Sluice stream {name}: {error}");
@@ -232,7 +246,9 @@ fn broker_ip(host: &str, fallback: IpAddr) -> IpAddr {
             .and_then(|mut addrs| addrs.next())
             .map(|addr| addr.ip()),
     };
-    resolved.filter(|ip| !ip.is_unspecified()).unwrap_or(fallback)
+    resolved
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(fallback)
 }
 
 /// Publishes a probe request on each subject until Sluice acks it: the

@@ -71,7 +71,7 @@ pub fn parse_count(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("'{text}' is not a count (try 100000, 100k, 1M)"))?;
     let value = value * factor;
-    if !value.is_finite() || value < 0.0 || value > 1e15 {
+    if !(0.0..=1e15).contains(&value) {
         return Err(format!("count '{text}' is out of range"));
     }
     Ok(value.round() as u64)

@@ -107,7 +107,6 @@ impl Wire {
 }
 
 impl WireSender {
-
     fn take_correlation_id(&mut self) -> u32 {
         let id = self.next_correlation_id;
         self.next_correlation_id = id.checked_add(1).unwrap_or(1);
@@ -180,7 +179,6 @@ impl WireSender {
         self.fbb.finish_minimal(root);
         self.send_built(FrameKind::FetchRequest)
     }
-
 }
 
 impl WireReceiver {
@@ -199,7 +197,11 @@ impl WireReceiver {
 
     /// Reads the answer to a fetch: the header, then exactly `byte_count`
     /// raw bytes into `raw` (replacing its contents).
-    pub fn recv_fetch(&mut self, correlation_id: u32, raw: &mut Vec<u8>) -> Result<Result<Fetched, Refused>> {
+    pub fn recv_fetch(
+        &mut self,
+        correlation_id: u32,
+        raw: &mut Vec<u8>,
+    ) -> Result<Result<Fetched, Refused>> {
         if let Err(refused) = self.recv_answer(FrameKind::FetchRequest, correlation_id)? {
             return Ok(Err(refused));
         }
@@ -225,7 +227,11 @@ impl WireReceiver {
 
     /// Reads one frame, which must answer `request` with `correlation_id`;
     /// its body is left in `self.body`.
-    fn recv_answer(&mut self, request: FrameKind, correlation_id: u32) -> Result<Result<(), Refused>> {
+    fn recv_answer(
+        &mut self,
+        request: FrameKind,
+        correlation_id: u32,
+    ) -> Result<Result<(), Refused>> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         self.reader
             .read_exact(&mut header)
@@ -242,7 +248,9 @@ impl WireReceiver {
         self.reader
             .read_exact(&mut self.body)
             .with_context(|| format!("read answer to {request} from {}", self.addr))?;
-        if kind == FrameKind::ErrorResponse.code() && (answer_id == correlation_id || answer_id == 0) {
+        if kind == FrameKind::ErrorResponse.code()
+            && (answer_id == correlation_id || answer_id == 0)
+        {
             let error = ErrorResponse::decode(&self.body)
                 .map_err(|e| anyhow!("ErrorResponse from {}: {e}", self.addr))?;
             return Ok(Err(Refused(error)));
