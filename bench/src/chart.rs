@@ -93,11 +93,23 @@ impl Axis {
     }
 
     /// A linear axis from 0 to a round number above `max`.
-    fn linear(max: f64, min_step: f64, label: &str, format: fn(f64) -> String) -> Axis {
+    /// A linear axis from 0: up to a round number above `max` when
+    /// `round_top`, else exactly to `max` (ticks at round steps below it).
+    fn linear(
+        max: f64,
+        min_step: f64,
+        round_top: bool,
+        label: &str,
+        format: fn(f64) -> String,
+    ) -> Axis {
         let max = if max > 0.0 { max } else { 1.0 };
         let step = nice_step(max / 5.0).max(min_step);
-        let top = (max / step).ceil() * step;
-        let ticks = (0..=((top / step).round() as usize))
+        let top = if round_top {
+            (max / step).ceil() * step
+        } else {
+            max
+        };
+        let ticks = (0..=((top / step + 1e-9).floor() as usize))
             .map(|i| (i as f64 * step, format(i as f64 * step)))
             .collect();
         Axis {
@@ -320,8 +332,10 @@ fn timeline_chart(case: &CaseReport) -> String {
         .iter()
         .flat_map(|s| s.points.iter().map(|(_, y)| *y))
         .fold(0.0, f64::max);
-    let x = Axis::linear(max_x, 1.0, "seconds after warm-up", |v| format!("{v:.0}"));
-    let y = Axis::linear(max_y, 0.0, "messages per second", short);
+    let x = Axis::linear(max_x, 1.0, false, "seconds after warm-up", |v| {
+        format!("{v:.0}")
+    });
+    let y = Axis::linear(max_y, 0.0, true, "messages per second", short);
     line_chart(&series, &x, &y)
 }
 
@@ -526,7 +540,7 @@ mod tests {
         assert!(axis.min <= 150.0 && axis.max >= 42_000.0);
         assert_eq!(axis.fraction(axis.min), 0.0);
         assert_eq!(axis.fraction(axis.max), 1.0);
-        let axis = Axis::linear(118_000.0, 0.0, "msg/s", short);
+        let axis = Axis::linear(118_000.0, 0.0, true, "msg/s", short);
         assert!(axis.max >= 118_000.0 && axis.ticks.len() >= 2);
         assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
     }

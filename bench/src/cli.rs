@@ -33,11 +33,12 @@ WORKLOADS
                   JetStream has no batch publish: its row is js.publish with a window of the
                   records a Sluice producer has in flight (batch x pipeline, at least --window).
   consume         Catch-up reads: the stream is pre-filled (direct publish in batches of
-                  --batch-bytes; JetStream: js.publish)
-                  and consumers fetch it from the start over TCP (sendfile path), --fetch-bytes
-                  per Fetch, verifying every batch's CRC; with --duration they re-read from the
-                  start until time is up. Latency: per fetch request. JetStream: a pull consumer
-                  (no acks) fetching the same number of messages per request.
+                  --batch-bytes; JetStream: js.publish) and consumers fetch it from the start
+                  over TCP (sendfile path), --fetch-bytes per Fetch, one fetch in flight while
+                  the last answer's batches are CRC-checked; with --duration they re-read from
+                  the start until time is up. Latency: per fetch request. JetStream: pull
+                  consumers (no acks) filtering on the partition subject, the same number of
+                  messages per request.
                   With --tail: producers publish directly while consumers long-poll at the head
                   of the log; latency per message, send -> receipt (payload carries the time).
   end-to-end      Producers publish through NATS (as publish-nats); consumers long-poll over TCP.
@@ -160,7 +161,8 @@ pub struct Args {
     )]
     pub streams: usize,
 
-    /// Partitions per stream (JetStream streams have none: one stream takes them all).
+    /// Partitions per stream. JetStream has none: partition i is subject S.i of one
+    /// JetStream stream, and its consumers filter on that subject.
     #[arg(
         long,
         value_name = "N",
@@ -285,7 +287,8 @@ pub struct Args {
     pub sync: String,
 
     /// Microseconds the started node's shards spin before parking (config
-    /// spin_before_park_us): lower latency for CPU.
+    /// spin_before_park_us): can lower latency on idle cores; costs throughput when CPUs are
+    /// shared.
     #[arg(long, value_name = "US", help_heading = "Targets")]
     pub spin_us: Option<u64>,
 
@@ -327,6 +330,9 @@ pub struct Args {
     #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
 }
+
+/// Bytes of the send time carried in payloads that consumers time.
+const STAMP_BYTES: usize = 8;
 
 /// What the acceptance set runs: (workload, size).
 pub const ACCEPTANCE: [(Workload, usize); 6] = [
@@ -379,6 +385,12 @@ impl Args {
         }
         if self.size.contains(&0) {
             return Err("--size must be at least 1 byte".into());
+        }
+        let stamped = self.cases().iter().any(Case::timestamps_in_payload);
+        if stamped && self.size.iter().any(|size| *size < STAMP_BYTES) {
+            return Err(format!(
+                "end-to-end and consume --tail carry the send time in the payload: --size must be at least {STAMP_BYTES} bytes"
+            ));
         }
         if !self.server.is_empty() && self.nats_url.is_none() && self.needs_nats() {
             return Err(
@@ -536,5 +548,9 @@ mod tests {
         assert!(args.validate().is_err());
         let args = Args::parse_from(["sluice-bench", "consume", "--partitions", "0"]);
         assert!(args.validate().is_err());
+        let args = Args::parse_from(["sluice-bench", "end-to-end", "--size", "4"]);
+        assert!(args.validate().is_err());
+        let args = Args::parse_from(["sluice-bench", "publish-nats", "--size", "4"]);
+        assert!(args.validate().is_ok());
     }
 }

@@ -171,6 +171,26 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     ))
 }
 
+/// Busy CPU time of the whole machine so far (all CPUs: user, nice,
+/// system, irq, softirq and steal from `/proc/stat`).
+pub fn machine_busy_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| fields.get(*i))
+        .sum();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    Some(Duration::from_secs_f64(busy as f64 / ticks as f64))
+}
+
 /// A `nats-server` on a free loopback port.
 pub struct NatsServer {
     process: Owned,
@@ -419,8 +439,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_cpu_time_is_readable() {
+    fn cpu_times_are_readable() {
         assert!(cpu_time(None).is_some());
+        assert!(machine_busy_time().is_some_and(|busy| busy >= cpu_time(None).unwrap_or_default()));
     }
 
     #[test]

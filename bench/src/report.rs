@@ -384,7 +384,16 @@ fn timeline(recorder: &Recorder, elapsed_s: f64) -> Vec<SecondReport> {
         .collect()
 }
 
+/// CPU use by processes outside the benchmark above which a run is flagged
+/// as skewed, percent of one CPU.
+pub const OTHER_CPU_WARN_PERCENT: f64 = 20.0;
+
 impl RunReport {
+    /// CPU used by processes other than the bench and its servers.
+    pub fn other_cpu_percent(&self) -> Option<f64> {
+        self.cpu_percent.get(crate::runner::OTHER).copied()
+    }
+
     pub fn build(case: &Case, outcome: RunOutcome) -> RunReport {
         let main = merged(&outcome.clients, outcome.main_role)
             .unwrap_or_else(|| panic!("a run has {} clients", outcome.main_role));
@@ -691,6 +700,16 @@ pub fn case_table(case: &Case, report: &CaseReport, per_client: bool) -> String 
                 cpu.join(", ")
             );
         }
+        if let Some(other) = run
+            .other_cpu_percent()
+            .filter(|p| *p > OTHER_CPU_WARN_PERCENT)
+        {
+            let _ = writeln!(
+                out,
+                "  WARNING: other processes used {other:.0}% of a CPU during the {} run: its figures are skewed",
+                run.system.name()
+            );
+        }
     }
     out
 }
@@ -807,6 +826,23 @@ pub fn summary(report: &Report) -> String {
     }
     for note in &report.notes {
         let _ = writeln!(out, "  note: {note}");
+    }
+    let skewed: Vec<String> = report
+        .cases
+        .iter()
+        .flat_map(|c| c.runs.iter().map(move |r| (c, r)))
+        .filter(|(_, r)| {
+            r.other_cpu_percent()
+                .is_some_and(|p| p > OTHER_CPU_WARN_PERCENT)
+        })
+        .map(|(c, r)| format!("{} / {}", c.name, r.system.name()))
+        .collect();
+    if !skewed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  WARNING: other processes used the CPU during {}: rerun on a quiet machine",
+            skewed.join(", ")
+        );
     }
     out
 }

@@ -41,15 +41,18 @@ const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const READ_LIMIT_FILE_BYTES: u64 = 512 << 20;
 
 /// The servers the bench talks to, and what it started itself.
+///
+/// Fields drop in order: the node, then nats-server, then the temporary
+/// directory they lived in.
 pub struct Env {
     pub run_id: String,
     pub work_dir: PathBuf,
-    _temp: Option<tempfile::TempDir>,
+    pub node: Option<SluiceNode>,
     pub nats: Option<NatsServer>,
     pub nats_url: Option<String>,
-    pub node: Option<SluiceNode>,
     pub servers: Vec<String>,
     pub jetstream: bool,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Env {
@@ -157,6 +160,9 @@ impl Env {
         }
         if let Some(time) = procs::cpu_time(None) {
             cpu.insert("sluice-bench".to_string(), time);
+        }
+        if let Some(time) = procs::machine_busy_time() {
+            cpu.insert(MACHINE.to_string(), time);
         }
         cpu
     }
@@ -648,6 +654,12 @@ fn run_clients(
     Ok((recorders, failures))
 }
 
+/// Key of the machine's total busy time in CPU snapshots.
+const MACHINE: &str = "machine";
+/// Key of the CPU used by processes other than the bench and the servers it
+/// started (other work on the machine skews the run).
+pub const OTHER: &str = "other processes";
+
 /// Shortest run whose CPU use is reported: the kernel counts CPU time in
 /// clock ticks (10 ms), too coarse for less.
 const CPU_REPORT_WALL_MIN: Duration = Duration::from_secs(1);
@@ -661,7 +673,7 @@ fn cpu_percent(
     if wall < CPU_REPORT_WALL_MIN {
         return BTreeMap::new();
     }
-    after
+    let mut percent: BTreeMap<String, f64> = after
         .iter()
         .filter_map(|(name, after)| {
             let used = after.saturating_sub(*before.get(name)?);
@@ -670,7 +682,12 @@ fn cpu_percent(
                 used.as_secs_f64() / wall.as_secs_f64() * 100.0,
             ))
         })
-        .collect()
+        .collect();
+    if let Some(machine) = percent.remove(MACHINE) {
+        let ours: f64 = percent.values().sum();
+        percent.insert(OTHER.to_string(), (machine - ours).max(0.0));
+    }
+    percent
 }
 
 /// What the runs of a case share, whatever the system: the slots (stream,
