@@ -310,11 +310,7 @@ impl Router {
                             !p.is_empty() && p.bytes + record_bytes > ROUTED_BATCH_BYTES_MAX
                         });
                         if overflows {
-                            if let Some(batch) = groups.remove(&key) {
-                                if let Some(slot) = ready.get_mut(batch.shard as usize) {
-                                    slot.push(ToShard::Append(batch.into_request()));
-                                }
-                            }
+                            flush_batch(&mut groups, &mut ready, key);
                         }
                         // `order` may list a key twice after a cut; the final
                         // flush finds nothing the second time.
@@ -324,11 +320,7 @@ impl Router {
                         });
                         pending.push(ingested.record, ingested.ack, record_bytes);
                         if pending.is_full() {
-                            if let Some(batch) = groups.remove(&key) {
-                                if let Some(slot) = ready.get_mut(batch.shard as usize) {
-                                    slot.push(ToShard::Append(batch.into_request()));
-                                }
-                            }
+                            flush_batch(&mut groups, &mut ready, key);
                         }
                     }
                     None => {
@@ -350,12 +342,7 @@ impl Router {
             }
         }
         for key in order {
-            if let Some(batch) = groups.remove(&key) {
-                let shard = batch.shard as usize;
-                if let Some(slot) = ready.get_mut(shard) {
-                    slot.push(ToShard::Append(batch.into_request()));
-                }
-            }
+            flush_batch(&mut groups, &mut ready, key);
         }
         for (shard, mut items) in ready.into_iter().enumerate() {
             if items.is_empty() {
@@ -399,6 +386,19 @@ impl Router {
         }
         for sender in &mut self.shards {
             let _ = sender.send(ToShard::Shutdown).await;
+        }
+    }
+}
+
+/// Moves the pending batch of `key` (if any) to its shard's outgoing list.
+fn flush_batch(
+    groups: &mut HashMap<PartitionKey, PendingBatch>,
+    ready: &mut [Vec<ToShard>],
+    key: PartitionKey,
+) {
+    if let Some(batch) = groups.remove(&key) {
+        if let Some(slot) = ready.get_mut(batch.shard as usize) {
+            slot.push(ToShard::Append(batch.into_request()));
         }
     }
 }
@@ -452,7 +452,9 @@ impl PendingBatch {
     }
 
     fn into_request(self) -> AppendRequest {
-        let mut batch = Vec::with_capacity(encoded_len(&self.records));
+        // `bytes` sums each record's size as a batch of its own: an upper
+        // bound of the batch, known without another pass over the records.
+        let mut batch = Vec::with_capacity(self.bytes);
         encode_batch(Offset::ZERO, &self.records, &mut batch);
         AppendRequest {
             key: self.key,

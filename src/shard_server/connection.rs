@@ -201,12 +201,9 @@ impl Connection {
     /// whole committed batches, sent with `sendfile`.
     async fn fetch(&mut self, stream: &mut TcpStream, frame: &Frame) -> Result<(), Close> {
         let corr = frame.correlation_id;
-        let request = match read_body::<fb::FetchRequest>(&frame.body) {
+        let request = match request_body::<fb::FetchRequest>(frame) {
             Ok(request) => request,
-            Err(err) => {
-                let error = ErrorResponse::new(err.code(), err.to_string());
-                return self.send_error(stream, corr, error).await;
-            }
+            Err(error) => return self.send_error(stream, corr, error).await,
         };
         let local = match self.local(request.stream(), request.partition()) {
             Ok(local) => local,
@@ -264,8 +261,7 @@ impl Connection {
         &mut self,
         frame: &Frame,
     ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::PublishRequest>(&frame.body)
-            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let request = request_body::<fb::PublishRequest>(frame)?;
         let local = self.local(request.stream(), request.partition())?;
         let batch = request.batch().map(|b| b.bytes().to_vec()).ok_or_else(|| {
             ErrorResponse::new(ErrorCode::InvalidBatch, "publish without a batch")
@@ -309,8 +305,7 @@ impl Connection {
         &mut self,
         frame: &Frame,
     ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::ListOffsetsRequest>(&frame.body)
-            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let request = request_body::<fb::ListOffsetsRequest>(frame)?;
         let local = self.local(request.stream(), request.partition())?;
         let log = &local.log;
         let (offset, timestamp_ms) = match request.kind() {
@@ -347,8 +342,7 @@ impl Connection {
         &mut self,
         frame: &Frame,
     ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::MetadataRequest>(&frame.body)
-            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let request = request_body::<fb::MetadataRequest>(frame)?;
         let wanted: Option<Vec<String>> = request
             .streams()
             .map(|names| names.iter().map(str::to_string).collect());
@@ -374,8 +368,7 @@ impl Connection {
         &mut self,
         frame: &Frame,
     ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::CreateStreamRequest>(&frame.body)
-            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let request = request_body::<fb::CreateStreamRequest>(frame)?;
         let config = request.config().ok_or_else(|| {
             ErrorResponse::new(ErrorCode::InvalidRequest, "CreateStream without a config")
         })?;
@@ -383,8 +376,12 @@ impl Connection {
         match self.shard.admin(AdminRequest::CreateStream(spec)).await {
             AdminReply::Created { record, created } => {
                 let mut fbb = FlatBufferBuilder::with_capacity(256);
-                let stream =
-                    encode_stream(&mut fbb, &record, &self.shard.settings, &Default::default());
+                let stream = encode_stream(
+                    &mut fbb,
+                    &record,
+                    self.shard.settings.base_addr.port(),
+                    &Default::default(),
+                );
                 let root = fb::CreateStreamResponse::create(
                     &mut fbb,
                     &fb::CreateStreamResponseArgs {
@@ -410,8 +407,7 @@ impl Connection {
         &mut self,
         frame: &Frame,
     ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
-        let request = read_body::<fb::DeleteStreamRequest>(&frame.body)
-            .map_err(|e| ErrorResponse::new(e.code(), e.to_string()))?;
+        let request = request_body::<fb::DeleteStreamRequest>(frame)?;
         let name = request.name().unwrap_or_default().to_string();
         match self.shard.admin(AdminRequest::DeleteStream(name)).await {
             AdminReply::Deleted(_) => {
@@ -431,6 +427,14 @@ impl Connection {
             )),
         }
     }
+}
+
+/// A request body verified as the table `T`, or the error to answer with.
+fn request_body<'f, T>(frame: &'f Frame) -> Result<T::Inner, ErrorResponse>
+where
+    T: 'f + flatbuffers::Follow<'f> + flatbuffers::Verifiable,
+{
+    read_body::<T>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))
 }
 
 /// Maps an engine error to the wire code a client can act on.
@@ -574,19 +578,17 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
         },
     );
     let brokers = fbb.create_vector(&[broker]);
-    let settings = super::ShardSettings {
-        data_dir: Default::default(),
-        base_addr: std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), view.base_port),
-        shard_count: view.shard_count,
-        sync: shards::log::SyncPolicy::EveryBatch,
-        segment_bytes: 0,
-    };
     let mut streams = Vec::new();
     for record in &view.streams {
         if wanted.is_some_and(|names| !names.is_empty() && !names.contains(&record.spec.name)) {
             continue;
         }
-        streams.push(encode_stream(&mut fbb, record, &settings, &view.watermarks));
+        streams.push(encode_stream(
+            &mut fbb,
+            record,
+            view.base_port,
+            &view.watermarks,
+        ));
     }
     if let Some(names) = wanted {
         for name in names {
@@ -627,7 +629,7 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
 fn encode_stream<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     record: &StreamRecord,
-    settings: &super::ShardSettings,
+    base_port: u16,
     watermarks: &std::collections::HashMap<PartitionKey, (Offset, Offset)>,
 ) -> flatbuffers::WIPOffset<fb::StreamMetadata<'a>> {
     let spec = &record.spec;
@@ -651,7 +653,7 @@ fn encode_stream<'a>(
                 leader: assignment.leader as i64,
                 leader_epoch: assignment.leader_epoch as i32,
                 shard_index: assignment.shard as u16,
-                consumer_port: settings.port_of(assignment.shard),
+                consumer_port: base_port + assignment.shard as u16,
                 replicas: Some(replicas),
                 isr: Some(isr),
                 high_watermark: hw,
