@@ -10,7 +10,7 @@
 use futures::channel::oneshot;
 use shards::types::Offset;
 
-use crate::cluster::{StreamId, StreamRecord, StreamSpec};
+use crate::cluster::{Metadata, NodeId, StreamId, StreamRecord, StreamSpec};
 use crate::protocol::error_code::ErrorCode;
 
 /// A partition, unambiguously: stream incarnation + partition index.
@@ -37,6 +37,14 @@ pub struct PartitionEntry {
     pub partition: u32,
     pub shard: u32,
     pub settings: PartitionSettings,
+    /// Current partition leader (node id) and its epoch; replication and
+    /// fencing key on the epoch.
+    pub leader: NodeId,
+    pub leader_epoch: u32,
+    /// Every node holding a copy, leader included.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas, leader included.
+    pub isr: Vec<NodeId>,
 }
 
 /// Every partition this node serves, sent to each shard (its own copy)
@@ -46,9 +54,27 @@ pub struct PartitionEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionTable {
     pub entries: Vec<PartitionEntry>,
+    /// This node's id.
+    pub local_node: NodeId,
+    /// Client (consumer protocol) address `host:port` of shard 0 of every
+    /// registered node; shard k of a node listens on that port + k.
+    pub node_client_addrs: std::collections::BTreeMap<NodeId, String>,
 }
 
 impl PartitionTable {
+    /// Every partition of the cluster, as `metadata` has it, seen from node
+    /// `local_node`.
+    pub fn from_metadata(metadata: &Metadata, local_node: NodeId) -> PartitionTable {
+        let mut table = PartitionTable::from_streams(metadata.streams().values());
+        table.local_node = local_node;
+        table.node_client_addrs = metadata
+            .nodes()
+            .iter()
+            .map(|(id, info)| (*id, info.client_addr.clone()))
+            .collect();
+        table
+    }
+
     pub fn from_streams<'a>(streams: impl Iterator<Item = &'a StreamRecord>) -> PartitionTable {
         let mut entries = Vec::new();
         for record in streams {
@@ -69,10 +95,17 @@ impl PartitionTable {
                     partition: assignment.partition,
                     shard: assignment.shard,
                     settings: settings.clone(),
+                    leader: assignment.leader,
+                    leader_epoch: assignment.leader_epoch,
+                    replicas: assignment.replicas.clone(),
+                    isr: assignment.isr.clone(),
                 });
             }
         }
-        PartitionTable { entries }
+        PartitionTable {
+            entries,
+            ..PartitionTable::default()
+        }
     }
 }
 

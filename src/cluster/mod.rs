@@ -387,6 +387,14 @@ impl MetadataNode {
         }
     }
 
+    /// Proposes `command` through the raft leader wherever it is, and returns
+    /// the state machine's response once it is committed and applied there.
+    /// Every server-side metadata change goes through here (forwarding from
+    /// a follower to the leader lives behind it).
+    pub async fn write(&self, command: MetadataCommand) -> Result<MetadataResponse, ClusterError> {
+        self.propose(command).await
+    }
+
     /// Proposes any command through raft and returns the state machine's
     /// response once it is committed and applied on this (leader) node.
     pub async fn propose(

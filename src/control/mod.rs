@@ -134,7 +134,13 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
             view.clone(),
         )));
     }
-    let router = Router::new(nats.clone(), to_shards, metadata.subscribe(), router_rx);
+    let router = Router::new(
+        nats.clone(),
+        to_shards,
+        metadata.subscribe(),
+        router_rx,
+        config.node_id,
+    );
     let router_task = tokio::task::spawn_local(router.run());
     // Ready (admin port answering) only once every shard has opened its
     // partitions.

@@ -18,7 +18,7 @@ use shards::types::{Offset, TimestampMs};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bridge::{ingest, partition_subject};
-use crate::cluster::Metadata;
+use crate::cluster::{Metadata, NodeId};
 use crate::cores::{AckRoute, AppendRequest, PartitionKey, PartitionTable, ShardStats, ToShard};
 use crate::protocol::error_code::ErrorCode;
 
@@ -69,6 +69,8 @@ pub struct Router {
     incoming: SelectAll<Incoming>,
     metadata: watch::Receiver<Arc<Metadata>>,
     requests: mpsc::Receiver<RouterRequest>,
+    /// This node's id (partition tables are relative to it).
+    local_node: NodeId,
 }
 
 impl Router {
@@ -77,6 +79,7 @@ impl Router {
         shards: Vec<RingSender<ToShard>>,
         metadata: watch::Receiver<Arc<Metadata>>,
         requests: mpsc::Receiver<RouterRequest>,
+        local_node: NodeId,
     ) -> Router {
         Router {
             nats,
@@ -85,6 +88,7 @@ impl Router {
             incoming: SelectAll::new(),
             metadata,
             requests,
+            local_node,
         }
     }
 
@@ -184,7 +188,7 @@ impl Router {
 
     /// Sends every shard the new partition table and (re)subscribes NATS.
     async fn apply_metadata(&mut self, metadata: &Metadata) {
-        let table = PartitionTable::from_streams(metadata.streams().values());
+        let table = PartitionTable::from_metadata(metadata, self.local_node);
         for sender in &mut self.shards {
             let _ = sender.send(ToShard::Table(table.clone())).await;
         }
