@@ -10,7 +10,10 @@
 use futures::channel::oneshot;
 use shards::types::Offset;
 
-use crate::cluster::{Metadata, NodeId, StreamId, StreamRecord, StreamSpec};
+use crate::cluster::{
+    ClusterError, Metadata, MetadataCommand, MetadataResponse, NodeId, StreamId, StreamRecord,
+    StreamSpec,
+};
 use crate::protocol::error_code::ErrorCode;
 
 /// A partition, unambiguously: stream incarnation + partition index.
@@ -223,6 +226,13 @@ pub enum FromShard {
     Admin {
         request: AdminRequest,
         reply: oneshot::Sender<AdminReply>,
+    },
+    /// A metadata change a shard asks for (ISR shrink/expand, leaving the
+    /// ISR): proposed through the raft leader by [`MetadataNode::write`]
+    /// (crate::cluster::MetadataNode::write); the answer comes back on `reply`.
+    Propose {
+        command: MetadataCommand,
+        reply: oneshot::Sender<Result<MetadataResponse, ClusterError>>,
     },
     /// The shard closed every log and is about to stop.
     Stopped { shard: u32 },

@@ -247,6 +247,12 @@ async fn shard_events(
                         let _ = reply.send(answer);
                     });
                 }
+                FromShard::Propose { command, reply } => {
+                    let metadata = metadata.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(metadata.write(command).await);
+                    });
+                }
                 FromShard::Stopped { shard } => {
                     tracing::info!(shard, "shard stopped");
                     let _ = tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush()).await;
