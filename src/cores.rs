@@ -192,8 +192,35 @@ pub struct MetadataView {
     pub base_port: u16,
     pub shard_count: u32,
     pub streams: Vec<StreamRecord>,
-    /// High watermark and log start per partition, where the shard answered.
-    pub watermarks: std::collections::HashMap<PartitionKey, (Offset, Offset)>,
+    /// What this node's shards know of each partition they hold (watermarks,
+    /// and follower progress where this node leads).
+    pub statuses: std::collections::HashMap<PartitionKey, PartitionStatus>,
+}
+
+/// What the shard holding a partition knows of it now: its own log, and,
+/// on the partition leader, how far each replica has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+    pub log_end: Offset,
+    /// The leader epoch this replica last applied from the partition table.
+    pub leader_epoch: u32,
+    /// Progress of every replica as tracked by the partition leader (the
+    /// leader itself included); empty where this node does not lead or has
+    /// no follower tracking for the partition.
+    pub replicas: Vec<ReplicaProgress>,
+}
+
+/// One replica's progress as the partition leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    pub node: NodeId,
+    /// The replica's log end offset (fsynced on that replica).
+    pub log_end: Offset,
+    /// Records it lacks: leader log end − its log end.
+    pub lag: u64,
+    pub in_sync: bool,
 }
 
 /// Control core → shard.
@@ -201,10 +228,11 @@ pub struct MetadataView {
 pub enum ToShard {
     Table(PartitionTable),
     Append(AppendRequest),
-    /// Current high watermark and log start of a partition (for describe).
-    Watermarks {
+    /// What the shard knows of a partition now (describe, cluster status,
+    /// metrics); `None` when the partition is not open on this shard.
+    PartitionStatus {
         key: PartitionKey,
-        reply: oneshot::Sender<Option<(Offset, Offset)>>,
+        reply: oneshot::Sender<Option<PartitionStatus>>,
     },
     Stats(oneshot::Sender<ShardStats>),
     /// Answered once every command sent before it has been handled (a

@@ -321,8 +321,8 @@ async fn answer_admin(
                 })
                 .collect();
             let (tx, rx) = oneshot::channel();
-            let watermarks = if router
-                .send(RouterRequest::Watermarks {
+            let statuses = if router
+                .send(RouterRequest::PartitionStatus {
                     partitions,
                     reply: tx,
                 })
@@ -339,7 +339,7 @@ async fn answer_admin(
                 base_port: view.base_port,
                 shard_count: view.shard_count,
                 streams,
-                watermarks,
+                statuses,
             })
         }
     }

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bridge::{ingest, partition_subject};
 use crate::cluster::{Metadata, NodeId};
-use crate::cores::{AckRoute, AppendRequest, PartitionKey, PartitionTable, ShardStats, ToShard};
+use crate::cores::{
+    AckRoute, AppendRequest, PartitionKey, PartitionStatus, PartitionTable, ShardStats, ToShard,
+};
 use crate::protocol::error_code::ErrorCode;
 
 /// Most NATS messages gathered into one routing round.
@@ -30,9 +32,11 @@ pub const ROUTED_BATCH_BYTES_MAX: usize = 1 << 20;
 /// Requests other control-core tasks make of the router.
 pub enum RouterRequest {
     Stats(oneshot::Sender<Vec<ShardStats>>),
-    Watermarks {
+    /// What the shards know of these partitions (key, shard); partitions
+    /// not open on their shard are left out.
+    PartitionStatus {
         partitions: Vec<(PartitionKey, u32)>,
-        reply: oneshot::Sender<HashMap<PartitionKey, (Offset, Offset)>>,
+        reply: oneshot::Sender<HashMap<PartitionKey, PartitionStatus>>,
     },
     /// Apply the newest metadata, then answer once every shard has applied
     /// it: a client that created a stream can use it at once.
@@ -142,7 +146,7 @@ impl Router {
                 }
                 let _ = reply.send(stats);
             }
-            RouterRequest::Watermarks { partitions, reply } => {
+            RouterRequest::PartitionStatus { partitions, reply } => {
                 let mut pending = Vec::new();
                 for (key, shard) in partitions {
                     let Some(sender) = self.shards.get_mut(shard as usize) else {
@@ -150,7 +154,7 @@ impl Router {
                     };
                     let (tx, rx) = futures::channel::oneshot::channel();
                     if sender
-                        .send(ToShard::Watermarks { key, reply: tx })
+                        .send(ToShard::PartitionStatus { key, reply: tx })
                         .await
                         .is_ok()
                     {
@@ -159,8 +163,8 @@ impl Router {
                 }
                 let mut found = HashMap::new();
                 for (key, rx) in pending {
-                    if let Ok(Some(marks)) = rx.await {
-                        found.insert(key, marks);
+                    if let Ok(Some(status)) = rx.await {
+                        found.insert(key, status);
                     }
                 }
                 let _ = reply.send(found);

@@ -20,7 +20,7 @@ use shards::types::{Offset, TimestampMs};
 use super::sendfile::send_file_range;
 use super::{LocalPartition, Lookup, Shard};
 use crate::cluster::{StreamRecord, StreamSpec};
-use crate::cores::{AdminReply, AdminRequest, MetadataView, PartitionKey};
+use crate::cores::{AdminReply, AdminRequest, MetadataView, PartitionKey, PartitionStatus};
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
@@ -587,7 +587,7 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
             &mut fbb,
             record,
             view.base_port,
-            &view.watermarks,
+            &view.statuses,
         ));
     }
     if let Some(names) = wanted {
@@ -630,7 +630,7 @@ fn encode_stream<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     record: &StreamRecord,
     base_port: u16,
-    watermarks: &std::collections::HashMap<PartitionKey, (Offset, Offset)>,
+    statuses: &std::collections::HashMap<PartitionKey, PartitionStatus>,
 ) -> flatbuffers::WIPOffset<fb::StreamMetadata<'a>> {
     let spec = &record.spec;
     let mut partitions = Vec::new();
@@ -643,9 +643,9 @@ fn encode_stream<'a>(
         let isr: Vec<i64> = assignment.isr.iter().map(|n| *n as i64).collect();
         let replicas = fbb.create_vector(&replicas);
         let isr = fbb.create_vector(&isr);
-        let (hw, start) = watermarks
-            .get(&key)
-            .map_or((-1, -1), |(hw, start)| (hw.0 as i64, start.0 as i64));
+        let (hw, start) = statuses.get(&key).map_or((-1, -1), |status| {
+            (status.high_watermark.0 as i64, status.log_start.0 as i64)
+        });
         partitions.push(fb::PartitionMetadata::create(
             fbb,
             &fb::PartitionMetadataArgs {

@@ -27,7 +27,8 @@ use shards::ring::{RingReceiver, RingSender};
 
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry,
-    PartitionKey, PartitionSettings, PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
+    PartitionKey, PartitionSettings, PartitionStatus, PartitionTable, ShardStats, ToShard,
+    FSYNC_BUCKETS_US,
 };
 use crate::protocol::error_code::ErrorCode;
 
@@ -169,6 +170,25 @@ impl Shard {
         answer.await.unwrap_or_else(|_| unavailable())
     }
 
+    /// What this shard knows of partition `key` now: its own log's
+    /// watermarks and the epoch of the partition table it applied.
+    pub fn partition_status(&self, key: PartitionKey) -> Option<PartitionStatus> {
+        let local = self.partitions.borrow().get(&key).cloned()?;
+        let leader_epoch = self
+            .names
+            .borrow()
+            .get(&local.stream)
+            .and_then(|entries| entries.iter().find(|e| e.key == key))
+            .map_or(0, |entry| entry.leader_epoch);
+        Some(PartitionStatus {
+            high_watermark: local.log.high_watermark(),
+            log_start: local.log.log_start_offset(),
+            log_end: local.log.log_end_offset(),
+            leader_epoch,
+            replicas: Vec::new(),
+        })
+    }
+
     async fn send_to_control(&self, message: FromShard) {
         // Fails only when the forwarder is gone, i.e. during shutdown.
         let _ = self.outbox.send(message).await;
@@ -255,13 +275,8 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
                         .set(shard.appends_in_flight.get() + 1);
                     glommio::spawn_local(append(shard.clone(), request)).detach();
                 }
-                ToShard::Watermarks { key, reply } => {
-                    let found = shard
-                        .partitions
-                        .borrow()
-                        .get(&key)
-                        .map(|p| (p.log.high_watermark(), p.log.log_start_offset()));
-                    let _ = reply.send(found);
+                ToShard::PartitionStatus { key, reply } => {
+                    let _ = reply.send(shard.partition_status(key));
                 }
                 ToShard::Stats(reply) => {
                     let _ = reply.send(shard.snapshot_stats());
