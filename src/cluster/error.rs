@@ -53,6 +53,16 @@ pub enum ClusterError {
     Raft { reason: String },
     #[error("timed out after {waited_ms} ms waiting for {what}")]
     Timeout { what: &'static str, waited_ms: u64 },
+    /// A join was refused for a reason the operator must fix.
+    #[error("join refused: {reason}")]
+    JoinRefused { reason: String },
+    /// A node (the --join address, the metadata leader) cannot be reached.
+    #[error("cannot reach the node at {addr}: {reason} (is it running, and is that its --raft address?)")]
+    Unreachable { addr: String, reason: String },
+    /// No metadata leader answered in time (an election, or no majority of
+    /// the voters is up).
+    #[error("metadata unavailable: {reason}")]
+    Unavailable { reason: String },
     #[error("invalid cluster configuration: {reason}")]
     Config { reason: String },
     #[error("listen on raft address {addr}: {source}")]

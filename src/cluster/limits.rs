@@ -113,3 +113,32 @@ pub const SNAPSHOT_LOGS_TO_KEEP_DEFAULT: u64 = 1_000;
 /// How long `MetadataNode::start` waits for a single-node cluster to elect
 /// itself and register, before giving up.
 pub const STARTUP_LEADER_WAIT_MS: u64 = 10_000;
+
+/// Default of `node_timeout_ms`: a node silent for this long is dead.
+pub const NODE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+/// How long a metadata change keeps looking for a leader (elections take
+/// one to two election timeouts) before it fails.
+pub const FORWARD_DEADLINE_MS: u64 = 15_000;
+
+/// Pause between tries while there is no leader or it moved.
+pub const FORWARD_RETRY_BACKOFF_MS: u64 = 100;
+
+/// Reply wait of one forwarded change (the leader's own commit is bounded
+/// by [`PROPOSE_TIMEOUT_MS`]).
+pub const FORWARD_RPC_TIMEOUT_MS: u64 = 12_000;
+
+/// How long the leader waits for a proposal to commit (no majority → the
+/// caller is told so instead of waiting forever).
+pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a change made through the leader may take to be applied on the
+/// node that asked for it.
+pub const APPLY_WAIT_MS: u64 = 10_000;
+
+/// How long a joining node keeps asking (the `--join` member may still be
+/// starting), and how long the leader waits for a new learner to catch up.
+pub const JOIN_TIMEOUT_MS: u64 = 60_000;
+
+/// A restarted member logs every this many failed registration tries.
+pub const SETTLE_LOG_EVERY: u32 = 20;

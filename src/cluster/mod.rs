@@ -13,7 +13,11 @@
 //!   `<data_dir>/raft/` (layouts documented there and in
 //!   `storage/log_file.rs`); `frame.rs`: the CRC'd framing they and the
 //!   network share.
-//! - `network.rs`: raft RPCs over TCP, client and server.
+//! - `network.rs`: raft RPCs over TCP, client and server;
+//!   `control_rpc.rs`: Sluice's own RPCs on that transport (forwarding to
+//!   the leader, join, heartbeats, status).
+//! - `liveness.rs`: node heartbeats as the leader sees them;
+//!   `controller.rs`: moves partition leadership off dead nodes.
 //! - this file: [`MetadataNode`], the handle the server uses.
 //!
 //! Invariants: the metadata changes only by applying committed commands, in
@@ -22,15 +26,18 @@
 //! never reused.
 //!
 //! Reads ([`MetadataNode::list_streams`], [`MetadataNode::subscribe`], ...)
-//! see this node's applied state, which may trail the leader. Writes go
-//! through the raft leader; on a follower they fail with
-//! [`ClusterError::NotLeader`] naming the leader (forwarding is the server
-//! layer's job).
+//! see this node's applied state, which may trail the leader. Writes
+//! ([`MetadataNode::write`], create, delete) go through the raft leader:
+//! a follower forwards them over the raft transport, retrying across
+//! elections, and returns once it has applied the change itself.
 
 mod apply;
+pub mod control_rpc;
+pub mod controller;
 mod error;
 mod frame;
 pub mod limits;
+pub mod liveness;
 pub mod network;
 mod placement;
 mod storage;
@@ -38,20 +45,25 @@ mod types;
 mod validate;
 
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use self::control_rpc::{LocalPartitionStatus, ReplicaLag};
 pub use self::error::ClusterError;
 pub use self::placement::{stream_hash, Placement, PlacementError, RoundRobinPlacement};
 pub use self::types::{
@@ -60,12 +72,17 @@ pub use self::types::{
 };
 pub use self::validate::{validate_spec, validate_stream_name, validate_subject, InvalidSpec};
 
+use self::control_rpc::{ControlOp, ControlReply, ControlRequest, RemoteError};
 use self::limits::{
-    ELECTION_TIMEOUT_MAX_MS_DEFAULT, ELECTION_TIMEOUT_MIN_MS_DEFAULT,
-    HEARTBEAT_INTERVAL_MS_DEFAULT, RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS, RAFT_PAYLOAD_ENTRIES_MAX,
-    RAFT_SNAPSHOT_CHUNK_BYTES, SNAPSHOT_LOGS_SINCE_LAST_DEFAULT, SNAPSHOT_LOGS_TO_KEEP_DEFAULT,
+    APPLY_WAIT_MS, ELECTION_TIMEOUT_MAX_MS_DEFAULT, ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+    FORWARD_DEADLINE_MS, FORWARD_RETRY_BACKOFF_MS, FORWARD_RPC_TIMEOUT_MS,
+    HEARTBEAT_INTERVAL_MS_DEFAULT, JOIN_TIMEOUT_MS, NODE_TIMEOUT_MS_DEFAULT, PROPOSE_TIMEOUT_MS,
+    RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS, RAFT_PAYLOAD_ENTRIES_MAX, RAFT_SNAPSHOT_CHUNK_BYTES,
+    SETTLE_LOG_EVERY, SNAPSHOT_LOGS_SINCE_LAST_DEFAULT, SNAPSHOT_LOGS_TO_KEEP_DEFAULT,
     STARTUP_LEADER_WAIT_MS,
 };
+use self::liveness::Liveness;
+use self::network::PeerClient;
 
 /// Subdirectory of the data directory holding the raft files.
 pub const RAFT_DIR: &str = "raft";
@@ -111,16 +128,26 @@ pub struct MetadataConfig {
     pub shard_count: u32,
     pub raft: RaftTuning,
     pub bootstrap: Bootstrap,
+    /// A node the metadata leader has not heard from for this long is dead
+    /// (its partitions get new leaders).
+    pub node_timeout_ms: u64,
 }
 
 /// What a pristine node (no vote, log or snapshot) does at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Bootstrap {
     /// Form a one-node cluster with itself as the only voter.
     #[default]
     IfPristine,
-    /// Wait to be added by an existing cluster's leader (joining nodes).
+    /// Wait to be added by an existing cluster's leader.
     Never,
+    /// Ask the member at this raft address to add this node (as a voter,
+    /// once caught up); also re-asked by a restarted node that is not a
+    /// voter yet.
+    Join(String),
+    /// Form the cluster of these voters (node id → raft address), listed
+    /// identically on every one of them.
+    StaticPeers(BTreeMap<NodeId, String>),
 }
 
 impl MetadataConfig {
@@ -140,12 +167,13 @@ impl MetadataConfig {
             shard_count,
             raft: RaftTuning::default(),
             bootstrap: Bootstrap::IfPristine,
+            node_timeout_ms: NODE_TIMEOUT_MS_DEFAULT,
         }
     }
 }
 
 /// The result of a successful [`MetadataNode::create_stream`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamCreation {
     /// A new stream (with a new id).
     Created(StreamRecord),
@@ -167,28 +195,58 @@ impl StreamCreation {
     }
 }
 
+/// Where a `sluice cluster status` gets the partition statuses of this node
+/// (installed by the server once its shards run).
+pub type StatusSource =
+    Arc<dyn Fn() -> BoxFuture<'static, Vec<LocalPartitionStatus>> + Send + Sync>;
+
 /// This node's member of the metadata cluster. Must be started (and used)
-/// inside a tokio runtime: openraft spawns its tasks there.
+/// inside a tokio runtime: openraft spawns its tasks there. Dereferences to
+/// [`MetadataCore`], the part its background tasks share.
 pub struct MetadataNode {
+    core: Arc<MetadataCore>,
+    raft_server: JoinHandle<()>,
+    /// Heartbeats, the controller, and (on a restarted member) registration.
+    background: Vec<JoinHandle<()>>,
+}
+
+/// The state of a metadata node shared by its API, its RPC server and its
+/// background tasks.
+pub struct MetadataCore {
     node_id: NodeId,
     /// What this node announces in the metadata.
     info: NodeInfo,
     raft: MetadataRaft,
     metadata: watch::Receiver<Arc<Metadata>>,
-    raft_server: JoinHandle<()>,
+    liveness: Liveness,
+    /// One join (membership change) at a time; openraft refuses overlapping
+    /// changes anyway, this turns that into waiting.
+    membership_changes: tokio::sync::Mutex<()>,
+    status_source: OnceLock<StatusSource>,
+}
+
+impl std::ops::Deref for MetadataNode {
+    type Target = MetadataCore;
+
+    fn deref(&self) -> &MetadataCore {
+        &self.core
+    }
 }
 
 impl MetadataNode {
     /// Opens the raft storage under `<data_dir>/raft/`, rebuilds the state
-    /// machine, starts raft and its RPC listener.
+    /// machine, starts raft, its RPC listener, heartbeats and the controller.
     ///
-    /// A pristine node (no vote, log or snapshot) bootstraps a one-node
-    /// cluster with itself as the only voter, unless configured with
-    /// [`Bootstrap::Never`]. A node that is the only voter
-    /// (after bootstrap or on restart) waits until it leads, until its state
-    /// machine has caught up with everything committed, and until it is
-    /// registered with its current addresses, so the metadata is complete
-    /// when this returns.
+    /// What a pristine node (no vote, log or snapshot) does is set by
+    /// [`MetadataConfig::bootstrap`]: form a one-node cluster, form the
+    /// static peer cluster, join a member, or wait to be added. A node that
+    /// is the only voter (after bootstrap or on restart) waits until it
+    /// leads, until its state machine has caught up with everything
+    /// committed, and until it is registered with its current addresses; a
+    /// pristine joiner waits until it is a voter and registered. So the
+    /// metadata is complete when this returns. A restarted member of a
+    /// multi-node cluster registers (and re-joins if needed) in the
+    /// background, as that needs a majority that may still be starting.
     pub async fn start(config: MetadataConfig) -> Result<MetadataNode, ClusterError> {
         let opened = storage::open(&config.data_dir.join(RAFT_DIR)).await?;
         let listener = TcpListener::bind(config.raft_addr.as_str())
@@ -215,16 +273,43 @@ impl MetadataNode {
         )
         .await
         .map_err(raft_error)?;
-        let raft_server = tokio::spawn(network::serve_raft(listener, raft.clone()));
-        let node = MetadataNode {
+        let core = Arc::new(MetadataCore {
             node_id: config.node_id,
             info,
-            raft,
+            raft: raft.clone(),
             metadata: opened.metadata,
+            liveness: Liveness::new(
+                config.node_id,
+                Duration::from_millis(config.node_timeout_ms),
+            ),
+            membership_changes: tokio::sync::Mutex::new(()),
+            status_source: OnceLock::new(),
+        });
+        let handler_core = core.clone();
+        let handler: network::ControlHandler = Arc::new(move |request| {
+            let core = handler_core.clone();
+            Box::pin(async move { core.handle_control(request).await })
+        });
+        let raft_server = tokio::spawn(network::serve_raft(listener, raft, handler));
+        let mut node = MetadataNode {
+            core,
             raft_server,
+            background: Vec::new(),
         };
-        match node.bootstrap(opened.pristine, config.bootstrap).await {
-            Ok(()) => Ok(node),
+        match node
+            .core
+            .clone()
+            .bootstrap(opened.pristine, config.bootstrap)
+            .await
+        {
+            Ok(settle) => {
+                node.background.extend(settle);
+                node.background
+                    .push(tokio::spawn(heartbeats(node.core.clone())));
+                node.background
+                    .push(tokio::spawn(controller::run(node.core.clone())));
+                Ok(node)
+            }
             Err(e) => {
                 if let Err(stop) = node.shutdown().await {
                     tracing::warn!(error = %stop, "shutdown after a failed start");
@@ -234,18 +319,57 @@ impl MetadataNode {
         }
     }
 
-    /// Forms a one-node cluster if asked to and pristine; then, if this node
-    /// is the only voter, settles it as a registered, caught-up leader.
-    async fn bootstrap(&self, pristine: bool, bootstrap: Bootstrap) -> Result<(), ClusterError> {
+    /// Stops the background tasks, raft (its tasks finish their current
+    /// storage operation) and the RPC listener with its connections.
+    pub async fn shutdown(self) -> Result<(), ClusterError> {
+        let MetadataNode {
+            core,
+            raft_server,
+            background,
+        } = self;
+        for task in &background {
+            task.abort();
+        }
+        raft_server.abort();
+        let stopped = core.raft.shutdown().await;
+        // Aborted tasks report a cancellation, which is expected.
+        let _ = raft_server.await;
+        for task in background {
+            let _ = task.await;
+        }
+        stopped.map_err(|e| ClusterError::Raft {
+            reason: format!("shutdown: {e}"),
+        })
+    }
+}
+
+impl MetadataCore {
+    /// Forms or joins a cluster as configured when pristine; then, if this
+    /// node is the only voter, settles it as a registered, caught-up
+    /// leader. Returns the background task that registers a restarted
+    /// member of a multi-node cluster, if one is needed.
+    async fn bootstrap(
+        self: Arc<Self>,
+        pristine: bool,
+        bootstrap: Bootstrap,
+    ) -> Result<Option<JoinHandle<()>>, ClusterError> {
         if pristine {
-            if bootstrap == Bootstrap::Never {
-                tracing::info!(
-                    node_id = self.node_id,
-                    "pristine node waiting to be added to a cluster"
-                );
-                return Ok(());
+            match &bootstrap {
+                Bootstrap::Never => {
+                    tracing::info!(
+                        node_id = self.node_id,
+                        "pristine node waiting to be added to a cluster"
+                    );
+                    return Ok(None);
+                }
+                Bootstrap::IfPristine => self.initialize_alone().await?,
+                Bootstrap::StaticPeers(peers) => self.initialize_peers(peers).await?,
+                Bootstrap::Join(addr) => {
+                    self.join_via(addr).await?;
+                    self.register_self().await?;
+                    return Ok(None);
+                }
             }
-            self.initialize_alone().await?;
         }
         let metrics = self
             .wait_for(
@@ -255,9 +379,13 @@ impl MetadataNode {
             .await?;
         let voters: Vec<NodeId> = metrics.membership_config.voter_ids().collect();
         if voters != [self.node_id] {
-            // A member of a multi-node cluster: the leader drives it; joining
-            // and registration through the leader are the server's job.
-            return Ok(());
+            // A member of a multi-node cluster: registering needs the
+            // leader, which needs a majority that may still be starting.
+            let join = match bootstrap {
+                Bootstrap::Join(addr) if !voters.contains(&self.node_id) => Some(addr),
+                _ => None,
+            };
+            return Ok(Some(tokio::spawn(self.clone().settle_member(join))));
         }
         self.wait_for(
             |m| m.state == ServerState::Leader && m.current_leader == Some(m.id),
@@ -271,7 +399,8 @@ impl MetadataNode {
             .map_err(|e| ClusterError::Raft {
                 reason: format!("catching up the state machine: {e}"),
             })?;
-        self.register_self().await
+        self.register_self().await?;
+        Ok(None)
     }
 
     /// Makes this node the only voter of a new cluster.
@@ -280,20 +409,144 @@ impl MetadataNode {
             raft_addr: self.info.raft_addr.clone(),
             client_addr: self.info.client_addr.clone(),
         };
-        match self
-            .raft
-            .initialize(BTreeMap::from([(self.node_id, me)]))
-            .await
-        {
+        self.initialize(BTreeMap::from([(self.node_id, me)])).await
+    }
+
+    /// Forms the cluster of a static peer list. Every peer does the same
+    /// with the same list (openraft allows several nodes to initialize with
+    /// an identical membership), so the client addresses, which a peer does
+    /// not know of the others, are left empty: they come from registration.
+    async fn initialize_peers(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), ClusterError> {
+        match peers.get(&self.node_id) {
+            Some(addr) if *addr == self.info.raft_addr => {}
+            Some(addr) => {
+                return Err(ClusterError::Config {
+                    reason: format!(
+                        "peers lists node {} at {addr}, but this node's raft address is {}; make them agree",
+                        self.node_id, self.info.raft_addr
+                    ),
+                })
+            }
+            None => {
+                return Err(ClusterError::Config {
+                    reason: format!(
+                        "peers does not list this node ({}); every node must start with the same full list",
+                        self.node_id
+                    ),
+                })
+            }
+        }
+        let members = peers
+            .iter()
+            .map(|(id, addr)| {
+                let node = ClusterNode {
+                    raft_addr: addr.clone(),
+                    client_addr: String::new(),
+                };
+                (*id, node)
+            })
+            .collect();
+        self.initialize(members).await
+    }
+
+    async fn initialize(&self, members: BTreeMap<NodeId, ClusterNode>) -> Result<(), ClusterError> {
+        let count = members.len();
+        match self.raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(
                     node_id = self.node_id,
-                    "bootstrapped a one-node metadata cluster"
+                    voters = count,
+                    "bootstrapped the metadata cluster"
                 );
                 Ok(())
             }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(raft_error(e)),
+        }
+    }
+
+    /// Background settling of a restarted member: re-joins if it is not a
+    /// voter yet (a join interrupted by a crash), then registers its current
+    /// addresses; retries until it succeeds.
+    async fn settle_member(self: Arc<Self>, join: Option<String>) {
+        let mut attempt: u32 = 0;
+        loop {
+            let joined = match &join {
+                Some(addr) => self.join_via(addr).await,
+                None => Ok(()),
+            };
+            match joined {
+                Ok(()) => match self.register_self().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        if attempt.is_multiple_of(SETTLE_LOG_EVERY) {
+                            tracing::warn!(node_id = self.node_id, error = %e, "cannot register with the metadata leader yet; retrying");
+                        }
+                    }
+                },
+                Err(ClusterError::JoinRefused { reason }) => {
+                    tracing::error!(node_id = self.node_id, %reason, "join refused; this node stays out of the cluster");
+                    return;
+                }
+                Err(e) => {
+                    if attempt.is_multiple_of(SETTLE_LOG_EVERY) {
+                        tracing::warn!(node_id = self.node_id, error = %e, "cannot join yet; retrying");
+                    }
+                }
+            }
+            attempt = attempt.wrapping_add(1);
+            tokio::time::sleep(Duration::from_millis(FORWARD_RETRY_BACKOFF_MS * 5)).await;
+        }
+    }
+
+    /// Asks the member at `addr` (its raft address) to add this node;
+    /// retries while it is unreachable or busy, up to [`JOIN_TIMEOUT_MS`].
+    async fn join_via(&self, addr: &str) -> Result<(), ClusterError> {
+        let request = ControlRequest {
+            forwarded: false,
+            op: ControlOp::Join {
+                node_id: self.node_id,
+                node: ClusterNode {
+                    raft_addr: self.info.raft_addr.clone(),
+                    client_addr: self.info.client_addr.clone(),
+                },
+            },
+        };
+        let deadline = Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS);
+        let mut client = PeerClient::new(self.node_id, 0, addr);
+        loop {
+            let failure = match client
+                .control(&request, Duration::from_millis(JOIN_TIMEOUT_MS))
+                .await
+            {
+                Ok(ControlReply::Joined) => {
+                    tracing::info!(
+                        node_id = self.node_id,
+                        via = addr,
+                        "joined the metadata cluster as a voter"
+                    );
+                    return Ok(());
+                }
+                Ok(ControlReply::Failed(RemoteError::Refused { reason })) => {
+                    return Err(ClusterError::JoinRefused { reason })
+                }
+                Ok(ControlReply::Failed(e)) => ClusterError::from(e),
+                Ok(other) => ClusterError::Unavailable {
+                    reason: format!("unexpected answer to a join: {other:?}"),
+                },
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(match failure {
+                    ClusterError::Unreachable { addr, reason } => ClusterError::Unreachable {
+                        addr: format!("{addr} (--join)"),
+                        reason,
+                    },
+                    other => other,
+                });
+            }
+            tracing::info!(via = addr, error = %failure, "join not done yet; retrying");
+            tokio::time::sleep(Duration::from_millis(FORWARD_RETRY_BACKOFF_MS * 5)).await;
         }
     }
 
@@ -315,7 +568,7 @@ impl MetadataNode {
     }
 
     /// Registers (or updates) this node in the metadata if it is missing
-    /// or outdated.
+    /// or outdated, through the leader wherever it is.
     async fn register_self(&self) -> Result<(), ClusterError> {
         if self.metadata.borrow().nodes().get(&self.node_id) == Some(&self.info) {
             return Ok(());
@@ -324,29 +577,52 @@ impl MetadataNode {
             node_id: self.node_id,
             info: self.info.clone(),
         };
-        match self.propose(command).await? {
+        match self.write(command).await? {
             MetadataResponse::Ok => Ok(()),
             MetadataResponse::Invalid { reason } => Err(ClusterError::Config { reason }),
             other => Err(unexpected("RegisterNode", other)),
         }
     }
 
-    /// Creates a stream with [`RoundRobinPlacement`] starting at this node.
-    pub async fn create_stream(&self, spec: StreamSpec) -> Result<StreamCreation, ClusterError> {
-        self.create_stream_with(spec, &RoundRobinPlacement::starting_at(self.node_id))
-            .await
-    }
-
-    /// Creates a stream, placing its partitions with `placement`.
+    /// Creates a stream wherever the metadata leader is: placement
+    /// ([`RoundRobinPlacement`] starting at this node, over the live nodes)
+    /// is computed on the leader. Returns once this node has applied it.
     /// Idempotent: the same name with the same spec answers
     /// [`StreamCreation::Exists`] with the existing record (same id); the
     /// same name with a different subject or settings is a
     /// [`ClusterError::Conflict`].
+    pub async fn create_stream(&self, spec: StreamSpec) -> Result<StreamCreation, ClusterError> {
+        validate_spec(&spec)?;
+        let op = ControlOp::CreateStream {
+            spec,
+            origin: self.node_id,
+        };
+        match self.execute(op).await? {
+            ControlReply::Created { creation, index } => {
+                self.wait_applied(index).await;
+                Ok(creation)
+            }
+            other => Err(unexpected_reply("CreateStream", other)),
+        }
+    }
+
+    /// Creates a stream on this node, which must lead, placing its
+    /// partitions with `placement`.
     pub async fn create_stream_with(
         &self,
         spec: StreamSpec,
         placement: &impl Placement,
     ) -> Result<StreamCreation, ClusterError> {
+        self.create_stream_here(spec, placement)
+            .await
+            .map(|(creation, _)| creation)
+    }
+
+    async fn create_stream_here(
+        &self,
+        spec: StreamSpec,
+        placement: &impl Placement,
+    ) -> Result<(StreamCreation, u64), ClusterError> {
         validate_spec(&spec)?;
         self.check_leader()?;
         let metadata = self.metadata();
@@ -355,7 +631,7 @@ impl MetadataNode {
             // re-create; reuse the existing one rather than failing
             // placement if the cluster shrank since.
             Some(existing) if existing.spec == spec => existing.partitions.clone(),
-            _ => placement.place(&spec, &metadata)?,
+            _ => placement.place(&spec, &self.live_metadata(&metadata))?,
         };
         let name = spec.name.clone();
         let command = MetadataCommand::CreateStream {
@@ -363,46 +639,113 @@ impl MetadataNode {
             placement: assignments,
             created_at_ms: now_ms(),
         };
-        match self.propose(command).await? {
-            MetadataResponse::StreamCreated(record) => Ok(StreamCreation::Created(record)),
-            MetadataResponse::StreamExists(record) => Ok(StreamCreation::Exists(record)),
-            MetadataResponse::Conflict { reason } => Err(ClusterError::Conflict { name, reason }),
-            MetadataResponse::Invalid { reason } => Err(ClusterError::Rejected { reason }),
-            other => Err(unexpected("CreateStream", other)),
+        let (response, index) = self.propose_indexed(command).await?;
+        let creation = match response {
+            MetadataResponse::StreamCreated(record) => StreamCreation::Created(record),
+            MetadataResponse::StreamExists(record) => StreamCreation::Exists(record),
+            MetadataResponse::Conflict { reason } => {
+                return Err(ClusterError::Conflict { name, reason })
+            }
+            MetadataResponse::Invalid { reason } => return Err(ClusterError::Rejected { reason }),
+            other => return Err(unexpected("CreateStream", other)),
+        };
+        Ok((creation, index))
+    }
+
+    /// The metadata without the nodes the leader considers dead: new
+    /// partitions are not placed on them.
+    fn live_metadata(&self, metadata: &Metadata) -> Metadata {
+        let now = self.liveness_clock();
+        let mut live = metadata.clone();
+        live.nodes.retain(|id, _| self.liveness.is_alive(*id, now));
+        live
+    }
+
+    /// The instant liveness is judged at, after starting a new grace period
+    /// if this node leads in a term it has not tracked yet.
+    fn liveness_clock(&self) -> Instant {
+        let now = Instant::now();
+        let term = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state == ServerState::Leader).then_some(metrics.current_term)
+        };
+        if let Some(term) = term {
+            self.liveness.leading_in(term, now);
+        }
+        now
+    }
+
+    /// Deletes a stream wherever the leader is; returns the record it had
+    /// once this node has applied the deletion.
+    pub async fn delete_stream(&self, name: &str) -> Result<StreamRecord, ClusterError> {
+        match self
+            .execute(ControlOp::DeleteStream(name.to_owned()))
+            .await?
+        {
+            ControlReply::Deleted { record, index } => {
+                self.wait_applied(index).await;
+                Ok(record)
+            }
+            other => Err(unexpected_reply("DeleteStream", other)),
         }
     }
 
-    /// Deletes a stream; returns the record it had.
-    pub async fn delete_stream(&self, name: &str) -> Result<StreamRecord, ClusterError> {
+    async fn delete_stream_here(&self, name: &str) -> Result<(StreamRecord, u64), ClusterError> {
         self.check_leader()?;
         let command = MetadataCommand::DeleteStream {
             name: name.to_owned(),
         };
-        match self.propose(command).await? {
-            MetadataResponse::StreamDeleted(record) => Ok(record),
-            MetadataResponse::NotFound => Err(ClusterError::NotFound {
+        match self.propose_indexed(command).await? {
+            (MetadataResponse::StreamDeleted(record), index) => Ok((record, index)),
+            (MetadataResponse::NotFound, _) => Err(ClusterError::NotFound {
                 name: name.to_owned(),
             }),
-            other => Err(unexpected("DeleteStream", other)),
+            (other, _) => Err(unexpected("DeleteStream", other)),
         }
     }
 
-    /// Proposes `command` through the raft leader wherever it is, and returns
-    /// the state machine's response once it is committed and applied there.
-    /// Every server-side metadata change goes through here (forwarding from
-    /// a follower to the leader lives behind it).
+    /// Proposes `command` through the raft leader wherever it is (forwarded
+    /// over the raft transport, retried across elections for up to
+    /// [`FORWARD_DEADLINE_MS`]), and returns the state machine's response
+    /// once it is committed and applied there and here. Every server-side
+    /// metadata change goes through here.
     pub async fn write(&self, command: MetadataCommand) -> Result<MetadataResponse, ClusterError> {
-        self.propose(command).await
+        match self.execute(ControlOp::Write(command)).await? {
+            ControlReply::Written { response, index } => {
+                self.wait_applied(index).await;
+                Ok(response)
+            }
+            other => Err(unexpected_reply("Write", other)),
+        }
     }
 
-    /// Proposes any command through raft and returns the state machine's
-    /// response once it is committed and applied on this (leader) node.
+    /// Proposes any command through raft on this node, which must lead, and
+    /// returns the state machine's response once it is committed and
+    /// applied here.
     pub async fn propose(
         &self,
         command: MetadataCommand,
     ) -> Result<MetadataResponse, ClusterError> {
-        match self.raft.client_write(command).await {
-            Ok(written) => Ok(written.data),
+        self.propose_indexed(command).await.map(|(r, _)| r)
+    }
+
+    async fn propose_indexed(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(MetadataResponse, u64), ClusterError> {
+        let written = tokio::time::timeout(
+            Duration::from_millis(PROPOSE_TIMEOUT_MS),
+            self.raft.client_write(command),
+        )
+        .await
+        .map_err(|_| ClusterError::Unavailable {
+            reason: format!(
+                "the change was not committed within {PROPOSE_TIMEOUT_MS} ms; is a majority of the voters up?"
+            ),
+        })?;
+        match written {
+            Ok(written) => Ok((written.data, written.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(ClusterError::NotLeader {
                     leader: forward
@@ -411,6 +754,192 @@ impl MetadataNode {
                 })
             }
             Err(e) => Err(raft_error(e)),
+        }
+    }
+
+    /// Runs `op` on the leader: here if this node leads, else forwarded to
+    /// it. Retries while there is no leader or it moved, with a short
+    /// backoff, for up to [`FORWARD_DEADLINE_MS`].
+    async fn execute(&self, op: ControlOp) -> Result<ControlReply, ClusterError> {
+        let deadline = Instant::now() + Duration::from_millis(FORWARD_DEADLINE_MS);
+        let mut client: Option<PeerClient> = None;
+        loop {
+            let attempt = match self.leader_target() {
+                Some((leader, _)) if leader == self.node_id => self.execute_here(op.clone()).await,
+                Some((leader, addr)) => {
+                    let peer = match &mut client {
+                        Some(c) if c.addr() == addr => c,
+                        slot => slot.insert(PeerClient::new(self.node_id, leader, addr)),
+                    };
+                    let request = ControlRequest {
+                        forwarded: true,
+                        op: op.clone(),
+                    };
+                    match peer
+                        .control(&request, Duration::from_millis(FORWARD_RPC_TIMEOUT_MS))
+                        .await
+                    {
+                        Ok(ControlReply::Failed(e)) => Err(ClusterError::from(e)),
+                        other => other,
+                    }
+                }
+                None => Err(ClusterError::NotLeader { leader: None }),
+            };
+            let retry = matches!(
+                &attempt,
+                Err(ClusterError::NotLeader { .. })
+                    | Err(ClusterError::Unreachable { .. })
+                    | Err(ClusterError::Unavailable { .. })
+            );
+            if !retry {
+                return attempt.map_err(|e| self.with_leader_hint(e));
+            }
+            if Instant::now() >= deadline {
+                let reason = match attempt {
+                    Err(e) => e.to_string(),
+                    Ok(_) => String::new(),
+                };
+                return Err(ClusterError::Unavailable {
+                    reason: format!(
+                        "no metadata leader took the change within {FORWARD_DEADLINE_MS} ms (last: {reason}); is a majority of the nodes up?"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(FORWARD_RETRY_BACKOFF_MS)).await;
+        }
+    }
+
+    /// `op` on this node, as the leader (it answers `NotLeader` if not).
+    async fn execute_here(&self, op: ControlOp) -> Result<ControlReply, ClusterError> {
+        match op {
+            ControlOp::Write(command) => {
+                self.check_leader()?;
+                let (response, index) = self.propose_indexed(command).await?;
+                Ok(ControlReply::Written { response, index })
+            }
+            ControlOp::CreateStream { spec, origin } => {
+                let placement = RoundRobinPlacement::starting_at(origin);
+                let (creation, index) = self.create_stream_here(spec, &placement).await?;
+                Ok(ControlReply::Created { creation, index })
+            }
+            ControlOp::DeleteStream(name) => {
+                let (record, index) = self.delete_stream_here(&name).await?;
+                Ok(ControlReply::Deleted { record, index })
+            }
+            ControlOp::Join { node_id, node } => {
+                self.add_member(node_id, node).await?;
+                Ok(ControlReply::Joined)
+            }
+            ControlOp::Liveness => {
+                self.check_leader()?;
+                let metadata = self.metadata();
+                let now = self.liveness_clock();
+                Ok(ControlReply::Liveness(
+                    self.liveness
+                        .snapshot(metadata.nodes().keys().copied(), now),
+                ))
+            }
+            ControlOp::Heartbeat { node_id } => {
+                self.check_leader()?;
+                let now = self.liveness_clock();
+                self.liveness.heard_from(node_id, now);
+                Ok(ControlReply::HeartbeatAck)
+            }
+            ControlOp::LocalStatus => Ok(ControlReply::LocalStatus(self.local_status().await)),
+        }
+    }
+
+    /// Answers a control request from another node. A request that needs
+    /// the leader and reaches a follower is forwarded once (a join arriving
+    /// at the `--join` member, typically); a request already forwarded is
+    /// answered `NotLeader` and its sender retries.
+    async fn handle_control(&self, request: ControlRequest) -> ControlReply {
+        let needs_leader = !matches!(request.op, ControlOp::LocalStatus);
+        let result = if needs_leader && !self.is_leader() {
+            if request.forwarded || matches!(request.op, ControlOp::Heartbeat { .. }) {
+                Err(ClusterError::NotLeader {
+                    leader: self.leader(),
+                })
+            } else {
+                self.execute(request.op).await
+            }
+        } else {
+            self.execute_here(request.op).await
+        };
+        result.unwrap_or_else(|e| ControlReply::Failed(e.into()))
+    }
+
+    /// Adds `node_id` as a voter: as a learner first, waiting until it has
+    /// caught up, then promoted. Idempotent; refuses a node id or raft
+    /// address another node already uses.
+    async fn add_member(&self, node_id: NodeId, node: ClusterNode) -> Result<(), ClusterError> {
+        let _one_at_a_time = self.membership_changes.lock().await;
+        self.check_leader()?;
+        let metadata = self.metadata();
+        if let Some(info) = metadata.nodes().get(&node_id) {
+            if info.raft_addr != node.raft_addr {
+                return Err(ClusterError::JoinRefused {
+                    reason: format!(
+                        "node id {node_id} is already used by the node at raft address {}; give the new node another --node-id (or restart the old node with its own address)",
+                        info.raft_addr
+                    ),
+                });
+            }
+        }
+        if let Some((other, _)) = metadata
+            .nodes()
+            .iter()
+            .find(|(id, info)| **id != node_id && info.raft_addr == node.raft_addr)
+        {
+            return Err(ClusterError::JoinRefused {
+                reason: format!(
+                    "raft address {} is already used by node {other}; a node keeps its --node-id across restarts",
+                    node.raft_addr
+                ),
+            });
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if let Some(existing) = membership.membership().get_node(&node_id) {
+            if existing.raft_addr != node.raft_addr {
+                return Err(ClusterError::JoinRefused {
+                    reason: format!(
+                        "node id {node_id} is already a member at raft address {}; give the new node another --node-id",
+                        existing.raft_addr
+                    ),
+                });
+            }
+        }
+        if membership.voter_ids().any(|id| id == node_id) {
+            return Ok(());
+        }
+        tracing::info!(node_id, raft = %node.raft_addr, "adding a node: learner first");
+        tokio::time::timeout(
+            Duration::from_millis(JOIN_TIMEOUT_MS),
+            self.raft.add_learner(node_id, node, true),
+        )
+        .await
+        .map_err(|_| ClusterError::Unavailable {
+            reason: format!("node {node_id} did not catch up within {JOIN_TIMEOUT_MS} ms"),
+        })?
+        .map_err(raft_error)?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(raft_error)?;
+        tracing::info!(node_id, "node is a voter");
+        Ok(())
+    }
+
+    /// Waits (bounded) until this node has applied log index `index`, so a
+    /// change made through the leader is visible here when it returns.
+    async fn wait_applied(&self, index: u64) {
+        let waited = self
+            .raft
+            .wait(Some(Duration::from_millis(APPLY_WAIT_MS)))
+            .applied_index_at_least(Some(index), "the change to be applied here")
+            .await;
+        if let Err(e) = waited {
+            tracing::warn!(index, error = %e, "a committed change is not applied here yet");
         }
     }
 
@@ -423,6 +952,69 @@ impl MetadataNode {
         Err(ClusterError::NotLeader {
             leader: self.leader(),
         })
+    }
+
+    fn with_leader_hint(&self, error: ClusterError) -> ClusterError {
+        match error {
+            ClusterError::NotLeader { .. } => ClusterError::NotLeader {
+                leader: self.leader(),
+            },
+            other => other,
+        }
+    }
+
+    /// Installs where [`ControlOp::LocalStatus`] gets this node's
+    /// partition statuses (the server, once its shards run). Only the first
+    /// call has an effect.
+    pub fn set_status_source(&self, source: StatusSource) {
+        let _ = self.status_source.set(source);
+    }
+
+    async fn local_status(&self) -> Vec<LocalPartitionStatus> {
+        match self.status_source.get() {
+            Some(source) => source().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Which registered nodes are alive, as the metadata leader sees it
+    /// (asked of it when this node does not lead).
+    pub async fn liveness(&self) -> Result<BTreeMap<NodeId, bool>, ClusterError> {
+        match self.execute(ControlOp::Liveness).await? {
+            ControlReply::Liveness(alive) => Ok(alive),
+            other => Err(unexpected_reply("Liveness", other)),
+        }
+    }
+
+    /// The partition statuses node `node` reports (asked over the raft
+    /// transport; this node's own directly), within `timeout`.
+    pub async fn node_status(
+        &self,
+        node: NodeId,
+        timeout: Duration,
+    ) -> Result<Vec<LocalPartitionStatus>, ClusterError> {
+        if node == self.node_id {
+            return Ok(self.local_status().await);
+        }
+        let addr = self
+            .metadata()
+            .nodes()
+            .get(&node)
+            .map(|info| info.raft_addr.clone())
+            .ok_or(ClusterError::Unavailable {
+                reason: format!("node {node} is not registered"),
+            })?;
+        let request = ControlRequest {
+            forwarded: true,
+            op: ControlOp::LocalStatus,
+        };
+        match PeerClient::new(self.node_id, node, addr)
+            .control(&request, timeout)
+            .await?
+        {
+            ControlReply::LocalStatus(statuses) => Ok(statuses),
+            other => Err(unexpected_reply("LocalStatus", other)),
+        }
     }
 
     /// All streams, by name, as applied on this node.
@@ -456,13 +1048,26 @@ impl MetadataNode {
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.node_id)
     }
 
-    /// The current leader's id and client address, if known.
+    /// The current leader's id and client address, if known (the address
+    /// it registered, else the one in the raft membership).
     pub fn leader(&self) -> Option<(NodeId, String)> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        if let Some(info) = self.metadata.borrow().nodes().get(&leader) {
+            return Some((leader, info.client_addr.clone()));
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.client_addr.clone()))
+    }
+
+    /// The current leader's id and raft address, if known.
+    fn leader_target(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&leader)?;
-        Some((leader, node.client_addr.clone()))
+        Some((leader, node.raft_addr.clone()))
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -479,20 +1084,45 @@ impl MetadataNode {
     pub fn raft(&self) -> &MetadataRaft {
         &self.raft
     }
+}
 
-    /// Stops raft (its tasks finish their current storage operation) and the
-    /// RPC listener with its connections.
-    pub async fn shutdown(self) -> Result<(), ClusterError> {
-        let MetadataNode {
-            raft, raft_server, ..
-        } = self;
-        raft_server.abort();
-        let stopped = raft.shutdown().await;
-        // An aborted server task reports a cancellation, which is expected.
-        let _ = raft_server.await;
-        stopped.map_err(|e| ClusterError::Raft {
-            reason: format!("shutdown: {e}"),
-        })
+/// Tells the metadata leader every heartbeat interval that this node is
+/// up. Runs until the node shuts down.
+async fn heartbeats(core: Arc<MetadataCore>) {
+    let interval = liveness::heartbeat_interval(core.liveness.timeout());
+    let request = ControlRequest {
+        forwarded: true,
+        op: ControlOp::Heartbeat {
+            node_id: core.node_id,
+        },
+    };
+    let mut client: Option<PeerClient> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some((leader, addr)) = core.leader_target() else {
+            continue;
+        };
+        if leader == core.node_id {
+            continue;
+        }
+        let peer = match &mut client {
+            Some(c) if c.addr() == addr => c,
+            slot => slot.insert(PeerClient::new(core.node_id, leader, addr)),
+        };
+        match peer.control(&request, core.liveness.timeout()).await {
+            Ok(ControlReply::HeartbeatAck) => {}
+            Ok(other) => tracing::debug!(reply = ?other, "heartbeat not taken"),
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+fn unexpected_reply(op: &str, reply: ControlReply) -> ClusterError {
+    match reply {
+        ControlReply::Failed(e) => e.into(),
+        other => ClusterError::Raft {
+            reason: format!("unexpected answer to {op}: {other:?}"),
+        },
     }
 }
 

@@ -8,6 +8,10 @@
 //! drops it after any error or timeout, reconnecting on the next call, so a
 //! reply can never be matched with the wrong request.
 //!
+//! Sluice's own control RPCs (`control_rpc.rs`: forwarding to the leader,
+//! join, heartbeats, status) share the transport as
+//! [`RaftRequest::Control`], answered by the node's [`ControlHandler`].
+//!
 //! Errors map onto openraft's retry model: cannot connect → `Unreachable`
 //! (openraft backs off), I/O or a bad frame → `Network` (retried at once),
 //! no reply within the RPC's TTL → `Timeout`, request over the frame limit →
@@ -15,7 +19,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
@@ -32,6 +39,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use super::control_rpc::{ControlReply, ControlRequest};
+use super::error::ClusterError;
 use super::frame::{self, FrameError};
 use super::limits::{
     RAFT_CONNECTIONS_MAX, RAFT_CONNECT_TIMEOUT_MS, RAFT_FRAME_BYTES_MAX, RAFT_IDLE_TIMEOUT_MS,
@@ -45,6 +54,7 @@ pub enum RaftRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    Control(ControlRequest),
 }
 
 /// The reply to a [`RaftRequest`] of the same variant: the remote raft's
@@ -56,7 +66,12 @@ pub enum RaftReply {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    Control(ControlReply),
 }
+
+/// Answers control requests arriving on the raft listener.
+pub type ControlHandler =
+    Arc<dyn Fn(ControlRequest) -> BoxFuture<'static, ControlReply> + Send + Sync>;
 
 /// Why a call produced no reply.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +125,50 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
+    /// A client of the node `target` listening for raft at `addr`.
+    pub fn new(local: NodeId, target: NodeId, addr: impl Into<String>) -> PeerClient {
+        PeerClient {
+            local,
+            target,
+            addr: addr.into(),
+            stream: None,
+        }
+    }
+
+    /// The raft address this client calls.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one control request and waits up to `ttl` for its reply.
+    pub async fn control(
+        &mut self,
+        request: &ControlRequest,
+        ttl: Duration,
+    ) -> Result<ControlReply, ClusterError> {
+        let bytes = encode_request(&RaftRequest::Control(request.clone())).map_err(|e| {
+            ClusterError::Unavailable {
+                reason: format!("cannot encode a control request: {e}"),
+            }
+        })?;
+        match self.call(&bytes, ttl).await {
+            Ok(RaftReply::Control(reply)) => Ok(reply),
+            Ok(_) => {
+                self.stream = None;
+                Err(ClusterError::Unavailable {
+                    reason: format!("node at {} answered another request", self.addr),
+                })
+            }
+            Err(CallError::Connect { addr, source }) => Err(ClusterError::Unreachable {
+                addr,
+                reason: source.to_string(),
+            }),
+            Err(e) => Err(ClusterError::Unavailable {
+                reason: format!("control RPC to node {} at {}: {e}", self.target, self.addr),
+            }),
+        }
+    }
+
     /// Sends one request and reads its reply within `ttl`. Any failure
     /// drops the connection.
     async fn call(&mut self, request: &[u8], ttl: Duration) -> Result<RaftReply, CallError> {
@@ -263,7 +322,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// dropped (which also ends every connection it serves). At most
 /// [`RAFT_CONNECTIONS_MAX`] connections are served at once; more are
 /// closed on accept.
-pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft) {
+pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft, control: ControlHandler) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -273,7 +332,7 @@ pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft) {
                         tracing::warn!(%peer, limit = RAFT_CONNECTIONS_MAX, "too many raft connections; closing");
                         continue;
                     }
-                    connections.spawn(serve_connection(stream, peer, raft.clone()));
+                    connections.spawn(serve_connection(stream, peer, raft.clone(), control.clone()));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
@@ -288,7 +347,12 @@ pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft) {
 
 /// Answers requests on one connection until the peer closes it, goes idle,
 /// or sends something that is not a valid request (then it is closed).
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: MetadataRaft) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    raft: MetadataRaft,
+    control: ControlHandler,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay failed");
     }
@@ -331,6 +395,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Metadat
                 }
                 RaftReply::InstallSnapshot(raft.install_snapshot(rpc).await)
             }
+            RaftRequest::Control(request) => RaftReply::Control(control(request).await),
         };
         let bytes = match frame::encode(&reply, RAFT_FRAME_BYTES_MAX) {
             Ok(bytes) => bytes,

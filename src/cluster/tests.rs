@@ -490,10 +490,12 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
         assert!(!follower.is_leader());
         let installed = follower.raft().metrics().borrow().snapshot;
         assert!(installed.is_some(), "caught up through a snapshot");
-        let refused = follower.create_stream(spec("elsewhere", "e")).await;
+        let here = follower
+            .create_stream_with(spec("elsewhere", "e"), &RoundRobinPlacement::starting_at(1))
+            .await;
         assert!(
-            matches!(&refused, Err(ClusterError::NotLeader { leader: Some((1, addr)) }) if addr == "127.0.0.1:9401"),
-            "{refused:?}"
+            matches!(&here, Err(ClusterError::NotLeader { leader: Some((1, addr)) }) if addr == "127.0.0.1:9401"),
+            "placing on a follower is refused: {here:?}"
         );
     }
     for follower in followers {
