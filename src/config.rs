@@ -59,6 +59,8 @@ pub struct FileConfig {
     pub spin_before_park_us: Option<u64>,
     pub io_memory_bytes: Option<usize>,
     pub segment_bytes: Option<u64>,
+    /// Authentication and superusers (`crate::auth`); absent = off.
+    pub auth: Option<crate::auth::AuthFileConfig>,
 }
 
 impl FileConfig {
@@ -92,6 +94,8 @@ pub struct ServeConfig {
     pub spin_before_park: Option<Duration>,
     pub io_memory_bytes: usize,
     pub segment_bytes: u64,
+    /// Credential checks for the TCP protocol (off unless `[auth] enabled`).
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
 }
 
 impl ServeConfig {
@@ -150,6 +154,8 @@ impl ServeFlags {
                 shard_cpus.len()
             )));
         }
+        let auth = crate::auth::Authenticator::from_config(&file.auth.unwrap_or_default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let sync = match self.sync.or(file.sync) {
             Some(text) => parse_sync(&text)?,
             None => SyncPolicy::EveryBatch,
@@ -174,6 +180,7 @@ impl ServeFlags {
             segment_bytes: file
                 .segment_bytes
                 .unwrap_or(shards::constants::SEGMENT_BYTES_DEFAULT),
+            auth: std::sync::Arc::new(auth),
         })
     }
 }

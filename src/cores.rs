@@ -10,6 +10,7 @@
 use futures::channel::oneshot;
 use shards::types::Offset;
 
+use crate::cluster::acl::{AclRule, AclTable};
 use crate::cluster::{
     ClusterError, Metadata, MetadataCommand, MetadataResponse, NodeId, StreamId, StreamRecord,
     StreamSpec,
@@ -62,6 +63,9 @@ pub struct PartitionTable {
     /// Client (consumer protocol) address `host:port` of shard 0 of every
     /// registered node; shard k of a node listens on that port + k.
     pub node_client_addrs: std::collections::BTreeMap<NodeId, String>,
+    /// Every ACL rule, indexed for checking: the shard authorizes requests
+    /// against its own copy, without asking the control core.
+    pub acls: AclTable,
 }
 
 impl PartitionTable {
@@ -70,6 +74,7 @@ impl PartitionTable {
     pub fn from_metadata(metadata: &Metadata, local_node: NodeId) -> PartitionTable {
         let mut table = PartitionTable::from_streams(metadata.streams().values());
         table.local_node = local_node;
+        table.acls = AclTable::from_rules(metadata.acls());
         table.node_client_addrs = metadata
             .nodes()
             .iter()
@@ -161,6 +166,10 @@ pub struct ShardStats {
     pub fsync_buckets: Vec<u64>,
     pub fsync_sum_us: u64,
     pub failed_partitions: u64,
+    /// Rejected credentials, and requests sent before authenticating.
+    pub auth_failures: u64,
+    /// Requests refused with `NotAuthorized` by the ACLs.
+    pub authorization_denials: u64,
 }
 
 /// Upper bounds (µs) of the fsync latency histogram buckets.
@@ -173,13 +182,27 @@ pub enum AdminRequest {
     DeleteStream(String),
     /// Every stream (or the named ones) with placement and ports.
     Metadata,
+    /// Add operations to an ACL rule (through the metadata leader).
+    GrantAcl(AclRule),
+    /// Remove operations (all when empty) from an ACL rule.
+    RevokeAcl(AclRule),
+    /// Every ACL rule, or those of one principal.
+    ListAcls {
+        principal: Option<String>,
+    },
 }
 
 #[derive(Debug)]
 pub enum AdminReply {
-    Created { record: StreamRecord, created: bool },
+    Created {
+        record: StreamRecord,
+        created: bool,
+    },
     Deleted(StreamRecord),
     Metadata(MetadataView),
+    /// A grant or revoke is committed and applied by this node's shards.
+    AclChanged,
+    Acls(Vec<AclRule>),
     Error(AppendFailure),
 }
 

@@ -1,5 +1,6 @@
 //! # sluice — the server: NATS bridge, metadata, consumer protocol.
 
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -52,6 +52,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         shard_count: config.shard_count(),
         sync: config.sync,
         segment_bytes: config.segment_bytes,
+        auth: config.auth.clone(),
     };
     let shards = ShardRuntime::start_with::<(), _, _, _>(
         runtime_config,

@@ -25,21 +25,21 @@ pub(crate) struct Applied {
 }
 
 impl Applied {
-    fn changed(response: MetadataResponse) -> Applied {
+    pub(super) fn changed(response: MetadataResponse) -> Applied {
         Applied {
             response,
             changed: true,
         }
     }
 
-    fn unchanged(response: MetadataResponse) -> Applied {
+    pub(super) fn unchanged(response: MetadataResponse) -> Applied {
         Applied {
             response,
             changed: false,
         }
     }
 
-    fn invalid(reason: impl Into<String>) -> Applied {
+    pub(super) fn invalid(reason: impl Into<String>) -> Applied {
         Applied::unchanged(MetadataResponse::Invalid {
             reason: reason.into(),
         })
@@ -80,6 +80,16 @@ impl Metadata {
                 leader_epoch,
                 leader,
             } => self.change_leader(stream, *stream_id, *partition, *leader_epoch, *leader),
+            MetadataCommand::GrantAcl {
+                principal,
+                stream_pattern,
+                operations,
+            } => self.grant_acl(principal, stream_pattern, *operations),
+            MetadataCommand::RevokeAcl {
+                principal,
+                stream_pattern,
+                operations,
+            } => self.revoke_acl(principal, stream_pattern, *operations),
         }
     }
 

@@ -142,3 +142,11 @@ pub const JOIN_TIMEOUT_MS: u64 = 60_000;
 
 /// A restarted member logs every this many failed registration tries.
 pub const SETTLE_LOG_EVERY: u32 = 20;
+
+/// Most ACL rules (principal × stream pattern pairs) in the metadata. Every
+/// shard holds an index of all of them (a few hundred bytes each), and a
+/// check scans the rules of one principal, so this bounds both.
+pub const ACL_RULES_MAX: usize = 10_000;
+
+/// Longest principal name (or principal glob) in an ACL rule, in bytes.
+pub const ACL_PRINCIPAL_BYTES_MAX: usize = 255;

@@ -31,6 +31,7 @@
 //! a follower forwards them over the raft transport, retrying across
 //! elections, and returns once it has applied the change itself.
 
+pub mod acl;
 mod apply;
 pub mod control_rpc;
 pub mod controller;

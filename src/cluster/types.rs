@@ -174,6 +174,10 @@ pub struct Metadata {
     pub(super) streams: BTreeMap<String, StreamRecord>,
     pub(super) next_stream_id: StreamId,
     pub(super) nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Per-stream access rules (`acl.rs`). Absent in snapshots written
+    /// before ACLs existed, hence the default.
+    #[serde(default)]
+    pub(super) acls: super::acl::AclRules,
 }
 
 impl Default for Metadata {
@@ -182,6 +186,7 @@ impl Default for Metadata {
             streams: BTreeMap::new(),
             next_stream_id: StreamId::FIRST,
             nodes: BTreeMap::new(),
+            acls: super::acl::AclRules::new(),
         }
     }
 }
@@ -242,6 +247,20 @@ pub enum MetadataCommand {
         partition: u32,
         leader_epoch: u32,
         leader: NodeId,
+    },
+    /// Let `principal` (a name or glob) perform `operations` on the streams
+    /// matching `stream_pattern`; added to what the rule already grants.
+    GrantAcl {
+        principal: String,
+        stream_pattern: String,
+        operations: super::acl::AclOperations,
+    },
+    /// Take `operations` (all when empty) away from the rule (principal,
+    /// stream_pattern); `NotFound` when there is no such rule.
+    RevokeAcl {
+        principal: String,
+        stream_pattern: String,
+        operations: super::acl::AclOperations,
     },
 }
 

@@ -126,7 +126,7 @@ type Counter = (&'static str, &'static str, fn(&ShardStats) -> u64);
 /// Renders every shard's counters in the Prometheus text format.
 pub fn render_metrics(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let counters: [Counter; 13] = [
+    let counters: [Counter; 15] = [
         ("sluice_partitions", "Partitions open on the shard", |s| {
             s.partitions
         }),
@@ -178,6 +178,16 @@ pub fn render_metrics(stats: &[ShardStats]) -> String {
             "sluice_protocol_errors_total",
             "Bad frames and refused requests",
             |s| s.protocol_errors,
+        ),
+        (
+            "sluice_auth_failures_total",
+            "Rejected credentials and requests sent before authenticating",
+            |s| s.auth_failures,
+        ),
+        (
+            "sluice_authorization_denials_total",
+            "Requests refused by the ACLs (NotAuthorized)",
+            |s| s.authorization_denials,
         ),
         (
             "sluice_failed_partitions",

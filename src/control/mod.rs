@@ -16,7 +16,9 @@ use shards::ring::{RingReceiver, RingSender};
 use shards::types::TimestampMs;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::{ClusterError, MetadataConfig, MetadataNode};
+use crate::cluster::{
+    ClusterError, MetadataCommand, MetadataConfig, MetadataNode, MetadataResponse,
+};
 use crate::config::ServeConfig;
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard,
@@ -304,6 +306,29 @@ async fn answer_admin(
             }
             Err(err) => AdminReply::Error(cluster_failure(err)),
         },
+        AdminRequest::GrantAcl(rule) => {
+            let command = MetadataCommand::GrantAcl {
+                principal: rule.principal,
+                stream_pattern: rule.stream_pattern,
+                operations: rule.operations,
+            };
+            change_acl(metadata, router, command).await
+        }
+        AdminRequest::RevokeAcl(rule) => {
+            let command = MetadataCommand::RevokeAcl {
+                principal: rule.principal,
+                stream_pattern: rule.stream_pattern,
+                operations: rule.operations,
+            };
+            change_acl(metadata, router, command).await
+        }
+        AdminRequest::ListAcls { principal } => {
+            let mut rules = metadata.metadata().acl_rules();
+            if let Some(principal) = principal {
+                rules.retain(|rule| rule.principal == principal);
+            }
+            AdminReply::Acls(rules)
+        }
         AdminRequest::Metadata => {
             let streams = metadata.list_streams();
             let partitions: Vec<(PartitionKey, u32)> = streams
@@ -342,6 +367,32 @@ async fn answer_admin(
                 statuses,
             })
         }
+    }
+}
+
+/// Writes an ACL change through the metadata leader and waits until this
+/// node's shards enforce it, so the change holds once the client hears of it.
+async fn change_acl(
+    metadata: &MetadataNode,
+    router: &mpsc::Sender<RouterRequest>,
+    command: MetadataCommand,
+) -> AdminReply {
+    let failure = |code, message: String| AdminReply::Error(AppendFailure { code, message });
+    match metadata.write(command).await {
+        Ok(MetadataResponse::Ok) => {
+            sync_shards(router).await;
+            AdminReply::AclChanged
+        }
+        Ok(MetadataResponse::Invalid { reason }) => failure(ErrorCode::InvalidRequest, reason),
+        Ok(MetadataResponse::NotFound) => failure(
+            ErrorCode::InvalidRequest,
+            "no ACL rule for that principal and stream pattern (see `sluice acl list`)".into(),
+        ),
+        Ok(other) => failure(
+            ErrorCode::Unknown,
+            format!("unexpected metadata answer {other:?}"),
+        ),
+        Err(err) => AdminReply::Error(cluster_failure(err)),
     }
 }
 

@@ -42,6 +42,10 @@ pub enum FrameKind {
     SetCursorRequest = 0x07,
     FetchCursorRequest = 0x08,
     AuthenticateRequest = 0x09,
+    /// ACL management (needs admin on every stream, or a superuser).
+    GrantAclRequest = 0x0C,
+    RevokeAclRequest = 0x0D,
+    ListAclsRequest = 0x0E,
     MetadataResponse = 0x81,
     CreateStreamResponse = 0x82,
     DeleteStreamResponse = 0x83,
@@ -51,12 +55,15 @@ pub enum FrameKind {
     SetCursorResponse = 0x87,
     FetchCursorResponse = 0x88,
     AuthenticateResponse = 0x89,
+    GrantAclResponse = 0x8C,
+    RevokeAclResponse = 0x8D,
+    ListAclsResponse = 0x8E,
     ErrorResponse = 0xFF,
 }
 
 impl FrameKind {
     /// Every kind, requests first, in numeric order.
-    pub const ALL: [FrameKind; 19] = [
+    pub const ALL: [FrameKind; 25] = [
         FrameKind::MetadataRequest,
         FrameKind::CreateStreamRequest,
         FrameKind::DeleteStreamRequest,
@@ -66,6 +73,9 @@ impl FrameKind {
         FrameKind::SetCursorRequest,
         FrameKind::FetchCursorRequest,
         FrameKind::AuthenticateRequest,
+        FrameKind::GrantAclRequest,
+        FrameKind::RevokeAclRequest,
+        FrameKind::ListAclsRequest,
         FrameKind::MetadataResponse,
         FrameKind::CreateStreamResponse,
         FrameKind::DeleteStreamResponse,
@@ -75,6 +85,9 @@ impl FrameKind {
         FrameKind::SetCursorResponse,
         FrameKind::FetchCursorResponse,
         FrameKind::AuthenticateResponse,
+        FrameKind::GrantAclResponse,
+        FrameKind::RevokeAclResponse,
+        FrameKind::ListAclsResponse,
         FrameKind::ErrorResponse,
     ];
 
@@ -108,6 +121,9 @@ impl FrameKind {
             FrameKind::SetCursorRequest => "SetCursorRequest",
             FrameKind::FetchCursorRequest => "FetchCursorRequest",
             FrameKind::AuthenticateRequest => "AuthenticateRequest",
+            FrameKind::GrantAclRequest => "GrantAclRequest",
+            FrameKind::RevokeAclRequest => "RevokeAclRequest",
+            FrameKind::ListAclsRequest => "ListAclsRequest",
             FrameKind::MetadataResponse => "MetadataResponse",
             FrameKind::CreateStreamResponse => "CreateStreamResponse",
             FrameKind::DeleteStreamResponse => "DeleteStreamResponse",
@@ -117,6 +133,9 @@ impl FrameKind {
             FrameKind::SetCursorResponse => "SetCursorResponse",
             FrameKind::FetchCursorResponse => "FetchCursorResponse",
             FrameKind::AuthenticateResponse => "AuthenticateResponse",
+            FrameKind::GrantAclResponse => "GrantAclResponse",
+            FrameKind::RevokeAclResponse => "RevokeAclResponse",
+            FrameKind::ListAclsResponse => "ListAclsResponse",
             FrameKind::ErrorResponse => "ErrorResponse",
         }
     }
@@ -506,7 +525,8 @@ mod tests {
             .iter()
             .filter(|kind| kind.is_request())
             .count();
-        assert_eq!(requests, 9);
+        // One response per request, plus ErrorResponse.
+        assert_eq!(requests * 2 + 1, FrameKind::ALL.len());
         assert_eq!(FrameKind::ErrorResponse.code(), 0xFF);
         assert_eq!(FrameKind::try_from(0x00), Err(0x00));
         assert_eq!(FrameKind::try_from(0x80), Err(0x80));

@@ -17,6 +17,7 @@ use shards::error::LogError;
 use shards::log::PartitionLog;
 use shards::types::{Offset, TimestampMs};
 
+use super::access::{self, Session};
 use super::sendfile::send_file_range;
 use super::{LocalPartition, Lookup, Shard};
 use crate::cluster::{StreamRecord, StreamSpec};
@@ -27,7 +28,7 @@ use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
 use crate::protocol::generated::protocol as fb;
 use crate::protocol::limits::{
-    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PROTOCOL_VERSION,
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FRAME_BODY_BYTES_MAX, PROTOCOL_VERSION,
 };
 
 /// A connection that sends nothing for this long is closed.
@@ -69,7 +70,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(CONNECTION_IDLE_TIMEOUT));
     let mut connection = Connection {
         shard: shard.clone(),
-        decoder: FrameDecoder::new(),
+        decoder: FrameDecoder::with_body_bytes_max(shard.access.initial_body_bytes_max()),
+        session: shard.access.new_session(),
         input: BytesMut::with_capacity(READ_CHUNK_BYTES),
         output: BytesMut::with_capacity(4096),
     };
@@ -84,6 +86,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
 struct Connection {
     shard: Rc<Shard>,
     decoder: FrameDecoder,
+    /// Who is on the other end (`access.rs`).
+    session: Session,
     input: BytesMut,
     output: BytesMut,
 }
@@ -116,6 +120,12 @@ impl Connection {
 
     async fn handle(&mut self, stream: &mut TcpStream, frame: Frame) -> Result<(), Close> {
         let corr = frame.correlation_id;
+        if frame.kind == FrameKind::AuthenticateRequest {
+            return self.authenticate(stream, &frame).await;
+        }
+        if let Err(refusal) = self.session.check(&self.shard, &frame) {
+            return self.refuse(stream, corr, refusal).await;
+        }
         let outcome = match frame.kind {
             FrameKind::FetchRequest => return self.fetch(stream, &frame).await,
             FrameKind::PublishRequest => self.publish(&frame).await,
@@ -123,7 +133,10 @@ impl Connection {
             FrameKind::MetadataRequest => self.metadata(&frame).await,
             FrameKind::CreateStreamRequest => self.create_stream(&frame).await,
             FrameKind::DeleteStreamRequest => self.delete_stream(&frame).await,
-            FrameKind::AuthenticateRequest => Ok(authenticate_response()),
+            FrameKind::GrantAclRequest | FrameKind::RevokeAclRequest => {
+                access::change_acl(&self.shard, &frame).await
+            }
+            FrameKind::ListAclsRequest => access::list_acls(&self.shard, &frame).await,
             FrameKind::SetCursorRequest | FrameKind::FetchCursorRequest => Err(ErrorResponse::new(
                 ErrorCode::InvalidRequest,
                 "cursors are not supported by this server version",
@@ -141,6 +154,38 @@ impl Connection {
                 self.send_error(stream, corr, error).await
             }
         }
+    }
+
+    /// Authenticate: on success the connection takes the principal and the
+    /// full frame limit; a refusal may close it.
+    async fn authenticate(&mut self, stream: &mut TcpStream, frame: &Frame) -> Result<(), Close> {
+        match access::authenticate(&self.shard, frame).await {
+            Ok((body, session)) => {
+                self.session = session;
+                self.decoder.set_body_bytes_max(FRAME_BODY_BYTES_MAX);
+                self.send_frame(
+                    stream,
+                    FrameKind::AuthenticateResponse,
+                    frame.correlation_id,
+                    &body,
+                )
+                .await
+            }
+            Err(refusal) => self.refuse(stream, frame.correlation_id, refusal).await,
+        }
+    }
+
+    async fn refuse(
+        &mut self,
+        stream: &mut TcpStream,
+        corr: u32,
+        refusal: access::Refusal,
+    ) -> Result<(), Close> {
+        self.send_error(stream, corr, refusal.error).await?;
+        if refusal.close {
+            return Err(Close::Protocol);
+        }
+        Ok(())
     }
 
     async fn send_frame(
@@ -358,9 +403,10 @@ impl Connection {
                 ))
             }
         };
+        let visible = |name: &str| self.session.may_see(&self.shard, name);
         Ok(Some((
             FrameKind::MetadataResponse,
-            encode_metadata(&view, wanted.as_deref()),
+            encode_metadata(&view, wanted.as_deref(), visible),
         )))
     }
 
@@ -518,25 +564,6 @@ fn fetch_response(
     fbb.finished_data().to_vec()
 }
 
-fn authenticate_response() -> Option<(FrameKind, Vec<u8>)> {
-    // Authentication is not configured on this server: every connection is
-    // the anonymous principal.
-    let mut fbb = FlatBufferBuilder::with_capacity(64);
-    let principal = fbb.create_string("anonymous");
-    let root = fb::AuthenticateResponse::create(
-        &mut fbb,
-        &fb::AuthenticateResponseArgs {
-            protocol_version: PROTOCOL_VERSION,
-            principal: Some(principal),
-        },
-    );
-    fbb.finish(root, None);
-    Some((
-        FrameKind::AuthenticateResponse,
-        fbb.finished_data().to_vec(),
-    ))
-}
-
 fn positive(value: i64) -> Option<u64> {
     u64::try_from(value).ok().filter(|v| *v > 0)
 }
@@ -565,7 +592,14 @@ fn spec_from_wire(config: &fb::StreamConfig<'_>) -> Result<StreamSpec, ErrorResp
     Ok(spec)
 }
 
-fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
+/// The Metadata answer: the streams asked for (all when none are named)
+/// that `visible` lets the principal see. A named stream it may not see is
+/// answered `NotAuthorized` whether or not it exists, so names do not leak.
+fn encode_metadata(
+    view: &MetadataView,
+    wanted: Option<&[String]>,
+    visible: impl Fn(&str) -> bool,
+) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(1024);
     let host = fbb.create_string(&view.host);
     let broker = fb::Broker::create(
@@ -583,6 +617,9 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
         if wanted.is_some_and(|names| !names.is_empty() && !names.contains(&record.spec.name)) {
             continue;
         }
+        if !visible(&record.spec.name) {
+            continue;
+        }
         streams.push(encode_stream(
             &mut fbb,
             record,
@@ -592,7 +629,14 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
     }
     if let Some(names) = wanted {
         for name in names {
-            if !view.streams.iter().any(|r| r.spec.name == *name) {
+            let error_code = if !visible(name) {
+                ErrorCode::NotAuthorized
+            } else if !view.streams.iter().any(|r| r.spec.name == *name) {
+                ErrorCode::StreamNotFound
+            } else {
+                continue;
+            };
+            {
                 let name = fbb.create_string(name);
                 let config = fb::StreamConfig::create(
                     &mut fbb,
@@ -604,7 +648,7 @@ fn encode_metadata(view: &MetadataView, wanted: Option<&[String]>) -> Vec<u8> {
                 streams.push(fb::StreamMetadata::create(
                     &mut fbb,
                     &fb::StreamMetadataArgs {
-                        error_code: ErrorCode::StreamNotFound as u16,
+                        error_code: error_code as u16,
                         config: Some(config),
                         partitions: None,
                     },

@@ -6,6 +6,7 @@
 //! with another core: the state is `Rc`/`RefCell` on this executor, and the
 //! only ways out are the ring to the control core and client sockets.
 
+mod access;
 mod connection;
 mod sendfile;
 
@@ -66,6 +67,8 @@ pub struct ShardSettings {
     pub shard_count: u32,
     pub sync: SyncPolicy,
     pub segment_bytes: u64,
+    /// Credential checks of the TCP protocol (read-only, shared).
+    pub auth: std::sync::Arc<crate::auth::Authenticator>,
 }
 
 impl ShardSettings {
@@ -128,6 +131,8 @@ pub struct Shard {
     /// shutdown waits for them (they are counted when received, before
     /// their task first runs).
     appends_in_flight: std::cell::Cell<usize>,
+    /// Credentials and this shard's copy of the ACLs.
+    access: access::ShardAccess,
 }
 
 impl Shard {
@@ -238,6 +243,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         stats: RefCell::new(ShardStats::default()),
         maintenance_queue,
         appends_in_flight: std::cell::Cell::new(0),
+        access: access::ShardAccess::new(settings.auth.clone()),
     });
     let addr = SocketAddr::new(settings.base_addr.ip(), settings.port_of(shard_id));
     let listener = match glommio::net::TcpListener::bind(addr) {
@@ -374,6 +380,8 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
 /// Opens the partitions newly placed on this shard and closes (and deletes)
 /// the ones that are gone.
 async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
+    // ACL changes hold from the next request on, before any partition work.
+    shard.access.set_acls(table.acls.clone());
     let mut names: HashMap<String, Vec<PartitionEntry>> = HashMap::new();
     for entry in &table.entries {
         names

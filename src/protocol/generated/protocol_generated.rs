@@ -215,6 +215,119 @@ pub mod sluice {
         }
 
         impl ::flatbuffers::SimpleToVerifyInSlice for OffsetKind {}
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MIN_ACL_OPERATION: u8 = 0;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MAX_ACL_OPERATION: u8 = 4;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        #[allow(non_camel_case_types)]
+        pub const ENUM_VALUES_ACL_OPERATION: [AclOperation; 5] = [
+            AclOperation::Publish,
+            AclOperation::Fetch,
+            AclOperation::Create,
+            AclOperation::Delete,
+            AclOperation::Admin,
+        ];
+
+        /// An operation an ACL rule grants on the streams it matches.
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[repr(transparent)]
+        pub struct AclOperation(pub u8);
+        #[allow(non_upper_case_globals)]
+        impl AclOperation {
+            /// PublishRequest.
+            pub const Publish: Self = Self(0);
+            /// FetchRequest, ListOffsetsRequest, SetCursorRequest, FetchCursorRequest;
+            /// seeing the stream in Metadata.
+            pub const Fetch: Self = Self(1);
+            /// CreateStreamRequest.
+            pub const Create: Self = Self(2);
+            /// DeleteStreamRequest.
+            pub const Delete: Self = Self(3);
+            /// Every operation above; on the stream pattern "*" also ACL management.
+            pub const Admin: Self = Self(4);
+
+            pub const ENUM_MIN: u8 = 0;
+            pub const ENUM_MAX: u8 = 4;
+            pub const ENUM_VALUES: &'static [Self] = &[
+                Self::Publish,
+                Self::Fetch,
+                Self::Create,
+                Self::Delete,
+                Self::Admin,
+            ];
+            /// Returns the variant's name or "" if unknown.
+            pub fn variant_name(self) -> Option<&'static str> {
+                match self {
+                    Self::Publish => Some("Publish"),
+                    Self::Fetch => Some("Fetch"),
+                    Self::Create => Some("Create"),
+                    Self::Delete => Some("Delete"),
+                    Self::Admin => Some("Admin"),
+                    _ => None,
+                }
+            }
+        }
+        impl ::core::fmt::Debug for AclOperation {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+                if let Some(name) = self.variant_name() {
+                    f.write_str(name)
+                } else {
+                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+                }
+            }
+        }
+        impl<'a> ::flatbuffers::Follow<'a> for AclOperation {
+            type Inner = Self;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+                Self(b)
+            }
+        }
+
+        impl ::flatbuffers::Push for AclOperation {
+            type Output = AclOperation;
+            #[inline]
+            unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+                unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+            }
+        }
+
+        impl ::flatbuffers::EndianScalar for AclOperation {
+            type Scalar = u8;
+            #[inline]
+            fn to_little_endian(self) -> u8 {
+                self.0.to_le()
+            }
+            #[inline]
+            #[allow(clippy::wrong_self_convention)]
+            fn from_little_endian(v: u8) -> Self {
+                let b = u8::from_le(v);
+                Self(b)
+            }
+        }
+
+        impl<'a> ::flatbuffers::Verifiable for AclOperation {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                u8::run_verifier(v, pos)
+            }
+        }
+
+        impl ::flatbuffers::SimpleToVerifyInSlice for AclOperation {}
         pub enum StreamConfigOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -4187,6 +4300,833 @@ pub mod sluice {
                 let mut ds = f.debug_struct("AuthenticateResponse");
                 ds.field("protocol_version", &self.protocol_version());
                 ds.field("principal", &self.principal());
+                ds.finish()
+            }
+        }
+        pub enum AclRuleOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// One ACL rule: principal may do operations on every stream whose name
+        /// matches stream_pattern (globs: `*` any run of characters, `?` one).
+        pub struct AclRule<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AclRule<'a> {
+            type Inner = AclRule<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AclRule<'a> {
+            pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 4;
+            pub const VT_STREAM_PATTERN: ::flatbuffers::VOffsetT = 6;
+            pub const VT_OPERATIONS: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AclRule { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AclRuleArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AclRule<'bldr>> {
+                let mut builder = AclRuleBuilder::new(_fbb);
+                if let Some(x) = args.operations {
+                    builder.add_operations(x);
+                }
+                if let Some(x) = args.stream_pattern {
+                    builder.add_stream_pattern(x);
+                }
+                if let Some(x) = args.principal {
+                    builder.add_principal(x);
+                }
+                builder.finish()
+            }
+
+            /// A principal, or a glob over principals ("*" = every authenticated one).
+            #[inline]
+            pub fn principal(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(AclRule::VT_PRINCIPAL, None)
+                }
+            }
+            #[inline]
+            pub fn stream_pattern(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        AclRule::VT_STREAM_PATTERN,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn operations(&self) -> Option<::flatbuffers::Vector<'a, AclOperation>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, AclOperation>>>(AclRule::VT_OPERATIONS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AclRule<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("principal", Self::VT_PRINCIPAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stream_pattern", Self::VT_STREAM_PATTERN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, AclOperation>>>("operations", Self::VT_OPERATIONS, false)?
+     .finish();
+                Ok(())
+            }
+        }
+        pub struct AclRuleArgs<'a> {
+            pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub stream_pattern: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub operations:
+                Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, AclOperation>>>,
+        }
+        impl<'a> Default for AclRuleArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AclRuleArgs {
+                    principal: None,
+                    stream_pattern: None,
+                    operations: None,
+                }
+            }
+        }
+
+        pub struct AclRuleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AclRuleBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AclRule::VT_PRINCIPAL,
+                    principal,
+                );
+            }
+            #[inline]
+            pub fn add_stream_pattern(
+                &mut self,
+                stream_pattern: ::flatbuffers::WIPOffset<&'b str>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AclRule::VT_STREAM_PATTERN,
+                    stream_pattern,
+                );
+            }
+            #[inline]
+            pub fn add_operations(
+                &mut self,
+                operations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, AclOperation>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AclRule::VT_OPERATIONS,
+                    operations,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AclRuleBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AclRuleBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AclRule<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AclRule<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AclRule");
+                ds.field("principal", &self.principal());
+                ds.field("stream_pattern", &self.stream_pattern());
+                ds.field("operations", &self.operations());
+                ds.finish()
+            }
+        }
+        pub enum GrantAclRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// GrantAcl (kind 0x0C): adds operations to the rule (principal,
+        /// stream_pattern), creating it. Needs admin on "*" (or a superuser).
+        pub struct GrantAclRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for GrantAclRequest<'a> {
+            type Inner = GrantAclRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> GrantAclRequest<'a> {
+            pub const VT_RULE: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                GrantAclRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args GrantAclRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<GrantAclRequest<'bldr>> {
+                let mut builder = GrantAclRequestBuilder::new(_fbb);
+                if let Some(x) = args.rule {
+                    builder.add_rule(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn rule(&self) -> Option<AclRule<'a>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<AclRule>>(
+                        GrantAclRequest::VT_RULE,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for GrantAclRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<AclRule>>(
+                        "rule",
+                        Self::VT_RULE,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct GrantAclRequestArgs<'a> {
+            pub rule: Option<::flatbuffers::WIPOffset<AclRule<'a>>>,
+        }
+        impl<'a> Default for GrantAclRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                GrantAclRequestArgs { rule: None }
+            }
+        }
+
+        pub struct GrantAclRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GrantAclRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_rule(&mut self, rule: ::flatbuffers::WIPOffset<AclRule<'b>>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<AclRule>>(
+                        GrantAclRequest::VT_RULE,
+                        rule,
+                    );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> GrantAclRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                GrantAclRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<GrantAclRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for GrantAclRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("GrantAclRequest");
+                ds.field("rule", &self.rule());
+                ds.finish()
+            }
+        }
+        pub enum GrantAclResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct GrantAclResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for GrantAclResponse<'a> {
+            type Inner = GrantAclResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> GrantAclResponse<'a> {
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                GrantAclResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                _args: &'args GrantAclResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<GrantAclResponse<'bldr>> {
+                let mut builder = GrantAclResponseBuilder::new(_fbb);
+                builder.finish()
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for GrantAclResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.finish();
+                Ok(())
+            }
+        }
+        pub struct GrantAclResponseArgs {}
+        impl<'a> Default for GrantAclResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                GrantAclResponseArgs {}
+            }
+        }
+
+        pub struct GrantAclResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GrantAclResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> GrantAclResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                GrantAclResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<GrantAclResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for GrantAclResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("GrantAclResponse");
+                ds.finish()
+            }
+        }
+        pub enum RevokeAclRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// RevokeAcl (kind 0x0D): removes operations (all when empty) from the rule
+        /// (principal, stream_pattern); a rule left with none is deleted. Unknown
+        /// rule: InvalidRequest. Needs admin on "*" (or a superuser).
+        pub struct RevokeAclRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for RevokeAclRequest<'a> {
+            type Inner = RevokeAclRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> RevokeAclRequest<'a> {
+            pub const VT_RULE: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                RevokeAclRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args RevokeAclRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<RevokeAclRequest<'bldr>> {
+                let mut builder = RevokeAclRequestBuilder::new(_fbb);
+                if let Some(x) = args.rule {
+                    builder.add_rule(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn rule(&self) -> Option<AclRule<'a>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<AclRule>>(
+                        RevokeAclRequest::VT_RULE,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for RevokeAclRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<AclRule>>(
+                        "rule",
+                        Self::VT_RULE,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct RevokeAclRequestArgs<'a> {
+            pub rule: Option<::flatbuffers::WIPOffset<AclRule<'a>>>,
+        }
+        impl<'a> Default for RevokeAclRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                RevokeAclRequestArgs { rule: None }
+            }
+        }
+
+        pub struct RevokeAclRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RevokeAclRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_rule(&mut self, rule: ::flatbuffers::WIPOffset<AclRule<'b>>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<AclRule>>(
+                        RevokeAclRequest::VT_RULE,
+                        rule,
+                    );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> RevokeAclRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                RevokeAclRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<RevokeAclRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for RevokeAclRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("RevokeAclRequest");
+                ds.field("rule", &self.rule());
+                ds.finish()
+            }
+        }
+        pub enum RevokeAclResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct RevokeAclResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for RevokeAclResponse<'a> {
+            type Inner = RevokeAclResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> RevokeAclResponse<'a> {
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                RevokeAclResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                _args: &'args RevokeAclResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<RevokeAclResponse<'bldr>> {
+                let mut builder = RevokeAclResponseBuilder::new(_fbb);
+                builder.finish()
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for RevokeAclResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?.finish();
+                Ok(())
+            }
+        }
+        pub struct RevokeAclResponseArgs {}
+        impl<'a> Default for RevokeAclResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                RevokeAclResponseArgs {}
+            }
+        }
+
+        pub struct RevokeAclResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RevokeAclResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> RevokeAclResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                RevokeAclResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<RevokeAclResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for RevokeAclResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("RevokeAclResponse");
+                ds.finish()
+            }
+        }
+        pub enum ListAclsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// ListAcls (kind 0x0E): every rule, or those of one principal.
+        /// Needs admin on "*" (or a superuser).
+        pub struct ListAclsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ListAclsRequest<'a> {
+            type Inner = ListAclsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ListAclsRequest<'a> {
+            pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ListAclsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ListAclsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ListAclsRequest<'bldr>> {
+                let mut builder = ListAclsRequestBuilder::new(_fbb);
+                if let Some(x) = args.principal {
+                    builder.add_principal(x);
+                }
+                builder.finish()
+            }
+
+            /// Absent or empty = every principal.
+            #[inline]
+            pub fn principal(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ListAclsRequest::VT_PRINCIPAL,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ListAclsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "principal",
+                        Self::VT_PRINCIPAL,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ListAclsRequestArgs<'a> {
+            pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for ListAclsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ListAclsRequestArgs { principal: None }
+            }
+        }
+
+        pub struct ListAclsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListAclsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ListAclsRequest::VT_PRINCIPAL,
+                    principal,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ListAclsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ListAclsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ListAclsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ListAclsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ListAclsRequest");
+                ds.field("principal", &self.principal());
+                ds.finish()
+            }
+        }
+        pub enum ListAclsResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ListAclsResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ListAclsResponse<'a> {
+            type Inner = ListAclsResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ListAclsResponse<'a> {
+            pub const VT_RULES: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ListAclsResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ListAclsResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ListAclsResponse<'bldr>> {
+                let mut builder = ListAclsResponseBuilder::new(_fbb);
+                if let Some(x) = args.rules {
+                    builder.add_rules(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn rules(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclRule<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclRule>>,
+                    >>(ListAclsResponse::VT_RULES, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ListAclsResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AclRule>>,
+                    >>("rules", Self::VT_RULES, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ListAclsResponseArgs<'a> {
+            pub rules: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclRule<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for ListAclsResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ListAclsResponseArgs { rules: None }
+            }
+        }
+
+        pub struct ListAclsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListAclsResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_rules(
+                &mut self,
+                rules: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<AclRule<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ListAclsResponse::VT_RULES,
+                    rules,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ListAclsResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ListAclsResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ListAclsResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ListAclsResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ListAclsResponse");
+                ds.field("rules", &self.rules());
                 ds.finish()
             }
         }

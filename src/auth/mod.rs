@@ -1,0 +1,467 @@
+//! Authentication on the TCP protocol: who may connect, as which principal.
+//!
+//! Credentials come from the `[auth]` section of `sluice.toml`
+//! ([`AuthFileConfig`]) and are turned once, at start-up, into an
+//! [`Authenticator`] that every data shard holds (read-only, shared by
+//! `Arc`). Authorization — what a principal may do — is the per-stream ACLs
+//! of `cluster::acl`, replicated in the metadata; the superusers named here
+//! bypass them (so an empty cluster can be administered at all).
+//!
+//! Secrets:
+//! - **Tokens** are long random strings, so a fast hash is enough: only
+//!   their SHA-256 digests are kept in memory and a presented token's digest
+//!   is compared with every configured one in constant time (`subtle`).
+//! - **Passwords** are low-entropy, so they are stored as Argon2id PHC
+//!   strings (`password_hash`, made by `sluice hash-password`): a
+//!   memory-hard hash makes an offline guess as costly as an online one.
+//!   A plaintext `password` is accepted for tests and trials and is compared
+//!   like a token. A verification runs on a blocking thread, never on a
+//!   shard's reactor, and an unknown user costs the same Argon2 work as a
+//!   known one (no user enumeration by timing).
+//! - Nothing secret is ever logged or shown by `Debug` (it prints
+//!   `<redacted>`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::cluster::acl::validate_principal;
+
+/// The principal of every connection when authentication is off.
+pub const ANONYMOUS_PRINCIPAL: &str = "anonymous";
+/// Shortest token accepted in `sluice.toml`: 16 bytes. Tokens are compared
+/// by a fast hash, so they must be too long to guess.
+pub const TOKEN_BYTES_MIN: usize = 16;
+/// Longest token, username or password a client may present (and a
+/// configured one may have). Bounds the hashing work one request causes;
+/// an `AuthenticateRequest` is also bounded by the unauthenticated frame
+/// limit.
+pub const CREDENTIAL_BYTES_MAX: usize = 1024;
+/// Most tokens plus users in `sluice.toml`; a token check compares against
+/// every token, so this bounds it.
+pub const CREDENTIALS_MAX: usize = 4096;
+/// Salt bytes of a password hash made by [`hash_password`] (the PHC
+/// string format's recommended 16).
+pub const PASSWORD_SALT_BYTES: usize = 16;
+
+/// Why the `[auth]` section is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("[auth] {0}")]
+pub struct AuthConfigError(String);
+
+/// A token entry of `[auth] tokens`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    pub principal: String,
+}
+
+impl fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("principal", &self.principal)
+            .finish()
+    }
+}
+
+/// A user entry of `[auth] users`: `password_hash` (Argon2 PHC string) or,
+/// for trials only, a plaintext `password`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    pub password_hash: Option<String>,
+    pub password: Option<String>,
+    /// Defaults to the username.
+    pub principal: Option<String>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("principal", &self.principal)
+            .finish()
+    }
+}
+
+/// The `[auth]` section of `sluice.toml`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFileConfig {
+    /// Off by default: every connection is [`ANONYMOUS_PRINCIPAL`] and may do
+    /// everything (no ACL is checked).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Principals that may do everything, ACL management included.
+    #[serde(default)]
+    pub superusers: Vec<String>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// Credentials a client presents in an `AuthenticateRequest`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Presented {
+    Token(String),
+    Password { username: String, password: String },
+}
+
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Presented::Token(_) => f.write_str("Token(<redacted>)"),
+            Presented::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum StoredPassword {
+    /// An Argon2 PHC string, parsed at load to fail early.
+    Argon2(String),
+    /// SHA-256 of a plaintext password from the file.
+    PlainDigest([u8; 32]),
+}
+
+#[derive(Clone)]
+struct StoredUser {
+    password: StoredPassword,
+    principal: String,
+}
+
+/// Checks presented credentials against the configured ones. Immutable
+/// after start-up; cheap to share.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    enabled: bool,
+    superusers: Vec<String>,
+    /// (SHA-256 of the token, principal).
+    tokens: Vec<([u8; 32], String)>,
+    users: HashMap<String, StoredUser>,
+    /// An Argon2 hash verified against when the username is unknown, so
+    /// unknown and known users cost the same.
+    decoy_hash: Option<String>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("enabled", &self.enabled)
+            .field("superusers", &self.superusers)
+            .field("tokens", &self.tokens.len())
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Authentication off: everyone is anonymous and unrestricted.
+    pub fn disabled() -> Authenticator {
+        Authenticator::default()
+    }
+
+    /// Validates the `[auth]` section and keeps only what checking needs.
+    pub fn from_config(config: &AuthFileConfig) -> Result<Authenticator, AuthConfigError> {
+        let fail = |reason: String| Err(AuthConfigError(reason));
+        if !config.enabled {
+            return Ok(Authenticator::disabled());
+        }
+        if config.tokens.is_empty() && config.users.is_empty() {
+            return fail("enabled = true needs at least one entry in tokens or users".into());
+        }
+        if config.tokens.len() + config.users.len() > CREDENTIALS_MAX {
+            return fail(format!("more than {CREDENTIALS_MAX} tokens and users"));
+        }
+        for principal in &config.superusers {
+            validate_principal(principal)
+                .map_err(|reason| AuthConfigError(format!("superusers: {reason}")))?;
+        }
+        let mut authenticator = Authenticator {
+            enabled: true,
+            superusers: config.superusers.clone(),
+            ..Authenticator::default()
+        };
+        for (index, entry) in config.tokens.iter().enumerate() {
+            if entry.token.len() < TOKEN_BYTES_MIN || entry.token.len() > CREDENTIAL_BYTES_MAX {
+                return fail(format!(
+                    "tokens[{index}] (principal {:?}): a token must be {TOKEN_BYTES_MIN}..={CREDENTIAL_BYTES_MAX} bytes",
+                    entry.principal
+                ));
+            }
+            validate_principal(&entry.principal)
+                .map_err(|reason| AuthConfigError(format!("tokens[{index}]: {reason}")))?;
+            let digest = sha256(&entry.token);
+            if authenticator.tokens.iter().any(|(d, _)| *d == digest) {
+                return fail(format!("tokens[{index}]: the same token appears twice"));
+            }
+            authenticator.tokens.push((digest, entry.principal.clone()));
+        }
+        for (index, entry) in config.users.iter().enumerate() {
+            let user = stored_user(entry)
+                .map_err(|reason| AuthConfigError(format!("users[{index}]: {reason}")))?;
+            if let StoredPassword::Argon2(hash) = &user.password {
+                authenticator.decoy_hash.get_or_insert_with(|| hash.clone());
+            }
+            if authenticator
+                .users
+                .insert(entry.username.clone(), user)
+                .is_some()
+            {
+                return fail(format!(
+                    "users[{index}]: username {:?} appears twice",
+                    entry.username
+                ));
+            }
+        }
+        Ok(authenticator)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether `principal` bypasses the ACLs.
+    pub fn is_superuser(&self, principal: &str) -> bool {
+        self.superusers.iter().any(|s| s == principal)
+    }
+
+    /// The principal the credentials belong to, or `None`. Blocking: an
+    /// Argon2 verification takes tens of milliseconds of CPU and ~19 MiB;
+    /// call it off the reactor (`spawn_blocking`). Always answers
+    /// [`ANONYMOUS_PRINCIPAL`] when authentication is off.
+    pub fn verify_blocking(&self, presented: &Presented) -> Option<String> {
+        if !self.enabled {
+            return Some(ANONYMOUS_PRINCIPAL.to_owned());
+        }
+        match presented {
+            Presented::Token(token) => {
+                let digest = sha256(token);
+                // Compare with every token, whatever matches, so the time
+                // taken does not depend on where (or whether) it matched.
+                let mut found = None;
+                for (stored, principal) in &self.tokens {
+                    if bool::from(stored.ct_eq(&digest)) {
+                        found = Some(principal.clone());
+                    }
+                }
+                found
+            }
+            Presented::Password { username, password } => {
+                let Some(user) = self.users.get(username) else {
+                    if let Some(decoy) = &self.decoy_hash {
+                        let _ = verify_argon2(decoy, password);
+                    }
+                    return None;
+                };
+                let matches = match &user.password {
+                    StoredPassword::Argon2(hash) => verify_argon2(hash, password),
+                    StoredPassword::PlainDigest(digest) => {
+                        bool::from(digest.ct_eq(&sha256(password)))
+                    }
+                };
+                matches.then(|| user.principal.clone())
+            }
+        }
+    }
+}
+
+fn stored_user(entry: &UserConfig) -> Result<StoredUser, String> {
+    if entry.username.is_empty() || entry.username.len() > CREDENTIAL_BYTES_MAX {
+        return Err(format!("username must be 1..={CREDENTIAL_BYTES_MAX} bytes"));
+    }
+    let principal = entry
+        .principal
+        .clone()
+        .unwrap_or_else(|| entry.username.clone());
+    validate_principal(&principal)?;
+    let password = match (&entry.password_hash, &entry.password) {
+        (Some(hash), None) => {
+            PasswordHash::new(hash).map_err(|e| {
+                format!(
+                    "password_hash of {:?} is not a PHC string ({e}); make one with `sluice hash-password`",
+                    entry.username
+                )
+            })?;
+            StoredPassword::Argon2(hash.clone())
+        }
+        (None, Some(password)) => {
+            if password.is_empty() || password.len() > CREDENTIAL_BYTES_MAX {
+                return Err(format!("password must be 1..={CREDENTIAL_BYTES_MAX} bytes"));
+            }
+            StoredPassword::PlainDigest(sha256(password))
+        }
+        _ => {
+            return Err(format!(
+                "user {:?} needs exactly one of password_hash or password",
+                entry.username
+            ))
+        }
+    };
+    Ok(StoredUser {
+        password,
+        principal,
+    })
+}
+
+fn sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Verifies `password` against a PHC string with the algorithm and
+/// parameters it names (Argon2id/i/d).
+fn verify_argon2(hash: &str, password: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
+}
+
+/// An Argon2id PHC string for `password` with the crate's default
+/// (OWASP-recommended) parameters and the given random salt, for
+/// `password_hash` in `sluice.toml`.
+pub fn hash_password(
+    password: &str,
+    salt: &[u8; PASSWORD_SALT_BYTES],
+) -> Result<String, AuthConfigError> {
+    let salt = SaltString::encode_b64(salt).map_err(|e| AuthConfigError(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AuthConfigError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> AuthFileConfig {
+        toml::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn disabled_lets_everyone_in_as_anonymous() {
+        let auth = Authenticator::from_config(&AuthFileConfig::default()).unwrap();
+        assert!(!auth.is_enabled());
+        assert_eq!(
+            auth.verify_blocking(&Presented::Token("x".into()))
+                .as_deref(),
+            Some(ANONYMOUS_PRINCIPAL)
+        );
+    }
+
+    #[test]
+    fn tokens_and_passwords_map_to_principals() {
+        let hash = hash_password("correct horse", &[7; PASSWORD_SALT_BYTES]).unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let auth = Authenticator::from_config(&config(&format!(
+            r#"
+            enabled = true
+            superusers = ["root"]
+            tokens = [{{ token = "0123456789abcdef-alice", principal = "alice" }}]
+            users = [
+              {{ username = "bob", password_hash = "{hash}" }},
+              {{ username = "carol", password = "plain-pass", principal = "svc-carol" }},
+            ]
+            "#
+        )))
+        .unwrap();
+        let token = |t: &str| auth.verify_blocking(&Presented::Token(t.into()));
+        let login = |u: &str, p: &str| {
+            auth.verify_blocking(&Presented::Password {
+                username: u.into(),
+                password: p.into(),
+            })
+        };
+        assert_eq!(token("0123456789abcdef-alice").as_deref(), Some("alice"));
+        assert_eq!(token("0123456789abcdef-alicX"), None);
+        assert_eq!(token(""), None);
+        assert_eq!(login("bob", "correct horse").as_deref(), Some("bob"));
+        assert_eq!(login("bob", "wrong horse"), None);
+        assert_eq!(login("carol", "plain-pass").as_deref(), Some("svc-carol"));
+        assert_eq!(login("carol", "plain-pasS"), None);
+        assert_eq!(login("mallory", "correct horse"), None);
+        assert!(auth.is_superuser("root"));
+        assert!(!auth.is_superuser("alice"));
+    }
+
+    #[test]
+    fn bad_sections_are_refused_with_the_entry_named() {
+        for (text, expected) in [
+            ("enabled = true", "at least one"),
+            (
+                r#"enabled = true
+                tokens = [{ token = "short", principal = "a" }]"#,
+                "tokens[0]",
+            ),
+            (
+                r#"enabled = true
+                users = [{ username = "u", password_hash = "not-phc" }]"#,
+                "hash-password",
+            ),
+            (
+                r#"enabled = true
+                users = [{ username = "u" }]"#,
+                "exactly one",
+            ),
+            (
+                r#"enabled = true
+                users = [{ username = "u", password = "p" }, { username = "u", password = "q" }]"#,
+                "twice",
+            ),
+            (
+                r#"enabled = true
+                superusers = ["a b"]
+                users = [{ username = "u", password = "p" }]"#,
+                "superusers",
+            ),
+        ] {
+            let error = Authenticator::from_config(&config(text)).unwrap_err();
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let section = config(
+            r#"
+            enabled = true
+            tokens = [{ token = "super-secret-token-1", principal = "alice" }]
+            users = [{ username = "bob", password = "hunter2-secret" }]
+            "#,
+        );
+        let auth = Authenticator::from_config(&section).unwrap();
+        let presented = Presented::Password {
+            username: "bob".into(),
+            password: "hunter2-secret".into(),
+        };
+        for text in [
+            format!("{section:?}"),
+            format!("{auth:?}"),
+            format!("{presented:?}"),
+            format!("{:?}", Presented::Token("super-secret-token-1".into())),
+        ] {
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+}
