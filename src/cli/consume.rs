@@ -14,7 +14,7 @@ use shards::types::{Offset, TimestampMs};
 use sluice::client::{Client, FetchStart};
 use sluice::control::bridge::{REPLY_HEADER, SUBJECT_HEADER};
 
-use super::hints::{connect, explain, Subject};
+use super::hints::{connect, explain, Subject, Target};
 use super::parse::StartAt;
 use super::{ConsumeArgs, Format};
 
@@ -24,7 +24,7 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 /// `max_bytes` of one fetch (the server still sends at least one batch).
 const FETCH_BYTES: u32 = 1 << 20;
 
-pub fn run(server: &str, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(server: &Target, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let about = Subject {
         stream: Some(&args.stream),
         partition: Some(args.partition),

@@ -3,7 +3,7 @@
 use std::io;
 
 use anyhow::anyhow;
-use sluice::client::{Client, ClientError};
+use sluice::client::{Client, ClientError, Credentials};
 use sluice::protocol::error_code::ErrorCode;
 
 /// What the failed command was about, for the advice.
@@ -22,9 +22,25 @@ impl<'a> Subject<'a> {
     }
 }
 
-/// Connects to `server`, explaining a failure.
-pub fn connect(server: &str) -> anyhow::Result<Client> {
-    Client::connect(server).map_err(|error| explain(error, Subject::default()))
+/// The node a command talks to, and how it authenticates (`--server`,
+/// `--token` or `--user` + `--password`).
+#[derive(Debug)]
+pub struct Target {
+    pub server: String,
+    pub credentials: Option<Credentials>,
+}
+
+/// Connects to the target and authenticates when credentials were given,
+/// explaining a failure.
+pub fn connect(target: &Target) -> anyhow::Result<Client> {
+    let mut client =
+        Client::connect(&target.server).map_err(|error| explain(error, Subject::default()))?;
+    if let Some(credentials) = &target.credentials {
+        client
+            .authenticate(credentials.clone())
+            .map_err(|error| explain(error, Subject::default()))?;
+    }
+    Ok(client)
 }
 
 /// `error` with advice for the person at the terminal.
@@ -79,9 +95,15 @@ fn server_error(code: ErrorCode, message: &str, about: Subject<'_>) -> anyhow::E
         ErrorCode::NotLeader | ErrorCode::PartitionFailed | ErrorCode::ShuttingDown => anyhow!(
             "{code}: {message} — the partition is moving or recovering; retry in a moment"
         ),
-        ErrorCode::AuthRequired | ErrorCode::AuthFailed | ErrorCode::NotAuthorized => {
-            anyhow!("{code}: {message} — this client does not authenticate yet")
-        }
+        ErrorCode::AuthRequired => anyhow!(
+            "{code}: {message} — the server requires authentication: give --token (or SLUICE_TOKEN), or --user and --password (or SLUICE_USER and SLUICE_PASSWORD)"
+        ),
+        ErrorCode::AuthFailed => anyhow!(
+            "{code}: {message} — check --token, or --user and --password (and the SLUICE_TOKEN, SLUICE_USER, SLUICE_PASSWORD variables)"
+        ),
+        ErrorCode::NotAuthorized => anyhow!(
+            "{code}: {message} — ask an administrator for access (`sluice acl grant --principal YOU --stream {stream} --ops ...`)"
+        ),
         _ => anyhow!("{code}: {message}"),
     }
 }

@@ -4,6 +4,7 @@
 //! Users' scripts depend on the command, flag and output names here: add,
 //! never rename.
 
+mod acl;
 mod consume;
 mod hints;
 mod parse;
@@ -80,8 +81,69 @@ pub struct Cli {
     )]
     pub server: String,
 
+    /// Token to authenticate with, when the server requires authentication
+    /// (`[auth]` in its sluice.toml). Used by `stream`, `consume` and `acl`.
+    ///
+    /// Example: --token 3f9c2e7a5b1d4c8e9a6f0b2d7c4e1a8f
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "user",
+        display_order = 901
+    )]
+    pub token: Option<String>,
+
+    /// User to authenticate as (with --password), when the server requires
+    /// authentication.
+    ///
+    /// Example: --user alice --password 'correct horse'
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_USER",
+        value_name = "NAME",
+        requires = "password",
+        display_order = 902
+    )]
+    pub user: Option<String>,
+
+    /// Password of --user. Prefer SLUICE_PASSWORD: a flag is visible to
+    /// other users of the machine in the process list.
+    ///
+    /// Example: SLUICE_PASSWORD='correct horse' sluice --user alice stream list
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        display_order = 903
+    )]
+    pub password: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The node to talk to and the credentials given, if any.
+    fn target(&self) -> hints::Target {
+        let credentials = match (&self.token, &self.user, &self.password) {
+            (Some(token), _, _) => Some(sluice::client::Credentials::Token(token.clone())),
+            (None, Some(user), Some(password)) => Some(sluice::client::Credentials::UserPassword {
+                username: user.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        hints::Target {
+            server: self.server.clone(),
+            credentials,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +181,97 @@ pub enum Command {
     ///
     /// Example: sluice consume orders --partition 1 --from offset:100 --count 10
     Consume(ConsumeArgs),
+
+    /// Grant, revoke and list per-stream access rules (ACLs).
+    ///
+    /// A rule lets a principal perform operations (publish, fetch, create,
+    /// delete, admin) on every stream whose name matches a pattern (`*` any
+    /// characters, `?` one). Rules are checked only when the server requires
+    /// authentication; managing them needs a superuser (`superusers` in
+    /// sluice.toml) or `admin` on the pattern `*`.
+    ///
+    /// Example: sluice --token $ADMIN_TOKEN acl grant --principal alice --stream 'orders.*' --ops publish,fetch
+    #[command(subcommand)]
+    Acl(AclCommand),
+
+    /// Hash a password for `password_hash` in the [auth] users of
+    /// sluice.toml (Argon2id, random salt). Reads the password from the
+    /// first line of stdin and prints the hash.
+    ///
+    /// Example: printf '%s' 'correct horse' | sluice hash-password
+    HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Let a principal perform operations on the streams matching a pattern
+    /// (added to what it already has there).
+    ///
+    /// Example: sluice acl grant --principal alice --stream 'orders.*' --ops publish,fetch
+    Grant(AclGrantArgs),
+
+    /// Take operations away from a rule (every operation without --ops).
+    ///
+    /// Example: sluice acl revoke --principal alice --stream 'orders.*' --ops publish
+    Revoke(AclRevokeArgs),
+
+    /// List the rules (all, or one principal's).
+    ///
+    /// Example: sluice acl list --principal alice
+    List {
+        /// Only this principal's rules.
+        ///
+        /// Example: --principal alice
+        #[arg(long, value_name = "NAME")]
+        principal: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AclGrantArgs {
+    /// Principal (as the server reports it on authentication), or a glob
+    /// over principals (`*` = every authenticated principal).
+    ///
+    /// Example: --principal alice
+    #[arg(long, value_name = "NAME")]
+    pub principal: String,
+
+    /// Stream name pattern: `*` matches any characters, `?` one.
+    ///
+    /// Example: --stream 'orders.*'
+    #[arg(long, value_name = "PATTERN")]
+    pub stream: String,
+
+    /// Operations, comma-separated: publish, fetch (also list offsets and
+    /// cursors), create, delete, admin (all of them; on --stream '*' also
+    /// ACL management).
+    ///
+    /// Example: --ops publish,fetch
+    #[arg(long, value_name = "OPS", value_delimiter = ',', required = true,
+          value_parser = parse::parse_acl_operation)]
+    pub ops: Vec<sluice::cluster::acl::AclOperation>,
+}
+
+#[derive(Debug, Args)]
+pub struct AclRevokeArgs {
+    /// Principal of the rule.
+    ///
+    /// Example: --principal alice
+    #[arg(long, value_name = "NAME")]
+    pub principal: String,
+
+    /// Stream pattern of the rule, exactly as granted.
+    ///
+    /// Example: --stream 'orders.*'
+    #[arg(long, value_name = "PATTERN")]
+    pub stream: String,
+
+    /// Operations to take away, comma-separated [default: all].
+    ///
+    /// Example: --ops publish
+    #[arg(long, value_name = "OPS", value_delimiter = ',',
+          value_parser = parse::parse_acl_operation)]
+    pub ops: Vec<sluice::cluster::acl::AclOperation>,
 }
 
 /// `sluice serve` flags. Unset flags fall back to the config file, then to
@@ -384,11 +537,14 @@ pub struct ConsumeArgs {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let target = cli.target();
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Stream(command) => stream::run(&cli.server, command),
+        Command::Stream(command) => stream::run(&target, command),
         Command::Publish(args) => publish::run(args),
-        Command::Consume(args) => consume::run(&cli.server, args),
+        Command::Consume(args) => consume::run(&target, args),
+        Command::Acl(command) => acl::run(&target, command),
+        Command::HashPassword => acl::hash_password(),
     }
 }
 
@@ -437,6 +593,87 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "no example in the help of: {missing:?}");
+    }
+
+    #[test]
+    fn acl_commands_and_credentials_parse() {
+        use sluice::cluster::acl::AclOperation;
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "--token",
+            "t0k",
+            "acl",
+            "grant",
+            "--principal",
+            "alice",
+            "--stream",
+            "orders.*",
+            "--ops",
+            "publish,fetch",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.target().credentials,
+            Some(sluice::client::Credentials::Token(ref t)) if t == "t0k"
+        ));
+        let Command::Acl(AclCommand::Grant(grant)) = cli.command else {
+            panic!("not acl grant");
+        };
+        assert_eq!(grant.ops, vec![AclOperation::Publish, AclOperation::Fetch]);
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "--user",
+            "bob",
+            "--password",
+            "pw",
+            "acl",
+            "revoke",
+            "--principal",
+            "alice",
+            "--stream",
+            "orders.*",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.target().credentials,
+            Some(sluice::client::Credentials::UserPassword { ref username, .. }) if username == "bob"
+        ));
+        for bad in [
+            &[
+                "sluice",
+                "acl",
+                "grant",
+                "--principal",
+                "a",
+                "--stream",
+                "s",
+            ][..],
+            &[
+                "sluice",
+                "acl",
+                "grant",
+                "--principal",
+                "a",
+                "--stream",
+                "s",
+                "--ops",
+                "read",
+            ],
+            &["sluice", "--user", "bob", "acl", "list"],
+            &[
+                "sluice",
+                "--token",
+                "t",
+                "--user",
+                "u",
+                "--password",
+                "p",
+                "acl",
+                "list",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -249,6 +249,13 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// An ACL operation name: publish, fetch, create, delete or admin.
+pub fn parse_acl_operation(text: &str) -> Result<sluice::cluster::acl::AclOperation, String> {
+    sluice::cluster::acl::AclOperation::from_name(text.trim()).ok_or_else(|| {
+        format!("{text:?} is not an operation: use publish, fetch, create, delete or admin")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

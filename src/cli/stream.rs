@@ -8,11 +8,11 @@ use sluice::client::{Limit, StreamConfig, StreamMetadata};
 use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
 
-use super::hints::{connect, explain, Subject};
+use super::hints::{connect, explain, Subject, Target};
 use super::parse::{format_bytes, format_duration_ms};
 use super::{CreateArgs, StreamCommand};
 
-pub fn run(server: &str, command: StreamCommand) -> anyhow::Result<ExitCode> {
+pub fn run(server: &Target, command: StreamCommand) -> anyhow::Result<ExitCode> {
     match command {
         StreamCommand::Create(args) => create(server, args),
         StreamCommand::List => list(server),
@@ -21,7 +21,7 @@ pub fn run(server: &str, command: StreamCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn create(server: &str, args: CreateArgs) -> anyhow::Result<ExitCode> {
+fn create(server: &Target, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let config = StreamConfig {
         name: args.name,
         subject: args.subject,
@@ -48,7 +48,7 @@ fn create(server: &str, args: CreateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(server: &str) -> anyhow::Result<ExitCode> {
+fn list(server: &Target) -> anyhow::Result<ExitCode> {
     let mut client = connect(server)?;
     let metadata = client
         .metadata()
@@ -61,7 +61,7 @@ fn list(server: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(server: &str, name: &str) -> anyhow::Result<ExitCode> {
+fn describe(server: &Target, name: &str) -> anyhow::Result<ExitCode> {
     let mut client = connect(server)?;
     let metadata = client
         .metadata_for(&[name])
@@ -83,7 +83,7 @@ fn describe(server: &str, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn delete(server: &str, name: &str) -> anyhow::Result<ExitCode> {
+fn delete(server: &Target, name: &str) -> anyhow::Result<ExitCode> {
     let mut client = connect(server)?;
     client
         .delete_stream(name)

@@ -31,6 +31,7 @@
 //! timeout or a protocol violation drops that connection (the next call
 //! reconnects), so a half-read answer can never be mistaken for the next one.
 
+mod access;
 mod connection;
 mod error;
 mod requests;
@@ -48,6 +49,7 @@ use shards::batch::{decode_batch, encode_batch, encoded_len, BatchIter, DecodedR
 use shards::constants::{BATCH_RECORDS_MAX, RECORD_HEADERS_MAX};
 use shards::types::Offset;
 
+pub use self::access::Credentials;
 use self::connection::{duration_ms, Connection, Response};
 pub use self::error::ClientError;
 pub use self::types::{
@@ -97,6 +99,11 @@ pub struct Client {
     config: ClientConfig,
     connections: HashMap<SocketAddr, Connection>,
     routes: HashMap<(String, u32), SocketAddr>,
+    /// Set by [`Client::authenticate`]: every new connection authenticates
+    /// with these before its first request.
+    credentials: Option<Credentials>,
+    /// What the server called us when we last authenticated.
+    principal: Option<String>,
 }
 
 impl Client {
@@ -115,6 +122,8 @@ impl Client {
             config,
             connections: HashMap::from([(bootstrap, connection)]),
             routes: HashMap::new(),
+            credentials: None,
+            principal: None,
         })
     }
 
@@ -425,7 +434,13 @@ impl Client {
                     self.connections.remove(&victim);
                 }
             }
-            let connection = Connection::open(addr, &self.config)?;
+            let mut connection = Connection::open(addr, &self.config)?;
+            if let Some(credentials) = &self.credentials {
+                self.principal = Some(access::authenticate_connection(
+                    &mut connection,
+                    credentials,
+                )?);
+            }
             self.connections.insert(addr, connection);
         }
         self.connections

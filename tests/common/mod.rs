@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod auth;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,379 @@
+//! Authentication and per-stream ACLs end to end: a real `sluice serve`
+//! with an `[auth]` section, driven through the client library, raw frames
+//! and the `sluice` command line.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::auth::{ALICE_TOKEN, BOB_PASSWORD, ROOT_TOKEN};
+use common::{NatsServer, Sluice};
+use shards::batch::Record;
+use shards::types::TimestampMs;
+use sluice::client::{Client, ClientError, Credentials, FetchStart, StreamConfig};
+use sluice::cluster::acl::{AclOperation, AclOperations, AclRule};
+use sluice::protocol::error_code::ErrorCode;
+use sluice::protocol::error_response::ErrorResponse;
+use sluice::protocol::frame::FrameKind;
+use sluice::protocol::limits::FRAME_BODY_BYTES_UNAUTHENTICATED_MAX;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn client_as(node: &Sluice, credentials: Credentials) -> Client {
+    let mut client = Client::connect(&node.listen.to_string()).expect("connect");
+    client.authenticate(credentials).expect("authenticate");
+    client
+}
+
+fn token(token: &str) -> Credentials {
+    Credentials::Token(token.to_owned())
+}
+
+fn record(value: &str) -> Record {
+    Record {
+        timestamp: TimestampMs(1),
+        key: None,
+        value: Some(Bytes::from(value.to_owned())),
+        headers: Vec::new(),
+    }
+}
+
+fn code_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> ErrorCode {
+    match result {
+        Err(error) => error.code().unwrap_or_else(|| panic!("no code: {error}")),
+        Ok(value) => panic!("expected a refusal, got {value:?}"),
+    }
+}
+
+fn rule(principal: &str, pattern: &str, ops: &[AclOperation]) -> AclRule {
+    AclRule {
+        principal: principal.into(),
+        stream_pattern: pattern.into(),
+        operations: AclOperations::of(ops.iter().copied()),
+    }
+}
+
+/// Sends one raw frame and reads one answer frame: (kind, body).
+fn raw_request(socket: &mut TcpStream, kind: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(5 + body.len() as u32).to_be_bytes());
+    frame.push(kind);
+    frame.extend_from_slice(&7u32.to_be_bytes());
+    frame.extend_from_slice(body);
+    // A refused large frame may be answered before it is all written.
+    let _ = socket.write_all(&frame);
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).expect("answer header");
+    let length = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+    let mut answer = vec![0u8; length - 5];
+    socket.read_exact(&mut answer).expect("answer body");
+    (header[4], answer)
+}
+
+fn raw_error(answer: (u8, Vec<u8>)) -> ErrorCode {
+    assert_eq!(answer.0, FrameKind::ErrorResponse.code(), "not an error");
+    ErrorResponse::decode(&answer.1).expect("error body").code
+}
+
+/// Whether the server closed the connection (EOF, or reset).
+fn closed(socket: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(socket.read(&mut byte), Ok(n) if n > 0)
+}
+
+fn raw_socket(node: &Sluice) -> TcpStream {
+    let socket = TcpStream::connect(node.listen).expect("connect");
+    socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    socket
+}
+
+/// Everything the brief asks of authentication, on one node (starting a
+/// node is the slow part): refusals before and without authentication, the
+/// unauthenticated frame limit, failures that leave other clients alone,
+/// grants and revokes taking effect, Metadata filtering, metrics, the CLI,
+/// and ACLs surviving a restart.
+#[test]
+fn authentication_and_acls_end_to_end() {
+    let nats_server = NatsServer::start();
+    let mut node = Sluice::start_with_auth(&nats_server.url, 2);
+
+    // Any request before Authenticate: AuthRequired, connection closed.
+    let mut socket = raw_socket(&node);
+    let metadata_body = {
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let root = sluice::protocol::generated::protocol::MetadataRequest::create(
+            &mut fbb,
+            &Default::default(),
+        );
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    };
+    let answer = raw_request(
+        &mut socket,
+        FrameKind::MetadataRequest.code(),
+        &metadata_body,
+    );
+    assert_eq!(raw_error(answer), ErrorCode::AuthRequired);
+    assert!(
+        closed(&mut socket),
+        "connection must close after AuthRequired"
+    );
+
+    // Before authenticating, frames are limited to 64 KiB.
+    let mut socket = raw_socket(&node);
+    let big = vec![0u8; FRAME_BODY_BYTES_UNAUTHENTICATED_MAX + 1];
+    let answer = raw_request(&mut socket, FrameKind::AuthenticateRequest.code(), &big);
+    assert_eq!(raw_error(answer), ErrorCode::FrameTooLarge);
+
+    // The client library says the same without credentials.
+    let mut anonymous = Client::connect(&node.listen.to_string()).expect("connect");
+    assert_eq!(code_of(anonymous.metadata()), ErrorCode::AuthRequired);
+
+    // Superuser by token, user by Argon2-hashed password.
+    let mut root = client_as(&node, token(ROOT_TOKEN));
+    assert_eq!(root.principal(), Some("root"));
+    let bob = client_as(
+        &node,
+        Credentials::UserPassword {
+            username: "bob".into(),
+            password: BOB_PASSWORD.into(),
+        },
+    );
+    assert_eq!(bob.principal(), Some("bob"));
+    let mut config = StreamConfig::new("orders.eu", "orders.eu");
+    config.partitions = Some(2);
+    root.create_stream(&config).expect("root creates");
+    root.create_stream(&StreamConfig::new("audit", "audit"))
+        .expect("root creates");
+
+    // Bad credentials: AuthFailed after a delay, while another client goes
+    // on undisturbed.
+    let mut alice = client_as(&node, token(ALICE_TOKEN));
+    assert_eq!(alice.principal(), Some("alice"));
+    let guesser = {
+        let addr = node.listen.to_string();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for guess in ["wrong-token-0123456789", "another-wrong-token-42"] {
+                let mut client = Client::connect(&addr).expect("connect");
+                results.push(code_of(client.authenticate(token(guess))));
+            }
+            let mut client = Client::connect(&addr).expect("connect");
+            results.push(code_of(client.authenticate(Credentials::UserPassword {
+                username: "bob".into(),
+                password: "not bob's password".into(),
+            })));
+            results
+        })
+    };
+    let started = Instant::now();
+    let mut undisturbed = 0;
+    while !guesser.is_finished() && started.elapsed() < IO_TIMEOUT {
+        let before = Instant::now();
+        alice
+            .metadata()
+            .expect("alice's metadata while someone guesses");
+        assert!(
+            before.elapsed() < Duration::from_secs(5),
+            "a failing login held up another client for {:?}",
+            before.elapsed()
+        );
+        undisturbed += 1;
+    }
+    assert_eq!(
+        guesser.join().expect("guesser"),
+        vec![ErrorCode::AuthFailed; 3]
+    );
+    assert!(undisturbed > 0);
+
+    // Alice has no rule yet: refused, and names the operation and stream.
+    let denied = alice.publish("orders.eu", 0, &[record("a")]);
+    match &denied {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(*code, ErrorCode::NotAuthorized);
+            assert!(
+                message.contains("publish") && message.contains("orders.eu"),
+                "{message}"
+            );
+        }
+        other => panic!("expected NotAuthorized, got {other:?}"),
+    }
+    assert_eq!(
+        code_of(alice.create_stream(&StreamConfig::new("mine", "mine"))),
+        ErrorCode::NotAuthorized
+    );
+    assert_eq!(
+        code_of(alice.delete_stream("audit")),
+        ErrorCode::NotAuthorized
+    );
+    assert!(alice.metadata().expect("metadata").streams.is_empty());
+    assert_eq!(
+        code_of(alice.grant_acl(&rule("alice", "*", &[AclOperation::Admin]))),
+        ErrorCode::NotAuthorized
+    );
+
+    // A grant takes effect at once, on every shard.
+    root.grant_acl(&rule(
+        "alice",
+        "orders.*",
+        &[AclOperation::Publish, AclOperation::Fetch],
+    ))
+    .expect("grant");
+    for partition in 0..2 {
+        alice
+            .publish("orders.eu", partition, &[record("granted")])
+            .expect("alice publishes after the grant");
+        let fetched = alice
+            .fetch(
+                "orders.eu",
+                partition,
+                FetchStart::Earliest,
+                1 << 20,
+                Duration::ZERO,
+            )
+            .expect("alice fetches");
+        assert_eq!(fetched.records.len(), 1);
+    }
+    let visible: Vec<String> = alice
+        .metadata()
+        .expect("metadata")
+        .streams
+        .iter()
+        .map(|s| s.config.name.clone())
+        .collect();
+    assert_eq!(visible, vec!["orders.eu".to_owned()]);
+    let named = alice.metadata_for(&["audit"]).expect("metadata");
+    assert_eq!(named.streams[0].error, Some(ErrorCode::NotAuthorized));
+    assert_eq!(
+        code_of(alice.fetch("audit", 0, FetchStart::Earliest, 1 << 20, Duration::ZERO)),
+        ErrorCode::NotAuthorized
+    );
+
+    // A revoke takes effect at once too.
+    root.revoke_acl(&rule("alice", "orders.*", &[AclOperation::Publish]))
+        .expect("revoke");
+    assert_eq!(
+        code_of(alice.publish("orders.eu", 0, &[record("revoked")])),
+        ErrorCode::NotAuthorized
+    );
+    alice
+        .fetch(
+            "orders.eu",
+            1,
+            FetchStart::Earliest,
+            1 << 20,
+            Duration::ZERO,
+        )
+        .expect("fetch is still granted");
+    assert_eq!(
+        code_of(root.revoke_acl(&rule("nobody", "x", &[]))),
+        ErrorCode::InvalidRequest
+    );
+
+    // The command line: authenticates with --token / SLUICE_TOKEN.
+    let sluice = |args: &[&str], env_token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("--server")
+            .arg(node.listen.to_string())
+            .args(args)
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_USER")
+            .env_remove("SLUICE_PASSWORD");
+        if let Some(token) = env_token {
+            command.env("SLUICE_TOKEN", token);
+        }
+        command.output().expect("run sluice")
+    };
+    let out = sluice(
+        &[
+            "--token",
+            ROOT_TOKEN,
+            "acl",
+            "grant",
+            "--principal",
+            "bob",
+            "--stream",
+            "audit",
+            "--ops",
+            "fetch",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = sluice(&["acl", "list"], Some(ROOT_TOKEN));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(listed.contains("alice      orders.*  fetch"), "{listed}");
+    assert!(listed.contains("bob        audit     fetch"), "{listed}");
+    let out = sluice(&["stream", "list"], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AuthRequired") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    let out = sluice(&["stream", "list"], Some(ALICE_TOKEN));
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("orders.eu"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("audit"));
+
+    // Failures and denials are counted.
+    assert!(node.metric("sluice_auth_failures_total") >= 5);
+    assert!(node.metric("sluice_authorization_denials_total") >= 6);
+    assert!(
+        !node.log().contains(ALICE_TOKEN) && !node.log().contains(BOB_PASSWORD),
+        "a secret reached the log"
+    );
+
+    // ACLs are metadata: they survive a restart.
+    drop((alice, root, bob, anonymous));
+    node.restart();
+    let mut alice = client_as(&node, token(ALICE_TOKEN));
+    alice
+        .fetch(
+            "orders.eu",
+            0,
+            FetchStart::Earliest,
+            1 << 20,
+            Duration::ZERO,
+        )
+        .expect("fetch still granted after restart");
+    assert_eq!(
+        code_of(alice.publish("orders.eu", 0, &[record("x")])),
+        ErrorCode::NotAuthorized
+    );
+    let mut root = client_as(&node, token(ROOT_TOKEN));
+    assert_eq!(
+        root.list_acls(Some("alice")).expect("list"),
+        vec![rule("alice", "orders.*", &[AclOperation::Fetch])]
+    );
+}
+
+/// Without `[auth]`, Authenticate accepts anything as `anonymous` and
+/// nothing is checked (the behaviour before authentication existed).
+#[test]
+fn without_auth_everyone_is_anonymous_and_unrestricted() {
+    let nats_server = NatsServer::start();
+    let node = Sluice::start(&nats_server.url, 1);
+    let mut client = Client::connect(&node.listen.to_string()).expect("connect");
+    assert_eq!(
+        client
+            .authenticate(token("anything"))
+            .expect("authenticate"),
+        "anonymous"
+    );
+    client
+        .create_stream(&StreamConfig::new("free", "free"))
+        .expect("create");
+    client.publish("free", 0, &[record("x")]).expect("publish");
+    client
+        .grant_acl(&rule("alice", "free", &[AclOperation::Fetch]))
+        .expect("ACLs can be prepared before auth is turned on");
+    let mut plain = Client::connect(&node.listen.to_string()).expect("connect");
+    assert_eq!(plain.metadata().expect("metadata").streams.len(), 1);
+}

@@ -1,0 +1,67 @@
+//! Support for tests of authentication and ACLs: a `sluice serve` with an
+//! `[auth]` section, and the credentials it accepts.
+
+use std::net::SocketAddr;
+
+use super::{free_port, free_port_range, Sluice};
+
+/// Token of the superuser `root`.
+pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
+/// Token of the ordinary principal `alice`.
+pub const ALICE_TOKEN: &str = "alice-token-0123456789abcdef";
+/// User `bob`'s password (stored as an Argon2id hash in the config).
+pub const BOB_PASSWORD: &str = "correct horse battery staple";
+/// Argon2id hash of [`BOB_PASSWORD`] (made by `sluice hash-password`).
+pub const BOB_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$QJi1oCTxIbWyo1rfBbK6Gg$JegrX4N7bZ9oOfZpFY32R+S+fSh17bDWGDsc1PowknA";
+
+/// The `[auth]` section the tests run with.
+pub fn auth_section() -> String {
+    format!(
+        r#"
+[auth]
+enabled = true
+superusers = ["root"]
+tokens = [
+  {{ token = "{ROOT_TOKEN}", principal = "root" }},
+  {{ token = "{ALICE_TOKEN}", principal = "alice" }},
+]
+users = [{{ username = "bob", password_hash = "{BOB_PASSWORD_HASH}" }}]
+"#
+    )
+}
+
+impl Sluice {
+    /// Starts a node whose sluice.toml also holds `extra` (TOML).
+    pub fn start_with_config(nats_url: &str, shards: u16, extra: &str) -> Sluice {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let base = free_port_range(shards);
+        let admin_port = free_port();
+        let raft_port = free_port();
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(
+            &config,
+            format!("raft = \"127.0.0.1:{raft_port}\"\n{extra}\n"),
+        )
+        .expect("write config");
+        let mut node = Sluice {
+            child: None,
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], base)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            nats_url: nats_url.to_string(),
+            shards,
+            log: dir.path().join("sluice.log"),
+            config,
+            _dir: Some(dir),
+        };
+        node.spawn();
+        node
+    }
+
+    /// Starts a node with authentication on ([`auth_section`]).
+    pub fn start_with_auth(nats_url: &str, shards: u16) -> Sluice {
+        Sluice::start_with_config(nats_url, shards, &auth_section())
+    }
+}
