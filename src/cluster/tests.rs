@@ -503,3 +503,42 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
     }
     leader.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn acls_survive_restart_through_snapshot_and_log() {
+    use super::acl::{AclOperation, AclOperations};
+    let dir = tempfile::tempdir().unwrap();
+    // Snapshot every few entries, so the rules come back from a snapshot
+    // and from the log entries after it.
+    let config = MetadataConfig {
+        raft: RaftTuning {
+            snapshot_logs_since_last: 3,
+            snapshot_logs_to_keep: 1,
+            ..fast_tuning()
+        },
+        ..config(dir.path())
+    };
+    let node = MetadataNode::start(config.clone()).await.unwrap();
+    let grant = |principal: &str, pattern: &str| MetadataCommand::GrantAcl {
+        principal: principal.into(),
+        stream_pattern: pattern.into(),
+        operations: AclOperations::of([AclOperation::Fetch]),
+    };
+    for i in 0..6 {
+        let response = node.write(grant("alice", &format!("s{i}"))).await.unwrap();
+        assert_eq!(response, MetadataResponse::Ok);
+    }
+    let revoke = MetadataCommand::RevokeAcl {
+        principal: "alice".into(),
+        stream_pattern: "s0".into(),
+        operations: AclOperations::NONE,
+    };
+    assert_eq!(node.write(revoke).await.unwrap(), MetadataResponse::Ok);
+    let before = node.metadata().acls().clone();
+    assert_eq!(before["alice"].len(), 5);
+    node.shutdown().await.unwrap();
+
+    let node = MetadataNode::start(config).await.unwrap();
+    assert_eq!(node.metadata().acls(), &before);
+    node.shutdown().await.unwrap();
+}
