@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::auth::{ALICE_TOKEN, BOB_PASSWORD, ROOT_TOKEN};
+use common::auth::{ALICE_TOKEN, AUTHENTICATE_TIMEOUT_MS, BOB_PASSWORD, NODE_TOKEN, ROOT_TOKEN};
 use common::{NatsServer, Sluice};
 use shards::batch::Record;
 use shards::types::TimestampMs;
@@ -100,6 +100,20 @@ fn raw_socket(node: &Sluice) -> TcpStream {
 fn authentication_and_acls_end_to_end() {
     let nats_server = NatsServer::start();
     let mut node = Sluice::start_with_auth(&nats_server.url, 2);
+
+    // A connection that never authenticates is closed after the
+    // authentication deadline; checked at the end.
+    let silent = {
+        let mut socket = raw_socket(&node);
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let was_closed = closed(&mut socket);
+            (was_closed, started.elapsed())
+        })
+    };
 
     // Any request before Authenticate: AuthRequired, connection closed.
     let mut socket = raw_socket(&node);
@@ -330,8 +344,22 @@ fn authentication_and_acls_end_to_end() {
         "a secret reached the log"
     );
 
+    // Other nodes authenticate with the node token and may do everything.
+    let mut peer = client_as(&node, token(NODE_TOKEN));
+    assert_eq!(peer.principal(), Some("_node"));
+    peer.fetch("audit", 0, FetchStart::Earliest, 1 << 20, Duration::ZERO)
+        .expect("a node may fetch anything");
+
+    let (was_closed, after) = silent.join().expect("silent connection");
+    assert!(was_closed, "an unauthenticated connection stayed open");
+    assert!(
+        after >= Duration::from_millis(AUTHENTICATE_TIMEOUT_MS / 2)
+            && after < Duration::from_secs(40),
+        "closed after {after:?}"
+    );
+
     // ACLs are metadata: they survive a restart.
-    drop((alice, root, bob, anonymous));
+    drop((alice, root, bob, anonymous, peer));
     node.restart();
     let mut alice = client_as(&node, token(ALICE_TOKEN));
     alice

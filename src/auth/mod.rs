@@ -34,6 +34,10 @@ use crate::cluster::acl::validate_principal;
 
 /// The principal of every connection when authentication is off.
 pub const ANONYMOUS_PRINCIPAL: &str = "anonymous";
+/// The principal of a connection that presented `[auth] node_token`: another
+/// node of the cluster (e.g. a follower fetching for replication). It may do
+/// everything, like a superuser.
+pub const NODE_PRINCIPAL: &str = "_node";
 /// Shortest token accepted in `sluice.toml`: 16 bytes. Tokens are compared
 /// by a fast hash, so they must be too long to guess.
 pub const TOKEN_BYTES_MIN: usize = 16;
@@ -45,6 +49,10 @@ pub const CREDENTIAL_BYTES_MAX: usize = 1024;
 /// Most tokens plus users in `sluice.toml`; a token check compares against
 /// every token, so this bounds it.
 pub const CREDENTIALS_MAX: usize = 4096;
+/// Default of `[auth] authenticate_timeout_ms`: a connection that has not
+/// authenticated this long after it was accepted is closed, so an anonymous
+/// peer cannot hold a connection (and its buffer) open by trickling bytes.
+pub const AUTHENTICATE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Salt bytes of a password hash made by [`hash_password`] (the PHC
 /// string format's recommended 16).
 pub const PASSWORD_SALT_BYTES: usize = 16;
@@ -98,7 +106,7 @@ impl fmt::Debug for UserConfig {
 }
 
 /// The `[auth]` section of `sluice.toml`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFileConfig {
     /// Off by default: every connection is [`ANONYMOUS_PRINCIPAL`] and may do
@@ -112,6 +120,26 @@ pub struct AuthFileConfig {
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Token the nodes of a cluster present to each other (the same on every
+    /// node); accepted as [`NODE_PRINCIPAL`].
+    pub node_token: Option<String>,
+    /// See [`AUTHENTICATE_TIMEOUT_MS_DEFAULT`].
+    pub authenticate_timeout_ms: Option<u64>,
+}
+
+impl fmt::Debug for AuthFileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthFileConfig")
+            .field("enabled", &self.enabled)
+            .field("superusers", &self.superusers)
+            .field("tokens", &self.tokens)
+            .field("users", &self.users)
+            .field(
+                "node_token",
+                &self.node_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Credentials a client presents in an `AuthenticateRequest`.
@@ -150,7 +178,7 @@ struct StoredUser {
 
 /// Checks presented credentials against the configured ones. Immutable
 /// after start-up; cheap to share.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Authenticator {
     enabled: bool,
     superusers: Vec<String>,
@@ -160,6 +188,9 @@ pub struct Authenticator {
     /// An Argon2 hash verified against when the username is unknown, so
     /// unknown and known users cost the same.
     decoy_hash: Option<String>,
+    /// `[auth] node_token`, kept whole: this node presents it to the others.
+    node_token: Option<String>,
+    authenticate_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Authenticator {
@@ -169,7 +200,22 @@ impl fmt::Debug for Authenticator {
             .field("superusers", &self.superusers)
             .field("tokens", &self.tokens.len())
             .field("users", &self.users.len())
+            .field("node_token", &self.node_token.is_some())
             .finish()
+    }
+}
+
+impl Default for Authenticator {
+    fn default() -> Authenticator {
+        Authenticator {
+            enabled: false,
+            superusers: Vec::new(),
+            tokens: Vec::new(),
+            users: HashMap::new(),
+            decoy_hash: None,
+            node_token: None,
+            authenticate_timeout: std::time::Duration::from_millis(AUTHENTICATE_TIMEOUT_MS_DEFAULT),
+        }
     }
 }
 
@@ -179,13 +225,18 @@ impl Authenticator {
         Authenticator::default()
     }
 
+    /// How long a new connection has to authenticate.
+    pub fn authenticate_timeout(&self) -> std::time::Duration {
+        self.authenticate_timeout
+    }
+
     /// Validates the `[auth]` section and keeps only what checking needs.
     pub fn from_config(config: &AuthFileConfig) -> Result<Authenticator, AuthConfigError> {
         let fail = |reason: String| Err(AuthConfigError(reason));
         if !config.enabled {
             return Ok(Authenticator::disabled());
         }
-        if config.tokens.is_empty() && config.users.is_empty() {
+        if config.tokens.is_empty() && config.users.is_empty() && config.node_token.is_none() {
             return fail("enabled = true needs at least one entry in tokens or users".into());
         }
         if config.tokens.len() + config.users.len() > CREDENTIALS_MAX {
@@ -195,9 +246,16 @@ impl Authenticator {
             validate_principal(principal)
                 .map_err(|reason| AuthConfigError(format!("superusers: {reason}")))?;
         }
+        let timeout_ms = config
+            .authenticate_timeout_ms
+            .unwrap_or(AUTHENTICATE_TIMEOUT_MS_DEFAULT);
+        if timeout_ms == 0 {
+            return fail("authenticate_timeout_ms must be above 0".into());
+        }
         let mut authenticator = Authenticator {
             enabled: true,
             superusers: config.superusers.clone(),
+            authenticate_timeout: std::time::Duration::from_millis(timeout_ms),
             ..Authenticator::default()
         };
         for (index, entry) in config.tokens.iter().enumerate() {
@@ -209,11 +267,31 @@ impl Authenticator {
             }
             validate_principal(&entry.principal)
                 .map_err(|reason| AuthConfigError(format!("tokens[{index}]: {reason}")))?;
+            if entry.principal == NODE_PRINCIPAL {
+                return fail(format!(
+                    "tokens[{index}]: principal {NODE_PRINCIPAL:?} is reserved for node_token"
+                ));
+            }
             let digest = sha256(&entry.token);
             if authenticator.tokens.iter().any(|(d, _)| *d == digest) {
                 return fail(format!("tokens[{index}]: the same token appears twice"));
             }
             authenticator.tokens.push((digest, entry.principal.clone()));
+        }
+        if let Some(token) = &config.node_token {
+            if token.len() < TOKEN_BYTES_MIN || token.len() > CREDENTIAL_BYTES_MAX {
+                return fail(format!(
+                    "node_token must be {TOKEN_BYTES_MIN}..={CREDENTIAL_BYTES_MAX} bytes"
+                ));
+            }
+            let digest = sha256(token);
+            if authenticator.tokens.iter().any(|(d, _)| *d == digest) {
+                return fail("node_token is also a client token; use a token of its own".into());
+            }
+            authenticator
+                .tokens
+                .push((digest, NODE_PRINCIPAL.to_owned()));
+            authenticator.node_token = Some(token.clone());
         }
         for (index, entry) in config.users.iter().enumerate() {
             let user = stored_user(entry)
@@ -239,9 +317,18 @@ impl Authenticator {
         self.enabled
     }
 
-    /// Whether `principal` bypasses the ACLs.
+    /// Whether `principal` bypasses the ACLs: a configured superuser, or
+    /// another node of the cluster.
     pub fn is_superuser(&self, principal: &str) -> bool {
         self.superusers.iter().any(|s| s == principal)
+            || (principal == NODE_PRINCIPAL && self.node_token.is_some())
+    }
+
+    /// The token this node presents when it connects to another node's
+    /// client port (replication fetches): `[auth] node_token`. `None` when
+    /// authentication is off or no node token is configured.
+    pub fn node_token(&self) -> Option<&str> {
+        self.node_token.as_deref()
     }
 
     /// The principal the credentials belong to, or `None`. Blocking: an
@@ -406,6 +493,33 @@ mod tests {
     }
 
     #[test]
+    fn node_token_is_an_implicit_superuser() {
+        let auth = Authenticator::from_config(&config(
+            r#"
+            enabled = true
+            node_token = "cluster-secret-0123456789"
+            "#,
+        ))
+        .unwrap();
+        let principal = auth
+            .verify_blocking(&Presented::Token("cluster-secret-0123456789".into()))
+            .unwrap();
+        assert_eq!(principal, NODE_PRINCIPAL);
+        assert!(auth.is_superuser(NODE_PRINCIPAL));
+        assert_eq!(auth.node_token(), Some("cluster-secret-0123456789"));
+        // Without a node token nobody is the node principal.
+        let plain = Authenticator::from_config(&config(
+            r#"
+            enabled = true
+            users = [{ username = "u", password = "p" }]
+            "#,
+        ))
+        .unwrap();
+        assert!(!plain.is_superuser(NODE_PRINCIPAL));
+        assert_eq!(plain.node_token(), None);
+    }
+
+    #[test]
     fn bad_sections_are_refused_with_the_entry_named() {
         for (text, expected) in [
             ("enabled = true", "at least one"),
@@ -431,6 +545,16 @@ mod tests {
             ),
             (
                 r#"enabled = true
+                tokens = [{ token = "0123456789abcdef", principal = "_node" }]"#,
+                "reserved",
+            ),
+            (
+                r#"enabled = true
+                node_token = "short""#,
+                "node_token",
+            ),
+            (
+                r#"enabled = true
                 superusers = ["a b"]
                 users = [{ username = "u", password = "p" }]"#,
                 "superusers",
@@ -448,6 +572,7 @@ mod tests {
             enabled = true
             tokens = [{ token = "super-secret-token-1", principal = "alice" }]
             users = [{ username = "bob", password = "hunter2-secret" }]
+            node_token = "node-secret-0123456789"
             "#,
         );
         let auth = Authenticator::from_config(&section).unwrap();

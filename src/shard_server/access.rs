@@ -9,6 +9,9 @@
 //! Argon2 verification, which runs on a blocking thread: other connections
 //! of the shard are never held up.
 //!
+//! A connection that has not authenticated within `[auth]
+//! authenticate_timeout_ms` of being accepted is closed.
+//!
 //! Every request after that is checked against the ACL table the shard got
 //! with its partition table ([`ShardAccess::acls`]): a local, lock-free
 //! lookup. Superusers (from `sluice.toml`) bypass the ACLs. With
@@ -18,7 +21,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flatbuffers::FlatBufferBuilder;
 
@@ -80,7 +83,9 @@ impl ShardAccess {
     /// The session a new connection starts with.
     pub(super) fn new_session(&self) -> Session {
         if self.authenticator.is_enabled() {
-            Session::Unauthenticated
+            Session::Unauthenticated {
+                deadline: Instant::now() + self.authenticator.authenticate_timeout(),
+            }
         } else {
             Session::Authenticated(ANONYMOUS_PRINCIPAL.to_owned())
         }
@@ -103,7 +108,10 @@ impl ShardAccess {
 
 /// Who a connection is.
 pub(super) enum Session {
-    Unauthenticated,
+    /// Must authenticate by `deadline`.
+    Unauthenticated {
+        deadline: Instant,
+    },
     Authenticated(String),
 }
 
@@ -114,6 +122,19 @@ pub(super) struct Refusal {
 }
 
 impl Session {
+    /// How long the next socket read may wait: `idle` once authenticated,
+    /// else what is left until the authentication deadline (`None` when it
+    /// has passed: close the connection).
+    pub(super) fn read_timeout(&self, idle: Duration) -> Option<Duration> {
+        match self {
+            Session::Authenticated(_) => Some(idle),
+            Session::Unauthenticated { deadline } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then_some(left.min(idle))
+            }
+        }
+    }
+
     /// May this session send this frame? Called for every request but
     /// `Authenticate`. Bodies that do not verify pass (their handler
     /// answers `InvalidRequest`); so do response kinds (`UnknownKind`).
@@ -183,6 +204,7 @@ fn denied(shard: &Shard, message: String) -> Refusal {
 }
 
 /// What a request needs to be allowed.
+#[derive(Debug, PartialEq, Eq)]
 enum Needs {
     Nothing,
     Stream(AclOperation, String),
@@ -394,4 +416,140 @@ pub(super) async fn list_acls(shard: &Shard, frame: &Frame) -> Answer {
         FrameKind::ListAclsResponse,
         fbb.finished_data().to_vec(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn frame(kind: FrameKind, body: Vec<u8>) -> Frame {
+        Frame {
+            kind,
+            correlation_id: 1,
+            body: Bytes::from(body),
+        }
+    }
+
+    fn fetch_body(stream: &str) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let stream = fbb.create_string(stream);
+        let root = fb::FetchRequest::create(
+            &mut fbb,
+            &fb::FetchRequestArgs {
+                stream: Some(stream),
+                ..Default::default()
+            },
+        );
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    }
+
+    fn publish_body(stream: &str) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let stream = fbb.create_string(stream);
+        let root = fb::PublishRequest::create(
+            &mut fbb,
+            &fb::PublishRequestArgs {
+                stream: Some(stream),
+                ..Default::default()
+            },
+        );
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    }
+
+    fn delete_body(stream: &str) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let name = fbb.create_string(stream);
+        let root = fb::DeleteStreamRequest::create(
+            &mut fbb,
+            &fb::DeleteStreamRequestArgs { name: Some(name) },
+        );
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    }
+
+    fn create_body(stream: &str) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let name = fbb.create_string(stream);
+        let config = fb::StreamConfig::create(
+            &mut fbb,
+            &fb::StreamConfigArgs {
+                name: Some(name),
+                ..Default::default()
+            },
+        );
+        let root = fb::CreateStreamRequest::create(
+            &mut fbb,
+            &fb::CreateStreamRequestArgs {
+                config: Some(config),
+            },
+        );
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    }
+
+    #[test]
+    fn every_request_maps_to_its_operation() {
+        let stream = |op, name: &str| Needs::Stream(op, name.to_owned());
+        let cases = [
+            (
+                frame(FrameKind::FetchRequest, fetch_body("a")),
+                stream(AclOperation::Fetch, "a"),
+            ),
+            (
+                frame(FrameKind::PublishRequest, publish_body("b")),
+                stream(AclOperation::Publish, "b"),
+            ),
+            (
+                frame(FrameKind::CreateStreamRequest, create_body("c")),
+                stream(AclOperation::Create, "c"),
+            ),
+            (
+                frame(FrameKind::DeleteStreamRequest, delete_body("d")),
+                stream(AclOperation::Delete, "d"),
+            ),
+            (
+                frame(FrameKind::MetadataRequest, Vec::new()),
+                Needs::Nothing,
+            ),
+            (
+                frame(FrameKind::GrantAclRequest, Vec::new()),
+                Needs::AclManagement,
+            ),
+            (
+                frame(FrameKind::ListAclsRequest, Vec::new()),
+                Needs::AclManagement,
+            ),
+            // A body that does not verify is left to its handler
+            // (InvalidRequest), which reads nothing from it.
+            (
+                frame(FrameKind::FetchRequest, vec![0xff; 3]),
+                Needs::Nothing,
+            ),
+            // Responses sent as requests are answered UnknownKind.
+            (frame(FrameKind::FetchResponse, Vec::new()), Needs::Nothing),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(requested(&frame), expected, "{}", frame.kind);
+        }
+    }
+
+    #[test]
+    fn unauthenticated_sessions_read_until_their_deadline_only() {
+        let idle = Duration::from_secs(300);
+        let session = Session::Unauthenticated {
+            deadline: Instant::now() + Duration::from_secs(5),
+        };
+        let left = session.read_timeout(idle).expect("time left");
+        assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(1));
+        let expired = Session::Unauthenticated {
+            deadline: Instant::now(),
+        };
+        assert_eq!(expired.read_timeout(idle), None);
+        let authenticated = Session::Authenticated("alice".into());
+        assert_eq!(authenticated.read_timeout(idle), Some(idle));
+    }
 }

@@ -99,6 +99,13 @@ impl Connection {
             match self.decoder.decode(&mut self.input) {
                 Ok(Some(frame)) => self.handle(stream, frame).await?,
                 Ok(None) => {
+                    // Unauthenticated connections get until their deadline.
+                    let timeout = self.session.read_timeout(CONNECTION_IDLE_TIMEOUT);
+                    let Some(timeout) = timeout else {
+                        self.shard.stats.borrow_mut().auth_failures += 1;
+                        return Err(Close::Protocol);
+                    };
+                    let _ = stream.set_read_timeout(Some(timeout));
                     let read = stream.read(&mut chunk).await.map_err(|_| Close::Io)?;
                     if read == 0 {
                         return Ok(());

@@ -9,6 +9,11 @@ use super::{free_port, free_port_range, Sluice};
 pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
 /// Token of the ordinary principal `alice`.
 pub const ALICE_TOKEN: &str = "alice-token-0123456789abcdef";
+/// `[auth] node_token`: what nodes present to each other.
+pub const NODE_TOKEN: &str = "node-token-0123456789abcdef";
+/// `[auth] authenticate_timeout_ms` of the test nodes (short, so waiting
+/// for it is quick).
+pub const AUTHENTICATE_TIMEOUT_MS: u64 = 2_000;
 /// User `bob`'s password (stored as an Argon2id hash in the config).
 pub const BOB_PASSWORD: &str = "correct horse battery staple";
 /// Argon2id hash of [`BOB_PASSWORD`] (made by `sluice hash-password`).
@@ -27,6 +32,8 @@ tokens = [
   {{ token = "{ALICE_TOKEN}", principal = "alice" }},
 ]
 users = [{{ username = "bob", password_hash = "{BOB_PASSWORD_HASH}" }}]
+node_token = "{NODE_TOKEN}"
+authenticate_timeout_ms = {AUTHENTICATE_TIMEOUT_MS}
 "#
     )
 }
