@@ -53,6 +53,12 @@ pub struct FileConfig {
     pub admin: Option<String>,
     pub raft: Option<String>,
     pub node_id: Option<u64>,
+    /// Raft address of any member of the cluster to join.
+    pub join: Option<String>,
+    /// Static cluster: `["1@host:port", "2@host:port", ...]`, the same on
+    /// every listed node.
+    pub peers: Option<Vec<String>>,
+    pub node_timeout_ms: Option<u64>,
     pub cores: Option<String>,
     pub control_core: Option<usize>,
     pub sync: Option<String>,
@@ -87,6 +93,11 @@ pub struct ServeConfig {
     pub admin: SocketAddr,
     pub raft: SocketAddr,
     pub node_id: u64,
+    /// How this node becomes a member: alone, by joining, or from a static
+    /// peer list.
+    pub membership: Membership,
+    /// A node the metadata leader has not heard from for this long is dead.
+    pub node_timeout: Duration,
     /// CPUs of the data shards, one shard each.
     pub shard_cpus: Vec<usize>,
     pub control_cpu: usize,
@@ -109,6 +120,22 @@ impl ServeConfig {
     }
 }
 
+/// How a node becomes a member of its cluster on first start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// Form a one-node cluster (more nodes may join it).
+    Alone,
+    /// Ask the member at this raft address to add this node.
+    Join(String),
+    /// Form the cluster of these voters (node id → raft address).
+    Peers(std::collections::BTreeMap<u64, String>),
+}
+
+/// Default `node_timeout_ms`.
+pub const NODE_TIMEOUT_MS_DEFAULT: u64 = crate::cluster::limits::NODE_TIMEOUT_MS_DEFAULT;
+/// Shortest accepted `node_timeout_ms` (several heartbeats must fit).
+pub const NODE_TIMEOUT_MS_MIN: u64 = 200;
+
 /// Flags as given on the command line (`None` = not given).
 #[derive(Debug, Default, Clone)]
 pub struct ServeFlags {
@@ -119,6 +146,8 @@ pub struct ServeFlags {
     pub admin: Option<String>,
     pub raft: Option<String>,
     pub node_id: Option<u64>,
+    pub join: Option<String>,
+    pub node_timeout_ms: Option<u64>,
     pub cores: Option<String>,
     pub control_core: Option<usize>,
     pub sync: Option<String>,
@@ -160,6 +189,29 @@ impl ServeFlags {
             Some(text) => parse_sync(&text)?,
             None => SyncPolicy::EveryBatch,
         };
+        let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        let membership = match (self.join.or(file.join), file.peers) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give either join (--join) or peers, not both".into(),
+                ))
+            }
+            (Some(join), None) => {
+                parse_addr("--join", Some(join.clone()), RAFT_DEFAULT)?;
+                Membership::Join(join)
+            }
+            (None, Some(peers)) => Membership::Peers(parse_peers(&peers)?),
+            (None, None) => Membership::Alone,
+        };
+        let node_timeout_ms = self
+            .node_timeout_ms
+            .or(file.node_timeout_ms)
+            .unwrap_or(NODE_TIMEOUT_MS_DEFAULT);
+        if node_timeout_ms < NODE_TIMEOUT_MS_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "node_timeout_ms {node_timeout_ms} is below the minimum {NODE_TIMEOUT_MS_MIN}"
+            )));
+        }
         Ok(ServeConfig {
             data_dir: self
                 .data_dir
@@ -169,7 +221,9 @@ impl ServeFlags {
             listen,
             admin: parse_addr("--admin", self.admin.or(file.admin), ADMIN_DEFAULT)?,
             raft: parse_addr("raft", self.raft.or(file.raft), RAFT_DEFAULT)?,
-            node_id: self.node_id.or(file.node_id).unwrap_or(1),
+            node_id,
+            membership,
+            node_timeout: Duration::from_millis(node_timeout_ms),
             shard_cpus,
             control_cpu,
             sync,
@@ -198,6 +252,34 @@ fn parse_addr(
             reason: e.to_string(),
             value,
         })
+}
+
+/// Parses a static peer list `["1@127.0.0.1:9281", "2@10.0.0.2:9281"]`.
+pub fn parse_peers(
+    peers: &[String],
+) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+    let mut parsed = std::collections::BTreeMap::new();
+    for peer in peers {
+        let bad = |reason: &str| {
+            ConfigError::Invalid(format!(
+                "invalid peer {peer:?}: {reason}; expected ID@HOST:PORT like \"2@10.0.0.2:9281\""
+            ))
+        };
+        let (id, addr) = peer.split_once('@').ok_or_else(|| bad("no '@'"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("the id is not a number"))?;
+        parse_addr("peers", Some(addr.to_owned()), RAFT_DEFAULT)
+            .map_err(|e| bad(&e.to_string()))?;
+        if parsed.insert(id, addr.to_owned()).is_some() {
+            return Err(bad("node id listed twice"));
+        }
+    }
+    if parsed.is_empty() {
+        return Err(ConfigError::Invalid("peers is empty".into()));
+    }
+    Ok(parsed)
 }
 
 /// Online CPUs (at least 1).
@@ -285,6 +367,48 @@ mod tests {
         );
         assert!(parse_sync("interval:0").is_err());
         assert!(parse_sync("sometimes").is_err());
+    }
+
+    #[test]
+    fn peers_join_and_node_timeout() {
+        let peers = parse_peers(&["1@127.0.0.1:9281".into(), "2@127.0.0.1:9381".into()]).unwrap();
+        assert_eq!(peers[&2], "127.0.0.1:9381");
+        assert!(parse_peers(&["1@x".into()]).is_err());
+        assert!(parse_peers(&["127.0.0.1:9281".into()]).is_err());
+        assert!(parse_peers(&["1@127.0.0.1:1".into(), "1@127.0.0.1:2".into()]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\npeers = [\"1@127.0.0.1:9281\", \"2@127.0.0.1:9381\"]\nnode_timeout_ms = 1500\n",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            config: Some(path.clone()),
+            cores: Some("0".into()),
+            ..Default::default()
+        };
+        let config = flags.resolve().unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.node_timeout, Duration::from_millis(1500));
+        assert!(matches!(config.membership, Membership::Peers(ref p) if p.len() == 2));
+        let both = ServeFlags {
+            config: Some(path),
+            join: Some("127.0.0.1:9281".into()),
+            cores: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(
+            both.resolve().is_err(),
+            "join and peers together are refused"
+        );
+        let joining = ServeFlags {
+            join: Some("127.0.0.1:9281".into()),
+            node_timeout_ms: Some(50),
+            cores: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(joining.resolve().is_err(), "too short a node timeout");
     }
 
     #[test]

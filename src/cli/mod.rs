@@ -315,6 +315,37 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub admin: Option<String>,
 
+    /// This node's id: unique in the cluster, the same across restarts
+    /// [default: 1].
+    ///
+    /// Example: --node-id 2
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+
+    /// Address for cluster metadata (raft) traffic between nodes, and the
+    /// address other nodes --join [default: 127.0.0.1:9281].
+    ///
+    /// Example: --raft 10.0.0.2:9281
+    #[arg(long, value_name = "HOST:PORT")]
+    pub raft: Option<String>,
+
+    /// Join the cluster of the node whose --raft address this is (any
+    /// member; it forwards to the metadata leader). Needed on the first
+    /// start only, harmless later. Without --join (or `peers` in the config
+    /// file) a new node forms a one-node cluster.
+    ///
+    /// Example: sluice serve --node-id 2 --raft 10.0.0.2:9281 --join 10.0.0.1:9281
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<String>,
+
+    /// A node the metadata leader has not heard from for this long is dead:
+    /// the partitions it leads move to a live in-sync replica
+    /// [default: 5000].
+    ///
+    /// Example: --node-timeout-ms 2000
+    #[arg(long, value_name = "MS")]
+    pub node_timeout_ms: Option<u64>,
+
     /// CPUs for the data shards, one shard per entry (an entry may repeat)
     /// [default: every online CPU except the control one, at least one].
     ///

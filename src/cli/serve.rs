@@ -29,10 +29,13 @@ fn serve_flags(args: ServeArgs) -> ServeFlags {
         nats_url: args.nats_url,
         listen: args.listen,
         admin: args.admin,
+        raft: args.raft,
+        node_id: args.node_id,
+        join: args.join,
+        node_timeout_ms: args.node_timeout_ms,
         cores: args.cores,
         control_core: args.control_core,
         sync: args.sync,
-        ..ServeFlags::default()
     }
 }
 

@@ -9,7 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::router::RouterRequest;
+use super::router::{HostedPartition, RouterRequest};
+use crate::cluster::NodeId;
 use crate::cores::{ShardStats, FSYNC_BUCKETS_US};
 
 /// Largest request head read before answering 431.
@@ -19,19 +20,23 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that has not sent its request head by then is dropped.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, router: mpsc::Sender<RouterRequest>) {
+pub async fn serve(listener: TcpListener, router: mpsc::Sender<RouterRequest>, local_node: NodeId) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let router = router.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, router)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, router, local_node)).await;
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    router: mpsc::Sender<RouterRequest>,
+    local_node: NodeId,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -90,7 +95,14 @@ async fn handle(mut stream: TcpStream, router: mpsc::Sender<RouterRequest>) -> s
             } else {
                 Vec::new()
             };
-            let body = render_metrics(&stats);
+            let (tx, rx) = oneshot::channel();
+            let hosted = if router.send(RouterRequest::Hosted(tx)).await.is_ok() {
+                rx.await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let mut body = render_metrics(&stats);
+            render_replication(&mut body, &hosted, local_node);
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         _ => {
@@ -243,9 +255,89 @@ pub fn render_metrics(stats: &[ShardStats]) -> String {
     out
 }
 
+/// Replication health of the partitions this node leads: how many have an
+/// ISR smaller than their replica set, and how far behind each replica is
+/// (as the leader tracks it).
+pub fn render_replication(out: &mut String, hosted: &[HostedPartition], local_node: NodeId) {
+    let led: Vec<&HostedPartition> = hosted.iter().filter(|h| h.leader == local_node).collect();
+    let under = led
+        .iter()
+        .filter(|h| h.isr.len() < h.replicas.len())
+        .count();
+    let name = "sluice_under_replicated_partitions";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Partitions led by this node whose ISR is smaller than their replica set\n# TYPE {name} gauge\n{name} {under}"
+    );
+    let name = "sluice_replica_lag";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Records a replica lacks (leader log end minus its log end), as the partition leader tracks it\n# TYPE {name} gauge"
+    );
+    for h in led {
+        let Some(status) = &h.status else { continue };
+        for replica in &status.replicas {
+            let _ = writeln!(
+                out,
+                "{name}{{stream=\"{}\",partition=\"{}\",replica=\"{}\"}} {}",
+                h.stream, h.key.partition, replica.node, replica.lag
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_metrics_count_under_replicated_led_partitions_and_lag() {
+        use crate::cluster::StreamId;
+        use crate::cores::{PartitionKey, PartitionStatus, ReplicaProgress};
+        let key = |p| PartitionKey {
+            stream_id: StreamId::new(3),
+            partition: p,
+        };
+        let status = PartitionStatus {
+            replicas: vec![ReplicaProgress {
+                node: 2,
+                log_end: shards::types::Offset(7),
+                lag: 3,
+                in_sync: false,
+            }],
+            ..PartitionStatus::default()
+        };
+        let hosted = vec![
+            HostedPartition {
+                stream: "orders".into(),
+                key: key(0),
+                leader: 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 3],
+                status: Some(status),
+            },
+            // Led elsewhere: not this node's to report.
+            HostedPartition {
+                stream: "orders".into(),
+                key: key(1),
+                leader: 2,
+                replicas: vec![1, 2, 3],
+                isr: vec![2],
+                status: None,
+            },
+        ];
+        let mut out = String::new();
+        render_replication(&mut out, &hosted, 1);
+        assert!(
+            out.contains("sluice_under_replicated_partitions 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sluice_replica_lag{stream=\"orders\",partition=\"0\",replica=\"2\"} 3\n"),
+            "{out}"
+        );
+        assert!(!out.contains("partition=\"1\""), "{out}");
+    }
 
     #[test]
     fn metrics_text_has_counters_and_histogram() {

@@ -17,9 +17,10 @@ use shards::types::TimestampMs;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{
-    ClusterError, MetadataCommand, MetadataConfig, MetadataNode, MetadataResponse,
+    Bootstrap, ClusterError, LocalPartitionStatus, MetadataCommand, MetadataConfig, MetadataNode,
+    MetadataResponse, ReplicaLag, StatusSource,
 };
-use crate::config::ServeConfig;
+use crate::config::{Membership, ServeConfig};
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard,
 };
@@ -100,13 +101,21 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
         })?;
     tracing::info!(url = %nats_url, "connected to NATS");
 
-    let metadata_config = MetadataConfig::new(
-        config.node_id,
-        &config.data_dir,
-        config.raft.to_string(),
-        config.listen.to_string(),
-        config.shard_count(),
-    );
+    let metadata_config = MetadataConfig {
+        bootstrap: match &config.membership {
+            Membership::Alone => Bootstrap::IfPristine,
+            Membership::Join(addr) => Bootstrap::Join(addr.clone()),
+            Membership::Peers(peers) => Bootstrap::StaticPeers(peers.clone()),
+        },
+        node_timeout_ms: config.node_timeout.as_millis() as u64,
+        ..MetadataConfig::new(
+            config.node_id,
+            &config.data_dir,
+            config.raft.to_string(),
+            config.listen.to_string(),
+            config.shard_count(),
+        )
+    };
     let metadata = Arc::new(MetadataNode::start(metadata_config).await?);
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin)
@@ -147,7 +156,12 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
     // Ready (admin port answering) only once every shard has opened its
     // partitions.
     sync_shards(&router_tx).await;
-    let admin_task = tokio::spawn(admin_http::serve(admin_listener, router_tx.clone()));
+    metadata.set_status_source(status_source(router_tx.clone()));
+    let admin_task = tokio::spawn(admin_http::serve(
+        admin_listener,
+        router_tx.clone(),
+        config.node_id,
+    ));
     tracing::info!(admin = %config.admin, listen = %config.listen, shards = config.shard_count(), "sluice is serving");
 
     wait_for_signal().await;
@@ -396,6 +410,45 @@ async fn change_acl(
     }
 }
 
+/// What `sluice cluster status` learns of this node's partitions: every
+/// replica held here that its shard has open, as the shard reports it.
+fn status_source(router: mpsc::Sender<RouterRequest>) -> StatusSource {
+    Arc::new(move || {
+        let router = router.clone();
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            if router.send(RouterRequest::Hosted(tx)).await.is_err() {
+                return Vec::new();
+            }
+            let hosted = rx.await.unwrap_or_default();
+            hosted
+                .into_iter()
+                .filter_map(|h| {
+                    let status = h.status?;
+                    Some(LocalPartitionStatus {
+                        stream_id: h.key.stream_id,
+                        partition: h.key.partition,
+                        high_watermark: status.high_watermark.0,
+                        log_start: status.log_start.0,
+                        log_end: status.log_end.0,
+                        leader_epoch: status.leader_epoch,
+                        replicas: status
+                            .replicas
+                            .iter()
+                            .map(|r| ReplicaLag {
+                                node: r.node,
+                                log_end: r.log_end.0,
+                                lag: r.lag,
+                                in_sync: r.in_sync,
+                            })
+                            .collect(),
+                    })
+                })
+                .collect()
+        })
+    })
+}
+
 /// Waits until every shard has applied the metadata as it is now (bounded),
 /// so a client can use a stream as soon as its create or delete returns.
 async fn sync_shards(router: &mpsc::Sender<RouterRequest>) {
@@ -413,6 +466,9 @@ fn cluster_failure(err: ClusterError) -> AppendFailure {
         | ClusterError::Placement(_) => ErrorCode::InvalidRequest,
         ClusterError::Conflict { .. } => ErrorCode::StreamExists,
         ClusterError::NotFound { .. } => ErrorCode::StreamNotFound,
+        ClusterError::Unavailable { .. }
+        | ClusterError::Unreachable { .. }
+        | ClusterError::Timeout { .. } => ErrorCode::Timeout,
         _ => ErrorCode::Unknown,
     };
     AppendFailure {

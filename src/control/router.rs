@@ -38,6 +38,9 @@ pub enum RouterRequest {
         partitions: Vec<(PartitionKey, u32)>,
         reply: oneshot::Sender<HashMap<PartitionKey, PartitionStatus>>,
     },
+    /// Every partition this node holds a replica of, with what its shard
+    /// knows of it (for `/metrics` and `sluice cluster status`).
+    Hosted(oneshot::Sender<Vec<HostedPartition>>),
     /// Apply the newest metadata, then answer once every shard has applied
     /// it: a client that created a stream can use it at once.
     Sync(oneshot::Sender<()>),
@@ -46,14 +49,27 @@ pub enum RouterRequest {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A partition this node holds a replica of.
+#[derive(Clone, Debug)]
+pub struct HostedPartition {
+    pub stream: String,
+    pub key: PartitionKey,
+    pub leader: NodeId,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// `None` when the shard does not have it open.
+    pub status: Option<PartitionStatus>,
+}
+
 #[derive(Debug)]
 struct Route {
     key: PartitionKey,
     stream: Arc<str>,
     partition: u32,
     shard: u32,
-    /// Every partition of the stream, for envelopes that name one.
-    siblings: Arc<Vec<(PartitionKey, u32)>>,
+    /// Every partition of the stream with its shard and leader, for
+    /// envelopes that name one.
+    siblings: Arc<Vec<(PartitionKey, u32, NodeId)>>,
 }
 
 type Incoming = BoxStream<'static, (Arc<Route>, async_nats::Message)>;
@@ -62,14 +78,9 @@ pub struct Router {
     nats: async_nats::Client,
     shards: Vec<RingSender<ToShard>>,
     /// Subscribed partitions and how to stop each subscription.
-    subscribed: HashMap<
-        PartitionKey,
-        (
-            String,
-            Option<String>,
-            futures::channel::oneshot::Sender<()>,
-        ),
-    >,
+    /// Subscribed partitions (subject, queue group) and how to stop each
+    /// subscription.
+    subscribed: HashMap<PartitionKey, (String, String, futures::channel::oneshot::Sender<()>)>,
     incoming: SelectAll<Incoming>,
     metadata: watch::Receiver<Arc<Metadata>>,
     requests: mpsc::Receiver<RouterRequest>,
@@ -147,27 +158,43 @@ impl Router {
                 let _ = reply.send(stats);
             }
             RouterRequest::PartitionStatus { partitions, reply } => {
-                let mut pending = Vec::new();
-                for (key, shard) in partitions {
-                    let Some(sender) = self.shards.get_mut(shard as usize) else {
-                        continue;
-                    };
-                    let (tx, rx) = futures::channel::oneshot::channel();
-                    if sender
-                        .send(ToShard::PartitionStatus { key, reply: tx })
-                        .await
-                        .is_ok()
-                    {
-                        pending.push((key, rx));
-                    }
-                }
-                let mut found = HashMap::new();
-                for (key, rx) in pending {
-                    if let Ok(Some(status)) = rx.await {
-                        found.insert(key, status);
-                    }
-                }
+                let found = self.statuses(partitions).await;
                 let _ = reply.send(found);
+            }
+            RouterRequest::Hosted(reply) => {
+                let metadata = self.metadata.borrow().clone();
+                let mut hosted = Vec::new();
+                for record in metadata.streams().values() {
+                    for a in &record.partitions {
+                        if a.replicas.contains(&self.local_node) {
+                            hosted.push((
+                                HostedPartition {
+                                    stream: record.spec.name.clone(),
+                                    key: PartitionKey {
+                                        stream_id: record.id,
+                                        partition: a.partition,
+                                    },
+                                    leader: a.leader,
+                                    replicas: a.replicas.clone(),
+                                    isr: a.isr.clone(),
+                                    status: None,
+                                },
+                                a.shard,
+                            ));
+                        }
+                    }
+                }
+                let mut statuses = self
+                    .statuses(hosted.iter().map(|(h, shard)| (h.key, *shard)).collect())
+                    .await;
+                let hosted = hosted
+                    .into_iter()
+                    .map(|(mut h, _)| {
+                        h.status = statuses.remove(&h.key);
+                        h
+                    })
+                    .collect();
+                let _ = reply.send(hosted);
             }
             RouterRequest::Sync(done) => {
                 if self.metadata.has_changed().unwrap_or(false) {
@@ -190,17 +217,44 @@ impl Router {
         }
     }
 
+    /// Asks each partition's shard what it knows of it.
+    async fn statuses(
+        &mut self,
+        partitions: Vec<(PartitionKey, u32)>,
+    ) -> HashMap<PartitionKey, PartitionStatus> {
+        let mut pending = Vec::new();
+        for (key, shard) in partitions {
+            let Some(sender) = self.shards.get_mut(shard as usize) else {
+                continue;
+            };
+            let (tx, rx) = futures::channel::oneshot::channel();
+            if sender
+                .send(ToShard::PartitionStatus { key, reply: tx })
+                .await
+                .is_ok()
+            {
+                pending.push((key, rx));
+            }
+        }
+        let mut found = HashMap::new();
+        for (key, rx) in pending {
+            if let Ok(Some(status)) = rx.await {
+                found.insert(key, status);
+            }
+        }
+        found
+    }
+
     /// Sends every shard the new partition table and (re)subscribes NATS.
     async fn apply_metadata(&mut self, metadata: &Metadata) {
         let table = PartitionTable::from_metadata(metadata, self.local_node);
         for sender in &mut self.shards {
             let _ = sender.send(ToShard::Table(table.clone())).await;
         }
-        let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, Option<String>)> =
-            HashMap::new();
+        let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, String)> = HashMap::new();
         for record in metadata.streams().values() {
             let stream: Arc<str> = Arc::from(record.spec.name.as_str());
-            let siblings: Arc<Vec<(PartitionKey, u32)>> = Arc::new(
+            let siblings: Arc<Vec<(PartitionKey, u32, NodeId)>> = Arc::new(
                 record
                     .partitions
                     .iter()
@@ -209,11 +263,15 @@ impl Router {
                             stream_id: record.id,
                             partition: p.partition,
                         };
-                        (key, p.shard)
+                        (key, p.shard, p.leader)
                     })
                     .collect(),
             );
             for assignment in &record.partitions {
+                // Only the partition leader takes a partition's messages.
+                if assignment.leader != self.local_node {
+                    continue;
+                }
                 let key = PartitionKey {
                     stream_id: record.id,
                     partition: assignment.partition,
@@ -226,7 +284,12 @@ impl Router {
                     siblings: siblings.clone(),
                 });
                 let subject = partition_subject(&record.spec.subject, assignment.partition);
-                wanted.insert(key, (route, subject, record.spec.group.clone()));
+                let queue = queue_group(
+                    &record.spec.name,
+                    record.spec.group.as_deref(),
+                    assignment.partition,
+                );
+                wanted.insert(key, (route, subject, queue));
             }
         }
         let stale: Vec<PartitionKey> = self
@@ -249,14 +312,10 @@ impl Router {
             if self.subscribed.contains_key(&key) {
                 continue;
             }
-            let subscription = match &group {
-                Some(group) => {
-                    self.nats
-                        .queue_subscribe(subject.clone(), group.clone())
-                        .await
-                }
-                None => self.nats.subscribe(subject.clone()).await,
-            };
+            let subscription = self
+                .nats
+                .queue_subscribe(subject.clone(), group.clone())
+                .await;
             match subscription {
                 Ok(subscriber) => {
                     let (cancel, cancelled) = futures::channel::oneshot::channel::<()>();
@@ -266,7 +325,7 @@ impl Router {
                         .map(move |message| (route_for_stream.clone(), message))
                         .boxed();
                     self.incoming.push(stream);
-                    tracing::info!(%subject, group = group.as_deref().unwrap_or(""), stream = %route.stream,
+                    tracing::info!(%subject, %group, stream = %route.stream,
                         partition = route.partition, "subscribed");
                     self.subscribed.insert(key, (subject, group, cancel));
                 }
@@ -297,9 +356,9 @@ impl Router {
                 Some(p) => route
                     .siblings
                     .iter()
-                    .find(|(k, _)| k.partition == p)
+                    .find(|(k, _, _)| k.partition == p)
                     .copied(),
-                None => Some((route.key, route.shard)),
+                None => Some((route.key, route.shard, self.local_node)),
             };
             let record_bytes = encoded_len(std::slice::from_ref(&ingested.record));
             if let Some(reason) = record_limit_violation(&ingested.record, record_bytes) {
@@ -312,7 +371,15 @@ impl Router {
                 }
             } else {
                 match target {
-                    Some((key, shard)) => {
+                    Some((_, _, leader)) if leader != self.local_node => {
+                        if let Some(ack) = ingested.ack {
+                            let reason = format!(
+                                "the envelope names a partition led by node {leader}; publish on that partition's subject"
+                            );
+                            self.nack(&route, ack, ErrorCode::NotLeader, &reason).await;
+                        }
+                    }
+                    Some((key, shard, _)) => {
                         // Cut the batch before a record that would overflow it.
                         let overflows = groups.get(&key).is_some_and(|p| {
                             !p.is_empty() && p.bytes + record_bytes > ROUTED_BATCH_BYTES_MAX
@@ -395,6 +462,18 @@ impl Router {
         for sender in &mut self.shards {
             let _ = sender.send(ToShard::Shutdown).await;
         }
+    }
+}
+
+/// The NATS queue group of a partition's subscription. Every node that may
+/// lead the partition subscribes in the same group, so while leadership
+/// moves (old leader not yet unsubscribed, new one subscribed) NATS hands
+/// each message to one of them only. Streams of a consumer group share the
+/// group's name, so a message lands in exactly one of those streams.
+fn queue_group(stream: &str, group: Option<&str>, partition: u32) -> String {
+    match group {
+        Some(group) => group.to_owned(),
+        None => format!("sluice.{stream}.{partition}"),
     }
 }
 
