@@ -18,7 +18,7 @@ pub trait Placement {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
-    #[error("replication factor {replication_factor} needs that many nodes, the cluster has {nodes} registered")]
+    #[error("replication factor {replication_factor} needs that many live nodes, the cluster has {nodes}; start or join more nodes (see `sluice cluster status`) or lower --replication-factor")]
     NotEnoughNodes {
         replication_factor: u32,
         nodes: usize,
