@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use shards::log::SyncPolicy;
 
+use crate::limits::Limits;
+
 /// Default consumer/producer port of shard 0; shard `k` listens on
 /// `base + k`.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9292";
@@ -67,6 +69,10 @@ pub struct FileConfig {
     pub segment_bytes: Option<u64>,
     /// Authentication and superusers (`crate::auth`); absent = off.
     pub auth: Option<crate::auth::AuthFileConfig>,
+    /// Time between two retention/compaction rounds of a partition.
+    pub maintenance_interval_ms: Option<u64>,
+    /// `[limits]`: every resource limit (`crate::limits`).
+    pub limits: Option<Limits>,
 }
 
 impl FileConfig {
@@ -107,6 +113,8 @@ pub struct ServeConfig {
     pub segment_bytes: u64,
     /// Credential checks for the TCP protocol (off unless `[auth] enabled`).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    pub maintenance_interval: Duration,
+    pub limits: Limits,
 }
 
 impl ServeConfig {
@@ -151,6 +159,8 @@ pub struct ServeFlags {
     pub cores: Option<String>,
     pub control_core: Option<usize>,
     pub sync: Option<String>,
+    /// Overrides `limits.connections_max`.
+    pub max_connections: Option<usize>,
 }
 
 impl ServeFlags {
@@ -185,6 +195,11 @@ impl ServeFlags {
         }
         let auth = crate::auth::Authenticator::from_config(&file.auth.unwrap_or_default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut limits = file.limits.unwrap_or_default();
+        if let Some(max) = self.max_connections {
+            limits.connections_max = max;
+        }
+        limits.validate().map_err(ConfigError::Invalid)?;
         let sync = match self.sync.or(file.sync) {
             Some(text) => parse_sync(&text)?,
             None => SyncPolicy::EveryBatch,
@@ -235,6 +250,12 @@ impl ServeFlags {
                 .segment_bytes
                 .unwrap_or(shards::constants::SEGMENT_BYTES_DEFAULT),
             auth: std::sync::Arc::new(auth),
+            maintenance_interval: Duration::from_millis(
+                file.maintenance_interval_ms
+                    .unwrap_or(shards::constants::MAINTENANCE_INTERVAL_MS_DEFAULT)
+                    .max(shards::constants::MAINTENANCE_INTERVAL_MS_MIN),
+            ),
+            limits,
         })
     }
 }
@@ -424,6 +445,33 @@ mod tests {
         let config = flags.resolve().unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/x"));
         assert_eq!(config.sync, SyncPolicy::Never);
+        std::fs::write(
+            &path,
+            "[limits]\nconnections_max = 7\nframe_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            config: Some(path.clone()),
+            cores: Some("0".into()),
+            ..Default::default()
+        };
+        let config = flags.resolve().unwrap();
+        assert_eq!(config.limits.connections_max, 7);
+        assert_eq!(config.limits.frame_timeout_ms, 500);
+        let flags = ServeFlags {
+            config: Some(path.clone()),
+            cores: Some("0".into()),
+            max_connections: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(flags.resolve().unwrap().limits.connections_max, 9);
+        std::fs::write(&path, "[limits]\nconnections_max = 0\n").unwrap();
+        let flags = ServeFlags {
+            config: Some(path.clone()),
+            cores: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(flags.resolve().is_err());
         std::fs::write(&path, "bogus = 1\n").unwrap();
         let flags = ServeFlags {
             config: Some(path),

@@ -190,6 +190,9 @@ pub enum AdminRequest {
     ListAcls {
         principal: Option<String>,
     },
+    /// Create the internal cursor stream unless it exists (answered with
+    /// `Created`, `created = false` when it already existed).
+    EnsureCursorStream,
 }
 
 #[derive(Debug)]
@@ -246,6 +249,32 @@ pub struct ReplicaProgress {
     pub in_sync: bool,
 }
 
+/// A cursor request handed to the shard that owns the cursor's partition
+/// (`crate::cursor`): the request arrived on another shard's port and
+/// travels shard → control core → owning shard, with `reply` for the answer.
+#[derive(Debug)]
+pub enum CursorOp {
+    /// Store `offset` durably, then answer `Ok(None)`.
+    Set {
+        key: crate::cursor::CursorKey,
+        offset: u64,
+    },
+    /// Answer the stored offset (`Ok(None)` when there is none).
+    Fetch { key: crate::cursor::CursorKey },
+}
+
+/// The answer to a [`CursorOp`].
+pub type CursorAnswer = Result<Option<u64>, AppendFailure>;
+
+/// A cursor request addressed to one shard.
+#[derive(Debug)]
+pub struct CursorRequest {
+    /// Shard that owns the cursor partition.
+    pub shard: u32,
+    pub op: CursorOp,
+    pub reply: oneshot::Sender<CursorAnswer>,
+}
+
 /// Control core → shard.
 #[derive(Debug)]
 pub enum ToShard {
@@ -258,6 +287,8 @@ pub enum ToShard {
         reply: oneshot::Sender<Option<PartitionStatus>>,
     },
     Stats(oneshot::Sender<ShardStats>),
+    /// A cursor request forwarded from another shard.
+    Cursor(CursorRequest),
     /// Answered once every command sent before it has been handled (a
     /// partition table is applied when the shard reaches this).
     Barrier(oneshot::Sender<()>),
@@ -285,6 +316,8 @@ pub enum FromShard {
         command: MetadataCommand,
         reply: oneshot::Sender<Result<MetadataResponse, ClusterError>>,
     },
+    /// A cursor request for another shard, to be forwarded by the router.
+    Cursor(CursorRequest),
     /// The shard closed every log and is about to stop.
     Stopped { shard: u32 },
 }

@@ -6,6 +6,8 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod cores;
+pub mod cursor;
+pub mod limits;
 pub mod protocol;
 pub mod server;
 pub mod shard_server;

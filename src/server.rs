@@ -7,6 +7,7 @@ use shards::shard::{ShardRuntime, ShardRuntimeConfig};
 
 use crate::config::ServeConfig;
 use crate::control::{self, ControlLink};
+use crate::limits::{ConnectionGate, LimitCounters};
 use crate::shard_server::{run_shard, ShardLink, ShardSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
     runtime_config.io_memory_bytes = config.io_memory_bytes;
     runtime_config.spin_before_park = config.spin_before_park;
     runtime_config.probe_dirs = vec![config.data_dir.clone()];
+    let limit_counters = std::sync::Arc::new(LimitCounters::default());
     let settings = ShardSettings {
         data_dir: config.data_dir.clone(),
         base_addr: config.listen,
@@ -53,13 +55,16 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         sync: config.sync,
         segment_bytes: config.segment_bytes,
         auth: config.auth.clone(),
+        maintenance_interval: config.maintenance_interval,
+        limits: config.limits.clone(),
+        gate: ConnectionGate::new(&config.limits, limit_counters.clone()),
     };
     let shards = ShardRuntime::start_with::<(), _, _, _>(
         runtime_config,
         shard_links,
         move |context, link| run_shard(context.shard_id.0, settings, link),
     )?;
-    let control_result = control::run(config, control_links);
+    let control_result = control::run(config, control_links, limit_counters);
     // The control core told every shard to stop (or dropped their rings on
     // error, which stops them too).
     let shards_result = shards.join();

@@ -4,14 +4,14 @@
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use shards::batch::DecodedRecord;
 use shards::types::{Offset, TimestampMs};
-use sluice::client::{Client, FetchStart};
+use sluice::client::{Client, ClientError, FetchStart};
 use sluice::control::bridge::{REPLY_HEADER, SUBJECT_HEADER};
 
 use super::hints::{connect, explain, Subject, Target};
@@ -23,6 +23,15 @@ use super::{ConsumeArgs, Format};
 const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 /// `max_bytes` of one fetch (the server still sends at least one batch).
 const FETCH_BYTES: u32 = 1 << 20;
+/// Long-poll wait under --follow with --cursor: shorter, so that Ctrl-C
+/// (seen between fetches) stores the position and exits within a second.
+const FOLLOW_WAIT_WITH_CURSOR: Duration = Duration::from_secs(1);
+/// A --cursor consumer stores its position after this many records...
+const CHECKPOINT_RECORDS: u64 = 1000;
+/// ...or this long since the last store, whichever comes first, and at exit.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 pub fn run(server: &Target, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let about = Subject {
@@ -31,11 +40,16 @@ pub fn run(server: &Target, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut client = connect(server)?;
     check_partition(&mut client, &args, about)?;
+    if args.cursor.is_some() {
+        // Ctrl-C stops at the next fetch boundary so the position is stored.
+        interrupt::install();
+    }
     let stdout = io::stdout().lock();
     let mut out = BufWriter::new(stdout);
     match consume(&mut client, &args, about, &mut out) {
         Err(error) if is_broken_pipe(&error) => Ok(ExitCode::SUCCESS),
         Err(error) => Err(error),
+        Ok(()) if interrupt::happened() => Ok(ExitCode::from(EXIT_INTERRUPTED)),
         Ok(()) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -83,48 +97,189 @@ fn consume(
     about: Subject<'_>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let mut start = match args.from {
+    let from = match args.from {
         StartAt::Earliest => FetchStart::Earliest,
         StartAt::Latest => FetchStart::Latest,
         StartAt::Offset(offset) => FetchStart::Offset(Offset(offset)),
         StartAt::Time(ms) => FetchStart::Timestamp(TimestampMs(ms)),
     };
-    let wait = if args.follow {
-        FOLLOW_WAIT
-    } else {
-        Duration::ZERO
+    let mut cursor = match &args.cursor {
+        Some(id) => Some(Checkpoint::resume(client, id, args, about)?),
+        None => None,
+    };
+    let mut start = cursor
+        .as_ref()
+        .and_then(|c| c.stored)
+        .map_or(from, FetchStart::Offset);
+    let wait = match (args.follow, &cursor) {
+        (false, _) => Duration::ZERO,
+        (true, None) => FOLLOW_WAIT,
+        (true, Some(_)) => FOLLOW_WAIT_WITH_CURSOR,
     };
     // Without --follow: stop at the high watermark seen by the first fetch.
     let mut end: Option<Offset> = None;
     let mut remaining = args.count;
     let mut printed = 0u64;
     loop {
-        let fetched = client
-            .fetch(&args.stream, args.partition, start, FETCH_BYTES, wait)
-            .map_err(|error| explain(error, about))?;
+        let fetched = match client.fetch(&args.stream, args.partition, start, FETCH_BYTES, wait) {
+            Ok(fetched) => fetched,
+            Err(error @ ClientError::OffsetOutOfRange { .. })
+                if printed == 0 && cursor.as_ref().is_some_and(|c| c.stored.is_some()) =>
+            {
+                // The stored position fell out of the log (retention).
+                eprintln!("{error}: the stored cursor is outside the log; starting at --from");
+                start = from;
+                if let Some(cursor) = cursor.as_mut() {
+                    cursor.stored = None;
+                }
+                continue;
+            }
+            Err(error) => return Err(explain(error, about)),
+        };
         let end = *end.get_or_insert(fetched.high_watermark);
+        // The next offset to consume once this fetch's printed records are out.
+        let mut position = fetched.next_offset;
+        let mut taken = 0u64;
         for record in &fetched.records {
             if (!args.follow && record.offset >= end) || remaining == Some(0) {
+                position = record.offset;
                 break;
             }
             write_record(out, record, args.format)?;
             printed += 1;
+            taken += 1;
             remaining = remaining.map(|n| n - 1);
         }
         out.flush().context("write to stdout")?;
+        if let Some(cursor) = cursor.as_mut() {
+            cursor.consumed(client, position, taken, about)?;
+        }
         let progressed = FetchStart::Offset(fetched.next_offset) != start;
         start = FetchStart::Offset(fetched.next_offset);
         let at_end = !args.follow && (fetched.next_offset >= end || !progressed);
-        if remaining == Some(0) || at_end {
+        if remaining == Some(0) || at_end || interrupt::happened() {
             break;
         }
     }
-    if printed == 0 && args.from == StartAt::Latest && !args.follow {
+    if let Some(cursor) = cursor.as_mut() {
+        cursor.store(client, about)?;
+    }
+    if printed == 0 && args.from == StartAt::Latest && !args.follow && args.cursor.is_none() {
         eprintln!(
             "no records: --from latest reads only new records; add --follow to wait for them"
         );
     }
     Ok(())
+}
+
+/// A `--cursor` consumer's stored position: read at start, written every
+/// [`CHECKPOINT_RECORDS`] records or [`CHECKPOINT_INTERVAL`] (whichever
+/// comes first) and at exit — not per record, which would double the
+/// server's write load.
+struct Checkpoint<'a> {
+    id: &'a str,
+    stream: &'a str,
+    partition: u32,
+    /// What the server holds (`None`: nothing stored yet).
+    stored: Option<Offset>,
+    /// Next offset to consume, as far as printed.
+    position: Option<Offset>,
+    unstored_records: u64,
+    last_store: Instant,
+}
+
+impl<'a> Checkpoint<'a> {
+    fn resume(
+        client: &mut Client,
+        id: &'a str,
+        args: &'a ConsumeArgs,
+        about: Subject<'_>,
+    ) -> anyhow::Result<Checkpoint<'a>> {
+        let stored = client
+            .fetch_cursor(id, &args.stream, args.partition)
+            .map_err(|error| explain(error, about))?;
+        Ok(Checkpoint {
+            id,
+            stream: &args.stream,
+            partition: args.partition,
+            stored,
+            position: stored,
+            unstored_records: 0,
+            last_store: Instant::now(),
+        })
+    }
+
+    /// Records `taken` more records consumed, up to `position`; stores it
+    /// when a checkpoint is due.
+    fn consumed(
+        &mut self,
+        client: &mut Client,
+        position: Offset,
+        taken: u64,
+        about: Subject<'_>,
+    ) -> anyhow::Result<()> {
+        self.position = Some(position);
+        self.unstored_records += taken;
+        if self.unstored_records >= CHECKPOINT_RECORDS
+            || self.last_store.elapsed() >= CHECKPOINT_INTERVAL
+        {
+            self.store(client, about)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the position if it moved since the last store.
+    fn store(&mut self, client: &mut Client, about: Subject<'_>) -> anyhow::Result<()> {
+        self.last_store = Instant::now();
+        let Some(position) = self.position.filter(|p| Some(*p) != self.stored) else {
+            return Ok(());
+        };
+        client
+            .set_cursor(self.id, self.stream, self.partition, position)
+            .map_err(|error| explain(error, about))
+            .with_context(|| format!("store cursor {} at offset {}", self.id, position.0))?;
+        self.stored = Some(position);
+        self.unstored_records = 0;
+        Ok(())
+    }
+}
+
+/// SIGINT/SIGTERM → a flag the consume loop checks between fetches, so a
+/// `--cursor` consumer stores its position before it exits. The handler
+/// is one-shot (`SA_RESETHAND`): a second Ctrl-C kills at once.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic store: async-signal-safe.
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+
+    pub fn install() {
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: `sigaction` is plain data (zeroed = no flags, empty
+            // mask); the handler only stores to an atomic, which is
+            // async-signal-safe; the struct outlives the call.
+            let result = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESETHAND;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signal, &action, std::ptr::null_mut())
+            };
+            if result != 0 {
+                eprintln!(
+                    "warning: cannot catch signal {signal}: the cursor is stored only at the end"
+                );
+            }
+        }
+    }
+
+    pub fn happened() -> bool {
+        INTERRUPTED.load(Ordering::SeqCst)
+    }
 }
 
 fn write_record(

@@ -367,6 +367,15 @@ pub struct ServeArgs {
     /// Example: --sync interval:5
     #[arg(long, value_name = "POLICY", value_parser = parse::parse_sync)]
     pub sync: Option<String>,
+
+    /// Most client connections the node holds at once (all shard ports
+    /// together); one more is answered with LimitExceeded and closed.
+    /// Overrides `connections_max` in the `[limits]` section of
+    /// sluice.toml, where every other limit is set.
+    ///
+    /// Example: --max-connections 20000
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -564,6 +573,16 @@ pub struct ConsumeArgs {
     /// Example: --format json
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Resume from, and store, this consumer's position in Sluice. Starts
+    /// at the stored position when there is one (else at --from) and
+    /// stores the next offset to read every 1000 records or 5 s, and at exit
+    /// (Ctrl-C included). The position is per (ID, stream, partition).
+    /// IDs are 1-128 characters of [A-Za-z0-9._-].
+    ///
+    /// Example: sluice consume orders --cursor billing --follow
+    #[arg(long, value_name = "ID", value_parser = parse::parse_cursor_id)]
+    pub cursor: Option<String>,
 }
 
 /// Runs one parsed command line.

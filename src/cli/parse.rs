@@ -157,6 +157,13 @@ pub fn parse_positive(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid number {text:?}: expected a whole number above 0"))
 }
 
+/// `--cursor`: a valid cursor id (1-128 of `[A-Za-z0-9._-]`).
+pub fn parse_cursor_id(text: &str) -> Result<String, String> {
+    sluice::cursor::validate_cursor_id(text)
+        .map(|()| text.to_owned())
+        .map_err(|e| format!("{e} (example: --cursor billing-eu)"))
+}
+
 /// `--partitions`: 1 or more.
 pub fn parse_partitions(text: &str) -> Result<u32, String> {
     parse_positive(text).and_then(|value| {

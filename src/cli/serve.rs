@@ -36,6 +36,7 @@ fn serve_flags(args: ServeArgs) -> ServeFlags {
         cores: args.cores,
         control_core: args.control_core,
         sync: args.sync,
+        max_connections: args.max_connections,
     }
 }
 

@@ -6,7 +6,8 @@
 //! request at a time per connection. The client is **shard-aware**: it keeps
 //! one connection per port, sends Metadata, CreateStream and DeleteStream to
 //! the address it was given, and sends partition requests (Fetch, Publish,
-//! ListOffsets) to the port that owns the partition — learned from Metadata
+//! ListOffsets, and SetCursor/FetchCursor, which the server would also route
+//! from any port) to the port that owns the partition — learned from Metadata
 //! ([`Client::metadata`] records every partition's port) or from a
 //! `WrongShard` answer, after which the request is retried once on
 //! `right_port` of the same host. A `NotLeader` answer refreshes the
@@ -338,6 +339,43 @@ impl Client {
             ));
         }
         Ok((base, last))
+    }
+
+    /// Stores cursor `cursor_id`'s position in `stream`/`partition`: `next`
+    /// is the next offset the consumer will read. Returns once the cursor
+    /// is durable on the server. Cursor ids are 1..=128 bytes of
+    /// `[A-Za-z0-9._-]`.
+    ///
+    /// The request goes to the partition's port (any port would do: the
+    /// server routes cursor requests to the shard that stores the cursor).
+    pub fn set_cursor(
+        &mut self,
+        cursor_id: &str,
+        stream: &str,
+        partition: u32,
+        next: Offset,
+    ) -> Result<(), ClientError> {
+        let body =
+            requests::set_cursor_request(cursor_id, stream, wire_partition(partition)?, next);
+        let addr = self.route(stream, partition);
+        self.call(addr, FrameKind::SetCursorRequest, &body, |c, body| {
+            requests::decode_set_cursor(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+        })
+    }
+
+    /// The position stored for cursor `cursor_id` in `stream`/`partition`
+    /// (the next offset to read), or `None` when none is stored.
+    pub fn fetch_cursor(
+        &mut self,
+        cursor_id: &str,
+        stream: &str,
+        partition: u32,
+    ) -> Result<Option<Offset>, ClientError> {
+        let body = requests::fetch_cursor_request(cursor_id, stream, wire_partition(partition)?);
+        let addr = self.route(stream, partition);
+        self.call(addr, FrameKind::FetchCursorRequest, &body, |c, body| {
+            requests::decode_fetch_cursor(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+        })
     }
 
     /// Sends a partition request to the partition's port, following one

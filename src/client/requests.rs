@@ -159,6 +159,44 @@ pub(super) fn list_offsets_request(stream: &str, partition: i32, query: OffsetQu
     fbb.finished_data().to_vec()
 }
 
+pub(super) fn set_cursor_request(
+    cursor_id: &str,
+    stream: &str,
+    partition: i32,
+    offset: Offset,
+) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let cursor_id = Some(fbb.create_string(cursor_id));
+    let stream = Some(fbb.create_string(stream));
+    let root = fb::SetCursorRequest::create(
+        &mut fbb,
+        &fb::SetCursorRequestArgs {
+            cursor_id,
+            stream,
+            partition,
+            offset: wire_offset(offset),
+        },
+    );
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
+pub(super) fn fetch_cursor_request(cursor_id: &str, stream: &str, partition: i32) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let cursor_id = Some(fbb.create_string(cursor_id));
+    let stream = Some(fbb.create_string(stream));
+    let root = fb::FetchCursorRequest::create(
+        &mut fbb,
+        &fb::FetchCursorRequestArgs {
+            cursor_id,
+            stream,
+            partition,
+        },
+    );
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
 /// Offsets are `u64` in the engine and `int64` on the wire.
 fn wire_offset(offset: Offset) -> i64 {
     i64::try_from(offset.0).unwrap_or(i64::MAX)
@@ -256,6 +294,17 @@ pub(super) fn decode_list_offsets(body: &[u8]) -> Result<ListedOffset, String> {
             .filter(|ms| *ms >= 0)
             .map(TimestampMs),
     })
+}
+
+pub(super) fn decode_set_cursor(body: &[u8]) -> Result<(), String> {
+    read_body::<fb::SetCursorResponse>(body).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The stored cursor, `None` when there is none (-1 on the wire).
+pub(super) fn decode_fetch_cursor(body: &[u8]) -> Result<Option<Offset>, String> {
+    let response = read_body::<fb::FetchCursorResponse>(body).map_err(|e| e.to_string())?;
+    optional_offset(response.offset(), "offset")
 }
 
 fn stream_metadata(stream: fb::StreamMetadata<'_>) -> Result<StreamMetadata, String> {

@@ -585,14 +585,31 @@ impl MetadataCore {
         }
     }
 
-    /// Creates a stream wherever the metadata leader is: placement
+    /// Creates a user stream wherever the metadata leader is: placement
     /// ([`RoundRobinPlacement`] starting at this node, over the live nodes)
     /// is computed on the leader. Returns once this node has applied it.
+    /// Names reserved for internal streams (starting with `_`) are refused
+    /// here; the server creates those with [`Self::create_internal_stream`].
     /// Idempotent: the same name with the same spec answers
     /// [`StreamCreation::Exists`] with the existing record (same id); the
     /// same name with a different subject or settings is a
     /// [`ClusterError::Conflict`].
     pub async fn create_stream(&self, spec: StreamSpec) -> Result<StreamCreation, ClusterError> {
+        validate_stream_name(&spec.name)?;
+        self.create_any_stream(spec).await
+    }
+
+    /// Creates one of the server's internal streams
+    /// ([`validate::INTERNAL_STREAM_NAMES`]), placed like any stream.
+    pub async fn create_internal_stream(
+        &self,
+        spec: StreamSpec,
+    ) -> Result<StreamCreation, ClusterError> {
+        debug_assert!(validate::INTERNAL_STREAM_NAMES.contains(&spec.name.as_str()));
+        self.create_any_stream(spec).await
+    }
+
+    async fn create_any_stream(&self, spec: StreamSpec) -> Result<StreamCreation, ClusterError> {
         validate_spec(&spec)?;
         let op = ControlOp::CreateStream {
             spec,

@@ -28,7 +28,9 @@ impl InvalidSpec {
 /// Checks everything about a spec that does not depend on cluster state
 /// (the replication factor against the node count is checked on apply).
 pub fn validate_spec(spec: &StreamSpec) -> Result<(), InvalidSpec> {
-    validate_stream_name(&spec.name)?;
+    if !INTERNAL_STREAM_NAMES.contains(&spec.name.as_str()) {
+        validate_stream_name(&spec.name)?;
+    }
     validate_subject(&spec.subject).map_err(|reason| InvalidSpec::new("subject", reason))?;
     if let Some(group) = &spec.group {
         validate_group(group)?;
@@ -67,6 +69,11 @@ pub fn validate_spec(spec: &StreamSpec) -> Result<(), InvalidSpec> {
     }
     Ok(())
 }
+
+/// Internal streams the server creates itself (names users may not take).
+/// The state machine accepts these names; users' requests are checked with
+/// [`validate_stream_name`], which refuses every name starting with `_`.
+pub const INTERNAL_STREAM_NAMES: &[&str] = &[crate::cursor::CURSORS_STREAM];
 
 /// 1..=255 bytes of `[A-Za-z0-9_.-]`, not starting with `.` or `_`: names
 /// starting with those are reserved for internal streams (cursors, ...).

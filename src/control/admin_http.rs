@@ -3,6 +3,7 @@
 //! connection, bounded head size and time, no keep-alive.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::router::{HostedPartition, RouterRequest};
 use crate::cluster::NodeId;
 use crate::cores::{ShardStats, FSYNC_BUCKETS_US};
+use crate::limits::{LimitCounters, LimitKind};
 
 /// Largest request head read before answering 431.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
@@ -20,14 +22,22 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that has not sent its request head by then is dropped.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, router: mpsc::Sender<RouterRequest>, local_node: NodeId) {
+pub async fn serve(
+    listener: TcpListener,
+    router: mpsc::Sender<RouterRequest>,
+    local_node: NodeId,
+    limits: Arc<LimitCounters>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let router = router.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, router, local_node)).await;
+            let _ =
+                tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, router, local_node, &limits))
+                    .await;
         });
     }
 }
@@ -36,6 +46,7 @@ async fn handle(
     mut stream: TcpStream,
     router: mpsc::Sender<RouterRequest>,
     local_node: NodeId,
+    limits: &LimitCounters,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -103,6 +114,7 @@ async fn handle(
             };
             let mut body = render_metrics(&stats);
             render_replication(&mut body, &hosted, local_node);
+            render_limit_metrics(limits, &mut body);
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         _ => {
@@ -286,6 +298,25 @@ pub fn render_replication(out: &mut String, hosted: &[HostedPartition], local_no
     }
 }
 
+/// `sluice_limit_exceeded_total{limit="..."}`: how often each named limit
+/// refused something, node-wide (every limit listed, zeros included, so a
+/// dashboard can rate() it before the first trip).
+pub fn render_limit_metrics(limits: &LimitCounters, out: &mut String) {
+    let name = "sluice_limit_exceeded_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Requests or connections refused by a named limit\n# TYPE {name} counter"
+    );
+    for kind in LimitKind::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{limit=\"{}\"}} {}",
+            kind.name(),
+            limits.get(kind)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +368,16 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("partition=\"1\""), "{out}");
+    }
+
+    #[test]
+    fn limit_metrics_name_every_limit() {
+        let limits = LimitCounters::default();
+        limits.record(LimitKind::Connections);
+        let mut text = String::new();
+        render_limit_metrics(&limits, &mut text);
+        assert!(text.contains("sluice_limit_exceeded_total{limit=\"connections_max\"} 1"));
+        assert!(text.contains("sluice_limit_exceeded_total{limit=\"streams_max\"} 0"));
     }
 
     #[test]

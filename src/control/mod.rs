@@ -24,6 +24,7 @@ use crate::config::{Membership, ServeConfig};
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard,
 };
+use crate::limits::{LimitCounters, LimitKind, Limits};
 use crate::protocol::error_code::ErrorCode;
 use nats_server::ManagedNatsServer;
 use router::{Router, RouterRequest};
@@ -70,7 +71,11 @@ pub struct ControlLink {
 /// then shuts everything down in order: stop taking NATS messages, let the
 /// shards finish in-flight appends and close their logs, publish the last
 /// acks, stop the metadata node and the managed nats-server.
-pub fn run(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), ControlError> {
+pub fn run(
+    config: ServeConfig,
+    links: Vec<ControlLink>,
+    limit_counters: Arc<LimitCounters>,
+) -> Result<(), ControlError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,10 +83,14 @@ pub fn run(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), ControlEr
     // A LocalSet: the router owns `!Sync` ring ends and runs as a local task
     // of this one thread, as everything on the control core could.
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, run_async(config, links))
+    local.block_on(&runtime, run_async(config, links, limit_counters))
 }
 
-async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), ControlError> {
+async fn run_async(
+    config: ServeConfig,
+    links: Vec<ControlLink>,
+    limit_counters: Arc<LimitCounters>,
+) -> Result<(), ControlError> {
     let (managed_nats, nats_url) = match &config.nats_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -134,6 +143,8 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
         host: config.listen.ip().to_string(),
         base_port: config.listen.port(),
         shard_count: config.shard_count(),
+        limits: config.limits.clone(),
+        limit_counters: limit_counters.clone(),
     };
     for link in links {
         to_shards.push(link.to_shard);
@@ -161,6 +172,7 @@ async fn run_async(config: ServeConfig, links: Vec<ControlLink>) -> Result<(), C
         admin_listener,
         router_tx.clone(),
         config.node_id,
+        limit_counters.clone(),
     ));
     tracing::info!(admin = %config.admin, listen = %config.listen, shards = config.shard_count(), "sluice is serving");
 
@@ -229,6 +241,8 @@ struct ViewBase {
     host: String,
     base_port: u16,
     shard_count: u32,
+    limits: Limits,
+    limit_counters: Arc<LimitCounters>,
 }
 
 /// Handles everything one shard sends: acks to publish, admin requests to
@@ -269,6 +283,16 @@ async fn shard_events(
                         let _ = reply.send(metadata.write(command).await);
                     });
                 }
+                FromShard::Cursor(request) => {
+                    if let Err(mpsc::error::SendError(RouterRequest::Cursor(request))) =
+                        router.send(RouterRequest::Cursor(request)).await
+                    {
+                        let _ = request.reply.send(Err(AppendFailure {
+                            code: ErrorCode::ShuttingDown,
+                            message: "the router has stopped".into(),
+                        }));
+                    }
+                }
                 FromShard::Stopped { shard } => {
                     tracing::info!(shard, "shard stopped");
                     let _ = tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush()).await;
@@ -304,14 +328,9 @@ async fn answer_admin(
     request: AdminRequest,
 ) -> AdminReply {
     match request {
-        AdminRequest::CreateStream(spec) => match metadata.create_stream(spec).await {
-            Ok(creation) => {
-                let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
-                let record = creation.into_record();
-                sync_shards(router).await;
-                AdminReply::Created { record, created }
-            }
-            Err(err) => AdminReply::Error(cluster_failure(err)),
+        AdminRequest::CreateStream(spec) => match check_cluster_limits(metadata, &spec, view) {
+            Err(failure) => AdminReply::Error(failure),
+            Ok(()) => create_stream(metadata, router, spec).await,
         },
         AdminRequest::DeleteStream(name) => match metadata.delete_stream(&name).await {
             Ok(record) => {
@@ -343,6 +362,7 @@ async fn answer_admin(
             }
             AdminReply::Acls(rules)
         }
+        AdminRequest::EnsureCursorStream => ensure_cursor_stream(metadata, router, view).await,
         AdminRequest::Metadata => {
             let streams = metadata.list_streams();
             let partitions: Vec<(PartitionKey, u32)> = streams
@@ -447,6 +467,108 @@ fn status_source(router: mpsc::Sender<RouterRequest>) -> StatusSource {
                 .collect()
         })
     })
+}
+
+async fn create_stream(
+    metadata: &MetadataNode,
+    router: &mpsc::Sender<RouterRequest>,
+    spec: crate::cluster::StreamSpec,
+) -> AdminReply {
+    match metadata.create_stream(spec).await {
+        Ok(creation) => {
+            let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
+            let record = creation.into_record();
+            sync_shards(router).await;
+            AdminReply::Created { record, created }
+        }
+        Err(err) => AdminReply::Error(cluster_failure(err)),
+    }
+}
+
+/// `streams_max` and `partitions_max` (user streams; the internal cursor
+/// stream does not count), checked on the node that takes the request
+/// before anything is proposed. Re-creating an existing stream is never
+/// refused (it is idempotent and adds nothing).
+fn check_cluster_limits(
+    metadata: &MetadataNode,
+    spec: &crate::cluster::StreamSpec,
+    view: &ViewBase,
+) -> Result<(), AppendFailure> {
+    let current = metadata.metadata();
+    if current.stream(&spec.name).is_some() {
+        return Ok(());
+    }
+    let user_streams = || {
+        current
+            .streams()
+            .values()
+            .filter(|r| !crate::cursor::is_internal_stream(&r.spec.name))
+    };
+    let streams = user_streams().count();
+    let partitions: usize = user_streams().map(|r| r.partitions.len()).sum();
+    let limits = &view.limits;
+    let refuse = |kind: LimitKind, message: String| {
+        view.limit_counters.record(kind);
+        Err(AppendFailure {
+            code: ErrorCode::LimitExceeded,
+            message: format!("{}: {message}", kind.name()),
+        })
+    };
+    if streams >= limits.streams_max {
+        return refuse(
+            LimitKind::Streams,
+            format!(
+                "the cluster has {streams} streams, the limit is {}; delete one or raise limits.streams_max",
+                limits.streams_max
+            ),
+        );
+    }
+    if partitions + spec.partitions as usize > limits.partitions_max {
+        return refuse(
+            LimitKind::Partitions,
+            format!(
+                "the cluster has {partitions} partitions, {} more would pass the limit {}; raise limits.partitions_max",
+                spec.partitions, limits.partitions_max
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Creates the internal cursor stream on first use: one partition per shard
+/// of this node (capped), replication factor min(3, registered nodes), key
+/// compaction. Idempotent; concurrent first uses race into the same
+/// metadata write, and raft orders them (the second sees `created = false`).
+async fn ensure_cursor_stream(
+    metadata: &MetadataNode,
+    router: &mpsc::Sender<RouterRequest>,
+    view: &ViewBase,
+) -> AdminReply {
+    if let Some(record) = metadata.describe(crate::cursor::CURSORS_STREAM) {
+        return AdminReply::Created {
+            record,
+            created: false,
+        };
+    }
+    let nodes = metadata.metadata().nodes().len();
+    let spec = crate::cursor::cursors_stream_spec(view.shard_count, nodes);
+    match metadata.create_internal_stream(spec).await {
+        Ok(creation) => {
+            let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
+            if created {
+                tracing::info!(
+                    stream = crate::cursor::CURSORS_STREAM,
+                    "created the cursor stream"
+                );
+            }
+            sync_shards(router).await;
+            AdminReply::Created {
+                record: creation.into_record(),
+                created,
+            }
+        }
+        Err(err) => AdminReply::Error(cluster_failure(err)),
+    }
 }
 
 /// Waits until every shard has applied the metadata as it is now (bounded),

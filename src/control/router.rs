@@ -44,6 +44,8 @@ pub enum RouterRequest {
     /// Apply the newest metadata, then answer once every shard has applied
     /// it: a client that created a stream can use it at once.
     Sync(oneshot::Sender<()>),
+    /// Hand a cursor request to the shard that owns its partition.
+    Cursor(crate::cores::CursorRequest),
     /// Stop consuming NATS, hand every shard what it already has, then tell
     /// the shards to shut down.
     Shutdown(oneshot::Sender<()>),
@@ -213,6 +215,19 @@ impl Router {
                 }
                 let _ = done.send(());
             }
+            RouterRequest::Cursor(request) => {
+                let Some(sender) = self.shards.get_mut(request.shard as usize) else {
+                    let _ = request.reply.send(Err(crate::cores::AppendFailure {
+                        code: ErrorCode::PartitionNotFound,
+                        message: format!("no shard {} on this node", request.shard),
+                    }));
+                    return;
+                };
+                // On failure the request (and its reply sender) is dropped:
+                // the asking shard sees the channel close and answers
+                // ShuttingDown.
+                let _ = sender.send(ToShard::Cursor(request)).await;
+            }
             RouterRequest::Shutdown(_) => {}
         }
     }
@@ -253,6 +268,11 @@ impl Router {
         }
         let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, String)> = HashMap::new();
         for record in metadata.streams().values() {
+            if crate::cursor::is_internal_stream(&record.spec.name) {
+                // Internal streams are written by the server only, never
+                // from NATS.
+                continue;
+            }
             let stream: Arc<str> = Arc::from(record.spec.name.as_str());
             let siblings: Arc<Vec<(PartitionKey, u32, NodeId)>> = Arc::new(
                 record

@@ -7,7 +7,7 @@
 //! closed; nothing a client sends can take the shard down.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
@@ -18,23 +18,21 @@ use shards::log::PartitionLog;
 use shards::types::{Offset, TimestampMs};
 
 use super::access::{self, Session};
+use super::limits::{check_publish_batch, exceeded, next_read_bytes, READ_BUFFER_KEEP_BYTES};
 use super::sendfile::send_file_range;
 use super::{LocalPartition, Lookup, Shard};
 use crate::cluster::{StreamRecord, StreamSpec};
 use crate::cores::{AdminReply, AdminRequest, MetadataView, PartitionKey, PartitionStatus};
+use crate::limits::{ConnectionPermit, LimitKind, ANONYMOUS_PRINCIPAL};
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
-use crate::protocol::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
+use crate::protocol::frame::{encode_frame, Frame, FrameDecoder, FrameError, FrameKind};
 use crate::protocol::generated::protocol as fb;
 use crate::protocol::limits::{
-    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, FRAME_BODY_BYTES_MAX, PROTOCOL_VERSION,
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PROTOCOL_VERSION,
 };
 
-/// A connection that sends nothing for this long is closed.
-pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bytes read from the socket at a time.
-const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Back-off after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
@@ -58,29 +56,85 @@ enum Close {
     Io,
     /// The byte stream is unusable after a bad frame (already answered).
     Protocol,
+    /// A response made no progress within the write deadline: the client
+    /// stopped reading.
+    WriteTimeout,
+    /// The client sent nothing for the idle timeout, or did not finish a
+    /// started frame within the frame deadline (already answered).
+    ReadTimeout,
+}
+
+fn write_failed(err: std::io::Error) -> Close {
+    if err.kind() == std::io::ErrorKind::TimedOut {
+        Close::WriteTimeout
+    } else {
+        Close::Io
+    }
 }
 
 async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
-    {
-        let mut stats = shard.stats.borrow_mut();
-        stats.connections_open += 1;
-        stats.connections_total += 1;
-    }
+    shard.stats.borrow_mut().connections_total += 1;
+    let limits = &shard.settings.limits;
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(CONNECTION_IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(limits.write_timeout()));
+    let permit = match shard.settings.gate.admit(ANONYMOUS_PRINCIPAL) {
+        Ok(permit) => permit,
+        Err(kind) => {
+            refuse_connection(&shard, &mut stream, kind).await;
+            return;
+        }
+    };
+    shard.stats.borrow_mut().connections_open += 1;
     let mut connection = Connection {
         shard: shard.clone(),
-        decoder: FrameDecoder::with_body_bytes_max(shard.access.initial_body_bytes_max()),
+        decoder: FrameDecoder::with_body_bytes_max(
+            shard
+                .access
+                .initial_body_bytes_max()
+                .min(limits.frame_body_bytes_max),
+        ),
         session: shard.access.new_session(),
-        input: BytesMut::with_capacity(READ_CHUNK_BYTES),
-        output: BytesMut::with_capacity(4096),
+        input: BytesMut::new(),
+        output: BytesMut::new(),
+        permit,
     };
     let result = connection.run(&mut stream).await;
-    if let Err(Close::Protocol) = result {
-        shard.stats.borrow_mut().protocol_errors += 1;
+    match result {
+        Err(Close::Protocol) => shard.stats.borrow_mut().protocol_errors += 1,
+        Err(Close::WriteTimeout) => {
+            shard.settings.gate.counters.record(LimitKind::WriteTimeout);
+            tracing::debug!(shard = shard.id, "client stopped reading; connection cut");
+        }
+        _ => {}
     }
     let _ = stream.close().await;
+    drop(connection);
     shard.stats.borrow_mut().connections_open -= 1;
+}
+
+/// Answers a connection the gate refused with `LimitExceeded` naming the
+/// limit, then closes it.
+async fn refuse_connection(shard: &Shard, stream: &mut TcpStream, kind: LimitKind) {
+    let detail = match kind {
+        LimitKind::Connections => format!(
+            "the node holds {} connections, its limit; retry later or raise --max-connections",
+            shard.settings.limits.connections_max
+        ),
+        _ => format!(
+            "this principal holds {} connections, its limit",
+            shard.settings.limits.connections_per_principal_max
+        ),
+    };
+    // The gate counted the trip already.
+    let error = ErrorResponse::new(
+        ErrorCode::LimitExceeded,
+        format!("{}: {detail}", kind.name()),
+    );
+    let mut out = BytesMut::new();
+    if error.encode(0, &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+    }
+    let _ = stream.close().await;
 }
 
 struct Connection {
@@ -88,32 +142,40 @@ struct Connection {
     decoder: FrameDecoder,
     /// Who is on the other end (`access.rs`).
     session: Session,
+    /// Bytes read and not yet decoded: at most one frame (the decoder
+    /// checks its length first) plus the rest of the last read.
     input: BytesMut,
     output: BytesMut,
+    /// This connection's place under `connections_max` and its principal's
+    /// limit; given back when the connection ends.
+    permit: ConnectionPermit,
 }
 
 impl Connection {
     async fn run(&mut self, stream: &mut TcpStream) -> Result<(), Close> {
-        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+        // When the first byte of the frame being read arrived.
+        let mut frame_started: Option<Instant> = None;
         loop {
             match self.decoder.decode(&mut self.input) {
-                Ok(Some(frame)) => self.handle(stream, frame).await?,
+                Ok(Some(frame)) => {
+                    frame_started = (!self.input.is_empty()).then(Instant::now);
+                    self.handle(stream, frame).await?;
+                    self.release_idle_buffers();
+                }
                 Ok(None) => {
-                    // Unauthenticated connections get until their deadline.
-                    let timeout = self.session.read_timeout(CONNECTION_IDLE_TIMEOUT);
-                    let Some(timeout) = timeout else {
-                        self.shard.stats.borrow_mut().auth_failures += 1;
-                        return Err(Close::Protocol);
-                    };
-                    let _ = stream.set_read_timeout(Some(timeout));
-                    let read = stream.read(&mut chunk).await.map_err(|_| Close::Io)?;
-                    if read == 0 {
+                    if !self.read_more(stream, &mut frame_started).await? {
                         return Ok(());
                     }
-                    self.input.extend_from_slice(&chunk[..read]);
                 }
                 Err(err) => {
                     self.shard.stats.borrow_mut().protocol_errors += 1;
+                    if matches!(err, FrameError::TooLarge { .. }) {
+                        self.shard
+                            .settings
+                            .gate
+                            .counters
+                            .record(LimitKind::FrameBodyBytes);
+                    }
                     let response = ErrorResponse::new(err.code(), err.to_string());
                     self.send_error(stream, err.correlation_id(), response)
                         .await?;
@@ -122,6 +184,97 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Reads what the frame being assembled still needs (see
+    /// `limits::next_read_bytes`) under the idle timeout (nothing
+    /// buffered) or the frame deadline (a frame started). `false` at EOF.
+    async fn read_more(
+        &mut self,
+        stream: &mut TcpStream,
+        frame_started: &mut Option<Instant>,
+    ) -> Result<bool, Close> {
+        let limits = &self.shard.settings.limits;
+        // Unauthenticated connections get until their deadline.
+        let Some(session_left) = self.session.read_timeout(limits.idle_timeout()) else {
+            return Err(self.authentication_deadline_passed());
+        };
+        let (timeout, kind) = match frame_started {
+            None => (session_left, LimitKind::IdleTimeout),
+            Some(started) => (
+                limits
+                    .frame_timeout()
+                    .saturating_sub(started.elapsed())
+                    .min(session_left),
+                LimitKind::FrameTimeout,
+            ),
+        };
+        if timeout.is_zero() {
+            return self.read_timed_out(stream, kind).await;
+        }
+        let _ = stream.set_read_timeout(Some(timeout));
+        let want = next_read_bytes(&self.input);
+        let filled = self.input.len();
+        self.input.resize(filled + want, 0);
+        let read = stream.read(&mut self.input[filled..]).await;
+        let read = match read {
+            Ok(read) => read,
+            Err(err) => {
+                self.input.truncate(filled);
+                if err.kind() == std::io::ErrorKind::TimedOut {
+                    if self.session.read_timeout(limits.idle_timeout()).is_none() {
+                        return Err(self.authentication_deadline_passed());
+                    }
+                    return self.read_timed_out(stream, kind).await;
+                }
+                return Err(Close::Io);
+            }
+        };
+        self.input.truncate(filled + read);
+        if read == 0 {
+            return Ok(false);
+        }
+        frame_started.get_or_insert_with(Instant::now);
+        Ok(true)
+    }
+
+    /// The connection did not authenticate in time (`access.rs`): close.
+    fn authentication_deadline_passed(&self) -> Close {
+        self.shard.stats.borrow_mut().auth_failures += 1;
+        Close::Protocol
+    }
+
+    /// Tells the client which deadline passed, then closes.
+    async fn read_timed_out(
+        &mut self,
+        stream: &mut TcpStream,
+        kind: LimitKind,
+    ) -> Result<bool, Close> {
+        let limits = &self.shard.settings.limits;
+        let detail = match kind {
+            LimitKind::IdleTimeout => format!(
+                "no request for {} ms; connection closed",
+                limits.idle_timeout_ms
+            ),
+            _ => format!(
+                "a frame was not completed within {} ms of its first byte; connection closed",
+                limits.frame_timeout_ms
+            ),
+        };
+        let error = exceeded(&self.shard.settings.gate.counters, kind, &detail);
+        self.send_error(stream, 0, error).await?;
+        Err(Close::ReadTimeout)
+    }
+
+    /// Gives back buffers grown for one large frame or response, so an idle
+    /// connection holds only a few hundred bytes.
+    fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > READ_BUFFER_KEEP_BYTES {
+            self.input = BytesMut::new();
+        }
+        if self.output.capacity() > READ_BUFFER_KEEP_BYTES {
+            self.output = BytesMut::new();
         }
     }
 
@@ -144,10 +297,10 @@ impl Connection {
                 access::change_acl(&self.shard, &frame).await
             }
             FrameKind::ListAclsRequest => access::list_acls(&self.shard, &frame).await,
-            FrameKind::SetCursorRequest | FrameKind::FetchCursorRequest => Err(ErrorResponse::new(
-                ErrorCode::InvalidRequest,
-                "cursors are not supported by this server version",
-            )),
+            FrameKind::SetCursorRequest => super::cursors::set_cursor(&self.shard, &frame).await,
+            FrameKind::FetchCursorRequest => {
+                super::cursors::fetch_cursor(&self.shard, &frame).await
+            }
             other => Err(ErrorResponse::new(
                 ErrorCode::UnknownKind,
                 format!("{other:?} is not a request"),
@@ -168,8 +321,25 @@ impl Connection {
     async fn authenticate(&mut self, stream: &mut TcpStream, frame: &Frame) -> Result<(), Close> {
         match access::authenticate(&self.shard, frame).await {
             Ok((body, session)) => {
+                if let Session::Authenticated(principal) = &session {
+                    // The connection now counts against its principal's
+                    // connections_per_principal_max.
+                    if let Err(kind) = self.permit.rebind(principal) {
+                        let error = exceeded(
+                            &self.shard.settings.gate.counters,
+                            kind,
+                            &format!(
+                                "principal {principal:?} holds {} connections, its limit",
+                                self.shard.settings.limits.connections_per_principal_max
+                            ),
+                        );
+                        self.send_error(stream, frame.correlation_id, error).await?;
+                        return Err(Close::Protocol);
+                    }
+                }
                 self.session = session;
-                self.decoder.set_body_bytes_max(FRAME_BODY_BYTES_MAX);
+                self.decoder
+                    .set_body_bytes_max(self.shard.settings.limits.frame_body_bytes_max);
                 self.send_frame(
                     stream,
                     FrameKind::AuthenticateResponse,
@@ -207,7 +377,7 @@ impl Connection {
             let error = ErrorResponse::new(ErrorCode::LimitExceeded, "response too large");
             return self.send_error(stream, corr, error).await;
         }
-        stream.write_all(&self.output).await.map_err(|_| Close::Io)
+        stream.write_all(&self.output).await.map_err(write_failed)
     }
 
     async fn send_error(
@@ -220,7 +390,7 @@ impl Connection {
         if error.encode(corr, &mut self.output).is_err() {
             return Err(Close::Protocol);
         }
-        stream.write_all(&self.output).await.map_err(|_| Close::Io)
+        stream.write_all(&self.output).await.map_err(write_failed)
     }
 
     fn local(
@@ -261,10 +431,12 @@ impl Connection {
             Ok(local) => local,
             Err(error) => return self.send_error(stream, corr, error).await,
         };
+        let inflight_max = self.shard.settings.limits.fetch_inflight_bytes_max;
         let max_bytes = match request.max_bytes() {
             0 => FETCH_BYTES_DEFAULT,
             n => n.min(FETCH_BYTES_MAX),
-        };
+        }
+        .min(inflight_max);
         let max_wait =
             Duration::from_millis(u64::from(request.max_wait_ms().min(FETCH_WAIT_MS_MAX)));
         let log = local.log.clone();
@@ -291,6 +463,20 @@ impl Connection {
             }
         };
         let byte_count = slice.as_ref().map_or(0, |s| s.len);
+        if byte_count > u64::from(inflight_max) {
+            // The first batch alone is larger than this connection may have
+            // in flight: sending it would break the limit, skipping it would
+            // stall the consumer. Say so.
+            let error = exceeded(
+                &self.shard.settings.gate.counters,
+                LimitKind::FetchInflightBytes,
+                &format!(
+                    "the batch at offset {} is {byte_count} bytes, above this server's {inflight_max}-byte fetch limit",
+                    start.0
+                ),
+            );
+            return self.send_error(stream, corr, error).await;
+        }
         let body = fetch_response(0, None, &log, byte_count as u32);
         self.send_frame(stream, FrameKind::FetchResponse, corr, &body)
             .await?;
@@ -304,7 +490,7 @@ impl Connection {
             let mut stats = self.shard.stats.borrow_mut();
             stats.sendfile_bytes += sent.sendfile_bytes;
             stats.copied_bytes += sent.copied_bytes;
-            sent.result.map_err(|_| Close::Io)?;
+            sent.result.map_err(write_failed)?;
         }
         Ok(())
     }
@@ -315,9 +501,13 @@ impl Connection {
     ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
         let request = request_body::<fb::PublishRequest>(frame)?;
         let local = self.local(request.stream(), request.partition())?;
-        let batch = request.batch().map(|b| b.bytes().to_vec()).ok_or_else(|| {
+        let batch = request.batch().map(|b| b.bytes()).ok_or_else(|| {
             ErrorResponse::new(ErrorCode::InvalidBatch, "publish without a batch")
         })?;
+        check_publish_batch(&self.shard.settings.limits, batch).map_err(|(kind, detail)| {
+            exceeded(&self.shard.settings.gate.counters, kind, &detail)
+        })?;
+        let batch = batch.to_vec();
         let quiet =
             request.ack_policy() == Some(crate::protocol::generated::envelope::AckPolicy::None);
         let bytes = batch.len() as u64;
@@ -483,7 +673,7 @@ impl Connection {
 }
 
 /// A request body verified as the table `T`, or the error to answer with.
-fn request_body<'f, T>(frame: &'f Frame) -> Result<T::Inner, ErrorResponse>
+pub(super) fn request_body<'f, T>(frame: &'f Frame) -> Result<T::Inner, ErrorResponse>
 where
     T: 'f + flatbuffers::Follow<'f> + flatbuffers::Verifiable,
 {

@@ -8,6 +8,8 @@
 
 mod access;
 mod connection;
+mod cursors;
+mod limits;
 mod sendfile;
 
 use std::cell::RefCell;
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
@@ -26,11 +29,13 @@ use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
 use shards::retention::RetentionPolicy;
 use shards::ring::{RingReceiver, RingSender};
 
+use crate::cluster::NodeId;
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry,
     PartitionKey, PartitionSettings, PartitionStatus, PartitionTable, ShardStats, ToShard,
     FSYNC_BUCKETS_US,
 };
+use crate::limits::{ConnectionGate, Limits};
 use crate::protocol::error_code::ErrorCode;
 
 /// A stream with a retention limit gets segments of at most a quarter of the
@@ -69,6 +74,11 @@ pub struct ShardSettings {
     pub segment_bytes: u64,
     /// Credential checks of the TCP protocol (read-only, shared).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
+    /// Time between retention/compaction rounds of each partition.
+    pub maintenance_interval: Duration,
+    pub limits: Limits,
+    /// Node-wide connection admission, shared by every shard.
+    pub gate: Arc<ConnectionGate>,
 }
 
 impl ShardSettings {
@@ -133,6 +143,10 @@ pub struct Shard {
     appends_in_flight: std::cell::Cell<usize>,
     /// Credentials and this shard's copy of the ACLs.
     access: access::ShardAccess,
+    /// This node's id, from the last partition table.
+    local_node: std::cell::Cell<NodeId>,
+    /// Cursor maps of the cursor partitions this shard owns.
+    cursors: cursors::CursorTables,
 }
 
 impl Shard {
@@ -153,6 +167,12 @@ impl Shard {
             Some(local) => Lookup::Local(local.clone()),
             None => Lookup::PartitionNotFound,
         }
+    }
+
+    /// Every partition of stream `name` (any shard, any node), by the last
+    /// partition table; empty when there is no such stream.
+    pub fn stream_entries(&self, name: &str) -> Vec<PartitionEntry> {
+        self.names.borrow().get(name).cloned().unwrap_or_default()
     }
 
     /// Asks the control core (metadata) and waits for the answer.
@@ -244,6 +264,8 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         maintenance_queue,
         appends_in_flight: std::cell::Cell::new(0),
         access: access::ShardAccess::new(settings.auth.clone()),
+        local_node: std::cell::Cell::new(0),
+        cursors: cursors::CursorTables::default(),
     });
     let addr = SocketAddr::new(settings.base_addr.ip(), settings.port_of(shard_id));
     let listener = match glommio::net::TcpListener::bind(addr) {
@@ -287,6 +309,9 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
                 ToShard::Stats(reply) => {
                     let _ = reply.send(shard.snapshot_stats());
                 }
+                ToShard::Cursor(request) => {
+                    glommio::spawn_local(cursors::serve_forwarded(shard.clone(), request)).detach();
+                }
                 ToShard::Barrier(reply) => {
                     let _ = reply.send(());
                 }
@@ -322,7 +347,12 @@ async fn forward_to_control(outbox: LocalReceiver<FromShard>, mut ring: RingSend
                 _ => break,
             }
         }
-        if ring.send_many(&mut batch).await.is_err() {
+        // `Stopped` is the shard's last word (the control core stops
+        // reading after it): end here rather than wait for every sender to
+        // drop, which a client connection still open at shutdown (its task
+        // holds the shard) would delay without bound.
+        let stopped = batch.iter().any(|m| matches!(m, FromShard::Stopped { .. }));
+        if ring.send_many(&mut batch).await.is_err() || stopped {
             return;
         }
     }
@@ -407,13 +437,26 @@ async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
     for partition in gone {
         delete_partition(shard, partition).await;
     }
+    shard.local_node.set(table.local_node);
+    shard.cursors.retain(|key| wanted.contains_key(key));
     for (key, entry) in wanted {
         if shard.partitions.borrow().contains_key(&key) {
             continue;
         }
         match open_partition(shard, entry).await {
             Ok(local) => {
-                shard.partitions.borrow_mut().insert(key, Rc::new(local));
+                let local = Rc::new(local);
+                shard.partitions.borrow_mut().insert(key, local.clone());
+                if local.stream == crate::cursor::CURSORS_STREAM {
+                    // Rebuild the cursor map now rather than on first use.
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        if let Err(err) = cursors::catch_up(&shard, &local).await {
+                            tracing::warn!(error = %err.message, "cannot load cursors");
+                        }
+                    })
+                    .detach();
+                }
             }
             Err(err) => tracing::error!(shard = shard.id, stream = %entry.stream,
                 partition = entry.partition, error = %err, "cannot open partition"),
@@ -453,7 +496,7 @@ async fn open_partition(
             max_messages: settings.retention_messages,
         },
         compact: settings.compact,
-        ..MaintenancePolicy::default()
+        interval: shard.settings.maintenance_interval,
     };
     if settings.compact || !policy.retention.is_unlimited() {
         spawn_maintenance(log.clone(), policy, shard.maintenance_queue);

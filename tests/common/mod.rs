@@ -263,6 +263,11 @@ impl Sluice {
         self.spawn();
     }
 
+    /// The server's process id (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         read_log(&self.log)
     }
