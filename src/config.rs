@@ -433,6 +433,35 @@ mod tests {
     }
 
     #[test]
+    fn auth_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            ServeFlags {
+                config: Some(path.clone()),
+                cores: Some("0".into()),
+                ..Default::default()
+            }
+            .resolve()
+        };
+        let config = resolve("").unwrap();
+        assert!(!config.auth.is_enabled(), "off unless configured");
+        let config = resolve(
+            "[auth]\nenabled = true\nsuperusers = [\"root\"]\n\
+             tokens = [{ token = \"0123456789abcdef\", principal = \"root\" }]\n",
+        )
+        .unwrap();
+        assert!(config.auth.is_enabled() && config.auth.is_superuser("root"));
+        let error = resolve("[auth]\nenabled = true\n").unwrap_err();
+        assert!(error.to_string().contains("[auth]"), "{error}");
+        assert!(
+            resolve("[auth]\nenabeld = true\n").is_err(),
+            "typos are refused"
+        );
+    }
+
+    #[test]
     fn file_config_rejects_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");

@@ -279,7 +279,10 @@ pub struct AclRevokeArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Settings file (TOML; same names as the flags, with underscores).
-    /// Flags override it.
+    /// Flags override it. Its `[auth]` section turns on authentication:
+    /// `enabled`, `superusers`, `tokens = [{ token, principal }]`,
+    /// `users = [{ username, password_hash, principal }]` (hashes from
+    /// `sluice hash-password`), `node_token`, `authenticate_timeout_ms`.
     ///
     /// Example: --config /etc/sluice/sluice.toml
     #[arg(long, value_name = "FILE")]
