@@ -267,6 +267,35 @@ fn authentication_and_acls_end_to_end() {
         ErrorCode::NotAuthorized
     );
 
+    // Cursors are checked as fetches of the stream they name; the internal
+    // cursor stream itself is for superusers only, whatever the patterns.
+    alice
+        .set_cursor("billing", "orders.eu", 0, shards::types::Offset(1))
+        .expect("alice keeps a cursor on a stream she may fetch");
+    assert_eq!(
+        alice
+            .fetch_cursor("billing", "orders.eu", 0)
+            .expect("fetch cursor"),
+        Some(shards::types::Offset(1))
+    );
+    assert_eq!(
+        code_of(alice.set_cursor("billing", "audit", 0, shards::types::Offset(0))),
+        ErrorCode::NotAuthorized
+    );
+    root.grant_acl(&rule("alice", "*", &[AclOperation::Fetch]))
+        .expect("grant");
+    assert_eq!(
+        code_of(alice.fetch(
+            "__cursors",
+            0,
+            FetchStart::Earliest,
+            1 << 20,
+            Duration::ZERO
+        )),
+        ErrorCode::NotAuthorized
+    );
+    root.revoke_acl(&rule("alice", "*", &[])).expect("revoke");
+
     // A revoke takes effect at once too.
     root.revoke_acl(&rule("alice", "orders.*", &[AclOperation::Publish]))
         .expect("revoke");

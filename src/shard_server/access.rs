@@ -27,8 +27,9 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::Shard;
 use crate::auth::{Authenticator, Presented, ANONYMOUS_PRINCIPAL, CREDENTIAL_BYTES_MAX};
-use crate::cluster::acl::{AclOperation, AclTable};
+use crate::cluster::acl::{AclOperation, AclOperations, AclTable};
 use crate::cores::{AdminReply, AdminRequest};
+use crate::cursor::is_internal_stream;
 use crate::protocol::acl::{decode_acl_rule, encode_acl_rule};
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
@@ -91,11 +92,22 @@ impl ShardAccess {
         }
     }
 
-    /// Whether `principal` may do `op` on `stream`.
+    /// Whether `principal` may do `op` on `stream`. Internal streams
+    /// (`__cursors`, ...) are for superusers only: no pattern grants them,
+    /// not even `*` (the server itself reaches them without this gate).
     fn allows(&self, principal: &str, op: AclOperation, stream: &str) -> bool {
-        !self.authenticator.is_enabled()
-            || self.authenticator.is_superuser(principal)
-            || self.acls.borrow().allows(principal, op, stream)
+        self.operations_on(principal, stream).allows(op)
+    }
+
+    /// Everything `principal` may do on `stream`.
+    fn operations_on(&self, principal: &str, stream: &str) -> AclOperations {
+        if !self.authenticator.is_enabled() || self.authenticator.is_superuser(principal) {
+            return AclOperations::all();
+        }
+        if is_internal_stream(stream) {
+            return AclOperations::NONE;
+        }
+        self.acls.borrow().operations_on(principal, stream)
     }
 
     /// Whether `principal` may manage ACLs.
@@ -186,11 +198,7 @@ impl Session {
         let Session::Authenticated(principal) = self else {
             return false;
         };
-        let access = &shard.access;
-        if !access.authenticator.is_enabled() || access.authenticator.is_superuser(principal) {
-            return true;
-        }
-        let ops = access.acls.borrow().operations_on(principal, stream);
+        let ops = shard.access.operations_on(principal, stream);
         ops.allows(AclOperation::Fetch) || ops.allows(AclOperation::Publish)
     }
 }
@@ -539,6 +547,44 @@ mod tests {
         for (frame, expected) in cases {
             assert_eq!(requested(&frame), expected, "{}", frame.kind);
         }
+    }
+
+    #[test]
+    fn superusers_bypass_acls_and_internal_streams_need_one() {
+        use crate::auth::AuthFileConfig;
+        use crate::cluster::acl::AclRules;
+        let section: AuthFileConfig = toml::from_str(
+            r#"
+            enabled = true
+            superusers = ["root"]
+            tokens = [{ token = "0123456789abcdef", principal = "root" }]
+            "#,
+        )
+        .unwrap();
+        let access = ShardAccess::new(Arc::new(Authenticator::from_config(&section).unwrap()));
+        let mut rules = AclRules::new();
+        rules
+            .entry("alice".into())
+            .or_default()
+            .insert("*".into(), AclOperations::of([AclOperation::Fetch]));
+        access.set_acls(AclTable::from_rules(&rules));
+        assert!(access.allows("alice", AclOperation::Fetch, "orders"));
+        assert!(!access.allows("alice", AclOperation::Publish, "orders"));
+        assert!(
+            !access.allows("alice", AclOperation::Fetch, "__cursors"),
+            "'*' must not reach internal streams"
+        );
+        assert!(access.allows("root", AclOperation::Delete, "__cursors"));
+        assert!(!access.may_manage_acls("alice"));
+        assert!(access.may_manage_acls("root"));
+        // Authentication off: everything goes.
+        let open = ShardAccess::new(Arc::new(Authenticator::disabled()));
+        assert!(open.allows("anonymous", AclOperation::Admin, "__cursors"));
+        assert_eq!(open.initial_body_bytes_max(), FRAME_BODY_BYTES_MAX);
+        assert_eq!(
+            access.initial_body_bytes_max(),
+            FRAME_BODY_BYTES_UNAUTHENTICATED_MAX
+        );
     }
 
     #[test]
