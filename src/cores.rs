@@ -12,8 +12,8 @@ use shards::types::Offset;
 
 use crate::cluster::acl::{AclRule, AclTable};
 use crate::cluster::{
-    ClusterError, Metadata, MetadataCommand, MetadataResponse, NodeId, StreamId, StreamRecord,
-    StreamSpec,
+    ClusterError, Metadata, MetadataCommand, MetadataResponse, NodeId, NodeInfo, StreamId,
+    StreamRecord, StreamSpec,
 };
 use crate::protocol::error_code::ErrorCode;
 
@@ -193,6 +193,9 @@ pub enum AdminRequest {
     /// Create the internal cursor stream unless it exists (answered with
     /// `Created`, `created = false` when it already existed).
     EnsureCursorStream,
+    /// Nodes with liveness, and every partition with leader, ISR,
+    /// watermarks and per-replica lag (`sluice cluster status`).
+    ClusterStatus,
 }
 
 #[derive(Debug)]
@@ -200,13 +203,61 @@ pub enum AdminReply {
     Created {
         record: StreamRecord,
         created: bool,
+        /// Registered nodes, for each partition leader's port.
+        nodes: std::collections::BTreeMap<NodeId, NodeInfo>,
     },
     Deleted(StreamRecord),
     Metadata(MetadataView),
     /// A grant or revoke is committed and applied by this node's shards.
     AclChanged,
     Acls(Vec<AclRule>),
+    ClusterStatus(ClusterStatusView),
     Error(AppendFailure),
+}
+
+/// The cluster as `sluice cluster status` shows it, gathered by the node a
+/// client asked: metadata from its own copy, liveness from the metadata
+/// leader, partition progress from every node that answered in time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStatusView {
+    pub metadata_leader: Option<NodeId>,
+    /// Whether the metadata leader answered the liveness question.
+    pub liveness_known: bool,
+    pub nodes: Vec<NodeRow>,
+    pub partitions: Vec<PartitionRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    pub node_id: NodeId,
+    pub raft_addr: String,
+    pub client_addr: String,
+    pub shard_count: u32,
+    pub alive: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionRow {
+    pub stream: String,
+    pub partition: u32,
+    pub leader: NodeId,
+    pub leader_epoch: u32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// From the partition leader's report; `None` when it did not answer.
+    pub high_watermark: Option<u64>,
+    pub log_start: Option<u64>,
+    pub log_end: Option<u64>,
+    /// One per replica, in `replicas` order.
+    pub replica_rows: Vec<ReplicaRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub node: NodeId,
+    pub log_end: Option<u64>,
+    pub lag: Option<u64>,
+    pub in_sync: bool,
 }
 
 /// What a client needs to know of the cluster: streams, where each partition
@@ -217,6 +268,8 @@ pub struct MetadataView {
     pub host: String,
     pub base_port: u16,
     pub shard_count: u32,
+    /// Every registered node (brokers, and each partition leader's port).
+    pub nodes: std::collections::BTreeMap<NodeId, NodeInfo>,
     pub streams: Vec<StreamRecord>,
     /// What this node's shards know of each partition they hold (watermarks,
     /// and follower progress where this node leads).

@@ -5,6 +5,7 @@
 //! never rename.
 
 mod acl;
+mod cluster;
 mod consume;
 mod hints;
 mod parse;
@@ -194,12 +195,39 @@ pub enum Command {
     #[command(subcommand)]
     Acl(AclCommand),
 
+    /// Show the cluster: nodes and whether they are alive, and each
+    /// partition's leader, epoch, replicas, ISR, high watermark and lag.
+    ///
+    /// Any node answers; it asks the metadata leader for liveness and the
+    /// nodes for their progress (numbers a node did not report in time show
+    /// as `-`).
+    ///
+    /// Example: sluice cluster status --server 10.0.0.5:9292 --json
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+
     /// Hash a password for `password_hash` in the [auth] users of
     /// sluice.toml (Argon2id, random salt). Reads the password from the
     /// first line of stdin and prints the hash.
     ///
     /// Example: printf '%s' 'correct horse' | sluice hash-password
     HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes (id, raft and client address, alive, metadata leader) and
+    /// partitions (leader, epoch, replicas, ISR, high watermark, per-replica
+    /// lag).
+    ///
+    /// Example: sluice cluster status --json
+    Status {
+        /// Print one JSON object instead of tables (for scripts).
+        ///
+        /// Example: --json
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -398,7 +426,9 @@ pub enum StreamCommand {
     List,
 
     /// Show a stream's settings and, per partition, its leader, shard, port,
-    /// high watermark and log start offset.
+    /// high watermark and log start offset; then its replication: leader
+    /// epoch, replicas, ISR, log end and each replica's lag (`node:lag`,
+    /// `*` = in sync).
     ///
     /// Example: sluice stream describe orders
     Describe {
@@ -597,6 +627,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(args),
         Command::Consume(args) => consume::run(&target, args),
         Command::Acl(command) => acl::run(&target, command),
+        Command::Cluster(command) => cluster::run(&target, command),
         Command::HashPassword => acl::hash_password(),
     }
 }

@@ -80,6 +80,19 @@ fn describe(server: &Target, name: &str) -> anyhow::Result<ExitCode> {
         ));
     }
     print!("{}", describe_text(stream));
+    // Replication progress: leaders, ISR and lag as the partition leaders
+    // report them (numbers a node did not report in time show as `-`).
+    match client.cluster_status(&[name]) {
+        Ok(status) if !status.partitions.is_empty() => {
+            println!("\nreplication");
+            print!(
+                "{}",
+                super::cluster::partitions_text(&status.partitions, false)
+            );
+        }
+        Ok(_) => {}
+        Err(error) => eprintln!("(replication status unavailable: {error})"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

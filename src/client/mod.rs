@@ -33,6 +33,7 @@
 //! reconnects), so a half-read answer can never be mistaken for the next one.
 
 mod access;
+mod cluster;
 mod connection;
 mod error;
 mod requests;
@@ -51,6 +52,7 @@ use shards::constants::{BATCH_RECORDS_MAX, RECORD_HEADERS_MAX};
 use shards::types::Offset;
 
 pub use self::access::Credentials;
+pub use self::cluster::{ClusterStatus, NodeState, PartitionState, ReplicaState};
 use self::connection::{duration_ms, Connection, Response};
 pub use self::error::ClientError;
 pub use self::types::{

@@ -5,6 +5,7 @@
 
 pub mod admin_http;
 pub mod bridge;
+pub mod cluster_status;
 pub mod nats_server;
 pub mod router;
 
@@ -363,6 +364,9 @@ async fn answer_admin(
             AdminReply::Acls(rules)
         }
         AdminRequest::EnsureCursorStream => ensure_cursor_stream(metadata, router, view).await,
+        AdminRequest::ClusterStatus => {
+            AdminReply::ClusterStatus(cluster_status::gather(metadata).await)
+        }
         AdminRequest::Metadata => {
             let streams = metadata.list_streams();
             let partitions: Vec<(PartitionKey, u32)> = streams
@@ -397,6 +401,7 @@ async fn answer_admin(
                 host: view.host.clone(),
                 base_port: view.base_port,
                 shard_count: view.shard_count,
+                nodes: metadata.metadata().nodes().clone(),
                 streams,
                 statuses,
             })
@@ -479,7 +484,12 @@ async fn create_stream(
             let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
             let record = creation.into_record();
             sync_shards(router).await;
-            AdminReply::Created { record, created }
+            let nodes = metadata.metadata().nodes().clone();
+            AdminReply::Created {
+                record,
+                created,
+                nodes,
+            }
         }
         Err(err) => AdminReply::Error(cluster_failure(err)),
     }
@@ -548,6 +558,7 @@ async fn ensure_cursor_stream(
         return AdminReply::Created {
             record,
             created: false,
+            nodes: metadata.metadata().nodes().clone(),
         };
     }
     let nodes = metadata.metadata().nodes().len();
@@ -565,6 +576,7 @@ async fn ensure_cursor_stream(
             AdminReply::Created {
                 record: creation.into_record(),
                 created,
+                nodes: metadata.metadata().nodes().clone(),
             }
         }
         Err(err) => AdminReply::Error(cluster_failure(err)),

@@ -42,6 +42,8 @@ pub enum FrameKind {
     SetCursorRequest = 0x07,
     FetchCursorRequest = 0x08,
     AuthenticateRequest = 0x09,
+    /// Nodes, liveness, and partition leaders, ISRs, watermarks and lag.
+    ClusterStatusRequest = 0x0B,
     /// ACL management (needs admin on every stream, or a superuser).
     GrantAclRequest = 0x0C,
     RevokeAclRequest = 0x0D,
@@ -55,6 +57,7 @@ pub enum FrameKind {
     SetCursorResponse = 0x87,
     FetchCursorResponse = 0x88,
     AuthenticateResponse = 0x89,
+    ClusterStatusResponse = 0x8B,
     GrantAclResponse = 0x8C,
     RevokeAclResponse = 0x8D,
     ListAclsResponse = 0x8E,
@@ -63,7 +66,7 @@ pub enum FrameKind {
 
 impl FrameKind {
     /// Every kind, requests first, in numeric order.
-    pub const ALL: [FrameKind; 25] = [
+    pub const ALL: [FrameKind; 27] = [
         FrameKind::MetadataRequest,
         FrameKind::CreateStreamRequest,
         FrameKind::DeleteStreamRequest,
@@ -73,6 +76,7 @@ impl FrameKind {
         FrameKind::SetCursorRequest,
         FrameKind::FetchCursorRequest,
         FrameKind::AuthenticateRequest,
+        FrameKind::ClusterStatusRequest,
         FrameKind::GrantAclRequest,
         FrameKind::RevokeAclRequest,
         FrameKind::ListAclsRequest,
@@ -85,6 +89,7 @@ impl FrameKind {
         FrameKind::SetCursorResponse,
         FrameKind::FetchCursorResponse,
         FrameKind::AuthenticateResponse,
+        FrameKind::ClusterStatusResponse,
         FrameKind::GrantAclResponse,
         FrameKind::RevokeAclResponse,
         FrameKind::ListAclsResponse,
@@ -121,6 +126,7 @@ impl FrameKind {
             FrameKind::SetCursorRequest => "SetCursorRequest",
             FrameKind::FetchCursorRequest => "FetchCursorRequest",
             FrameKind::AuthenticateRequest => "AuthenticateRequest",
+            FrameKind::ClusterStatusRequest => "ClusterStatusRequest",
             FrameKind::GrantAclRequest => "GrantAclRequest",
             FrameKind::RevokeAclRequest => "RevokeAclRequest",
             FrameKind::ListAclsRequest => "ListAclsRequest",
@@ -133,6 +139,7 @@ impl FrameKind {
             FrameKind::SetCursorResponse => "SetCursorResponse",
             FrameKind::FetchCursorResponse => "FetchCursorResponse",
             FrameKind::AuthenticateResponse => "AuthenticateResponse",
+            FrameKind::ClusterStatusResponse => "ClusterStatusResponse",
             FrameKind::GrantAclResponse => "GrantAclResponse",
             FrameKind::RevokeAclResponse => "RevokeAclResponse",
             FrameKind::ListAclsResponse => "ListAclsResponse",

@@ -244,7 +244,7 @@ fn requested(frame: &Frame) -> Needs<'_> {
             FrameKind::DeleteStreamRequest => read_body::<fb::DeleteStreamRequest>(body)
                 .map(|r| stream(r.name(), AclOperation::Delete)),
             // Filtered per stream by the handler.
-            FrameKind::MetadataRequest => Ok(Needs::Nothing),
+            FrameKind::MetadataRequest | FrameKind::ClusterStatusRequest => Ok(Needs::Nothing),
             FrameKind::GrantAclRequest
             | FrameKind::RevokeAclRequest
             | FrameKind::ListAclsRequest => Ok(Needs::AclManagement),

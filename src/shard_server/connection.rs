@@ -301,6 +301,10 @@ impl Connection {
             FrameKind::FetchCursorRequest => {
                 super::cursors::fetch_cursor(&self.shard, &frame).await
             }
+            FrameKind::ClusterStatusRequest => {
+                let visible = |name: &str| self.session.may_see(&self.shard, name);
+                super::cluster_status::cluster_status(&self.shard, &frame, visible).await
+            }
             other => Err(ErrorResponse::new(
                 ErrorCode::UnknownKind,
                 format!("{other:?} is not a request"),
@@ -617,12 +621,17 @@ impl Connection {
         })?;
         let spec = spec_from_wire(&config)?;
         match self.shard.admin(AdminRequest::CreateStream(spec)).await {
-            AdminReply::Created { record, created } => {
+            AdminReply::Created {
+                record,
+                created,
+                nodes,
+            } => {
                 let mut fbb = FlatBufferBuilder::with_capacity(256);
+                let own_port = self.shard.settings.base_addr.port();
                 let stream = encode_stream(
                     &mut fbb,
                     &record,
-                    self.shard.settings.base_addr.port(),
+                    |node| client_port(&nodes, node).unwrap_or(own_port),
                     &Default::default(),
                 );
                 let root = fb::CreateStreamResponse::create(
@@ -798,17 +807,31 @@ fn encode_metadata(
     visible: impl Fn(&str) -> bool,
 ) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(1024);
-    let host = fbb.create_string(&view.host);
-    let broker = fb::Broker::create(
-        &mut fbb,
-        &fb::BrokerArgs {
-            node_id: view.node_id as i64,
-            host: Some(host),
-            port_base: view.base_port,
-            shard_count: view.shard_count.min(u32::from(u16::MAX)) as u16,
-        },
-    );
-    let brokers = fbb.create_vector(&[broker]);
+    // Every registered node; this node from its own settings (it may not be
+    // registered yet right after start-up).
+    let mut listed: Vec<(u64, &str, u16, u32)> =
+        vec![(view.node_id, &view.host, view.base_port, view.shard_count)];
+    for (id, info) in view.nodes.iter().filter(|(id, _)| **id != view.node_id) {
+        if let Some((host, port)) = split_addr(&info.client_addr) {
+            listed.push((*id, host, port, info.shard_count));
+        }
+    }
+    let brokers: Vec<_> = listed
+        .into_iter()
+        .map(|(id, host, port, shards)| {
+            let host = fbb.create_string(host);
+            fb::Broker::create(
+                &mut fbb,
+                &fb::BrokerArgs {
+                    node_id: id as i64,
+                    host: Some(host),
+                    port_base: port,
+                    shard_count: shards.min(u32::from(u16::MAX)) as u16,
+                },
+            )
+        })
+        .collect();
+    let brokers = fbb.create_vector(&brokers);
     let mut streams = Vec::new();
     for record in &view.streams {
         if wanted.is_some_and(|names| !names.is_empty() && !names.contains(&record.spec.name)) {
@@ -820,7 +843,7 @@ fn encode_metadata(
         streams.push(encode_stream(
             &mut fbb,
             record,
-            view.base_port,
+            |node| client_port(&view.nodes, node).unwrap_or(view.base_port),
             &view.statuses,
         ));
     }
@@ -867,10 +890,29 @@ fn encode_metadata(
     fbb.finished_data().to_vec()
 }
 
+/// `host:port` split, when the port is a number.
+fn split_addr(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host, port.parse().ok()?))
+}
+
+/// The base (shard 0) client port node `node` registered.
+fn client_port(
+    nodes: &std::collections::BTreeMap<crate::cluster::NodeId, crate::cluster::NodeInfo>,
+    node: crate::cluster::NodeId,
+) -> Option<u16> {
+    nodes
+        .get(&node)
+        .and_then(|info| split_addr(&info.client_addr))
+        .map(|(_, port)| port)
+}
+
+/// `leader_port` gives a partition leader's base client port: a client
+/// reads a partition from its leader at that port + the shard index.
 fn encode_stream<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     record: &StreamRecord,
-    base_port: u16,
+    leader_port: impl Fn(crate::cluster::NodeId) -> u16,
     statuses: &std::collections::HashMap<PartitionKey, PartitionStatus>,
 ) -> flatbuffers::WIPOffset<fb::StreamMetadata<'a>> {
     let spec = &record.spec;
@@ -894,7 +936,8 @@ fn encode_stream<'a>(
                 leader: assignment.leader as i64,
                 leader_epoch: assignment.leader_epoch as i32,
                 shard_index: assignment.shard as u16,
-                consumer_port: base_port + assignment.shard as u16,
+                consumer_port: leader_port(assignment.leader)
+                    .saturating_add(assignment.shard.min(u32::from(u16::MAX)) as u16),
                 replicas: Some(replicas),
                 isr: Some(isr),
                 high_watermark: hw,

@@ -7,6 +7,7 @@
 //! only ways out are the ring to the control core and client sockets.
 
 mod access;
+mod cluster_status;
 mod connection;
 mod cursors;
 mod limits;

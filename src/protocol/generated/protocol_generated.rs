@@ -3390,6 +3390,1136 @@ pub mod sluice {
                 ds.finish()
             }
         }
+        pub enum ClusterStatusRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// Asks any node for the state of the cluster: nodes, liveness, and per
+        /// partition leader, epoch, replicas, ISR, watermarks and replica lag.
+        pub struct ClusterStatusRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ClusterStatusRequest<'a> {
+            type Inner = ClusterStatusRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ClusterStatusRequest<'a> {
+            pub const VT_STREAMS: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ClusterStatusRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ClusterStatusRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ClusterStatusRequest<'bldr>> {
+                let mut builder = ClusterStatusRequestBuilder::new(_fbb);
+                if let Some(x) = args.streams {
+                    builder.add_streams(x);
+                }
+                builder.finish()
+            }
+
+            /// Streams whose partitions to include. Absent or empty = every stream.
+            #[inline]
+            pub fn streams(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
+                    >>(ClusterStatusRequest::VT_STREAMS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ClusterStatusRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>,
+                    >>("streams", Self::VT_STREAMS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ClusterStatusRequestArgs<'a> {
+            pub streams: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
+                >,
+            >,
+        }
+        impl<'a> Default for ClusterStatusRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ClusterStatusRequestArgs { streams: None }
+            }
+        }
+
+        pub struct ClusterStatusRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClusterStatusRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_streams(
+                &mut self,
+                streams: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<&'b str>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ClusterStatusRequest::VT_STREAMS,
+                    streams,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ClusterStatusRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ClusterStatusRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ClusterStatusRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ClusterStatusRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ClusterStatusRequest");
+                ds.field("streams", &self.streams());
+                ds.finish()
+            }
+        }
+        pub enum NodeStatusOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct NodeStatus<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for NodeStatus<'a> {
+            type Inner = NodeStatus<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> NodeStatus<'a> {
+            pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_RAFT_ADDR: ::flatbuffers::VOffsetT = 6;
+            pub const VT_CLIENT_ADDR: ::flatbuffers::VOffsetT = 8;
+            pub const VT_SHARD_COUNT: ::flatbuffers::VOffsetT = 10;
+            pub const VT_ALIVE: ::flatbuffers::VOffsetT = 12;
+            pub const VT_METADATA_LEADER: ::flatbuffers::VOffsetT = 14;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                NodeStatus { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args NodeStatusArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<NodeStatus<'bldr>> {
+                let mut builder = NodeStatusBuilder::new(_fbb);
+                builder.add_node_id(args.node_id);
+                if let Some(x) = args.client_addr {
+                    builder.add_client_addr(x);
+                }
+                if let Some(x) = args.raft_addr {
+                    builder.add_raft_addr(x);
+                }
+                builder.add_shard_count(args.shard_count);
+                builder.add_metadata_leader(args.metadata_leader);
+                builder.add_alive(args.alive);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn node_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(NodeStatus::VT_NODE_ID, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn raft_addr(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(NodeStatus::VT_RAFT_ADDR, None)
+                }
+            }
+            /// Consumer protocol address of shard 0 (shard k = port + k).
+            #[inline]
+            pub fn client_addr(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        NodeStatus::VT_CLIENT_ADDR,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn shard_count(&self) -> u16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<u16>(NodeStatus::VT_SHARD_COUNT, Some(0))
+                        .unwrap()
+                }
+            }
+            /// As the metadata leader sees it (heartbeats within node_timeout_ms);
+            /// false also when liveness_known is false.
+            #[inline]
+            pub fn alive(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(NodeStatus::VT_ALIVE, Some(false))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn metadata_leader(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(NodeStatus::VT_METADATA_LEADER, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for NodeStatus<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("node_id", Self::VT_NODE_ID, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "raft_addr",
+                        Self::VT_RAFT_ADDR,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "client_addr",
+                        Self::VT_CLIENT_ADDR,
+                        false,
+                    )?
+                    .visit_field::<u16>("shard_count", Self::VT_SHARD_COUNT, false)?
+                    .visit_field::<bool>("alive", Self::VT_ALIVE, false)?
+                    .visit_field::<bool>("metadata_leader", Self::VT_METADATA_LEADER, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct NodeStatusArgs<'a> {
+            pub node_id: i64,
+            pub raft_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub client_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub shard_count: u16,
+            pub alive: bool,
+            pub metadata_leader: bool,
+        }
+        impl<'a> Default for NodeStatusArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                NodeStatusArgs {
+                    node_id: 0,
+                    raft_addr: None,
+                    client_addr: None,
+                    shard_count: 0,
+                    alive: false,
+                    metadata_leader: false,
+                }
+            }
+        }
+
+        pub struct NodeStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NodeStatusBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_node_id(&mut self, node_id: i64) {
+                self.fbb_
+                    .push_slot::<i64>(NodeStatus::VT_NODE_ID, node_id, 0);
+            }
+            #[inline]
+            pub fn add_raft_addr(&mut self, raft_addr: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    NodeStatus::VT_RAFT_ADDR,
+                    raft_addr,
+                );
+            }
+            #[inline]
+            pub fn add_client_addr(&mut self, client_addr: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    NodeStatus::VT_CLIENT_ADDR,
+                    client_addr,
+                );
+            }
+            #[inline]
+            pub fn add_shard_count(&mut self, shard_count: u16) {
+                self.fbb_
+                    .push_slot::<u16>(NodeStatus::VT_SHARD_COUNT, shard_count, 0);
+            }
+            #[inline]
+            pub fn add_alive(&mut self, alive: bool) {
+                self.fbb_
+                    .push_slot::<bool>(NodeStatus::VT_ALIVE, alive, false);
+            }
+            #[inline]
+            pub fn add_metadata_leader(&mut self, metadata_leader: bool) {
+                self.fbb_
+                    .push_slot::<bool>(NodeStatus::VT_METADATA_LEADER, metadata_leader, false);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> NodeStatusBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                NodeStatusBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<NodeStatus<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for NodeStatus<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("NodeStatus");
+                ds.field("node_id", &self.node_id());
+                ds.field("raft_addr", &self.raft_addr());
+                ds.field("client_addr", &self.client_addr());
+                ds.field("shard_count", &self.shard_count());
+                ds.field("alive", &self.alive());
+                ds.field("metadata_leader", &self.metadata_leader());
+                ds.finish()
+            }
+        }
+        pub enum ReplicaStatusOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ReplicaStatus<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ReplicaStatus<'a> {
+            type Inner = ReplicaStatus<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ReplicaStatus<'a> {
+            pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_LOG_END_OFFSET: ::flatbuffers::VOffsetT = 6;
+            pub const VT_LAG: ::flatbuffers::VOffsetT = 8;
+            pub const VT_IN_SYNC: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ReplicaStatus { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ReplicaStatusArgs,
+            ) -> ::flatbuffers::WIPOffset<ReplicaStatus<'bldr>> {
+                let mut builder = ReplicaStatusBuilder::new(_fbb);
+                builder.add_lag(args.lag);
+                builder.add_log_end_offset(args.log_end_offset);
+                builder.add_node_id(args.node_id);
+                builder.add_in_sync(args.in_sync);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn node_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(ReplicaStatus::VT_NODE_ID, Some(0))
+                        .unwrap()
+                }
+            }
+            /// The replica's log end offset; -1 when it did not answer.
+            #[inline]
+            pub fn log_end_offset(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(ReplicaStatus::VT_LOG_END_OFFSET, Some(-1))
+                        .unwrap()
+                }
+            }
+            /// Records it lacks behind the leader's log end; -1 when unknown.
+            #[inline]
+            pub fn lag(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(ReplicaStatus::VT_LAG, Some(-1))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn in_sync(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(ReplicaStatus::VT_IN_SYNC, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ReplicaStatus<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("node_id", Self::VT_NODE_ID, false)?
+                    .visit_field::<i64>("log_end_offset", Self::VT_LOG_END_OFFSET, false)?
+                    .visit_field::<i64>("lag", Self::VT_LAG, false)?
+                    .visit_field::<bool>("in_sync", Self::VT_IN_SYNC, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ReplicaStatusArgs {
+            pub node_id: i64,
+            pub log_end_offset: i64,
+            pub lag: i64,
+            pub in_sync: bool,
+        }
+        impl<'a> Default for ReplicaStatusArgs {
+            #[inline]
+            fn default() -> Self {
+                ReplicaStatusArgs {
+                    node_id: 0,
+                    log_end_offset: -1,
+                    lag: -1,
+                    in_sync: false,
+                }
+            }
+        }
+
+        pub struct ReplicaStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaStatusBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_node_id(&mut self, node_id: i64) {
+                self.fbb_
+                    .push_slot::<i64>(ReplicaStatus::VT_NODE_ID, node_id, 0);
+            }
+            #[inline]
+            pub fn add_log_end_offset(&mut self, log_end_offset: i64) {
+                self.fbb_
+                    .push_slot::<i64>(ReplicaStatus::VT_LOG_END_OFFSET, log_end_offset, -1);
+            }
+            #[inline]
+            pub fn add_lag(&mut self, lag: i64) {
+                self.fbb_.push_slot::<i64>(ReplicaStatus::VT_LAG, lag, -1);
+            }
+            #[inline]
+            pub fn add_in_sync(&mut self, in_sync: bool) {
+                self.fbb_
+                    .push_slot::<bool>(ReplicaStatus::VT_IN_SYNC, in_sync, false);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ReplicaStatusBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ReplicaStatusBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaStatus<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ReplicaStatus<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ReplicaStatus");
+                ds.field("node_id", &self.node_id());
+                ds.field("log_end_offset", &self.log_end_offset());
+                ds.field("lag", &self.lag());
+                ds.field("in_sync", &self.in_sync());
+                ds.finish()
+            }
+        }
+        pub enum PartitionStatusOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct PartitionStatus<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for PartitionStatus<'a> {
+            type Inner = PartitionStatus<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> PartitionStatus<'a> {
+            pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+            pub const VT_LEADER: ::flatbuffers::VOffsetT = 8;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 10;
+            pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 12;
+            pub const VT_ISR: ::flatbuffers::VOffsetT = 14;
+            pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 16;
+            pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 18;
+            pub const VT_LOG_END_OFFSET: ::flatbuffers::VOffsetT = 20;
+            pub const VT_REPLICA_STATUS: ::flatbuffers::VOffsetT = 22;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                PartitionStatus { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args PartitionStatusArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<PartitionStatus<'bldr>> {
+                let mut builder = PartitionStatusBuilder::new(_fbb);
+                builder.add_log_end_offset(args.log_end_offset);
+                builder.add_log_start_offset(args.log_start_offset);
+                builder.add_high_watermark(args.high_watermark);
+                builder.add_leader(args.leader);
+                if let Some(x) = args.replica_status {
+                    builder.add_replica_status(x);
+                }
+                if let Some(x) = args.isr {
+                    builder.add_isr(x);
+                }
+                if let Some(x) = args.replicas {
+                    builder.add_replicas(x);
+                }
+                builder.add_leader_epoch(args.leader_epoch);
+                builder.add_partition(args.partition);
+                if let Some(x) = args.stream {
+                    builder.add_stream(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn stream(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        PartitionStatus::VT_STREAM,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(PartitionStatus::VT_PARTITION, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn leader(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(PartitionStatus::VT_LEADER, Some(-1))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(PartitionStatus::VT_LEADER_EPOCH, Some(-1))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(
+                            PartitionStatus::VT_REPLICAS,
+                            None,
+                        )
+                }
+            }
+            #[inline]
+            pub fn isr(&self) -> Option<::flatbuffers::Vector<'a, i64>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i64>>>(
+                            PartitionStatus::VT_ISR,
+                            None,
+                        )
+                }
+            }
+            /// From the partition leader; -1 when it did not answer.
+            #[inline]
+            pub fn high_watermark(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(PartitionStatus::VT_HIGH_WATERMARK, Some(-1))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn log_start_offset(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(PartitionStatus::VT_LOG_START_OFFSET, Some(-1))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn log_end_offset(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(PartitionStatus::VT_LOG_END_OFFSET, Some(-1))
+                        .unwrap()
+                }
+            }
+            /// One per replica, in `replicas` order.
+            #[inline]
+            pub fn replica_status(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus>>,
+                    >>(PartitionStatus::VT_REPLICA_STATUS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for PartitionStatus<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "stream",
+                        Self::VT_STREAM,
+                        false,
+                    )?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .visit_field::<i64>("leader", Self::VT_LEADER, false)?
+                    .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>(
+                        "replicas",
+                        Self::VT_REPLICAS,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i64>>>(
+                        "isr",
+                        Self::VT_ISR,
+                        false,
+                    )?
+                    .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+                    .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
+                    .visit_field::<i64>("log_end_offset", Self::VT_LOG_END_OFFSET, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaStatus>>,
+                    >>("replica_status", Self::VT_REPLICA_STATUS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct PartitionStatusArgs<'a> {
+            pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub partition: i32,
+            pub leader: i64,
+            pub leader_epoch: i32,
+            pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+            pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
+            pub high_watermark: i64,
+            pub log_start_offset: i64,
+            pub log_end_offset: i64,
+            pub replica_status: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for PartitionStatusArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                PartitionStatusArgs {
+                    stream: None,
+                    partition: 0,
+                    leader: -1,
+                    leader_epoch: -1,
+                    replicas: None,
+                    isr: None,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    log_end_offset: -1,
+                    replica_status: None,
+                }
+            }
+        }
+
+        pub struct PartitionStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionStatusBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PartitionStatus::VT_STREAM,
+                    stream,
+                );
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_
+                    .push_slot::<i32>(PartitionStatus::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn add_leader(&mut self, leader: i64) {
+                self.fbb_
+                    .push_slot::<i64>(PartitionStatus::VT_LEADER, leader, -1);
+            }
+            #[inline]
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+                self.fbb_
+                    .push_slot::<i32>(PartitionStatus::VT_LEADER_EPOCH, leader_epoch, -1);
+            }
+            #[inline]
+            pub fn add_replicas(
+                &mut self,
+                replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i64>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PartitionStatus::VT_REPLICAS,
+                    replicas,
+                );
+            }
+            #[inline]
+            pub fn add_isr(
+                &mut self,
+                isr: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i64>>,
+            ) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionStatus::VT_ISR, isr);
+            }
+            #[inline]
+            pub fn add_high_watermark(&mut self, high_watermark: i64) {
+                self.fbb_
+                    .push_slot::<i64>(PartitionStatus::VT_HIGH_WATERMARK, high_watermark, -1);
+            }
+            #[inline]
+            pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
+                self.fbb_.push_slot::<i64>(
+                    PartitionStatus::VT_LOG_START_OFFSET,
+                    log_start_offset,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn add_log_end_offset(&mut self, log_end_offset: i64) {
+                self.fbb_
+                    .push_slot::<i64>(PartitionStatus::VT_LOG_END_OFFSET, log_end_offset, -1);
+            }
+            #[inline]
+            pub fn add_replica_status(
+                &mut self,
+                replica_status: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<ReplicaStatus<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PartitionStatus::VT_REPLICA_STATUS,
+                    replica_status,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> PartitionStatusBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                PartitionStatusBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionStatus<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for PartitionStatus<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("PartitionStatus");
+                ds.field("stream", &self.stream());
+                ds.field("partition", &self.partition());
+                ds.field("leader", &self.leader());
+                ds.field("leader_epoch", &self.leader_epoch());
+                ds.field("replicas", &self.replicas());
+                ds.field("isr", &self.isr());
+                ds.field("high_watermark", &self.high_watermark());
+                ds.field("log_start_offset", &self.log_start_offset());
+                ds.field("log_end_offset", &self.log_end_offset());
+                ds.field("replica_status", &self.replica_status());
+                ds.finish()
+            }
+        }
+        pub enum ClusterStatusResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ClusterStatusResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ClusterStatusResponse<'a> {
+            type Inner = ClusterStatusResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ClusterStatusResponse<'a> {
+            pub const VT_METADATA_LEADER: ::flatbuffers::VOffsetT = 4;
+            pub const VT_LIVENESS_KNOWN: ::flatbuffers::VOffsetT = 6;
+            pub const VT_NODES: ::flatbuffers::VOffsetT = 8;
+            pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ClusterStatusResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ClusterStatusResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ClusterStatusResponse<'bldr>> {
+                let mut builder = ClusterStatusResponseBuilder::new(_fbb);
+                builder.add_metadata_leader(args.metadata_leader);
+                if let Some(x) = args.partitions {
+                    builder.add_partitions(x);
+                }
+                if let Some(x) = args.nodes {
+                    builder.add_nodes(x);
+                }
+                builder.add_liveness_known(args.liveness_known);
+                builder.finish()
+            }
+
+            /// Node id of the metadata (raft) leader; -1 when none is known.
+            #[inline]
+            pub fn metadata_leader(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(ClusterStatusResponse::VT_METADATA_LEADER, Some(-1))
+                        .unwrap()
+                }
+            }
+            /// Whether the metadata leader answered the liveness question.
+            #[inline]
+            pub fn liveness_known(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(ClusterStatusResponse::VT_LIVENESS_KNOWN, Some(false))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn nodes(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeStatus<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeStatus>>,
+                    >>(ClusterStatusResponse::VT_NODES, None)
+                }
+            }
+            #[inline]
+            pub fn partitions(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionStatus<'a>>>,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionStatus>>,
+                    >>(ClusterStatusResponse::VT_PARTITIONS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ClusterStatusResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i64>("metadata_leader", Self::VT_METADATA_LEADER, false)?
+                    .visit_field::<bool>("liveness_known", Self::VT_LIVENESS_KNOWN, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NodeStatus>>,
+                    >>("nodes", Self::VT_NODES, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionStatus>>,
+                    >>("partitions", Self::VT_PARTITIONS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ClusterStatusResponseArgs<'a> {
+            pub metadata_leader: i64,
+            pub liveness_known: bool,
+            pub nodes: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NodeStatus<'a>>>,
+                >,
+            >,
+            pub partitions: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionStatus<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for ClusterStatusResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ClusterStatusResponseArgs {
+                    metadata_leader: -1,
+                    liveness_known: false,
+                    nodes: None,
+                    partitions: None,
+                }
+            }
+        }
+
+        pub struct ClusterStatusResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClusterStatusResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_metadata_leader(&mut self, metadata_leader: i64) {
+                self.fbb_.push_slot::<i64>(
+                    ClusterStatusResponse::VT_METADATA_LEADER,
+                    metadata_leader,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn add_liveness_known(&mut self, liveness_known: bool) {
+                self.fbb_.push_slot::<bool>(
+                    ClusterStatusResponse::VT_LIVENESS_KNOWN,
+                    liveness_known,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn add_nodes(
+                &mut self,
+                nodes: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<NodeStatus<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ClusterStatusResponse::VT_NODES,
+                    nodes,
+                );
+            }
+            #[inline]
+            pub fn add_partitions(
+                &mut self,
+                partitions: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<PartitionStatus<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ClusterStatusResponse::VT_PARTITIONS,
+                    partitions,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ClusterStatusResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ClusterStatusResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ClusterStatusResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ClusterStatusResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ClusterStatusResponse");
+                ds.field("metadata_leader", &self.metadata_leader());
+                ds.field("liveness_known", &self.liveness_known());
+                ds.field("nodes", &self.nodes());
+                ds.field("partitions", &self.partitions());
+                ds.finish()
+            }
+        }
         pub enum SetCursorRequestOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
