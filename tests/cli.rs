@@ -80,6 +80,8 @@ fn flags_named_in_the_docs_exist() {
         "--cores",
         "--control-core",
         "--sync",
+        "--max-connections",
+        "[limits]",
     ] {
         assert!(serve.contains(flag), "serve lacks {flag}");
     }
@@ -94,7 +96,14 @@ fn flags_named_in_the_docs_exist() {
         assert!(publish.contains(flag), "publish lacks {flag}");
     }
     let consume = stdout(&sluice(&["consume", "--help"]));
-    for flag in ["--partition", "--from", "--count", "--follow", "--format"] {
+    for flag in [
+        "--partition",
+        "--from",
+        "--count",
+        "--follow",
+        "--format",
+        "--cursor",
+    ] {
         assert!(consume.contains(flag), "consume lacks {flag}");
     }
 }

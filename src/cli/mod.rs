@@ -311,6 +311,12 @@ pub struct ServeArgs {
     /// `enabled`, `superusers`, `tokens = [{ token, principal }]`,
     /// `users = [{ username, password_hash, principal }]` (hashes from
     /// `sluice hash-password`), `node_token`, `authenticate_timeout_ms`.
+    /// Its `[limits]` section sets every resource limit (connections_max,
+    /// connections_per_principal_max, frame_body_bytes_max,
+    /// batch_bytes_max, batch_records_max, record_headers_max,
+    /// record_header_bytes_max, fetch_inflight_bytes_max, streams_max,
+    /// partitions_max, cursors_max, idle_timeout_ms, frame_timeout_ms,
+    /// write_timeout_ms; README lists the defaults).
     ///
     /// Example: --config /etc/sluice/sluice.toml
     #[arg(long, value_name = "FILE")]
