@@ -269,6 +269,7 @@ fn three_processes_join_create_through_a_follower_and_survive_the_metadata_leade
     // SIGKILL the metadata leader: metadata operations keep working.
     let index = nodes.iter().position(|n| n.id == leader).unwrap();
     nodes[index].kill();
+    let killed_at = Instant::now();
     let survivor = nodes.iter().find(|n| n.id != leader).unwrap();
     eventually("a create after the metadata leader died", || {
         let output = survivor.cli(&[
@@ -306,6 +307,10 @@ fn three_processes_join_create_through_a_follower_and_survive_the_metadata_leade
                 && moved
         },
     );
+    eprintln!(
+        "metadata leader SIGKILLed → create done, node dead and partitions moved in {:?} (node timeout {NODE_TIMEOUT_MS} ms)",
+        killed_at.elapsed()
+    );
     // The partition the dead node led went to an ISR member with a new
     // epoch; the others kept theirs (the dead node only left their ISR).
     let status = survivor.status();
@@ -318,6 +323,50 @@ fn three_processes_join_create_through_a_follower_and_survive_the_metadata_leade
         .collect();
     assert_eq!(epochs.iter().filter(|e| **e == 1).count(), 1, "{status}");
     assert_eq!(epochs.iter().filter(|e| **e == 0).count(), 2, "{status}");
+
+    // The new leader of the moved partition subscribed to its subject: a
+    // message published there is stored and acked.
+    let moved = status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["stream"] == "orders" && p["leader_epoch"] == 1)
+        .and_then(|p| p["partition"].as_u64())
+        .expect("the moved partition") as u32;
+    let subject = match moved {
+        0 => "orders".to_owned(),
+        p => format!("orders.{p}"),
+    };
+    common::runtime().block_on(async {
+        use futures::StreamExt;
+        let nats = async_nats::connect(&nats.url).await.expect("nats");
+        let inbox = nats.new_inbox();
+        let mut acks = nats.subscribe(inbox.clone()).await.expect("subscribe");
+        nats.flush().await.expect("flush");
+        // The subscription may trail the metadata by a moment: retry.
+        let started = Instant::now();
+        loop {
+            nats.publish_with_reply(subject.clone(), inbox.clone(), "after failover".into())
+                .await
+                .expect("publish");
+            match tokio::time::timeout(Duration::from_secs(2), acks.next()).await {
+                Ok(Some(message)) => {
+                    let ack =
+                        sluice::protocol::ack::Ack::decode(&message.payload).expect("ack decodes");
+                    assert_eq!(ack.partition, moved);
+                    assert!(
+                        matches!(
+                            ack.outcome,
+                            sluice::protocol::ack::AckOutcome::Committed { .. }
+                        ),
+                        "{ack:?}"
+                    );
+                    break;
+                }
+                _ => assert!(started.elapsed() < WAIT, "no ack from the new leader"),
+            }
+        }
+    });
     let metrics = {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(survivor.admin).expect("admin");
