@@ -1,9 +1,7 @@
 //! Support for tests of authentication and ACLs: a `sluice serve` with an
 //! `[auth]` section, and the credentials it accepts.
 
-use std::net::SocketAddr;
-
-use super::{free_port, free_port_range, Sluice};
+use super::Sluice;
 
 /// Token of the superuser `root`.
 pub const ROOT_TOKEN: &str = "root-token-0123456789abcdef";
@@ -39,34 +37,6 @@ authenticate_timeout_ms = {AUTHENTICATE_TIMEOUT_MS}
 }
 
 impl Sluice {
-    /// Starts a node whose sluice.toml also holds `extra` (TOML).
-    pub fn start_with_config(nats_url: &str, shards: u16, extra: &str) -> Sluice {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
-        let base = free_port_range(shards);
-        let admin_port = free_port();
-        let raft_port = free_port();
-        let config = dir.path().join("sluice.toml");
-        std::fs::write(
-            &config,
-            format!("raft = \"127.0.0.1:{raft_port}\"\n{extra}\n"),
-        )
-        .expect("write config");
-        let mut node = Sluice {
-            child: None,
-            data_dir,
-            listen: SocketAddr::from(([127, 0, 0, 1], base)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-            nats_url: nats_url.to_string(),
-            shards,
-            log: dir.path().join("sluice.log"),
-            config,
-            _dir: Some(dir),
-        };
-        node.spawn();
-        node
-    }
-
     /// Starts a node with authentication on ([`auth_section`]).
     pub fn start_with_auth(nats_url: &str, shards: u16) -> Sluice {
         Sluice::start_with_config(nats_url, shards, &auth_section())

@@ -121,17 +121,30 @@ pub struct Sluice {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Segment size of test nodes (segments are preallocated on disk).
+pub const TEST_SEGMENT_BYTES: u64 = 16 << 20;
+
 impl Sluice {
-    /// Starts a node with `shards` data shards (all on the machine's CPUs).
-    pub fn start(nats_url: &str, shards: u16) -> Sluice {
+    /// Starts a node whose sluice.toml also holds `extra` (TOML).
+    pub fn start_with_config(nats_url: &str, shards: u16, extra: &str) -> Sluice {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let base = free_port_range(shards);
         let admin_port = free_port();
         let raft_port = free_port();
         let config = dir.path().join("sluice.toml");
-        std::fs::write(&config, format!("raft = \"127.0.0.1:{raft_port}\"\n"))
-            .expect("write config");
+        // Segments are preallocated: the 1 GiB default would put a gigabyte
+        // on the test machine's disk per partition.
+        let segment_bytes = if extra.contains("segment_bytes") {
+            String::new()
+        } else {
+            format!("segment_bytes = {TEST_SEGMENT_BYTES}\n")
+        };
+        std::fs::write(
+            &config,
+            format!("raft = \"127.0.0.1:{raft_port}\"\n{segment_bytes}{extra}\n"),
+        )
+        .expect("write config");
         let mut node = Sluice {
             child: None,
             data_dir,
@@ -145,6 +158,11 @@ impl Sluice {
         };
         node.spawn();
         node
+    }
+
+    /// Starts a node with `shards` data shards (all on the machine's CPUs).
+    pub fn start(nats_url: &str, shards: u16) -> Sluice {
+        Sluice::start_with_config(nats_url, shards, "")
     }
 
     fn cores_arg(&self) -> String {
