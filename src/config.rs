@@ -20,6 +20,12 @@ pub const ADMIN_DEFAULT: &str = "127.0.0.1:9280";
 pub const RAFT_DEFAULT: &str = "127.0.0.1:9281";
 /// Default data directory.
 pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
+/// A follower that has not caught up with its leader for this long leaves
+/// the ISR (Kafka's `replica.lag.time.max.ms` default).
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 10_000;
+/// Smallest accepted lag time: below it a GC pause or a busy loopback would
+/// evict healthy followers.
+pub const REPLICA_LAG_TIME_MAX_MS_MIN: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +79,7 @@ pub struct FileConfig {
     pub maintenance_interval_ms: Option<u64>,
     /// `[limits]`: every resource limit (`crate::limits`).
     pub limits: Option<Limits>,
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -115,6 +122,8 @@ pub struct ServeConfig {
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     pub maintenance_interval: Duration,
     pub limits: Limits,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
 }
 
 impl ServeConfig {
@@ -161,6 +170,7 @@ pub struct ServeFlags {
     pub sync: Option<String>,
     /// Overrides `limits.connections_max`.
     pub max_connections: Option<usize>,
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 impl ServeFlags {
@@ -227,6 +237,16 @@ impl ServeFlags {
                 "node_timeout_ms {node_timeout_ms} is below the minimum {NODE_TIMEOUT_MS_MIN}"
             )));
         }
+        let replica_lag_time_max_ms = self
+            .replica_lag_time_max_ms
+            .or(file.replica_lag_time_max_ms)
+            .unwrap_or(REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+        if replica_lag_time_max_ms < REPLICA_LAG_TIME_MAX_MS_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "replica_lag_time_max_ms {replica_lag_time_max_ms} is below the minimum \
+                 {REPLICA_LAG_TIME_MAX_MS_MIN} (default {REPLICA_LAG_TIME_MAX_MS_DEFAULT})"
+            )));
+        }
         Ok(ServeConfig {
             data_dir: self
                 .data_dir
@@ -256,6 +276,7 @@ impl ServeFlags {
                     .max(shards::constants::MAINTENANCE_INTERVAL_MS_MIN),
             ),
             limits,
+            replica_lag_time_max: Duration::from_millis(replica_lag_time_max_ms),
         })
     }
 }

@@ -49,6 +49,8 @@ pub struct PartitionEntry {
     pub replicas: Vec<NodeId>,
     /// In-sync replicas, leader included.
     pub isr: Vec<NodeId>,
+    /// ISR size below which ack-`all` appends are refused.
+    pub min_insync_replicas: u32,
 }
 
 /// Every partition this node serves, sent to each shard (its own copy)
@@ -107,6 +109,7 @@ impl PartitionTable {
                     leader_epoch: assignment.leader_epoch,
                     replicas: assignment.replicas.clone(),
                     isr: assignment.isr.clone(),
+                    min_insync_replicas: spec.min_insync_replicas,
                 });
             }
         }
@@ -125,6 +128,17 @@ pub struct AckRoute {
     pub correlation_id: Option<String>,
 }
 
+/// When an append counts as done and may be acked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommitLevel {
+    /// Durable on the partition leader (ack policy `leader`, and records
+    /// nobody is waiting for).
+    Leader,
+    /// Below the high watermark: durable on every in-sync replica, with at
+    /// least `min_insync_replicas` of them (ack policy `all`, the default).
+    All,
+}
+
 /// Records of one partition, encoded as one RecordBatch v2 (base offset 0;
 /// the log assigns offsets), with one ack route per record.
 #[derive(Debug)]
@@ -134,6 +148,8 @@ pub struct AppendRequest {
     pub partition: u32,
     pub batch: Vec<u8>,
     pub acks: Vec<Option<AckRoute>>,
+    /// Every record of the batch asked for this level.
+    pub level: CommitLevel,
 }
 
 /// Why an append was not made durable.
@@ -170,6 +186,8 @@ pub struct ShardStats {
     pub auth_failures: u64,
     /// Requests refused with `NotAuthorized` by the ACLs.
     pub authorization_denials: u64,
+    /// Bytes this shard copied from partition leaders as a follower.
+    pub replicated_bytes: u64,
 }
 
 /// Upper bounds (µs) of the fsync latency histogram buckets.

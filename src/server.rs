@@ -58,6 +58,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         maintenance_interval: config.maintenance_interval,
         limits: config.limits.clone(),
         gate: ConnectionGate::new(&config.limits, limit_counters.clone()),
+        replica_lag_time_max: config.replica_lag_time_max,
     };
     let shards = ShardRuntime::start_with::<(), _, _, _>(
         runtime_config,

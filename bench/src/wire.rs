@@ -174,6 +174,7 @@ impl WireSender {
                 max_bytes,
                 max_wait_ms,
                 replica_id: -1,
+                current_leader_epoch: -1,
             },
         );
         self.fbb.finish_minimal(root);

@@ -304,6 +304,9 @@ pub struct PartitionLog {
     write_gate: Rc<Semaphore>,
     unsynced: Rc<LocalEvent>,
     high_watermark_moved: Rc<WakerList>,
+    /// Woken when `log_end` moves (appends, truncation) or the log stops:
+    /// a leader's replica fetches long-poll on it.
+    log_end_moved: Rc<WakerList>,
     sync_task: Option<glommio::task::JoinHandle<()>>,
 }
 
@@ -427,6 +430,7 @@ impl PartitionLog {
             write_gate: Rc::new(Semaphore::new(1)),
             unsynced: Rc::new(LocalEvent::default()),
             high_watermark_moved: Rc::new(WakerList::default()),
+            log_end_moved: Rc::new(WakerList::default()),
             sync_task: None,
         };
         log.sync_task = Some(
@@ -480,6 +484,7 @@ impl PartitionLog {
             };
             (appended, durable)
         };
+        self.log_end_moved.wake_all();
         self.after_write(durable).await?;
         Ok(appended)
     }
@@ -529,6 +534,7 @@ impl PartitionLog {
             self.unsynced.signal();
             durable
         };
+        self.log_end_moved.wake_all();
         self.after_write(durable).await?;
         Ok(self.log_end_offset())
     }
@@ -641,6 +647,25 @@ impl PartitionLog {
     /// Reads a few KiB of batch headers with `pread`; they are almost always
     /// in the page cache.
     pub fn read(&self, start: Offset, max_bytes: u64) -> LogResult<Option<ReadSlice>> {
+        let hw = self.state.borrow().high_watermark;
+        self.read_below(start, max_bytes, hw)
+    }
+
+    /// Like [`Self::read`] but up to the log end, committed or not: what a
+    /// partition leader sends its followers (they need the data before it
+    /// can commit). Never for consumers.
+    pub fn read_for_replica(&self, start: Offset, max_bytes: u64) -> LogResult<Option<ReadSlice>> {
+        let log_end = self.state.borrow().log_end;
+        self.read_below(start, max_bytes, log_end)
+    }
+
+    /// Whole batches from the one holding `start`, none reaching `limit`.
+    fn read_below(
+        &self,
+        start: Offset,
+        max_bytes: u64,
+        limit: Offset,
+    ) -> LogResult<Option<ReadSlice>> {
         let state = self.state.borrow();
         if start < state.log_start || start > state.log_end {
             return Err(LogError::OffsetOutOfRange {
@@ -649,7 +674,10 @@ impl PartitionLog {
                 log_end: state.log_end,
             });
         }
-        let hw = state.high_watermark;
+        debug_assert!(limit <= state.log_end);
+        // `hw` names the bound for the scan below: the high watermark for
+        // consumers, the log end for replicas.
+        let hw = limit;
         if start >= hw {
             return Ok(None);
         }
@@ -698,7 +726,7 @@ impl PartitionLog {
                 position: first.position,
                 len: end.0 - first.position.0,
                 first_batch_offset: first.header.base_offset,
-                high_watermark: hw,
+                high_watermark: state.high_watermark,
                 log_start: state.log_start,
             }));
         }
@@ -715,6 +743,21 @@ impl PartitionLog {
                 return Poll::Ready(());
             }
             self.high_watermark_moved.register(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves once the log end is above `offset` (a follower fetching at
+    /// `offset` has something to copy), or the log is closed or failed.
+    /// Callers race it with their max-wait timer.
+    pub async fn wait_for_log_end(&self, offset: Offset) {
+        poll_fn(|cx| {
+            let state = self.state.borrow();
+            if state.log_end > offset || state.closed || state.failed {
+                return Poll::Ready(());
+            }
+            self.log_end_moved.register(cx.waker());
             Poll::Pending
         })
         .await
@@ -854,6 +897,7 @@ impl PartitionLog {
         if let Some(err) = failed {
             return Err(self.fail_stop(err));
         }
+        self.log_end_moved.wake_all();
         self.unsynced.signal();
         sync_directory(&dir).await?;
         // The checkpoint may name offsets that no longer exist (or will be
@@ -1052,6 +1096,7 @@ impl PartitionLog {
         self.state.borrow_mut().closed = true;
         self.unsynced.signal();
         self.high_watermark_moved.wake_all();
+        self.log_end_moved.wake_all();
     }
 
     /// Stops the sync task after a final sync; waits for in-flight appends.
@@ -1077,6 +1122,7 @@ impl PartitionLog {
         drop(permit);
         self.write_gate.close();
         self.high_watermark_moved.wake_all();
+        self.log_end_moved.wake_all();
         if sync_on_close {
             file.fdatasync().await?;
             write_clean_shutdown_marker(&self.dir()).await?;
@@ -1103,6 +1149,7 @@ impl Drop for PartitionLog {
         drop(state);
         self.unsynced.signal();
         self.high_watermark_moved.wake_all();
+        self.log_end_moved.wake_all();
     }
 }
 

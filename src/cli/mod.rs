@@ -413,6 +413,14 @@ pub struct ServeArgs {
     /// Example: --max-connections 20000
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// A follower that has not caught up with the partition leader for this
+    /// many milliseconds leaves the in-sync replica set (and rejoins once it
+    /// catches up) [default: 10000; sluice.toml: replica_lag_time_max_ms].
+    ///
+    /// Example: --replica-lag-time-max-ms 2000
+    #[arg(long, value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -489,6 +497,14 @@ pub struct CreateArgs {
     /// Example: --replication-factor 3
     #[arg(long, value_name = "R", value_parser = parse::parse_replication_factor)]
     pub replication_factor: Option<u16>,
+
+    /// In-sync replicas (leader included) that must have a record before an
+    /// ack-`all` publish is acked; with fewer, such publishes are refused
+    /// with NotEnoughReplicas. 1..=the replication factor [default: 1].
+    ///
+    /// Example: --replication-factor 3 --min-insync-replicas 2
+    #[arg(long, value_name = "N", value_parser = parse::parse_replication_factor)]
+    pub min_insync_replicas: Option<u16>,
 
     /// Delete records older than DUR (units ms, s, m, h, d, w; sums like
     /// 1h30m; `unlimited` for no limit) [default: the server's]. Whole

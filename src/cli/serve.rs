@@ -37,6 +37,7 @@ fn serve_flags(args: ServeArgs) -> ServeFlags {
         control_core: args.control_core,
         sync: args.sync,
         max_connections: args.max_connections,
+        replica_lag_time_max_ms: args.replica_lag_time_max_ms,
     }
 }
 

@@ -28,7 +28,7 @@ fn create(server: &Target, args: CreateArgs) -> anyhow::Result<ExitCode> {
         group: args.group,
         partitions: args.partitions,
         replication_factor: args.replication_factor,
-        min_insync_replicas: None,
+        min_insync_replicas: args.min_insync_replicas,
         retention_age_ms: args.retention_age.unwrap_or_default(),
         retention_bytes: args.retention_bytes.unwrap_or_default(),
         retention_messages: args.retention_messages.unwrap_or_default(),

@@ -110,6 +110,7 @@ pub(super) fn fetch_request(
             max_bytes,
             max_wait_ms,
             replica_id: -1,
+            current_leader_epoch: -1,
         },
     );
     fbb.finish_minimal(root);

@@ -92,7 +92,7 @@ impl From<&StreamSpec> for StreamConfig {
             group: spec.group.clone(),
             partitions: Some(spec.partitions),
             replication_factor: Some(u16::try_from(spec.replication_factor).unwrap_or(u16::MAX)),
-            min_insync_replicas: None,
+            min_insync_replicas: Some(u16::try_from(spec.min_insync_replicas).unwrap_or(u16::MAX)),
             retention_age_ms: Limit::from_spec(spec.retention_age_ms),
             retention_bytes: Limit::from_spec(spec.retention_bytes),
             retention_messages: Limit::from_spec(spec.retention_messages),

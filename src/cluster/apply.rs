@@ -347,6 +347,10 @@ fn spec_differences(old: &StreamSpec, new: &StreamSpec) -> Option<String> {
             old.retention_messages != new.retention_messages,
         ),
         ("compact", old.compact != new.compact),
+        (
+            "min_insync_replicas",
+            old.min_insync_replicas != new.min_insync_replicas,
+        ),
     ];
     fields.extend(
         settings

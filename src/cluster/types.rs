@@ -107,6 +107,19 @@ pub struct StreamSpec {
     pub retention_messages: Option<u64>,
     /// Keep only the last record per key.
     pub compact: bool,
+    /// In-sync replicas (leader included) an ack-`all` write needs:
+    /// 1..=`replication_factor`. Metadata written before the field existed
+    /// loads as 1.
+    #[serde(default = "min_insync_replicas_default")]
+    pub min_insync_replicas: u32,
+}
+
+/// `min_insync_replicas` of a stream that does not name one (and of
+/// metadata written before the setting existed).
+pub const MIN_INSYNC_REPLICAS_DEFAULT: u32 = 1;
+
+fn min_insync_replicas_default() -> u32 {
+    MIN_INSYNC_REPLICAS_DEFAULT
 }
 
 impl StreamSpec {
@@ -123,6 +136,7 @@ impl StreamSpec {
             retention_bytes: None,
             retention_messages: None,
             compact: false,
+            min_insync_replicas: MIN_INSYNC_REPLICAS_DEFAULT,
         }
     }
 }

@@ -55,6 +55,15 @@ pub fn validate_spec(spec: &StreamSpec) -> Result<(), InvalidSpec> {
     if spec.replication_factor == 0 {
         return Err(InvalidSpec::new("replication_factor", "must be at least 1"));
     }
+    if spec.min_insync_replicas == 0 || spec.min_insync_replicas > spec.replication_factor {
+        return Err(InvalidSpec::new(
+            "min_insync_replicas",
+            format!(
+                "{} is outside 1..={} (the replication factor)",
+                spec.min_insync_replicas, spec.replication_factor
+            ),
+        ));
+    }
     for (field, value) in [
         ("retention_age_ms", spec.retention_age_ms),
         ("retention_bytes", spec.retention_bytes),
@@ -240,11 +249,31 @@ mod tests {
             validate_spec(&spec).unwrap_err().field,
             "replication_factor"
         );
+        spec.replication_factor = 3;
+        for (min_isr, ok) in [(0, false), (1, true), (3, true), (4, false)] {
+            spec.min_insync_replicas = min_isr;
+            let result = validate_spec(&spec);
+            assert_eq!(
+                result.is_ok(),
+                ok,
+                "min_insync_replicas {min_isr}: {result:?}"
+            );
+        }
+        spec.min_insync_replicas = 1;
         spec.replication_factor = 1;
         spec.retention_bytes = Some(0);
         assert_eq!(validate_spec(&spec).unwrap_err().field, "retention_bytes");
         spec.retention_bytes = None;
         spec.group = Some(String::new());
         assert_eq!(validate_spec(&spec).unwrap_err().field, "group");
+    }
+
+    /// Metadata written before `min_insync_replicas` existed still loads.
+    #[test]
+    fn spec_without_min_insync_replicas_loads_as_one() {
+        let mut json = serde_json::to_value(StreamSpec::new("s", "s")).unwrap();
+        json.as_object_mut().unwrap().remove("min_insync_replicas");
+        let spec: StreamSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(spec.min_insync_replicas, 1);
     }
 }

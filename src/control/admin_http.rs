@@ -150,7 +150,7 @@ type Counter = (&'static str, &'static str, fn(&ShardStats) -> u64);
 /// Renders every shard's counters in the Prometheus text format.
 pub fn render_metrics(stats: &[ShardStats]) -> String {
     let mut out = String::new();
-    let counters: [Counter; 15] = [
+    let counters: [Counter; 16] = [
         ("sluice_partitions", "Partitions open on the shard", |s| {
             s.partitions
         }),
@@ -217,6 +217,11 @@ pub fn render_metrics(stats: &[ShardStats]) -> String {
             "sluice_failed_partitions",
             "Partitions fail-stopped after a failed fdatasync",
             |s| s.failed_partitions,
+        ),
+        (
+            "sluice_replicated_bytes_total",
+            "Bytes copied from partition leaders by this node's followers",
+            |s| s.replicated_bytes,
         ),
     ];
     for (name, help, value) in counters {

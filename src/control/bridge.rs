@@ -14,7 +14,7 @@ use bytes::Bytes;
 use shards::batch::{Header, Record};
 use shards::types::{Offset, TimestampMs};
 
-use crate::cores::{AckRoute, AppendFailure};
+use crate::cores::{AckRoute, AppendFailure, CommitLevel};
 use crate::protocol::ack::{encode_ack, Ack, AckOutcome};
 use crate::protocol::envelope::{has_envelope_cookie, AckPolicy, Envelope};
 
@@ -30,6 +30,11 @@ pub struct Ingested {
     pub ack: Option<AckRoute>,
     /// The partition named by an envelope, overriding the subject's.
     pub partition_override: Option<u32>,
+    /// When the record may be acked: `All` for plain messages and envelopes
+    /// that name no policy, `Leader` when asked for (or when no ack is
+    /// wanted at all, so the ISR size never refuses a fire-and-forget
+    /// message).
+    pub level: CommitLevel,
 }
 
 /// Converts a received NATS message into a record and its ack route.
@@ -89,6 +94,10 @@ pub fn ingest(
                 inbox,
                 correlation_id: envelope.correlation_id,
             });
+            let level = match (&ack, envelope.ack_policy) {
+                (None, _) | (_, Some(AckPolicy::Leader)) => CommitLevel::Leader,
+                _ => CommitLevel::All,
+            };
             Ingested {
                 record: Record {
                     timestamp: now,
@@ -98,6 +107,7 @@ pub fn ingest(
                 },
                 ack,
                 partition_override: envelope.partition,
+                level,
             }
         }
         None => Ingested {
@@ -112,6 +122,11 @@ pub fn ingest(
                 correlation_id: None,
             }),
             partition_override: None,
+            level: if reply.is_some() {
+                CommitLevel::All
+            } else {
+                CommitLevel::Leader
+            },
         },
     }
 }

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::bridge::{ingest, partition_subject};
 use crate::cluster::{Metadata, NodeId};
 use crate::cores::{
-    AckRoute, AppendRequest, PartitionKey, PartitionStatus, PartitionTable, ShardStats, ToShard,
+    AckRoute, AppendRequest, CommitLevel, PartitionKey, PartitionStatus, PartitionTable,
+    ShardStats, ToShard,
 };
 use crate::protocol::error_code::ErrorCode;
 
@@ -358,8 +359,11 @@ impl Router {
     /// groups them by partition, and sends one batch per partition.
     async fn route_round(&mut self, first: (Arc<Route>, async_nats::Message)) {
         let now = TimestampMs::now();
-        let mut groups: HashMap<PartitionKey, PendingBatch> = HashMap::new();
-        let mut order: Vec<PartitionKey> = Vec::new();
+        // One batch per partition and commit level: an ack-`all` batch may
+        // be refused (too few in-sync replicas) or wait for the ISR, and
+        // must not take `leader` records with it.
+        let mut groups: HashMap<BatchKey, PendingBatch> = HashMap::new();
+        let mut order: Vec<BatchKey> = Vec::new();
         let mut next = Some(first);
         let mut taken = 0;
         let mut ready: Vec<Vec<ToShard>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
@@ -399,7 +403,8 @@ impl Router {
                             self.nack(&route, ack, ErrorCode::NotLeader, &reason).await;
                         }
                     }
-                    Some((key, shard, _)) => {
+                    Some((partition_key, shard, _)) => {
+                        let key = (partition_key, ingested.level);
                         // Cut the batch before a record that would overflow it.
                         let overflows = groups.get(&key).is_some_and(|p| {
                             !p.is_empty() && p.bytes + record_bytes > ROUTED_BATCH_BYTES_MAX
@@ -497,11 +502,14 @@ fn queue_group(stream: &str, group: Option<&str>, partition: u32) -> String {
     }
 }
 
+/// A routing round's batches: one per partition and commit level.
+type BatchKey = (PartitionKey, CommitLevel);
+
 /// Moves the pending batch of `key` (if any) to its shard's outgoing list.
 fn flush_batch(
-    groups: &mut HashMap<PartitionKey, PendingBatch>,
+    groups: &mut HashMap<BatchKey, PendingBatch>,
     ready: &mut [Vec<ToShard>],
-    key: PartitionKey,
+    key: BatchKey,
 ) {
     if let Some(batch) = groups.remove(&key) {
         if let Some(slot) = ready.get_mut(batch.shard as usize) {
@@ -525,7 +533,7 @@ fn record_limit_violation(record: &Record, record_bytes: usize) -> Option<&'stat
 /// Records of one partition gathered in one routing round.
 struct PendingBatch {
     stream: Arc<str>,
-    key: PartitionKey,
+    key: BatchKey,
     shard: u32,
     records: Vec<Record>,
     acks: Vec<Option<AckRoute>>,
@@ -533,7 +541,7 @@ struct PendingBatch {
 }
 
 impl PendingBatch {
-    fn new(stream: Arc<str>, key: PartitionKey, shard: u32) -> PendingBatch {
+    fn new(stream: Arc<str>, key: BatchKey, shard: u32) -> PendingBatch {
         PendingBatch {
             stream,
             key,
@@ -563,12 +571,14 @@ impl PendingBatch {
         // bound of the batch, known without another pass over the records.
         let mut batch = Vec::with_capacity(self.bytes);
         encode_batch(Offset::ZERO, &self.records, &mut batch);
+        let (key, level) = self.key;
         AppendRequest {
-            key: self.key,
+            key,
             stream: self.stream.to_string(),
-            partition: self.key.partition,
+            partition: key.partition,
             batch,
             acks: self.acks,
+            level,
         }
     }
 }

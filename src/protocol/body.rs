@@ -83,6 +83,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 max_wait_ms: 500,
                 replica_id: -1,
+                current_leader_epoch: -1,
             },
         );
         fbb.finish_minimal(request);

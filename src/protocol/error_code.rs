@@ -80,11 +80,21 @@ pub enum ErrorCode {
     Timeout = 21,
     /// The server is shutting down. Client action: reconnect elsewhere or later.
     ShuttingDown = 22,
+    /// A replica fetch (or epoch query) names a leader epoch older than the
+    /// partition's current one: the sender is a stale replica. Client
+    /// action: refresh Metadata; a replica re-truncates by epoch.
+    FencedLeaderEpoch = 23,
+    /// A replica fetch names a leader epoch newer than this node knows: its
+    /// metadata has not caught up yet. Retriable shortly.
+    UnknownLeaderEpoch = 24,
+    /// A replica fetch comes from a node that is not a replica of the
+    /// partition in the current assignment.
+    NotReplica = 25,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Unknown,
         ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge,
@@ -107,6 +117,9 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::Timeout,
         ErrorCode::ShuttingDown,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::NotReplica,
     ];
 
     /// The number on the wire.
@@ -149,6 +162,9 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "LimitExceeded",
             ErrorCode::Timeout => "Timeout",
             ErrorCode::ShuttingDown => "ShuttingDown",
+            ErrorCode::FencedLeaderEpoch => "FencedLeaderEpoch",
+            ErrorCode::UnknownLeaderEpoch => "UnknownLeaderEpoch",
+            ErrorCode::NotReplica => "NotReplica",
         }
     }
 
@@ -166,6 +182,7 @@ impl ErrorCode {
                 | ErrorCode::LimitExceeded
                 | ErrorCode::Timeout
                 | ErrorCode::ShuttingDown
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 }
@@ -223,6 +240,8 @@ mod tests {
         assert_eq!(ErrorCode::NotEnoughReplicas.code(), 15);
         assert_eq!(ErrorCode::DiskFull.code(), 18);
         assert_eq!(ErrorCode::ShuttingDown.code(), 22);
+        assert_eq!(ErrorCode::FencedLeaderEpoch.code(), 23);
+        assert_eq!(ErrorCode::NotReplica.code(), 25);
     }
 
     #[test]

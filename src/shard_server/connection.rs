@@ -20,9 +20,11 @@ use shards::types::{Offset, TimestampMs};
 use super::access::{self, Session};
 use super::limits::{check_publish_batch, exceeded, next_read_bytes, READ_BUFFER_KEEP_BYTES};
 use super::sendfile::send_file_range;
-use super::{LocalPartition, Lookup, Shard};
+use super::{append_committed, replication, LocalPartition, Lookup, Shard};
 use crate::cluster::{StreamRecord, StreamSpec};
-use crate::cores::{AdminReply, AdminRequest, MetadataView, PartitionKey, PartitionStatus};
+use crate::cores::{
+    AdminReply, AdminRequest, CommitLevel, MetadataView, PartitionKey, PartitionStatus,
+};
 use crate::limits::{ConnectionPermit, LimitKind, ANONYMOUS_PRINCIPAL};
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
@@ -448,7 +450,28 @@ impl Connection {
             Ok(start) => start,
             Err(error) => return self.send_error(stream, corr, error).await,
         };
-        let slice = match read_with_wait(&log, start, u64::from(max_bytes), max_wait).await {
+        // A follower (replica_id = its node id) reads up to the log end;
+        // consumers only what is committed.
+        let replica = u64::try_from(request.replica_id()).ok();
+        if let Some(node) = replica {
+            let admitted = replication::admit_replica_fetch(
+                &self.shard,
+                &local,
+                node,
+                request.current_leader_epoch(),
+                start,
+            );
+            if let Err(error) = admitted {
+                return self.send_error(stream, corr, error).await;
+            }
+        }
+        let read = match replica {
+            Some(_) => {
+                replication::read_for_replica(&log, start, u64::from(max_bytes), max_wait).await
+            }
+            None => read_with_wait(&log, start, u64::from(max_bytes), max_wait).await,
+        };
+        let slice = match read {
             Ok(slice) => slice,
             Err(LogError::OffsetOutOfRange { .. }) => {
                 let body = fetch_response(
@@ -512,14 +535,20 @@ impl Connection {
             exceeded(&self.shard.settings.gate.counters, kind, &detail)
         })?;
         let batch = batch.to_vec();
-        let quiet =
-            request.ack_policy() == Some(crate::protocol::generated::envelope::AckPolicy::None);
+        use crate::protocol::generated::envelope::AckPolicy;
+        let policy = request.ack_policy();
+        let quiet = policy == Some(AckPolicy::None);
+        // Absent = `all`, like plain NATS messages; `none` needs no ISR.
+        let level = match policy {
+            Some(AckPolicy::Leader) | Some(AckPolicy::None) => CommitLevel::Leader,
+            _ => CommitLevel::All,
+        };
         let bytes = batch.len() as u64;
-        let appended = match local.log.append(batch).await {
+        let appended = match append_committed(&self.shard, &local, batch, level).await {
             Ok(appended) => appended,
-            Err(err) => {
+            Err(failure) => {
                 self.shard.stats.borrow_mut().append_errors += 1;
-                return Err(ErrorResponse::new(log_error_code(&err), err.to_string()));
+                return Err(ErrorResponse::new(failure.code, failure.message));
             }
         };
         {
@@ -791,6 +820,15 @@ fn spec_from_wire(config: &fb::StreamConfig<'_>) -> Result<StreamSpec, ErrorResp
     if config.replication_factor() > 0 {
         spec.replication_factor = config.replication_factor() as u32;
     }
+    if config.min_insync_replicas() < 0 {
+        return Err(ErrorResponse::new(
+            ErrorCode::InvalidRequest,
+            "negative min_insync_replicas",
+        ));
+    }
+    if config.min_insync_replicas() > 0 {
+        spec.min_insync_replicas = config.min_insync_replicas() as u32;
+    }
     spec.retention_age_ms = positive(config.retention_age_ms());
     spec.retention_bytes = positive(config.retention_bytes());
     spec.retention_messages = positive(config.retention_messages());
@@ -957,7 +995,7 @@ fn encode_stream<'a>(
             group,
             partitions: spec.partitions as i32,
             replication_factor: spec.replication_factor.min(i16::MAX as u32) as i16,
-            min_insync_replicas: 0,
+            min_insync_replicas: spec.min_insync_replicas.min(i16::MAX as u32) as i16,
             retention_age_ms: wire_limit(spec.retention_age_ms),
             retention_bytes: wire_limit(spec.retention_bytes),
             retention_messages: wire_limit(spec.retention_messages),

@@ -419,12 +419,14 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
                 value: Some(encode_offset(offset)),
                 headers: Vec::new(),
             };
-            // Resolves once the record is durable (per the sync policy).
-            let appended = local
-                .log
-                .append_records(&[record])
-                .await
-                .map_err(|err| failure(log_error_code(&err), err.to_string()))?;
+            // Like any append: only on the partition leader, resolved once
+            // the in-sync replicas have it (the cursor stream is replicated).
+            let records = [record];
+            let mut batch = Vec::with_capacity(shards::batch::encoded_len(&records));
+            shards::batch::encode_batch(shards::types::Offset::ZERO, &records, &mut batch);
+            let appended =
+                super::append_committed(shard, &local, batch, crate::cores::CommitLevel::All)
+                    .await?;
             shard
                 .cursors
                 .apply(local.key, appended.base_offset, key, Some(offset));

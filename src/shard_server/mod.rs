@@ -10,7 +10,10 @@ mod access;
 mod cluster_status;
 mod connection;
 mod cursors;
+pub mod isr;
+mod leader_client;
 mod limits;
+pub mod replication;
 mod sendfile;
 
 use std::cell::RefCell;
@@ -25,19 +28,20 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::{Latency, Shares};
-use shards::log::{LogConfig, PartitionLog, SyncPolicy};
+use shards::log::{CommitMode, LogConfig, PartitionLog, SyncPolicy};
 use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
 use shards::retention::RetentionPolicy;
 use shards::ring::{RingReceiver, RingSender};
 
-use crate::cluster::NodeId;
+use crate::cluster::{ClusterError, MetadataCommand, MetadataResponse, NodeId};
 use crate::cores::{
-    AdminReply, AdminRequest, AppendFailure, AppendRequest, FromShard, PartitionEntry,
+    AdminReply, AdminRequest, AppendFailure, AppendRequest, CommitLevel, FromShard, PartitionEntry,
     PartitionKey, PartitionSettings, PartitionStatus, PartitionTable, ShardStats, ToShard,
     FSYNC_BUCKETS_US,
 };
 use crate::limits::{ConnectionGate, Limits};
 use crate::protocol::error_code::ErrorCode;
+use replication::Replication;
 
 /// A stream with a retention limit gets segments of at most a quarter of the
 /// limit (bytes or age), so it never keeps more than ~1.25× what it asked for.
@@ -80,6 +84,8 @@ pub struct ShardSettings {
     pub limits: Limits,
     /// Node-wide connection admission, shared by every shard.
     pub gate: Arc<ConnectionGate>,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
 }
 
 impl ShardSettings {
@@ -119,6 +125,8 @@ pub struct LocalPartition {
     pub stream: String,
     pub partition: u32,
     pub log: Rc<PartitionLog>,
+    /// Leader or follower, per the partition table.
+    pub replication: Replication,
 }
 
 /// Where a (stream, partition) named by a client lives.
@@ -135,6 +143,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<PartitionKey, Rc<LocalPartition>>>,
     /// Every partition of the node by name, for lookups and wrong-shard hints.
     names: RefCell<HashMap<String, Vec<PartitionEntry>>>,
+    /// Client addresses of every node (shard 0), from the latest table.
+    node_client_addrs: RefCell<std::collections::BTreeMap<NodeId, String>>,
     outbox: LocalSender<FromShard>,
     pub stats: RefCell<ShardStats>,
     maintenance_queue: glommio::TaskQueueHandle,
@@ -211,8 +221,49 @@ impl Shard {
             log_start: local.log.log_start_offset(),
             log_end: local.log.log_end_offset(),
             leader_epoch,
-            replicas: Vec::new(),
+            replicas: replication::replica_progress(&local),
         })
+    }
+
+    /// Asks the control core to write `command` through the metadata leader.
+    pub async fn propose(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<MetadataResponse, ClusterError> {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = || ClusterError::Rejected {
+            reason: "the control core is not reachable".into(),
+        };
+        if self
+            .outbox
+            .send(FromShard::Propose { command, reply })
+            .await
+            .is_err()
+        {
+            return Err(unavailable());
+        }
+        answer.await.unwrap_or_else(|_| Err(unavailable()))
+    }
+
+    /// "led by node N at HOST:PORT" for a partition, for NotLeader errors.
+    pub fn leader_hint(&self, stream: &str, partition: u32) -> String {
+        let names = self.names.borrow();
+        let Some(entry) = names
+            .get(stream)
+            .and_then(|entries| entries.iter().find(|e| e.partition == partition))
+        else {
+            return "its leader is unknown here (refresh metadata)".into();
+        };
+        let addr = self
+            .node_client_addrs
+            .borrow()
+            .get(&entry.leader)
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| SocketAddr::new(a.ip(), a.port().saturating_add(entry.shard as u16)));
+        match addr {
+            Some(addr) => format!("it is led by node {} at {addr}", entry.leader),
+            None => format!("it is led by node {}", entry.leader),
+        }
     }
 
     async fn send_to_control(&self, message: FromShard) {
@@ -260,6 +311,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         settings: settings.clone(),
         partitions: RefCell::new(HashMap::new()),
         names: RefCell::new(HashMap::new()),
+        node_client_addrs: RefCell::new(Default::default()),
         outbox,
         stats: RefCell::new(ShardStats::default()),
         maintenance_queue,
@@ -366,6 +418,7 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
         partition,
         batch,
         acks,
+        level,
     } = request;
     let local = shard.partitions.borrow().get(&key).cloned();
     let bytes = batch.len() as u64;
@@ -374,15 +427,9 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
             code: ErrorCode::PartitionNotFound,
             message: format!("partition {partition} of stream {stream} is not on this shard"),
         }),
-        Some(local) => local
-            .log
-            .append(batch)
+        Some(local) => append_committed(&shard, &local, batch, level)
             .await
-            .map(|a| a.base_offset)
-            .map_err(|err| AppendFailure {
-                code: connection::log_error_code(&err),
-                message: err.to_string(),
-            }),
+            .map(|a| a.base_offset),
     };
     {
         let mut stats = shard.stats.borrow_mut();
@@ -408,6 +455,26 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
         .set(shard.appends_in_flight.get().saturating_sub(1));
 }
 
+/// Appends `batch` as the partition leader and waits until it is committed
+/// at `level`: refused on a non-leader (NotLeader) and, for `All`, when the
+/// ISR is smaller than `min_insync_replicas` (NotEnoughReplicas).
+pub async fn append_committed(
+    shard: &Shard,
+    local: &LocalPartition,
+    batch: Vec<u8>,
+    level: CommitLevel,
+) -> Result<shards::log::Appended, AppendFailure> {
+    let generation = replication::admit_append(local, level, || {
+        shard.leader_hint(&local.stream, local.partition)
+    })?;
+    let appended = local.log.append(batch).await.map_err(|err| AppendFailure {
+        code: connection::log_error_code(&err),
+        message: err.to_string(),
+    })?;
+    replication::commit_appended(local, appended.last_offset, level, generation).await?;
+    Ok(appended)
+}
+
 /// Opens the partitions newly placed on this shard and closes (and deletes)
 /// the ones that are gone.
 async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
@@ -423,7 +490,7 @@ async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
     let wanted: HashMap<PartitionKey, &PartitionEntry> = table
         .entries
         .iter()
-        .filter(|e| e.shard == shard.id)
+        .filter(|e| e.shard == shard.id && e.replicas.contains(&table.local_node))
         .map(|e| (e.key, e))
         .collect();
     let gone: Vec<Rc<LocalPartition>> = {
@@ -440,14 +507,14 @@ async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
     }
     shard.local_node.set(table.local_node);
     shard.cursors.retain(|key| wanted.contains_key(key));
-    for (key, entry) in wanted {
-        if shard.partitions.borrow().contains_key(&key) {
+    for (key, entry) in &wanted {
+        if shard.partitions.borrow().contains_key(key) {
             continue;
         }
         match open_partition(shard, entry).await {
             Ok(local) => {
                 let local = Rc::new(local);
-                shard.partitions.borrow_mut().insert(key, local.clone());
+                shard.partitions.borrow_mut().insert(*key, local.clone());
                 if local.stream == crate::cursor::CURSORS_STREAM {
                     // Rebuild the cursor map now rather than on first use.
                     let shard = shard.clone();
@@ -461,6 +528,15 @@ async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
             }
             Err(err) => tracing::error!(shard = shard.id, stream = %entry.stream,
                 partition = entry.partition, error = %err, "cannot open partition"),
+        }
+    }
+    *shard.node_client_addrs.borrow_mut() = table.node_client_addrs.clone();
+    // Roles before names: a partition becomes reachable by clients only
+    // once it knows whether it leads (and has set its leader epoch).
+    for (key, entry) in &wanted {
+        let local = shard.partitions.borrow().get(key).cloned();
+        if let Some(local) = local {
+            replication::apply_entry(shard, &local, entry, &table).await;
         }
     }
     *shard.names.borrow_mut() = names;
@@ -483,7 +559,10 @@ async fn open_partition(
             path: dir.clone(),
             source: e,
         })?;
-    let config = log_config(&shard.settings, &dir, &entry.settings);
+    let mut config = log_config(&shard.settings, &dir, &entry.settings);
+    // The high watermark is the replication layer's: what every in-sync
+    // replica has (for a single replica, what is durable here).
+    config.commit = CommitMode::Replicated;
     let (log, report) = PartitionLog::open(config).await?;
     if !report.repaired.is_empty() || report.mid_log_corruption {
         tracing::warn!(stream = %entry.stream, partition = entry.partition, ?report, "partition recovered");
@@ -509,6 +588,7 @@ async fn open_partition(
         stream: entry.stream.clone(),
         partition: entry.partition,
         log,
+        replication: Replication::default(),
     })
 }
 
@@ -569,6 +649,8 @@ async fn delete_partition(shard: &Rc<Shard>, partition: Rc<LocalPartition>) {
 async fn close_partition(partition: Rc<LocalPartition>) {
     let stream = partition.stream.clone();
     let index = partition.partition;
+    // Follower fetches and ISR checks end first (they hold the log).
+    replication::stop(&partition).await;
     // Long polls end and new appends are refused, so the users let go soon.
     partition.log.stop_accepting();
     let mut log = partition.log.clone();

@@ -2246,6 +2246,7 @@ pub mod sluice {
             pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 12;
             pub const VT_MAX_WAIT_MS: ::flatbuffers::VOffsetT = 14;
             pub const VT_REPLICA_ID: ::flatbuffers::VOffsetT = 16;
+            pub const VT_CURRENT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 18;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2264,6 +2265,7 @@ pub mod sluice {
                 let mut builder = FetchRequestBuilder::new(_fbb);
                 builder.add_replica_id(args.replica_id);
                 builder.add_start_value(args.start_value);
+                builder.add_current_leader_epoch(args.current_leader_epoch);
                 builder.add_max_wait_ms(args.max_wait_ms);
                 builder.add_max_bytes(args.max_bytes);
                 builder.add_partition(args.partition);
@@ -2359,6 +2361,20 @@ pub mod sluice {
                         .unwrap()
                 }
             }
+            /// Replica fetches: the leader epoch the follower believes current. The
+            /// leader answers FencedLeaderEpoch when it is older than its own and
+            /// UnknownLeaderEpoch when newer. -1 (consumers) = not checked.
+            #[inline]
+            pub fn current_leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(FetchRequest::VT_CURRENT_LEADER_EPOCH, Some(-1))
+                        .unwrap()
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for FetchRequest<'_> {
@@ -2379,6 +2395,11 @@ pub mod sluice {
                     .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
                     .visit_field::<u32>("max_wait_ms", Self::VT_MAX_WAIT_MS, false)?
                     .visit_field::<i64>("replica_id", Self::VT_REPLICA_ID, false)?
+                    .visit_field::<i32>(
+                        "current_leader_epoch",
+                        Self::VT_CURRENT_LEADER_EPOCH,
+                        false,
+                    )?
                     .finish();
                 Ok(())
             }
@@ -2391,6 +2412,7 @@ pub mod sluice {
             pub max_bytes: u32,
             pub max_wait_ms: u32,
             pub replica_id: i64,
+            pub current_leader_epoch: i32,
         }
         impl<'a> Default for FetchRequestArgs<'a> {
             #[inline]
@@ -2403,6 +2425,7 @@ pub mod sluice {
                     max_bytes: 0,
                     max_wait_ms: 0,
                     replica_id: -1,
+                    current_leader_epoch: -1,
                 }
             }
         }
@@ -2453,6 +2476,14 @@ pub mod sluice {
                     .push_slot::<i64>(FetchRequest::VT_REPLICA_ID, replica_id, -1);
             }
             #[inline]
+            pub fn add_current_leader_epoch(&mut self, current_leader_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    FetchRequest::VT_CURRENT_LEADER_EPOCH,
+                    current_leader_epoch,
+                    -1,
+                );
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> FetchRequestBuilder<'a, 'b, A> {
@@ -2479,6 +2510,7 @@ pub mod sluice {
                 ds.field("max_bytes", &self.max_bytes());
                 ds.field("max_wait_ms", &self.max_wait_ms());
                 ds.field("replica_id", &self.replica_id());
+                ds.field("current_leader_epoch", &self.current_leader_epoch());
                 ds.finish()
             }
         }
