@@ -20,9 +20,10 @@ use crate::cluster::NodeId;
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::frame::Frame;
 use crate::protocol::frame::{encode_frame, FrameDecoder, FrameKind};
 use crate::protocol::generated::protocol as fb;
-use crate::protocol::limits::FETCH_BYTES_MAX;
+use crate::protocol::limits::{FETCH_BYTES_MAX, PROTOCOL_VERSION};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -90,47 +91,78 @@ pub struct LeaderConnection {
 }
 
 impl LeaderConnection {
+    /// Connects to a leader's shard; when the cluster runs with
+    /// authentication, presents `node_token` (`[auth] node_token`) first.
     pub async fn connect(
         addr: SocketAddr,
         timeout: Duration,
+        node_token: Option<&str>,
     ) -> Result<LeaderConnection, LeaderClientError> {
         let io = |source| LeaderClientError::Io { addr, source };
         let stream = TcpStream::connect_timeout(addr, timeout)
             .await
             .map_err(|e| io(std::io::Error::other(e.to_string())))?;
         let _ = stream.set_nodelay(true);
-        Ok(LeaderConnection {
+        let mut connection = LeaderConnection {
             addr,
             stream,
             decoder: FrameDecoder::new(),
             input: BytesMut::with_capacity(READ_CHUNK_BYTES),
             output: BytesMut::with_capacity(256),
             next_correlation_id: 1,
-        })
+        };
+        if let Some(token) = node_token {
+            connection.authenticate(token, timeout).await?;
+        }
+        Ok(connection)
     }
 
-    /// One replica fetch. The socket's read timeout is set a little above
-    /// the long-poll time, so a leader that stops answering is noticed.
-    pub async fn fetch(
+    async fn authenticate(
         &mut self,
-        request: &ReplicaFetch<'_>,
-    ) -> Result<Fetched, LeaderClientError> {
+        token: &str,
+        timeout: Duration,
+    ) -> Result<(), LeaderClientError> {
+        let mut fbb = FlatBufferBuilder::with_capacity(128);
+        let token = fbb.create_string(token);
+        let root = fb::AuthenticateRequest::create(
+            &mut fbb,
+            &fb::AuthenticateRequestArgs {
+                protocol_version: PROTOCOL_VERSION,
+                token: Some(token),
+                username: None,
+                password: None,
+            },
+        );
+        fbb.finish(root, None);
+        let frame = self
+            .call(FrameKind::AuthenticateRequest, fbb.finished_data(), timeout)
+            .await?;
+        match frame.kind {
+            FrameKind::AuthenticateResponse => Ok(()),
+            FrameKind::ErrorResponse => Err(self.refused(&frame)),
+            other => Err(self.protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Sends one request frame and reads the answer frame (any raw bytes
+    /// after it stay in the input buffer).
+    async fn call(
+        &mut self,
+        kind: FrameKind,
+        body: &[u8],
+        read_timeout: Duration,
+    ) -> Result<Frame, LeaderClientError> {
         let corr = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let body = fetch_request(request);
         self.output.clear();
-        encode_frame(FrameKind::FetchRequest, corr, &body, &mut self.output).map_err(|e| {
-            LeaderClientError::Protocol {
-                addr: self.addr,
-                reason: e.to_string(),
-            }
-        })?;
+        encode_frame(kind, corr, body, &mut self.output)
+            .map_err(|e| self.protocol(e.to_string()))?;
         let addr = self.addr;
-        let io = |source| LeaderClientError::Io { addr, source };
-        let _ = self
-            .stream
-            .set_read_timeout(Some(request.max_wait + ANSWER_SLACK));
-        self.stream.write_all(&self.output).await.map_err(io)?;
+        let _ = self.stream.set_read_timeout(Some(read_timeout));
+        self.stream
+            .write_all(&self.output)
+            .await
+            .map_err(|source| LeaderClientError::Io { addr, source })?;
         let frame = loop {
             match self.decoder.decode(&mut self.input) {
                 Ok(Some(frame)) => break frame,
@@ -144,17 +176,37 @@ impl LeaderConnection {
                 frame.correlation_id
             )));
         }
+        Ok(frame)
+    }
+
+    fn refused(&self, frame: &Frame) -> LeaderClientError {
+        match ErrorResponse::decode(&frame.body) {
+            Ok(error) => LeaderClientError::Refused {
+                code: error.code,
+                message: error.message,
+                high_watermark: None,
+                log_start: None,
+            },
+            Err(e) => self.protocol(e.to_string()),
+        }
+    }
+
+    /// One replica fetch. The socket's read timeout is set a little above
+    /// the long-poll time, so a leader that stops answering is noticed.
+    pub async fn fetch(
+        &mut self,
+        request: &ReplicaFetch<'_>,
+    ) -> Result<Fetched, LeaderClientError> {
+        let body = fetch_request(request);
+        let frame = self
+            .call(
+                FrameKind::FetchRequest,
+                &body,
+                request.max_wait + ANSWER_SLACK,
+            )
+            .await?;
         match frame.kind {
-            FrameKind::ErrorResponse => {
-                let error =
-                    ErrorResponse::decode(&frame.body).map_err(|e| self.protocol(e.to_string()))?;
-                Err(LeaderClientError::Refused {
-                    code: error.code,
-                    message: error.message,
-                    high_watermark: None,
-                    log_start: None,
-                })
-            }
+            FrameKind::ErrorResponse => Err(self.refused(&frame)),
             FrameKind::FetchResponse => self.fetch_answer(&frame.body).await,
             other => Err(self.protocol(format!("unexpected {other:?}"))),
         }

@@ -627,7 +627,10 @@ async fn follow(shard: Rc<Shard>, local: Rc<LocalPartition>, following: Followin
     let mut truncated = false;
     let mut last_checkpoint = (local.log.high_watermark(), Instant::now());
     while local.replication.generation() == following.generation {
-        let end = match LeaderConnection::connect(following.addr, LEADER_CONNECT_TIMEOUT).await {
+        let node_token = shard.settings.auth.node_token();
+        let connected =
+            LeaderConnection::connect(following.addr, LEADER_CONNECT_TIMEOUT, node_token).await;
+        let end = match connected {
             Ok(mut connection) => {
                 if !truncated {
                     match truncate_divergent_tail(&local).await {
