@@ -89,6 +89,7 @@ pub fn fetch_body(stream: &str, offset: i64, max_bytes: u32) -> Vec<u8> {
             max_bytes,
             max_wait_ms: 0,
             replica_id: -1,
+            current_leader_epoch: -1,
         },
     );
     fbb.finish_minimal(root);
