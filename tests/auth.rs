@@ -434,3 +434,50 @@ fn without_auth_everyone_is_anonymous_and_unrestricted() {
     let mut plain = Client::connect(&node.listen.to_string()).expect("connect");
     assert_eq!(plain.metadata().expect("metadata").streams.len(), 1);
 }
+
+/// `sluice hash-password` makes a hash the server accepts, and `--help`
+/// never shows a secret taken from the environment.
+#[test]
+fn hash_password_and_help_keep_secrets() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sluice hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret pass\n")
+        .expect("write password");
+    let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success(), "{out:?}");
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let hash = hash.trim();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let section: sluice::auth::AuthFileConfig = toml::from_str(&format!(
+        "enabled = true\nusers = [{{ username = \"u\", password_hash = \"{hash}\" }}]"
+    ))
+    .expect("section");
+    let auth = sluice::auth::Authenticator::from_config(&section).expect("accepted");
+    let login = |password: &str| {
+        auth.verify_blocking(&sluice::auth::Presented::Password {
+            username: "u".into(),
+            password: password.into(),
+        })
+    };
+    assert_eq!(login("s3cret pass").as_deref(), Some("u"));
+    assert_eq!(login("s3cret pass\n"), None);
+
+    let help = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .env("SLUICE_TOKEN", "token-from-env-xyz")
+        .env("SLUICE_PASSWORD", "password-from-env-xyz")
+        .output()
+        .expect("sluice --help");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--token"), "{text}");
+    assert!(!text.contains("from-env-xyz"), "{text}");
+}

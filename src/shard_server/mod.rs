@@ -477,9 +477,9 @@ pub async fn append_committed(
 
 /// Opens the partitions newly placed on this shard and closes (and deletes)
 /// the ones that are gone.
-async fn apply_table(shard: &Rc<Shard>, table: PartitionTable) {
+async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
     // ACL changes hold from the next request on, before any partition work.
-    shard.access.set_acls(table.acls.clone());
+    shard.access.set_acls(std::mem::take(&mut table.acls));
     let mut names: HashMap<String, Vec<PartitionEntry>> = HashMap::new();
     for entry in &table.entries {
         names
