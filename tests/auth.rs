@@ -481,3 +481,56 @@ fn hash_password_and_help_keep_secrets() {
     assert!(text.contains("--token"), "{text}");
     assert!(!text.contains("from-env-xyz"), "{text}");
 }
+
+/// ACLs are cluster metadata: a rule granted through one node (a follower,
+/// whose write is forwarded to the metadata leader) holds on the other, and
+/// both nodes authenticate the same principals.
+#[test]
+fn acls_hold_on_every_node_of_a_cluster() {
+    let nats_server = NatsServer::start();
+    let first = Sluice::start_with_auth(&nats_server.url, 1);
+    let second = Sluice::start_with_config(
+        &nats_server.url,
+        1,
+        &format!(
+            "node_id = 2\njoin = \"{}\"\n{}",
+            first.raft_addr(),
+            common::auth::auth_section()
+        ),
+    );
+    let mut root_first = client_as(&first, token(ROOT_TOKEN));
+    root_first
+        .create_stream(&StreamConfig::new("shared", "shared"))
+        .expect("create");
+    let mut root_second = client_as(&second, token(ROOT_TOKEN));
+    root_second
+        .grant_acl(&rule("alice", "shared", &[AclOperation::Fetch]))
+        .expect("grant through the second node");
+    let mut alice_first = client_as(&first, token(ALICE_TOKEN));
+    // The first node applies the rule as soon as raft tells it (bounded).
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let visible = alice_first.metadata().expect("metadata").streams.len();
+        if visible == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the grant never reached the first node; logs:\n{}\n---\n{}",
+            first.log(),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    alice_first
+        .fetch("shared", 0, FetchStart::Earliest, 1 << 20, Duration::ZERO)
+        .expect("alice fetches on the first node");
+    assert_eq!(
+        code_of(alice_first.publish("shared", 0, &[record("x")])),
+        ErrorCode::NotAuthorized
+    );
+    assert_eq!(
+        root_first.list_acls(None).expect("list"),
+        root_second.list_acls(None).expect("list")
+    );
+}

@@ -42,3 +42,14 @@ impl Sluice {
         Sluice::start_with_config(nats_url, shards, &auth_section())
     }
 }
+
+impl Sluice {
+    /// This node's raft address (`raft` in its sluice.toml), for `join`.
+    pub fn raft_addr(&self) -> String {
+        let text = std::fs::read_to_string(&self.config).expect("read sluice.toml");
+        text.lines()
+            .find_map(|line| line.strip_prefix("raft = "))
+            .map(|value| value.trim_matches('"').to_owned())
+            .expect("raft address in sluice.toml")
+    }
+}
