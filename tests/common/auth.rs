@@ -41,9 +41,7 @@ impl Sluice {
     pub fn start_with_auth(nats_url: &str, shards: u16) -> Sluice {
         Sluice::start_with_config(nats_url, shards, &auth_section())
     }
-}
 
-impl Sluice {
     /// This node's raft address (`raft` in its sluice.toml), for `join`.
     pub fn raft_addr(&self) -> String {
         let text = std::fs::read_to_string(&self.config).expect("read sluice.toml");
