@@ -533,4 +533,28 @@ fn acls_hold_on_every_node_of_a_cluster() {
         root_first.list_acls(None).expect("list"),
         root_second.list_acls(None).expect("list")
     );
+
+    // Replication passes the gate too: the follower authenticates with the
+    // node token, so an `All` publish on a two-replica stream commits.
+    let mut replicated = StreamConfig::new("replicated", "replicated");
+    replicated.replication_factor = Some(2);
+    root_first.create_stream(&replicated).expect("create RF 2");
+    let started = Instant::now();
+    root_first
+        .publish_with_policy(
+            "replicated",
+            0,
+            &[record("on two nodes")],
+            sluice::protocol::envelope::AckPolicy::All,
+        )
+        .expect("publish acked by both replicas");
+    let took = started.elapsed();
+    assert_eq!(
+        first.metric("sluice_auth_failures_total") + second.metric("sluice_auth_failures_total"),
+        0,
+        "a node failed to authenticate; logs:\n{}\n---\n{}",
+        first.log(),
+        second.log()
+    );
+    eprintln!("RF 2 publish with ack All under authentication: {took:?}");
 }
