@@ -30,6 +30,22 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
+/// Makes `command`'s process die with the test (SIGKILL when the spawning
+/// thread exits), so a test binary killed from outside leaves no nodes.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a pid we spawned and have not reaped yet; at worst
     // it returns ESRCH.
@@ -56,7 +72,9 @@ impl Nats {
         )
         .expect("write nats.conf");
         let log = dir.path().join("nats.log");
-        let mut child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        die_with_parent(&mut command);
+        let mut child = command
             .arg("-c")
             .arg(&config)
             .args(["-a", &ip.to_string(), "-p", "-1", "--ports_file_dir"])
@@ -227,6 +245,7 @@ impl Node {
                 "--replica-lag-time-max-ms",
                 &self.settings.replica_lag_time_max_ms.to_string(),
             ]);
+        die_with_parent(&mut command);
         if let Some(join) = self.join {
             command.args(["--join", &join.to_string()]);
         }
