@@ -118,7 +118,7 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
     let _serial = serial();
     let soak = Soak::from_env();
     let mut cluster = Cluster::start();
-    cluster.create_stream(STREAM, STREAM, 1);
+    cluster.create_stream(STREAM, STREAM, 1, 1);
     let publisher = Publisher::start(&cluster.nats.url, STREAM, "leader-kill");
     let (mut elections, mut failovers, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
     for cycle in 0..soak.cycles {
@@ -181,7 +181,7 @@ fn killed_follower_restarts_catches_up_and_rejoins_the_isr() {
     let _serial = serial();
     let soak = Soak::from_env();
     let mut cluster = Cluster::start();
-    cluster.create_stream(STREAM, STREAM, 1);
+    cluster.create_stream(STREAM, STREAM, 1, 1);
     let publisher = Publisher::start(&cluster.nats.url, STREAM, "follower-kill");
     let (mut shrinks, mut stalls, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
     for cycle in 0..soak.cycles {
@@ -268,7 +268,7 @@ fn metadata_leader_sigkill_keeps_metadata_operations_working() {
     let _serial = serial();
     let soak = Soak::from_env();
     let mut cluster = Cluster::start();
-    cluster.create_stream("before-0", "before.0", 1);
+    cluster.create_stream("before-0", "before.0", 1, 1);
     let mut recoveries = Vec::new();
     for cycle in 0..soak.cycles {
         let leader = cluster_support::poll(REACT_TIMEOUT, || cluster.metadata_leader());
@@ -403,8 +403,9 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
     let soak = Soak::from_env();
     let lab = NetLab::create().unwrap_or_else(|e| panic!("[{SCENARIO}] namespace set-up: {e}"));
     let mut cluster = Cluster::start_with_lab(lab, ISOLATED);
-    // Three partitions: placement spreads leaders, so node 3 leads one.
-    cluster.create_stream(STREAM, STREAM, 3);
+    // Asked through node 3, with three partitions spread over the nodes:
+    // node 3 leads one of them.
+    cluster.create_stream(STREAM, STREAM, 3, ISOLATED);
     let partition = (0..3)
         .find(|&p| cluster.partition(STREAM, p).and_then(|m| m.leader) == Some(ISOLATED))
         .unwrap_or_else(|| {
@@ -508,7 +509,7 @@ fn sigstopped_leader_is_fenced_after_resuming() {
     let _serial = serial();
     let soak = Soak::from_env();
     let mut cluster = Cluster::start();
-    cluster.create_stream(STREAM, STREAM, 1);
+    cluster.create_stream(STREAM, STREAM, 1, 1);
     let publisher = Publisher::start(&cluster.nats.url, STREAM, "leader-pause");
     let mut probes = History::default();
     let (mut elections, mut failovers, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());

@@ -179,16 +179,18 @@ impl Cluster {
             .collect()
     }
 
-    /// Creates `name` on `subject` (RF 3, min ISR 2, ack policy all) and
-    /// waits until every partition has a leader and a full ISR.
-    pub fn create_stream(&self, name: &str, subject: &str, partitions: u32) {
+    /// Creates `name` on `subject` (RF 3, min ISR 2, ack policy all), asking
+    /// node `via` first (placement tends to give it partition 0), and waits
+    /// until every partition has a leader and a full ISR.
+    pub fn create_stream(&self, name: &str, subject: &str, partitions: u32, via: u64) {
         let mut config = StreamConfig::new(name, subject);
         config.partitions = Some(partitions);
         config.replication_factor = Some(REPLICATION_FACTOR);
         config.min_insync_replicas = Some(MIN_INSYNC_REPLICAS);
         config.ack_policy = Some(AckPolicy::All);
         let created = poll(REACT_TIMEOUT, || {
-            let id = *self.running_ids().first()?;
+            let running = self.running_ids();
+            let id = if running.contains(&via) { via } else { *running.first()? };
             match self.client(id).ok()?.create_stream(&config) {
                 Ok(created) => Some(created),
                 Err(error) => {
