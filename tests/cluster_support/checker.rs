@@ -101,6 +101,8 @@ pub struct Report {
     /// Out-of-order offsets, summed over replicas.
     pub non_monotonic: usize,
     pub replicas: Vec<ReplicaReport>,
+    /// Why attempts were not acked: reason (up to its first ':') → count.
+    pub not_acked_reasons: BTreeMap<String, usize>,
     pub examples: Vec<String>,
 }
 
@@ -129,6 +131,14 @@ impl fmt::Display for Report {
             self.non_monotonic,
             if self.is_clean() { "CLEAN" } else { "FAULTS" }
         )?;
+        if !self.not_acked_reasons.is_empty() {
+            let reasons: Vec<String> = self
+                .not_acked_reasons
+                .iter()
+                .map(|(reason, n)| format!("{reason} ×{n}"))
+                .collect();
+            writeln!(f, "checker: not acked: {}", reasons.join(", "))?;
+        }
         for r in &self.replicas {
             writeln!(
                 f,
@@ -141,6 +151,15 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+fn short(reason: &str) -> String {
+    reason
+        .split(':')
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
 }
 
 fn show(payload: &[u8]) -> String {
@@ -188,11 +207,13 @@ pub fn check(history: &History, replicas: &[ReplicaView]) -> Report {
                     .or_default()
                     .insert(&attempt.payload);
             }
-            Outcome::Refused { .. } => {
+            Outcome::Refused { code } => {
+                *report.not_acked_reasons.entry(short(code)).or_insert(0) += 1;
                 report.refused += 1;
                 refused.insert(&attempt.payload);
             }
-            Outcome::Unknown { .. } => {
+            Outcome::Unknown { reason } => {
+                *report.not_acked_reasons.entry(short(reason)).or_insert(0) += 1;
                 report.unknown += 1;
                 unknown.insert(&attempt.payload);
             }

@@ -16,8 +16,13 @@ use sluice::protocol::error_code::ErrorCode;
 
 use super::checker::{Attempt, History, Outcome};
 
-/// Requests in flight at once.
-const IN_FLIGHT: usize = 4;
+/// Requests in flight at once, at most. Generous, so that requests stuck
+/// on a dead leader (until their timeout) do not stop new ones: the
+/// failover time is then measured by the first new request that succeeds.
+const IN_FLIGHT_MAX: usize = 64;
+/// A new request at most this often (≤ 500/s: enough traffic for every
+/// fault to hit writes in flight, little CPU on a shared CI machine).
+const SEND_INTERVAL: Duration = Duration::from_millis(2);
 /// How long one request waits for its ack (longer than the server's own
 /// ack-all wait, so a server-side timeout arrives as a `Timeout` ack).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
@@ -161,38 +166,48 @@ async fn run(
     let mut history = History::default();
     let mut in_flight = FuturesUnordered::new();
     let mut sequence = 0u64;
+    let mut next_send = tokio::time::Instant::now();
+    // After "no responders" (nobody subscribed: no leader right now) sends
+    // pause briefly instead of spinning.
+    let mut pause_until = tokio::time::Instant::now();
     loop {
-        while !stop.load(Ordering::SeqCst) && in_flight.len() < IN_FLIGHT {
-            let payload = format!("{prefix}-{sequence:09}");
-            sequence += 1;
-            progress.lock().expect("progress").attempts += 1;
-            let (nats, subject) = (nats.clone(), subject.clone());
-            in_flight.push(async move {
-                let sent = Instant::now();
-                let result = nats.request(subject, Bytes::from(payload.clone())).await;
-                (payload, sent, Instant::now(), result)
-            });
+        let stopping = stop.load(Ordering::SeqCst);
+        if stopping && in_flight.is_empty() {
+            break;
         }
-        let Some((payload, sent, answered, result)) = in_flight.next().await else {
-            break; // stopped and drained
-        };
-        let outcome = outcome(result);
-        if matches!(&outcome, Outcome::Unknown { reason } if reason == "no responders") {
-            tokio::time::sleep(NO_RESPONDERS_PAUSE).await;
+        let can_send = !stopping && in_flight.len() < IN_FLIGHT_MAX;
+        let send_at = next_send.max(pause_until);
+        tokio::select! {
+            _ = tokio::time::sleep_until(send_at), if can_send => {
+                next_send = tokio::time::Instant::now() + SEND_INTERVAL;
+                let payload = format!("{prefix}-{sequence:09}");
+                sequence += 1;
+                progress.lock().expect("progress").attempts += 1;
+                let (nats, subject) = (nats.clone(), subject.clone());
+                in_flight.push(async move {
+                    let sent = Instant::now();
+                    let result = nats.request(subject, Bytes::from(payload.clone())).await;
+                    (payload, sent, Instant::now(), result)
+                });
+            }
+            Some((payload, sent, answered, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let outcome = outcome(result);
+                if matches!(&outcome, Outcome::Unknown { reason } if reason == "no responders") {
+                    pause_until = tokio::time::Instant::now() + NO_RESPONDERS_PAUSE;
+                }
+                if matches!(outcome, Outcome::Acked { .. }) {
+                    progress.lock().expect("progress").acks.push((sent, answered));
+                }
+                history.attempts.push(Attempt {
+                    payload: payload.into_bytes(),
+                    sent: sent.duration_since(started),
+                    answered: answered.duration_since(started),
+                    outcome,
+                });
+            }
+            // Wake up now and then to notice `stop` with nothing in flight.
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
-        if matches!(outcome, Outcome::Acked { .. }) {
-            progress
-                .lock()
-                .expect("progress")
-                .acks
-                .push((sent, answered));
-        }
-        history.attempts.push(Attempt {
-            payload: payload.into_bytes(),
-            sent: sent.duration_since(started),
-            answered: answered.duration_since(started),
-            outcome,
-        });
     }
     history
 }
