@@ -16,13 +16,18 @@ use sluice::protocol::error_code::ErrorCode;
 
 use super::checker::{Attempt, History, Outcome};
 
-/// Requests in flight at once, at most. Generous, so that requests stuck
-/// on a dead leader (until their timeout) do not stop new ones: the
-/// failover time is then measured by the first new request that succeeds.
-const IN_FLIGHT_MAX: usize = 64;
+/// Requests in flight at once, at most: above the send rate times the
+/// request timeout, so requests stuck on a dead or paused leader (until
+/// their timeout) never stop new ones, and the failover time is measured by
+/// the first new request that succeeds.
+const IN_FLIGHT_MAX: usize = 8192;
 /// A new request at most this often (≤ 500/s: enough traffic for every
 /// fault to hit writes in flight, little CPU on a shared CI machine).
 const SEND_INTERVAL: Duration = Duration::from_millis(2);
+const _: () = assert!(
+    IN_FLIGHT_MAX as u128 * SEND_INTERVAL.as_millis() > REQUEST_TIMEOUT.as_millis(),
+    "stuck requests must not exhaust the in-flight budget"
+);
 /// How long one request waits for its ack (longer than the server's own
 /// ack-all wait, so a server-side timeout arrives as a `Timeout` ack).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
