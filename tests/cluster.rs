@@ -29,6 +29,8 @@ use sluice::protocol::envelope::AckPolicy;
 const STREAM: &str = "chaos";
 /// Acks that prove publishing makes progress in a phase.
 const ACKS_PER_PHASE: usize = 100;
+/// Direct publishes sent to the isolated node, side by side.
+const ISOLATION_PROBES: usize = 3;
 
 /// Publishes for at least the soak phase and until `ACKS_PER_PHASE` more
 /// acks arrived.
@@ -422,8 +424,9 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
     for cycle in 0..soak.cycles {
         publish_phase(SCENARIO, &cluster, &publisher, soak, "before the isolation");
         let before = cluster.wait_partition(STREAM, partition, "a full ISR", full_isr);
-        let isolated_at = Instant::now();
         cluster.lab.as_ref().expect("lab").isolate();
+        // From the moment the DROP rules are in place.
+        let isolated_at = Instant::now();
         let after = cluster.wait_partition_from(
             STREAM,
             partition,
@@ -441,16 +444,26 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
         });
         failovers.push(failover);
         // Writes sent straight to the isolated node (from inside its
-        // namespace) must not be acked: it cannot reach its ISR.
+        // namespace, side by side) must not be acked: it cannot reach its
+        // ISR.
         let was_leader = before.leader == Some(ISOLATED);
         let addr = cluster.node(ISOLATED).listen.to_string();
-        for i in 0..3 {
-            let (addr, payload) = (addr.clone(), format!("isolation-probe-{cycle}-{i}"));
-            let attempt = cluster
-                .lab
-                .as_ref()
-                .expect("lab")
-                .run_inside(move || probe_publish(addr, partition, payload));
+        let lab = cluster.lab.as_ref().expect("lab");
+        let attempts: Vec<Attempt> = std::thread::scope(|scope| {
+            let probes: Vec<_> = (0..ISOLATION_PROBES)
+                .map(|i| {
+                    let (addr, payload) = (addr.clone(), format!("isolation-probe-{cycle}-{i}"));
+                    scope.spawn(move || {
+                        lab.run_inside(move || probe_publish(addr, partition, payload))
+                    })
+                })
+                .collect();
+            probes
+                .into_iter()
+                .map(|p| p.join().expect("probe thread"))
+                .collect()
+        });
+        for attempt in attempts {
             assert!(
                 !matches!(attempt.outcome, Outcome::Acked { .. }),
                 "[{SCENARIO}] the isolated node acked a write on its own: {attempt:?}"
@@ -458,7 +471,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
             figure(
                 SCENARIO,
                 format!(
-                    "cycle {cycle}: probe to isolated node → {:?}",
+                    "cycle {cycle}: probe to the isolated node → {:?}",
                     attempt.outcome
                 ),
             );
