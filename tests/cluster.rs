@@ -127,12 +127,16 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
         publish_phase(SCENARIO, &cluster, &publisher, soak, "before the kill");
         let before = cluster.wait_partition(STREAM, 0, "a full ISR", full_isr);
         let old = before.leader.expect("leader");
+        let metadata_leader = cluster.metadata_leader();
         let killed_at = Instant::now();
         cluster.node_mut(old).kill();
         let after = cluster.wait_partition(STREAM, 0, "a new leader", |p| {
             p.leader.is_some_and(|l| l != old) && p.leader_epoch > before.leader_epoch
         });
         elections.push(killed_at.elapsed());
+        cluster.wait_partition(STREAM, 0, "the dead leader out of the ISR", |p| {
+            !p.isr.contains(&old)
+        });
         let failover = publisher.wait_for_ack_sent_after(killed_at, REACT_TIMEOUT);
         let failover = failover.unwrap_or_else(|| {
             panic!(
@@ -144,7 +148,7 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
         figure(
             SCENARIO,
             format!(
-                "cycle {cycle}: killed leader {old} (epoch {:?}) → leader {:?} (epoch {:?}) in {:?}, first ack after the kill in {failover:?}",
+                "cycle {cycle}: killed leader {old} (epoch {:?}; metadata leader {metadata_leader:?}) → leader {:?} (epoch {:?}) in {:?}, first ack after the kill in {failover:?}",
                 before.leader_epoch,
                 after.leader,
                 after.leader_epoch,
@@ -530,6 +534,7 @@ fn sigstopped_leader_is_fenced_after_resuming() {
         publish_phase(SCENARIO, &cluster, &publisher, soak, "before the pause");
         let before = cluster.wait_partition(STREAM, 0, "a full ISR", full_isr);
         let old = before.leader.expect("leader");
+        let metadata_leader = cluster.metadata_leader();
         let paused_at = Instant::now();
         cluster.node(old).pause();
         let after = cluster.wait_partition_from(STREAM, 0, &[old], "a new leader", |p| {
@@ -576,7 +581,7 @@ fn sigstopped_leader_is_fenced_after_resuming() {
         figure(
             SCENARIO,
             format!(
-                "cycle {cycle}: paused leader {old} (epoch {:?}) → leader {:?} (epoch {:?}) in {:?}; first ack after the pause in {failover:?}",
+                "cycle {cycle}: paused leader {old} (epoch {:?}; metadata leader {metadata_leader:?}) → leader {:?} (epoch {:?}) in {:?}; first ack after the pause in {failover:?}",
                 before.leader_epoch,
                 after.leader,
                 after.leader_epoch,
