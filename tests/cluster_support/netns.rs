@@ -14,6 +14,30 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static LABS: AtomicU32 = AtomicU32::new(0);
 
+/// Namespace names: `sluice-test-<pid>-<n>`.
+const NS_PREFIX: &str = "sluice-test-";
+
+/// Deletes the namespaces of test processes that no longer exist (killed
+/// before their drop ran); deleting a namespace deletes its veth pair.
+fn remove_stale_labs() {
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(NS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", &name]);
+        }
+    }
+}
+
 pub struct NetLab {
     pub ns: String,
     host_if: String,
@@ -76,8 +100,9 @@ impl NetLab {
         let slot = (pid.wrapping_mul(7919).wrapping_add(n)) & 0x3fff;
         let (b, c) = (200 + (slot >> 12) as u8, ((slot >> 6) & 0x3f) as u8);
         let d = ((slot & 0x3f) as u8) * 4;
+        remove_stale_labs();
         let lab = NetLab {
-            ns: format!("sluice-test-{tag}"),
+            ns: format!("{NS_PREFIX}{pid}-{n}"),
             host_if: format!("slh{tag}"),
             host_ip: Ipv4Addr::new(10, b, c, d + 1),
             ns_ip: Ipv4Addr::new(10, b, c, d + 2),
