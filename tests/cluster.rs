@@ -122,6 +122,7 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
     let mut cluster = Cluster::start();
     cluster.create_stream(STREAM, STREAM, 1, 1);
     let publisher = Publisher::start(&cluster.nats.url, STREAM, "leader-kill");
+    let live = cluster.live_consumer(STREAM, 0);
     let (mut elections, mut failovers, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
     for cycle in 0..soak.cycles {
         publish_phase(SCENARIO, &cluster, &publisher, soak, "before the kill");
@@ -166,7 +167,7 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
     }
     publish_phase(SCENARIO, &cluster, &publisher, soak, "at the end");
     let history = publisher.stop();
-    let report = cluster.settle_and_check(STREAM, 0, &history);
+    let report = cluster.settle_and_check(STREAM, 0, &history, live.stop());
     finish(
         SCENARIO,
         soak.cycles,
@@ -189,6 +190,7 @@ fn killed_follower_restarts_catches_up_and_rejoins_the_isr() {
     let mut cluster = Cluster::start();
     cluster.create_stream(STREAM, STREAM, 1, 1);
     let publisher = Publisher::start(&cluster.nats.url, STREAM, "follower-kill");
+    let live = cluster.live_consumer(STREAM, 0);
     let (mut shrinks, mut stalls, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
     for cycle in 0..soak.cycles {
         publish_phase(SCENARIO, &cluster, &publisher, soak, "before the kill");
@@ -252,7 +254,7 @@ fn killed_follower_restarts_catches_up_and_rejoins_the_isr() {
     let (ok, describe, _) = cluster.cli(1, &["stream", "describe", STREAM]);
     assert!(ok, "stream describe failed");
     println!("{describe}");
-    let report = cluster.settle_and_check(STREAM, 0, &history);
+    let report = cluster.settle_and_check(STREAM, 0, &history, live.stop());
     finish(
         SCENARIO,
         soak.cycles,
@@ -423,6 +425,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
         format!("{STREAM}.{partition}")
     };
     let publisher = Publisher::start(&cluster.nats.url, &subject, "isolation");
+    let live = cluster.live_consumer(STREAM, partition);
     let mut probes = History::default();
     let (mut leaves, mut failovers, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
     for cycle in 0..soak.cycles {
@@ -501,7 +504,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
     publish_phase(SCENARIO, &cluster, &publisher, soak, "at the end");
     let mut history = publisher.stop();
     history.merge(probes);
-    let report = cluster.settle_and_check(STREAM, partition, &history);
+    let report = cluster.settle_and_check(STREAM, partition, &history, live.stop());
     finish(
         SCENARIO,
         soak.cycles,
@@ -528,6 +531,7 @@ fn sigstopped_leader_is_fenced_after_resuming() {
     let mut cluster = Cluster::start();
     cluster.create_stream(STREAM, STREAM, 1, 1);
     let publisher = Publisher::start(&cluster.nats.url, STREAM, "leader-pause");
+    let live = cluster.live_consumer(STREAM, 0);
     let mut probes = History::default();
     let (mut elections, mut failovers, mut rejoins) = (Vec::new(), Vec::new(), Vec::new());
     for cycle in 0..soak.cycles {
@@ -592,7 +596,7 @@ fn sigstopped_leader_is_fenced_after_resuming() {
     publish_phase(SCENARIO, &cluster, &publisher, soak, "at the end");
     let mut history = publisher.stop();
     history.merge(probes);
-    let report = cluster.settle_and_check(STREAM, 0, &history);
+    let report = cluster.settle_and_check(STREAM, 0, &history, live.stop());
     finish(
         SCENARIO,
         soak.cycles,

@@ -62,10 +62,14 @@ impl History {
 }
 
 /// One replica's records of the partition, in the order it returned them.
+/// A view that is not `complete` (a consumer that read along during the
+/// faults) is not expected to hold every ack, but whatever it saw must agree
+/// with everything else.
 #[derive(Clone, Debug)]
 pub struct ReplicaView {
     pub name: String,
     pub records: Vec<(u64, Vec<u8>)>,
+    pub complete: bool,
 }
 
 /// Per-replica counts.
@@ -275,7 +279,7 @@ pub fn check(history: &History, replicas: &[ReplicaView]) -> Report {
             }
         }
         for (payload, &ack_offset) in &acked {
-            if !offsets_of.contains_key(payload) {
+            if replica.complete && !offsets_of.contains_key(payload) {
                 r.lost += 1;
                 lost_payloads.insert(payload);
                 examples.note("lost", || {
@@ -348,6 +352,7 @@ mod tests {
                 .iter()
                 .map(|(o, p)| (*o, p.as_bytes().to_vec()))
                 .collect(),
+            complete: true,
         }
     }
 
@@ -483,6 +488,21 @@ mod tests {
         let report = check(&h, &[replica("n1", &[(0, "a"), (1, "r")])]);
         assert!(report.is_clean(), "{report}");
         assert_eq!(report.refused_stored, 1);
+    }
+
+    #[test]
+    fn a_partial_view_loses_nothing_but_must_agree() {
+        let h = history(vec![acked("a", 0), acked("b", 1), unknown("x")]);
+        let full = replica("n1", &[(0, "a"), (1, "b")]);
+        let mut partial = replica("live consumer", &[(0, "a")]);
+        partial.complete = false;
+        let report = check(&h, &[full.clone(), partial]);
+        assert!(report.is_clean(), "{report}");
+        // A consumer that saw an uncommitted write later truncated away.
+        let mut saw_uncommitted = replica("live consumer", &[(0, "a"), (1, "x")]);
+        saw_uncommitted.complete = false;
+        let report = check(&h, &[full, saw_uncommitted]);
+        assert_eq!(faults(&report), [0, 0, 1, 0], "{report}");
     }
 
     #[test]

@@ -71,5 +71,6 @@ pub fn read_partition(name: &str, dir: &Path) -> ReplicaView {
     ReplicaView {
         name: name.to_string(),
         records,
+        complete: true,
     }
 }

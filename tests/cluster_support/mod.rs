@@ -7,6 +7,7 @@
 
 pub mod checker;
 pub mod disk;
+pub mod live;
 pub mod netns;
 pub mod procs;
 pub mod publisher;
@@ -295,6 +296,13 @@ impl Cluster {
             .find_map(|id| status_metadata_leader(&self.status(id)?))
     }
 
+    /// Starts a consumer that follows the partition (and its leader) while
+    /// the scenario runs.
+    pub fn live_consumer(&self, stream: &str, partition: u32) -> live::LiveConsumer {
+        let nodes = self.nodes.iter().map(|n| n.listen).collect();
+        live::LiveConsumer::start(nodes, stream, partition)
+    }
+
     /// A client connected straight to the partition's current leader (the
     /// metadata's word), so nothing depends on the client's routing.
     pub fn leader_client(&self, stream: &str, partition: u32) -> Option<(u64, Client)> {
@@ -341,6 +349,7 @@ impl Cluster {
         ReplicaView {
             name: format!("consumer(via node {via}, hw {})", high_watermark.0),
             records,
+            complete: true,
         }
     }
 
@@ -348,7 +357,14 @@ impl Cluster {
     /// ISR and the high watermark is stable, reads the partition as a
     /// consumer, stops every node gracefully, reads each node's partition
     /// directory from disk, and checks all four views against `history`.
-    pub fn settle_and_check(&mut self, stream: &str, partition: u32, history: &History) -> Report {
+    /// `live` is what a consumer saw while the faults happened.
+    pub fn settle_and_check(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        history: &History,
+        live: ReplicaView,
+    ) -> Report {
         assert_eq!(
             self.running_ids().len(),
             NODES,
@@ -389,7 +405,7 @@ impl Cluster {
         for id in order {
             self.node_mut(id).stop();
         }
-        let mut views = vec![consumer];
+        let mut views = vec![consumer, live];
         for node in &self.nodes {
             let dir = disk::partition_dir(&node.data_dir, stream, partition)
                 .unwrap_or_else(|| panic!("node {} has no directory for {stream}", node.id));
