@@ -9,8 +9,8 @@ use shards::batch::{decode_batch, BatchIter};
 
 use super::checker::ReplicaView;
 
-/// Largest segment file the reader loads (tests use small logs).
-const SEGMENT_READ_BYTES_MAX: u64 = 1 << 30;
+/// Largest segment file the reader loads (test nodes use 16 MiB segments).
+const SEGMENT_READ_BYTES_MAX: u64 = 256 << 20;
 
 /// `<data>/partitions/<stream>-<id>/<partition>`; `None` when this node
 /// holds no directory for the stream.

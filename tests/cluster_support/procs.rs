@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a graceful stop may take.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Segment size of test nodes: the default preallocates 1 GiB per segment,
+/// three nodes of which would fill a CI disk (and the disk reader reads
+/// whole segment files).
+const TEST_SEGMENT_BYTES: u64 = 16 << 20;
 /// nats-server drops a client that misses this many pings...
 const NATS_PING_MAX: u32 = 2;
 /// ...sent this often, so a SIGSTOPped or isolated node's subscriptions go
@@ -154,6 +158,7 @@ pub struct Node {
     exec_prefix: Vec<String>,
     settings: NodeSettings,
     pub log: PathBuf,
+    config: PathBuf,
     stopped: bool,
     _dir: tempfile::TempDir,
 }
@@ -171,6 +176,9 @@ impl Node {
         settings: NodeSettings,
     ) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, format!("segment_bytes = {TEST_SEGMENT_BYTES}\n"))
+            .expect("write sluice.toml");
         let probe = if exec_prefix.is_empty() {
             ip
         } else {
@@ -189,6 +197,7 @@ impl Node {
             exec_prefix,
             settings,
             log: dir.path().join("sluice.log"),
+            config,
             stopped: false,
             _dir: dir,
         }
@@ -229,6 +238,8 @@ impl Node {
         };
         command
             .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
             .args(["--node-id", &self.id.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
