@@ -186,6 +186,58 @@ fn reads_stop_at_high_watermark_in_replicated_mode() {
     });
 }
 
+/// A leader serves its followers past the high watermark, up to the log
+/// end, in whole batches; consumers still stop at the high watermark.
+#[test]
+fn replica_reads_go_to_the_log_end_and_long_poll_on_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let mut config = small_config(&path);
+        config.commit = CommitMode::Replicated;
+        let (log, _) = PartitionLog::open(config).await.expect("open");
+        let log = Rc::new(log);
+        for i in 0..6 {
+            log.append_records(&[record(2 * i, 40), record(2 * i + 1, 40)])
+                .await
+                .expect("append");
+        }
+        log.advance_high_watermark(Offset(4));
+        assert!(log.read(Offset(4), 1 << 20).expect("read").is_none());
+        let slice = log
+            .read_for_replica(Offset(4), 1 << 20)
+            .expect("replica read")
+            .expect("data past the high watermark");
+        assert_eq!(slice.first_batch_offset, Offset(4));
+        assert_eq!(slice.high_watermark, Offset(4), "reports the real HW");
+        let bytes = slice.read_bytes().await.expect("bytes");
+        let headers: Vec<_> = BatchIter::new(&bytes)
+            .map(|b| b.expect("whole batch").0)
+            .collect();
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers.last().map(|h| h.next_offset()), Some(Offset(12)));
+        assert!(log
+            .read_for_replica(Offset(12), 1 << 20)
+            .expect("at the end")
+            .is_none());
+        assert!(log.read_for_replica(Offset(13), 1 << 20).is_err());
+
+        // A follower waiting at the log end wakes on the next append (not
+        // on a commit: the high watermark does not move).
+        let waiter = {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                log.wait_for_log_end(Offset(12)).await;
+                log.log_end_offset()
+            })
+        };
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        log.append_records(&[record(12, 1)]).await.expect("append");
+        assert_eq!(waiter.await, Offset(13));
+        assert_eq!(log.high_watermark(), Offset(4));
+    });
+}
+
 #[test]
 fn offset_for_timestamp_finds_first_record_at_or_after() {
     let dir = tempfile::tempdir().expect("tempdir");
