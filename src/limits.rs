@@ -295,8 +295,8 @@ pub struct ConnectionGate {
     pub counters: Arc<LimitCounters>,
 }
 
-/// The principal of a connection that has not authenticated.
-pub const ANONYMOUS_PRINCIPAL: &str = "anonymous";
+/// The principal a connection counts against until it authenticates.
+pub use crate::auth::ANONYMOUS_PRINCIPAL;
 
 /// One admitted connection; dropping it gives its place back.
 #[derive(Debug)]

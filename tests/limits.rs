@@ -416,3 +416,40 @@ fn each_limit_trips_with_its_error_while_others_are_served() {
         assert_eq!(trips(&node, limit), 1, "{limit}");
     }
 }
+
+#[test]
+fn authenticating_moves_a_connection_to_its_principals_limit() {
+    use common::auth::{auth_section, ALICE_TOKEN, ROOT_TOKEN};
+    use sluice::client::Credentials;
+    let nats = NatsServer::start();
+    let node = Sluice::start_with_config(
+        &nats.url,
+        1,
+        &format!(
+            "{}\n[limits]\nconnections_per_principal_max = 2\n",
+            auth_section()
+        ),
+    );
+    // The start-up probe's connection must be gone before counting.
+    wait_until("no connection", || {
+        node.metric("sluice_connections_open") == 0
+    });
+    let login = |token: &str| {
+        let mut client = Client::connect(&node.listen.to_string()).expect("connect");
+        let result = client.authenticate(Credentials::Token(token.to_owned()));
+        (client, result)
+    };
+    let (_alice1, first) = login(ALICE_TOKEN);
+    first.expect("first alice connection");
+    let (_alice2, second) = login(ALICE_TOKEN);
+    second.expect("second alice connection");
+    // Accepted as anonymous (one of two), refused once it becomes alice.
+    let (_alice3, third) = login(ALICE_TOKEN);
+    limit_error(third, "connections_per_principal_max");
+    wait_until("the refused connection to close", || {
+        node.metric("sluice_connections_open") == 2
+    });
+    let (_root, other) = login(ROOT_TOKEN);
+    other.expect("another principal has its own budget");
+    assert_eq!(trips(&node, "connections_per_principal_max"), 1);
+}

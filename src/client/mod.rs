@@ -59,6 +59,7 @@ pub use self::types::{
     BrokerMetadata, ClusterMetadata, CreatedStream, FetchResult, FetchStart, Limit, ListedOffset,
     OffsetQuery, PartitionMetadata, StreamConfig, StreamMetadata,
 };
+use crate::cursor::{cursor_partition, CursorKey, CURSORS_STREAM};
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::frame::FrameKind;
@@ -359,8 +360,8 @@ impl Client {
     ) -> Result<(), ClientError> {
         let body =
             requests::set_cursor_request(cursor_id, stream, wire_partition(partition)?, next);
-        let addr = self.route(stream, partition);
-        self.call(addr, FrameKind::SetCursorRequest, &body, |c, body| {
+        let key = cursor_key(cursor_id, stream, partition);
+        self.cursor_call(&key, FrameKind::SetCursorRequest, &body, |c, body| {
             requests::decode_set_cursor(&body).map_err(|e| ClientError::protocol(c.addr(), e))
         })
     }
@@ -374,10 +375,38 @@ impl Client {
         partition: u32,
     ) -> Result<Option<Offset>, ClientError> {
         let body = requests::fetch_cursor_request(cursor_id, stream, wire_partition(partition)?);
-        let addr = self.route(stream, partition);
-        self.call(addr, FrameKind::FetchCursorRequest, &body, |c, body| {
+        let key = cursor_key(cursor_id, stream, partition);
+        self.cursor_call(&key, FrameKind::FetchCursorRequest, &body, |c, body| {
             requests::decode_fetch_cursor(&body).map_err(|e| ClientError::protocol(c.addr(), e))
         })
+    }
+
+    /// A cursor request, sent to the stream partition's port (the server
+    /// routes it to the shard storing the cursor). A node that does not lead
+    /// the cursor's `__cursors` partition answers `NotLeader`: the request is
+    /// then sent once more, to that partition's leader as Metadata has it.
+    fn cursor_call<T>(
+        &mut self,
+        key: &CursorKey,
+        kind: FrameKind,
+        body: &[u8],
+        mut read: impl FnMut(&mut Connection, Bytes) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let addr = self.route(&key.stream, key.partition);
+        match self.call(addr, kind, body, &mut read) {
+            Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                ..
+            }) => {
+                let metadata = self.metadata_for(&[CURSORS_STREAM])?;
+                let partitions = metadata
+                    .stream(CURSORS_STREAM)
+                    .map_or(1, |s| s.partitions.len().max(1) as u32);
+                let leader = self.route(CURSORS_STREAM, cursor_partition(key, partitions));
+                self.call(leader, kind, body, read)
+            }
+            other => other,
+        }
     }
 
     /// Sends a partition request to the partition's port, following one
@@ -694,4 +723,12 @@ fn decode_fetched(
         }));
     }
     Ok((records, end))
+}
+
+fn cursor_key(cursor_id: &str, stream: &str, partition: u32) -> CursorKey {
+    CursorKey {
+        cursor_id: cursor_id.to_owned(),
+        stream: stream.to_owned(),
+        partition,
+    }
 }

@@ -331,11 +331,12 @@ impl Connection {
                     // The connection now counts against its principal's
                     // connections_per_principal_max.
                     if let Err(kind) = self.permit.rebind(principal) {
-                        let error = exceeded(
-                            &self.shard.settings.gate.counters,
-                            kind,
-                            &format!(
-                                "principal {principal:?} holds {} connections, its limit",
+                        // The gate counted the trip already.
+                        let error = ErrorResponse::new(
+                            ErrorCode::LimitExceeded,
+                            format!(
+                                "{}: principal {principal:?} holds {} connections, its limit",
+                                kind.name(),
                                 self.shard.settings.limits.connections_per_principal_max
                             ),
                         );

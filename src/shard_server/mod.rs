@@ -506,7 +506,14 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
         delete_partition(shard, partition).await;
     }
     shard.local_node.set(table.local_node);
-    shard.cursors.retain(|key| wanted.contains_key(key));
+    // A cursor map is kept only while this node leads its partition: a
+    // replica that leads again rebuilds it from its (possibly truncated)
+    // log rather than trust a map that saw records since cut.
+    shard.cursors.retain(|key| {
+        wanted
+            .get(key)
+            .is_some_and(|entry| entry.leader == table.local_node)
+    });
     for (key, entry) in &wanted {
         if shard.partitions.borrow().contains_key(key) {
             continue;
@@ -515,7 +522,8 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
             Ok(local) => {
                 let local = Rc::new(local);
                 shard.partitions.borrow_mut().insert(*key, local.clone());
-                if local.stream == crate::cursor::CURSORS_STREAM {
+                if local.stream == crate::cursor::CURSORS_STREAM && entry.leader == table.local_node
+                {
                     // Rebuild the cursor map now rather than on first use.
                     let shard = shard.clone();
                     glommio::spawn_local(async move {
