@@ -778,3 +778,79 @@ async fn out_of_range(
         Err(_) => SessionEnd::Stop,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::StreamId;
+    use crate::cores::{PartitionKey, PartitionSettings};
+
+    fn entry(leader: NodeId, epoch: u32, replicas: &[NodeId]) -> PartitionEntry {
+        PartitionEntry {
+            key: PartitionKey {
+                stream_id: StreamId::new(1),
+                partition: 0,
+            },
+            stream: "s".into(),
+            partition: 0,
+            shard: 2,
+            settings: PartitionSettings {
+                retention_age_ms: None,
+                retention_bytes: None,
+                retention_messages: None,
+                compact: false,
+            },
+            leader,
+            leader_epoch: epoch,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            min_insync_replicas: 2,
+        }
+    }
+
+    fn table(local: NodeId) -> PartitionTable {
+        PartitionTable {
+            local_node: local,
+            node_client_addrs: [
+                (1, "127.0.0.1:9000".to_string()),
+                (2, "not an address".to_string()),
+            ]
+            .into(),
+            ..PartitionTable::default()
+        }
+    }
+
+    #[test]
+    fn roles_follow_the_table() {
+        let e = entry(1, 4, &[1, 2, 3]);
+        assert_eq!(
+            role_key(&e, &table(1)),
+            RoleKey::Leader {
+                epoch: 4,
+                replicas: vec![1, 2, 3]
+            }
+        );
+        // A follower fetches from the leader's port + the partition's shard.
+        assert_eq!(
+            role_key(&e, &table(3)),
+            RoleKey::Follower {
+                leader: 1,
+                epoch: 4,
+                leader_addr: Some("127.0.0.1:9002".parse().unwrap()),
+            }
+        );
+        assert_eq!(role_key(&e, &table(9)), RoleKey::Inactive, "not a replica");
+        let unreachable = entry(2, 5, &[1, 2]);
+        assert_eq!(
+            role_key(&unreachable, &table(1)),
+            RoleKey::Follower {
+                leader: 2,
+                epoch: 5,
+                leader_addr: None,
+            },
+            "an unusable address is no address"
+        );
+        assert_eq!(epoch_on_disk(7), 7);
+        assert_eq!(epoch_on_disk(u32::MAX), i32::MAX);
+    }
+}
