@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::types::{Offset, Position};
+use crate::types::{LeaderEpoch, Offset, Position};
 
 /// Why bytes are not a valid RecordBatch v2. Decoding untrusted bytes
 /// returns one of these; it never panics and never allocates past a limit.
@@ -68,6 +68,13 @@ pub enum LogError {
     },
     #[error("replicated batch at offset {got} does not follow the log end {expected}")]
     NonContiguous { expected: Offset, got: Offset },
+    /// A batch stamped with a leader epoch below one the log already holds:
+    /// a stale leader writing (or a leader sending batches out of order).
+    #[error("batch of leader epoch {epoch} after data of epoch {latest}: the writer is stale")]
+    EpochRegression {
+        epoch: LeaderEpoch,
+        latest: LeaderEpoch,
+    },
     #[error(
         "partition {path} stopped after a failed fdatasync; it must be recovered by reopening"
     )]

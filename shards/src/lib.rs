@@ -32,11 +32,13 @@
 //! One directory per partition: `<base_offset:020>.log` segments (preallocated,
 //! sealed to their exact size on roll), each with a sparse `.index` (offset →
 //! position) and `.timeindex` (timestamp → offset), plus a `high-watermark`
-//! checkpoint for replicated logs.
+//! checkpoint for replicated logs and a `leader-epoch-checkpoint` (where each
+//! leader epoch starts, [`epoch_cache`]).
 
 pub mod batch;
 pub mod compaction;
 pub mod constants;
+pub mod epoch_cache;
 pub mod error;
 mod event;
 mod index;

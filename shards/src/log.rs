@@ -50,6 +50,7 @@ use crate::constants::{
     INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
 };
+use crate::epoch_cache::{read_checkpoint, write_checkpoint, EpochCache, EpochEntry};
 use crate::error::{LogError, LogResult};
 use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
@@ -150,6 +151,23 @@ pub struct RecoveryReport {
     /// re-fetch from a healthy peer before it may lead or count in the ISR.
     pub mid_log_corruption: bool,
     pub log_end: Offset,
+    /// The high watermark the `high-watermark` checkpoint named (replicated
+    /// logs), before it was clamped to the log.
+    pub high_watermark_checkpoint: Option<Offset>,
+    /// The log ends below its checkpointed high watermark: committed data
+    /// this replica once had is gone (lost writes, a cut corrupt tail).
+    pub lost_tail: bool,
+    /// The `leader-epoch-checkpoint` was missing or damaged and the epoch
+    /// cache was rebuilt from the batch headers.
+    pub epoch_cache_rebuilt: bool,
+}
+
+impl RecoveryReport {
+    /// This replica must not lead or count in the ISR until it has
+    /// re-fetched from a healthy peer: its log lost data it acknowledged.
+    pub fn needs_refetch(&self) -> bool {
+        self.mid_log_corruption || self.lost_tail
+    }
 }
 
 /// Offsets given to an appended batch.
@@ -278,6 +296,9 @@ struct LogState {
     stable: Offset,
     high_watermark: Offset,
     leader_epoch: LeaderEpoch,
+    /// Where each leader epoch starts; mirrored in `leader-epoch-checkpoint`
+    /// (rewritten under the write gate whenever it changes).
+    epochs: EpochCache,
     /// Appends waiting for durability, in offset order.
     commit_waiters: VecDeque<(Offset, oneshot::Sender<CommitOutcome>)>,
     /// Bumped by truncation so a sync that started before it cannot mark
@@ -402,10 +423,21 @@ impl PartitionLog {
         }
         let high_watermark = match config.commit {
             CommitMode::Local => log_end,
-            CommitMode::Replicated => read_high_watermark(&config.dir)
-                .await?
-                .map_or(log_start, |hw| hw.clamp(log_start, log_end)),
+            CommitMode::Replicated => {
+                let checkpoint = read_high_watermark(&config.dir).await?;
+                report.high_watermark_checkpoint = checkpoint;
+                report.lost_tail = checkpoint.is_some_and(|hw| hw > log_end);
+                if report.lost_tail {
+                    tracing::error!(dir = %config.dir.display(), log_end = log_end.0,
+                        high_watermark = checkpoint.map_or(0, |hw| hw.0),
+                        "log ends below its checkpointed high watermark: committed data was lost");
+                }
+                checkpoint.map_or(log_start, |hw| hw.clamp(log_start, log_end))
+            }
         };
+        let (epochs, epoch_cache_rebuilt) =
+            open_epoch_cache(&config.dir, &segments, log_start, log_end).await?;
+        report.epoch_cache_rebuilt = epoch_cache_rebuilt;
         report.segments = segments.len();
         report.log_end = log_end;
         let state = LogState {
@@ -417,6 +449,7 @@ impl PartitionLog {
             stable: log_end,
             high_watermark,
             leader_epoch: LeaderEpoch::NONE,
+            epochs,
             commit_waiters: VecDeque::new(),
             truncation_generation: 0,
             failed: false,
@@ -463,18 +496,26 @@ impl PartitionLog {
         let (appended, durable) = {
             let _permit = self.enter_write_phase().await?;
             self.roll_if_needed(batch.len()).await?;
+            let (epoch, base) = {
+                let state = self.state.borrow();
+                (state.leader_epoch, state.log_end)
+            };
+            let new_epoch = self.begin_epoch_if_new(epoch, base).await?;
             let mut state = self.state.borrow_mut();
             state.check_writable()?;
-            let base = state.log_end;
+            debug_assert_eq!(state.log_end, base);
             set_base_offset(&mut batch, base);
-            set_leader_epoch(&mut batch, state.leader_epoch);
+            set_leader_epoch(&mut batch, epoch);
             let header = BatchHeader {
                 base_offset: base,
-                leader_epoch: state.leader_epoch,
+                leader_epoch: epoch,
                 ..header
             };
             debug_assert_eq!(BatchHeader::parse(&batch).ok(), Some(header));
-            state.active_mut().append(&batch, &header)?;
+            if let Err(err) = state.active_mut().append(&batch, &header) {
+                drop(state);
+                return Err(self.fail_after_new_epoch(new_epoch, err));
+            }
             state.log_end = header.next_offset();
             let durable = state.register_commit_waiter(header.last_offset());
             self.unsynced.signal();
@@ -517,17 +558,18 @@ impl PartitionLog {
         };
         let durable = {
             let _permit = self.enter_write_phase().await?;
+            self.check_replicated(&located)?;
             for (header, bytes) in &located {
                 self.roll_if_needed(bytes.len()).await?;
+                let new_epoch = self
+                    .begin_epoch_if_new(header.leader_epoch, header.base_offset)
+                    .await?;
                 let mut state = self.state.borrow_mut();
                 state.check_writable()?;
-                if header.base_offset < state.log_end {
-                    return Err(LogError::NonContiguous {
-                        expected: state.log_end,
-                        got: header.base_offset,
-                    });
+                if let Err(err) = state.active_mut().append(bytes, header) {
+                    drop(state);
+                    return Err(self.fail_after_new_epoch(new_epoch, err));
                 }
-                state.active_mut().append(bytes, header)?;
                 state.log_end = header.next_offset();
             }
             let durable = self.state.borrow_mut().register_commit_waiter(last);
@@ -537,6 +579,75 @@ impl PartitionLog {
         self.log_end_moved.wake_all();
         self.after_write(durable).await?;
         Ok(self.log_end_offset())
+    }
+
+    /// Refuses a replicated append before any byte is written: each batch
+    /// must start at or after the end of the one before it (the log end for
+    /// the first), and no epoch may fall below one already in the log or
+    /// earlier in the same append. Caller holds the write gate.
+    fn check_replicated(&self, located: &[(BatchHeader, &[u8])]) -> LogResult<()> {
+        let state = self.state.borrow();
+        state.check_writable()?;
+        let mut expected = state.log_end;
+        let mut epochs = state.epochs.clone();
+        for (header, _) in located {
+            if header.base_offset < expected {
+                return Err(LogError::NonContiguous {
+                    expected,
+                    got: header.base_offset,
+                });
+            }
+            if !epochs.admits(header.leader_epoch) {
+                return Err(LogError::EpochRegression {
+                    epoch: header.leader_epoch,
+                    latest: epochs.latest_epoch().unwrap_or(LeaderEpoch::NONE),
+                });
+            }
+            epochs.assign(header.leader_epoch, header.base_offset);
+            expected = header.next_offset();
+        }
+        Ok(())
+    }
+
+    /// When a batch stamped `epoch` at `base` starts a new leader epoch,
+    /// records it and writes `leader-epoch-checkpoint` durably *before* the
+    /// batch is written, so a crash can leave an entry past the log end
+    /// (dropped on open) but never a batch of an unrecorded epoch. Returns
+    /// whether an epoch began. A stale epoch is refused. Caller holds the
+    /// write gate; a failed checkpoint write fail-stops the partition.
+    async fn begin_epoch_if_new(&self, epoch: LeaderEpoch, base: Offset) -> LogResult<bool> {
+        let (dir, epochs) = {
+            let mut state = self.state.borrow_mut();
+            state.check_writable()?;
+            if !state.epochs.admits(epoch) {
+                return Err(LogError::EpochRegression {
+                    epoch,
+                    latest: state.epochs.latest_epoch().unwrap_or(LeaderEpoch::NONE),
+                });
+            }
+            if !state.epochs.assign(epoch, base) {
+                return Ok(false);
+            }
+            (state.config.dir.clone(), state.epochs.clone())
+        };
+        if let Err(err) = write_checkpoint(&dir, &epochs).await {
+            self.state.borrow_mut().epochs.truncate_from_end(base);
+            return Err(self.fail_stop(err));
+        }
+        tracing::info!(dir = %dir.display(), epoch = epoch.0, start_offset = base.0,
+            "leader epoch begins");
+        Ok(true)
+    }
+
+    /// A batch write failed. If its epoch was just checkpointed, memory and
+    /// the checkpoint name an epoch the log does not hold: fail-stop (a
+    /// reopen drops the entry, or finds the batch and keeps it).
+    fn fail_after_new_epoch(&self, new_epoch: bool, err: LogError) -> LogError {
+        if new_epoch {
+            self.fail_stop(err)
+        } else {
+            err
+        }
     }
 
     async fn enter_write_phase(&self) -> LogResult<glommio::sync::Permit<'_>> {
@@ -909,6 +1020,20 @@ impl PartitionLog {
         if commit == CommitMode::Replicated {
             write_high_watermark(&dir, hw).await?;
         }
+        // Epochs that began in the removed tail must not be reported to a
+        // follower; before new data of any epoch is appended here.
+        let trimmed = {
+            let mut state = self.state.borrow_mut();
+            state
+                .epochs
+                .truncate_from_end(new_end)
+                .then(|| state.epochs.clone())
+        };
+        if let Some(epochs) = trimmed {
+            if let Err(err) = write_checkpoint(&dir, &epochs).await {
+                return Err(self.fail_stop(err));
+            }
+        }
         Ok(new_end)
     }
 
@@ -922,9 +1047,43 @@ impl PartitionLog {
         write_high_watermark(&dir, hw).await
     }
 
-    /// Sets the epoch stamped on batches appended from now on.
+    /// Sets the epoch stamped on batches appended from now on. The first
+    /// such batch records the epoch's start in `leader-epoch-checkpoint`;
+    /// an epoch below the latest one in the log makes appends fail with
+    /// [`LogError::EpochRegression`].
     pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
         self.state.borrow_mut().leader_epoch = epoch;
+    }
+
+    /// The epoch batches are stamped with from now on (see
+    /// [`Self::set_leader_epoch`]); [`LeaderEpoch::NONE`] after open.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.state.borrow().leader_epoch
+    }
+
+    /// The epoch of the newest data in the log, `None` when no batch in it
+    /// carries an epoch. What a returning follower asks the leader about.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.state.borrow().epochs.latest_epoch()
+    }
+
+    /// The leader-epoch cache: each epoch and the offset of its first batch,
+    /// oldest first.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.state.borrow().epochs.entries().to_vec()
+    }
+
+    /// Kafka's `OffsetForLeaderEpoch` on this log: the largest epoch ≤
+    /// `epoch` and the offset where it ended here (the start of the next
+    /// larger epoch, or the log end for the latest one, counting the epoch
+    /// set by [`Self::set_leader_epoch`] as starting at the log end until it
+    /// writes); `None` when `epoch` is negative or newer than everything
+    /// here. See [`EpochCache::end_offset_for_epoch`].
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let state = self.state.borrow();
+        state
+            .epochs
+            .end_offset_for_epoch(epoch, state.log_end, state.leader_epoch)
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -985,6 +1144,18 @@ impl PartitionLog {
             }
             let first = *state.segments.keys().next().unwrap_or(&active_base);
             state.log_start = state.log_start.max(first);
+            let log_start = state.log_start;
+            let epochs = state
+                .epochs
+                .truncate_from_start(log_start)
+                .then(|| state.epochs.clone());
+            let dir = state.config.dir.clone();
+            drop(state);
+            // Rare (a retention round), so written under the gate like every
+            // other checkpoint change; open collapses again if this is lost.
+            if let Some(epochs) = epochs {
+                write_checkpoint(&dir, &epochs).await?;
+            }
             doomed
         };
         let count = doomed.len();
@@ -1483,7 +1654,7 @@ async fn remove_later(dir: &Path, bases: &[Offset], config: &SegmentConfig) -> L
     Ok(())
 }
 
-async fn sync_directory(dir: &Path) -> LogResult<()> {
+pub(crate) async fn sync_directory(dir: &Path) -> LogResult<()> {
     let directory = Directory::open(dir)
         .await
         .map_err(|e| LogError::glommio("open partition directory", dir, e))?;
@@ -1491,6 +1662,43 @@ async fn sync_directory(dir: &Path) -> LogResult<()> {
         .sync()
         .await
         .map_err(|e| LogError::glommio("sync partition directory", dir, e))
+}
+
+/// The leader-epoch cache on open: the checkpoint when it reads back
+/// intact, otherwise rebuilt from every batch header (the one full header
+/// scan, paid once: the rebuilt cache is written back). Either way fitted to
+/// the log as recovered: entries at or past its end dropped, entries before
+/// its start collapsed. Returns the cache and whether it was rebuilt.
+async fn open_epoch_cache(
+    dir: &Path,
+    segments: &BTreeMap<Offset, Segment>,
+    log_start: Offset,
+    log_end: Offset,
+) -> LogResult<(EpochCache, bool)> {
+    let (mut epochs, rebuilt) = match read_checkpoint(dir).await? {
+        Some(epochs) => (epochs, false),
+        None => (rebuild_epoch_cache(segments)?, true),
+    };
+    let changed = epochs.fit_to_log(log_start, log_end);
+    if changed && !rebuilt {
+        tracing::warn!(dir = %dir.display(), log_end = log_end.0,
+            "leader-epoch checkpoint named offsets outside the log; trimmed");
+    }
+    if rebuilt || changed {
+        write_checkpoint(dir, &epochs).await?;
+    }
+    Ok((epochs, rebuilt))
+}
+
+/// Folds [`EpochCache::assign`] over every batch header, oldest first.
+fn rebuild_epoch_cache(segments: &BTreeMap<Offset, Segment>) -> LogResult<EpochCache> {
+    let mut epochs = EpochCache::default();
+    for segment in segments.values() {
+        segment.for_each_header(|header| {
+            epochs.assign(header.leader_epoch, header.base_offset);
+        })?;
+    }
+    Ok(epochs)
 }
 
 const HIGH_WATERMARK_CHECKPOINT_BYTES: usize = 12;

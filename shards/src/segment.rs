@@ -641,6 +641,15 @@ impl Segment {
         self.scan_headers(start, |loc| loc.header.last_offset() >= offset)
     }
 
+    /// Calls `visit` with every batch header, in order (reads headers only).
+    pub(crate) fn for_each_header(&self, mut visit: impl FnMut(&BatchHeader)) -> LogResult<()> {
+        self.scan_headers(Position(0), |location| {
+            visit(&location.header);
+            false
+        })?;
+        Ok(())
+    }
+
     /// The entry's position if a batch with the entry's offset starts there;
     /// otherwise (a damaged index) the segment start, so a lookup stays
     /// correct, only slower. Indexes are rebuilt on the next crash recovery.

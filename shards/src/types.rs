@@ -59,6 +59,12 @@ impl LeaderEpoch {
     pub const NONE: LeaderEpoch = LeaderEpoch(-1);
 }
 
+impl fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Index of a data shard (one per data core) inside a node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ShardId(pub u32);
