@@ -562,3 +562,52 @@ fn sigterm_with_publishes_in_flight_loses_no_acked_message() {
         );
     }
 }
+
+/// OffsetForLeaderEpoch (kind 0x0A) on a single node: the partition leader
+/// answers; a current epoch newer than the leader's is refused as
+/// UnknownLeaderEpoch, an older one (when there is one) as FencedLeaderEpoch.
+/// A single node stamps no epochs, so every lookup is undefined.
+#[test]
+fn offset_for_leader_epoch_is_answered_by_the_partition_leader() {
+    use shards::types::LeaderEpoch;
+    use sluice::protocol::ErrorCode;
+    let nats_server = NatsServer::start();
+    let node = Sluice::start(&nats_server.url, 1);
+    create(&node, "epochs", "epochs", None, 1);
+    let mut c = client(&node);
+    let record = Record {
+        timestamp: TimestampMs(1_000),
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Vec::new(),
+    };
+    c.publish("epochs", 0, &[record]).expect("publish");
+    let metadata = c.metadata_for(&["epochs"]).expect("metadata");
+    let partition = metadata.streams[0].partitions[0].clone();
+    let current = partition.leader_epoch.expect("leader epoch") as u32;
+    let leader = partition.leader.expect("leader");
+
+    let answer = c
+        .offset_for_leader_epoch("epochs", 0, LeaderEpoch(0), Some(leader), Some(current))
+        .expect("answer");
+    assert_eq!(answer, None, "no batch carries an epoch on a single node");
+    let unchecked = c
+        .offset_for_leader_epoch("epochs", 0, LeaderEpoch::NONE, None, None)
+        .expect("answer");
+    assert_eq!(unchecked, None);
+
+    let newer = c
+        .offset_for_leader_epoch("epochs", 0, LeaderEpoch(0), Some(leader), Some(current + 1))
+        .expect_err("a newer current epoch is refused");
+    assert_eq!(newer.code(), Some(ErrorCode::UnknownLeaderEpoch));
+    if let Some(older) = current.checked_sub(1) {
+        let fenced = c
+            .offset_for_leader_epoch("epochs", 0, LeaderEpoch(0), Some(leader), Some(older))
+            .expect_err("a stale current epoch is fenced");
+        assert_eq!(fenced.code(), Some(ErrorCode::FencedLeaderEpoch));
+    }
+    let missing = c
+        .offset_for_leader_epoch("epochs", 5, LeaderEpoch(0), None, None)
+        .expect_err("no such partition");
+    assert_eq!(missing.code(), Some(ErrorCode::PartitionNotFound));
+}

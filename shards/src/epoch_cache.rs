@@ -147,7 +147,10 @@ impl EpochCache {
             return false;
         }
         let covering = self.entries[before - 1].epoch;
-        let exact = self.entries.get(before).is_some_and(|e| e.start_offset == start);
+        let exact = self
+            .entries
+            .get(before)
+            .is_some_and(|e| e.start_offset == start);
         self.entries.drain(..before);
         if !exact {
             self.entries.insert(
@@ -183,9 +186,10 @@ impl EpochCache {
         if requested.0 < 0 {
             return None;
         }
-        let pending = self
-            .entry_for_batch(current_epoch, log_end)
-            .filter(|e| self.latest().is_none_or(|l| l.start_offset <= e.start_offset));
+        let pending = self.entry_for_batch(current_epoch, log_end).filter(|e| {
+            self.latest()
+                .is_none_or(|l| l.start_offset <= e.start_offset)
+        });
         let latest = pending.or(self.latest())?;
         if latest.epoch == requested {
             return Some((requested, log_end));

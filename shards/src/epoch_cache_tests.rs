@@ -11,11 +11,17 @@ fn o(offset: u64) -> Offset {
 #[test]
 fn assign_adds_an_entry_only_when_an_epoch_begins() {
     let mut cache = EpochCache::default();
-    assert!(!cache.assign(LeaderEpoch::NONE, o(0)), "unreplicated batches carry no epoch");
+    assert!(
+        !cache.assign(LeaderEpoch::NONE, o(0)),
+        "unreplicated batches carry no epoch"
+    );
     assert!(cache.assign(e(0), o(0)));
     assert!(!cache.assign(e(0), o(5)), "same epoch continues");
     assert!(cache.assign(e(3), o(9)));
-    assert!(!cache.assign(e(2), o(12)), "a lower epoch is never recorded");
+    assert!(
+        !cache.assign(e(2), o(12)),
+        "a lower epoch is never recorded"
+    );
     assert!(!cache.assign(LeaderEpoch::NONE, o(12)));
     assert_eq!(cache, EpochCache::from_entries(&[(0, 0), (3, 9)]));
     assert_eq!(cache.latest_epoch(), Some(e(3)));
@@ -54,19 +60,37 @@ fn end_offset_for_epoch_follows_kafka() {
     let end = o(40);
     let none = LeaderEpoch::NONE;
     // The latest epoch ends at the log end.
-    assert_eq!(cache.end_offset_for_epoch(e(4), end, none), Some((e(4), end)));
+    assert_eq!(
+        cache.end_offset_for_epoch(e(4), end, none),
+        Some((e(4), end))
+    );
     // A known older epoch ends where the next one starts.
-    assert_eq!(cache.end_offset_for_epoch(e(3), end, none), Some((e(3), o(25))));
-    assert_eq!(cache.end_offset_for_epoch(e(1), end, none), Some((e(1), o(10))));
+    assert_eq!(
+        cache.end_offset_for_epoch(e(3), end, none),
+        Some((e(3), o(25)))
+    );
+    assert_eq!(
+        cache.end_offset_for_epoch(e(1), end, none),
+        Some((e(1), o(10)))
+    );
     // An epoch the leader never had: the largest below it, ending where the
     // next larger one starts.
-    assert_eq!(cache.end_offset_for_epoch(e(2), end, none), Some((e(1), o(10))));
+    assert_eq!(
+        cache.end_offset_for_epoch(e(2), end, none),
+        Some((e(1), o(10)))
+    );
     // Older than everything: the requested epoch ends at the first start.
-    assert_eq!(cache.end_offset_for_epoch(e(0), end, none), Some((e(0), o(0))));
+    assert_eq!(
+        cache.end_offset_for_epoch(e(0), end, none),
+        Some((e(0), o(0)))
+    );
     // Newer than everything, negative, or no epochs at all: undefined.
     assert_eq!(cache.end_offset_for_epoch(e(5), end, none), None);
     assert_eq!(cache.end_offset_for_epoch(none, end, none), None);
-    assert_eq!(EpochCache::default().end_offset_for_epoch(e(0), end, none), None);
+    assert_eq!(
+        EpochCache::default().end_offset_for_epoch(e(0), end, none),
+        None
+    );
 }
 
 #[test]
@@ -74,10 +98,22 @@ fn a_new_leader_that_has_not_written_yet_counts_its_epoch_from_the_log_end() {
     let cache = EpochCache::from_entries(&[(1, 0), (3, 10)]);
     let end = o(30);
     // Leader at epoch 6, nothing written under 6 yet.
-    assert_eq!(cache.end_offset_for_epoch(e(6), end, e(6)), Some((e(6), end)));
-    assert_eq!(cache.end_offset_for_epoch(e(5), end, e(6)), Some((e(3), end)));
-    assert_eq!(cache.end_offset_for_epoch(e(3), end, e(6)), Some((e(3), end)));
-    assert_eq!(cache.end_offset_for_epoch(e(2), end, e(6)), Some((e(1), o(10))));
+    assert_eq!(
+        cache.end_offset_for_epoch(e(6), end, e(6)),
+        Some((e(6), end))
+    );
+    assert_eq!(
+        cache.end_offset_for_epoch(e(5), end, e(6)),
+        Some((e(3), end))
+    );
+    assert_eq!(
+        cache.end_offset_for_epoch(e(3), end, e(6)),
+        Some((e(3), end))
+    );
+    assert_eq!(
+        cache.end_offset_for_epoch(e(2), end, e(6)),
+        Some((e(1), o(10)))
+    );
     assert_eq!(cache.end_offset_for_epoch(e(7), end, e(6)), None);
     assert_eq!(
         EpochCache::default().end_offset_for_epoch(e(2), end, e(6)),
@@ -134,7 +170,10 @@ fn unordered_entries_are_rejected_even_with_a_valid_crc() {
 fn follower_truncation_covers_every_kind_of_answer() {
     let (end, hw) = (o(50), o(20));
     // No answer: fall back to the high watermark.
-    assert_eq!(follower_truncation_offset(None, None, end, hw), Truncation::Complete(hw));
+    assert_eq!(
+        follower_truncation_offset(None, None, end, hw),
+        Truncation::Complete(hw)
+    );
     // Same epoch on both sides: keep below both ends.
     assert_eq!(
         follower_truncation_offset(Some((e(3), o(40))), Some((e(3), end)), end, hw),

@@ -1127,40 +1127,54 @@ impl PartitionLog {
             // so a compaction swap never races the removal of the segment it
             // replaces: see `install_cleaned`.
             let _permit = self.enter_write_phase().await?;
-            let mut state = self.state.borrow_mut();
-            let active_base = state.active().base();
-            let hw = state.high_watermark;
-            let mut doomed = Vec::new();
-            for base in bases {
-                let deletable = state
-                    .segments
-                    .get(base)
-                    .is_some_and(|s| s.base() != active_base && s.next_offset() <= hw);
-                if deletable {
-                    if let Some(segment) = state.segments.remove(base) {
-                        doomed.push(segment);
-                    }
-                }
-            }
-            let first = *state.segments.keys().next().unwrap_or(&active_base);
-            state.log_start = state.log_start.max(first);
-            let log_start = state.log_start;
-            let epochs = state
-                .epochs
-                .truncate_from_start(log_start)
-                .then(|| state.epochs.clone());
-            let dir = state.config.dir.clone();
-            drop(state);
+            let (doomed, collapsed) = self.take_deletable_segments(bases);
             // Rare (a retention round), so written under the gate like every
-            // other checkpoint change; open collapses again if this is lost.
-            if let Some(epochs) = epochs {
-                write_checkpoint(&dir, &epochs).await?;
+            // other checkpoint change. Losing it is harmless: open collapses
+            // the entries before the log start again.
+            if let Some((dir, epochs)) = collapsed {
+                if let Err(err) = write_checkpoint(&dir, &epochs).await {
+                    tracing::warn!(dir = %dir.display(), error = %err,
+                        "cannot rewrite the leader-epoch checkpoint after retention");
+                }
             }
             doomed
         };
         let count = doomed.len();
         remove_segments(&doomed).await?;
         Ok(count)
+    }
+
+    /// Takes the deletable ones of `bases` out of the map, moves the log
+    /// start and collapses the epoch entries below it; returns the segments
+    /// and, when the epoch cache changed, what to checkpoint. Caller holds
+    /// the write gate.
+    fn take_deletable_segments(
+        &self,
+        bases: &[Offset],
+    ) -> (Vec<Segment>, Option<(PathBuf, EpochCache)>) {
+        let mut state = self.state.borrow_mut();
+        let active_base = state.active().base();
+        let hw = state.high_watermark;
+        let mut doomed = Vec::new();
+        for base in bases {
+            let deletable = state
+                .segments
+                .get(base)
+                .is_some_and(|s| s.base() != active_base && s.next_offset() <= hw);
+            if deletable {
+                if let Some(segment) = state.segments.remove(base) {
+                    doomed.push(segment);
+                }
+            }
+        }
+        let first = *state.segments.keys().next().unwrap_or(&active_base);
+        state.log_start = state.log_start.max(first);
+        let log_start = state.log_start;
+        let collapsed = state
+            .epochs
+            .truncate_from_start(log_start)
+            .then(|| (state.config.dir.clone(), state.epochs.clone()));
+        (doomed, collapsed)
     }
 
     /// Latency of the group-commit `fdatasync`s so far.

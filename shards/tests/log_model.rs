@@ -3,6 +3,12 @@
 //! and against an in-memory model (a list of batches), which must agree
 //! after every step.
 //!
+//! The model also predicts the leader-epoch cache (the fold of "a batch of a
+//! higher epoch starts an entry" over its batches), Kafka's
+//! `end_offset_for_epoch` answers computed straight from the batches, and
+//! which appends a stale epoch makes the log refuse; the epoch checkpoint is
+//! removed or damaged between runs and must come back identical.
+//!
 //! `PROPTEST_CASES` raises the case count (default [`CASES_DEFAULT`]).
 
 mod common;
@@ -14,6 +20,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use shards::batch::{encode_batch, encoded_len, set_leader_epoch, DecodedRecord, Header, Record};
+use shards::epoch_cache::LEADER_EPOCH_FILE;
 use shards::error::LogError;
 use shards::log::{CommitMode, LogConfig, PartitionLog, SyncPolicy};
 use shards::testing::run_on_executor;
@@ -105,6 +112,14 @@ enum Op {
     Reopen,
     /// Drop without `close` (no final sync, no checkpoint), then `open`.
     DropReopen,
+    /// `close`, then remove (`remove`) or damage `leader-epoch-checkpoint`
+    /// (flip a byte at `at`, or cut it to `at` bytes), then `open`: the
+    /// cache must be rebuilt from the batch headers.
+    DamageEpochCheckpoint {
+        remove: bool,
+        flip: bool,
+        at: usize,
+    },
 }
 
 fn record_spec() -> impl Strategy<Value = RecordSpec> {
@@ -143,10 +158,12 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u64>(), proptest::bool::weighted(0.8))
             .prop_map(|(at, boundary)| Op::AdvanceHw { at, boundary }),
         1 => Just(Op::CheckpointHw),
-        1 => (-1i32..5).prop_map(Op::SetLeaderEpoch),
+        2 => (-1i32..6).prop_map(Op::SetLeaderEpoch),
         2 => (-10..TS_SPREAD + 10).prop_map(Op::OffsetForTimestamp),
         1 => Just(Op::Reopen),
         1 => Just(Op::DropReopen),
+        1 => (any::<bool>(), any::<bool>(), any::<usize>())
+            .prop_map(|(remove, flip, at)| Op::DamageEpochCheckpoint { remove, flip, at }),
     ]
 }
 
@@ -215,6 +232,60 @@ impl Model {
     fn holding(&self, offset: u64) -> Option<usize> {
         let at = self.batches.partition_point(|b| b.next() <= offset);
         (at < self.batches.len()).then_some(at)
+    }
+
+    /// The leader-epoch cache the log must hold: `(epoch, start)` for each
+    /// batch whose epoch (≥ 0) is above every epoch before it.
+    fn epochs(&self) -> Vec<(i32, u64)> {
+        let mut out: Vec<(i32, u64)> = Vec::new();
+        for batch in &self.batches {
+            if batch.epoch >= 0 && out.last().is_none_or(|(e, _)| *e < batch.epoch) {
+                out.push((batch.epoch, batch.base));
+            }
+        }
+        out
+    }
+
+    fn latest_epoch(&self) -> Option<i32> {
+        self.epochs().last().map(|(e, _)| *e)
+    }
+
+    /// Whether the log must refuse a batch of `epoch` as stale.
+    fn refuses_epoch(&self, epoch: i32) -> bool {
+        epoch >= 0 && self.latest_epoch().is_some_and(|latest| epoch < latest)
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer, straight from the batches: the
+    /// leader's own (not yet written) epoch counts as starting at the end.
+    fn end_offset_for_epoch(&self, requested: i32) -> Option<(i32, u64)> {
+        if requested < 0 {
+            return None;
+        }
+        let end = self.end();
+        let stamped: Vec<(i32, u64)> = self
+            .batches
+            .iter()
+            .filter(|b| b.epoch >= 0)
+            .map(|b| (b.epoch, b.base))
+            .collect();
+        let current = (self.leader_epoch >= 0).then_some(self.leader_epoch);
+        let latest = stamped.last().map(|(e, _)| *e).max(current)?;
+        if requested == latest {
+            return Some((requested, end));
+        }
+        if requested > latest {
+            return None;
+        }
+        let next_start = stamped
+            .iter()
+            .find(|(e, _)| *e > requested)
+            .map_or(end, |(_, base)| *base);
+        let floor = stamped
+            .iter()
+            .map(|(e, _)| *e)
+            .filter(|e| *e <= requested)
+            .max();
+        Some((floor.unwrap_or(requested), next_start))
     }
 
     /// End of the committed prefix of whole batches (what reads can reach).
@@ -329,12 +400,15 @@ async fn open(
     spec: &ConfigSpec,
     model: &Model,
     clean: bool,
+    epochs_rebuilt: bool,
 ) -> Result<PartitionLog, TestCaseError> {
     let (log, report) = PartitionLog::open(log_config(path, spec))
         .await
         .map_err(|e| fail("open", e))?;
     prop_assert_eq!(report.log_end, Offset(model.end()));
     prop_assert!(!report.mid_log_corruption);
+    prop_assert!(!report.lost_tail, "{:?}", report);
+    prop_assert_eq!(report.epoch_cache_rebuilt, epochs_rebuilt);
     for (base, recovery) in &report.repaired {
         // Every write completed before the reopen: nothing may be torn.
         prop_assert_eq!(
@@ -364,14 +438,14 @@ async fn run_case(path: PathBuf, spec: ConfigSpec, ops: Vec<Op>) -> CaseResult {
         truncated_since_checkpoint: None,
         leader_epoch: LeaderEpoch::NONE.0,
     };
-    let mut log = Some(open(&path, &spec, &model, false).await?);
+    let mut log = Some(open(&path, &spec, &model, false, true).await?);
     for (step, op) in ops.iter().enumerate() {
         let Some(current) = log.as_ref() else {
             return Err(TestCaseError::fail("log lost"));
         };
         let result = match op {
-            Op::Reopen | Op::DropReopen => {
-                let clean = matches!(op, Op::Reopen);
+            Op::Reopen | Op::DropReopen | Op::DamageEpochCheckpoint { .. } => {
+                let clean = !matches!(op, Op::DropReopen);
                 let Some(old) = log.take() else {
                     return Err(TestCaseError::fail("log lost"));
                 };
@@ -380,9 +454,15 @@ async fn run_case(path: PathBuf, spec: ConfigSpec, ops: Vec<Op>) -> CaseResult {
                 } else {
                     drop(old);
                 }
+                let rebuilt = match op {
+                    Op::DamageEpochCheckpoint { remove, flip, at } => {
+                        damage_epoch_checkpoint(&path, *remove, *flip, *at)?
+                    }
+                    _ => false,
+                };
                 let (low, high) = model.reopened(clean);
                 let marked = clean && spec.sync != SyncPolicy::Never;
-                let reopened = open(&path, &spec, &model, marked).await?;
+                let reopened = open(&path, &spec, &model, marked, rebuilt).await?;
                 let hw = reopened.high_watermark().0;
                 prop_assert!(
                     low <= hw && hw <= high,
@@ -467,7 +547,9 @@ async fn apply(log: &PartitionLog, spec: &ConfigSpec, model: &mut Model, op: &Op
             prop_assert_eq!(got, expected, "target {}", target);
             Ok(())
         }
-        Op::Reopen | Op::DropReopen => Err(TestCaseError::fail("handled by the runner")),
+        Op::Reopen | Op::DropReopen | Op::DamageEpochCheckpoint { .. } => {
+            Err(TestCaseError::fail("handled by the runner"))
+        }
     }
 }
 
@@ -486,6 +568,16 @@ async fn append(
             "{} byte batch in {} byte segments: {:?}",
             bytes,
             spec.segment_bytes,
+            result.map(|_| ())
+        );
+        return Ok(());
+    }
+    if model.refuses_epoch(model.leader_epoch) {
+        prop_assert!(
+            matches!(result, Err(LogError::EpochRegression { .. })),
+            "append at stale epoch {} after {:?}: {:?}",
+            model.leader_epoch,
+            model.latest_epoch(),
             result.map(|_| ())
         );
         return Ok(());
@@ -529,10 +621,26 @@ async fn append_replicated(
         base = next;
     }
     let result = log.append_replicated(&wire).await;
-    if stale && !pending.is_empty() {
+    if pending.is_empty() {
+        // Nothing to send (every batch was too large): a no-op.
+        let new_end = result.map_err(|e| fail("append_replicated", e))?;
+        prop_assert_eq!(new_end, Offset(model.end()));
+        return Ok(());
+    }
+    if stale {
         prop_assert!(
             matches!(result, Err(LogError::NonContiguous { .. })),
             "overlapping replicated batch accepted: {:?}",
+            result
+        );
+        return Ok(());
+    }
+    if model.refuses_epoch(epoch) {
+        prop_assert!(
+            matches!(result, Err(LogError::EpochRegression { .. })),
+            "replicated batches of stale epoch {} after {:?}: {:?}",
+            epoch,
+            model.latest_epoch(),
             result
         );
         return Ok(());
@@ -743,7 +851,60 @@ fn check_invariants(log: &PartitionLog, spec: &ConfigSpec, model: &Model) -> Cas
         expected_base = segment.next_offset.0;
     }
     prop_assert_eq!(expected_base, end);
+    check_epochs(log, model)
+}
+
+fn check_epochs(log: &PartitionLog, model: &Model) -> CaseResult {
+    let entries: Vec<(i32, u64)> = log
+        .epoch_entries()
+        .iter()
+        .map(|e| (e.epoch.0, e.start_offset.0))
+        .collect();
+    prop_assert_eq!(entries, model.epochs());
+    prop_assert_eq!(log.latest_epoch().map(|e| e.0), model.latest_epoch());
+    for requested in -1..8 {
+        let got = log
+            .end_offset_for_epoch(LeaderEpoch(requested))
+            .map(|(e, o)| (e.0, o.0));
+        prop_assert_eq!(
+            got,
+            model.end_offset_for_epoch(requested),
+            "end_offset_for_epoch({}) with leader epoch {}",
+            requested,
+            model.leader_epoch
+        );
+    }
     Ok(())
+}
+
+/// Removes or damages the (closed) log's epoch checkpoint; returns whether
+/// the next open must rebuild the cache (a flip of a byte always breaks the
+/// CRC or the header; a cut to the full length changes nothing).
+fn damage_epoch_checkpoint(
+    path: &std::path::Path,
+    remove: bool,
+    flip: bool,
+    at: usize,
+) -> Result<bool, TestCaseError> {
+    let file = path.join(LEADER_EPOCH_FILE);
+    let io = |e: std::io::Error| TestCaseError::fail(format!("{}: {e}", file.display()));
+    if remove {
+        std::fs::remove_file(&file).map_err(io)?;
+        return Ok(true);
+    }
+    let mut bytes = std::fs::read(&file).map_err(io)?;
+    if flip {
+        let at = at % bytes.len();
+        bytes[at] ^= 0x01;
+    } else {
+        let at = at % (bytes.len() + 1);
+        if at == bytes.len() {
+            return Ok(false);
+        }
+        bytes.truncate(at);
+    }
+    std::fs::write(&file, &bytes).map_err(io)?;
+    Ok(true)
 }
 
 // ------------------------------------------- focused regression tests

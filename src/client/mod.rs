@@ -49,7 +49,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use shards::batch::{decode_batch, encode_batch, encoded_len, BatchIter, DecodedRecord, Record};
 use shards::constants::{BATCH_RECORDS_MAX, RECORD_HEADERS_MAX};
-use shards::types::Offset;
+use shards::types::{LeaderEpoch, Offset};
 
 pub use self::access::Credentials;
 pub use self::cluster::{ClusterStatus, NodeState, PartitionState, ReplicaState};
@@ -64,6 +64,7 @@ use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::frame::FrameKind;
 use crate::protocol::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PUBLISH_BATCH_BYTES_MAX};
+use crate::protocol::offset_for_leader_epoch::{self, EpochQuery};
 
 /// Default time to establish a TCP connection.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -209,6 +210,48 @@ impl Client {
         };
         self.partition_call(&request, |c, body| {
             requests::decode_list_offsets(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+        })
+    }
+
+    /// Asks the partition leader where `leader_epoch` ended in its log
+    /// (KIP-101): the largest epoch ≤ `leader_epoch` it knows and that
+    /// epoch's end offset, or `None` when it knows no such epoch. A
+    /// replica passes its node id and the partition's current epoch, which
+    /// the leader checks (`FencedLeaderEpoch` / `UnknownLeaderEpoch`).
+    pub fn offset_for_leader_epoch(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        leader_epoch: LeaderEpoch,
+        replica_id: Option<u64>,
+        current_leader_epoch: Option<u32>,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, ClientError> {
+        wire_partition(partition)?;
+        let body = offset_for_leader_epoch::encode_request(&EpochQuery {
+            stream,
+            partition,
+            replica_id,
+            leader_epoch,
+            current_leader_epoch,
+        });
+        let request = PartitionRequest {
+            stream,
+            partition,
+            kind: FrameKind::OffsetForLeaderEpochRequest,
+            body: &body,
+            extra_wait: Duration::ZERO,
+        };
+        self.partition_call(&request, |c, body| {
+            let answer = offset_for_leader_epoch::decode_response(&body)
+                .map_err(|e| ClientError::protocol(c.addr(), e.to_string()))?;
+            match answer.error {
+                None => Ok(answer.end),
+                Some(code) => Err(ClientError::Server {
+                    code,
+                    message: format!("OffsetForLeaderEpoch refused for {stream}/{partition}"),
+                    right_port: None,
+                }),
+            }
         })
     }
 

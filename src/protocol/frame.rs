@@ -42,6 +42,8 @@ pub enum FrameKind {
     SetCursorRequest = 0x07,
     FetchCursorRequest = 0x08,
     AuthenticateRequest = 0x09,
+    /// A follower asks the partition leader where an epoch ended (KIP-101).
+    OffsetForLeaderEpochRequest = 0x0A,
     /// Nodes, liveness, and partition leaders, ISRs, watermarks and lag.
     ClusterStatusRequest = 0x0B,
     /// ACL management (needs admin on every stream, or a superuser).
@@ -57,6 +59,7 @@ pub enum FrameKind {
     SetCursorResponse = 0x87,
     FetchCursorResponse = 0x88,
     AuthenticateResponse = 0x89,
+    OffsetForLeaderEpochResponse = 0x8A,
     ClusterStatusResponse = 0x8B,
     GrantAclResponse = 0x8C,
     RevokeAclResponse = 0x8D,
@@ -66,7 +69,7 @@ pub enum FrameKind {
 
 impl FrameKind {
     /// Every kind, requests first, in numeric order.
-    pub const ALL: [FrameKind; 27] = [
+    pub const ALL: [FrameKind; 29] = [
         FrameKind::MetadataRequest,
         FrameKind::CreateStreamRequest,
         FrameKind::DeleteStreamRequest,
@@ -76,6 +79,7 @@ impl FrameKind {
         FrameKind::SetCursorRequest,
         FrameKind::FetchCursorRequest,
         FrameKind::AuthenticateRequest,
+        FrameKind::OffsetForLeaderEpochRequest,
         FrameKind::ClusterStatusRequest,
         FrameKind::GrantAclRequest,
         FrameKind::RevokeAclRequest,
@@ -89,6 +93,7 @@ impl FrameKind {
         FrameKind::SetCursorResponse,
         FrameKind::FetchCursorResponse,
         FrameKind::AuthenticateResponse,
+        FrameKind::OffsetForLeaderEpochResponse,
         FrameKind::ClusterStatusResponse,
         FrameKind::GrantAclResponse,
         FrameKind::RevokeAclResponse,
@@ -126,6 +131,7 @@ impl FrameKind {
             FrameKind::SetCursorRequest => "SetCursorRequest",
             FrameKind::FetchCursorRequest => "FetchCursorRequest",
             FrameKind::AuthenticateRequest => "AuthenticateRequest",
+            FrameKind::OffsetForLeaderEpochRequest => "OffsetForLeaderEpochRequest",
             FrameKind::ClusterStatusRequest => "ClusterStatusRequest",
             FrameKind::GrantAclRequest => "GrantAclRequest",
             FrameKind::RevokeAclRequest => "RevokeAclRequest",
@@ -139,6 +145,7 @@ impl FrameKind {
             FrameKind::SetCursorResponse => "SetCursorResponse",
             FrameKind::FetchCursorResponse => "FetchCursorResponse",
             FrameKind::AuthenticateResponse => "AuthenticateResponse",
+            FrameKind::OffsetForLeaderEpochResponse => "OffsetForLeaderEpochResponse",
             FrameKind::ClusterStatusResponse => "ClusterStatusResponse",
             FrameKind::GrantAclResponse => "GrantAclResponse",
             FrameKind::RevokeAclResponse => "RevokeAclResponse",
@@ -532,6 +539,9 @@ mod tests {
             .iter()
             .filter(|kind| kind.is_request())
             .count();
+        // Every request has its response, plus ErrorResponse.
+        assert_eq!(requests * 2 + 1, FrameKind::ALL.len());
+        assert!(FrameKind::ALL.contains(&FrameKind::OffsetForLeaderEpochRequest));
         // One response per request, plus ErrorResponse.
         assert_eq!(requests * 2 + 1, FrameKind::ALL.len());
         assert_eq!(FrameKind::ErrorResponse.code(), 0xFF);

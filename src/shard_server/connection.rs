@@ -15,7 +15,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use shards::error::LogError;
 use shards::log::PartitionLog;
-use shards::types::{Offset, TimestampMs};
+use shards::types::{LeaderEpoch, Offset, TimestampMs};
 
 use super::access::{self, Session};
 use super::limits::{check_publish_batch, exceeded, next_read_bytes, READ_BUFFER_KEEP_BYTES};
@@ -34,6 +34,7 @@ use crate::protocol::generated::protocol as fb;
 use crate::protocol::limits::{
     FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PROTOCOL_VERSION,
 };
+use crate::protocol::offset_for_leader_epoch::{self, EpochAnswer};
 
 /// Back-off after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
@@ -292,6 +293,7 @@ impl Connection {
             FrameKind::FetchRequest => return self.fetch(stream, &frame).await,
             FrameKind::PublishRequest => self.publish(&frame).await,
             FrameKind::ListOffsetsRequest => self.list_offsets(&frame).await,
+            FrameKind::OffsetForLeaderEpochRequest => self.offset_for_leader_epoch(&frame),
             FrameKind::MetadataRequest => self.metadata(&frame).await,
             FrameKind::CreateStreamRequest => self.create_stream(&frame).await,
             FrameKind::DeleteStreamRequest => self.delete_stream(&frame).await,
@@ -614,6 +616,42 @@ impl Connection {
         )))
     }
 
+    /// OffsetForLeaderEpoch (KIP-101): where the asked epoch ended in this
+    /// leader's log. Only the partition leader answers, and only a sender
+    /// that knows the current epoch: an older one is fenced, a newer one is
+    /// told this node's metadata lags.
+    fn offset_for_leader_epoch(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse> {
+        let request = request_body::<fb::OffsetForLeaderEpochRequest>(frame)?;
+        let local = self.local(request.stream(), request.partition())?;
+        let answer = match self.shard.entry(&local.stream, local.partition) {
+            None => Err(ErrorCode::PartitionNotFound),
+            Some(entry) => check_leader_epoch(
+                entry.leader == self.shard.local_node(),
+                entry.leader_epoch,
+                request.current_leader_epoch(),
+            )
+            .map(|()| {
+                local
+                    .log
+                    .end_offset_for_epoch(LeaderEpoch(request.leader_epoch()))
+            }),
+        };
+        let answer = match answer {
+            Ok(end) => EpochAnswer { error: None, end },
+            Err(code) => EpochAnswer {
+                error: Some(code),
+                end: None,
+            },
+        };
+        Ok(Some((
+            FrameKind::OffsetForLeaderEpochResponse,
+            offset_for_leader_epoch::encode_response(&answer),
+        )))
+    }
+
     async fn metadata(
         &mut self,
         frame: &Frame,
@@ -719,12 +757,31 @@ where
     read_body::<T>(&frame.body).map_err(|e| ErrorResponse::new(e.code(), e.to_string()))
 }
 
+/// Whether this node may answer for the partition's current epoch: it must
+/// lead it, and a sender that names an epoch (`current`, -1 = unchecked)
+/// must name the current one.
+fn check_leader_epoch(is_leader: bool, epoch: u32, current: i32) -> Result<(), ErrorCode> {
+    if !is_leader {
+        return Err(ErrorCode::NotLeader);
+    }
+    if current < 0 {
+        return Ok(());
+    }
+    match (current as u32).cmp(&epoch) {
+        std::cmp::Ordering::Less => Err(ErrorCode::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(ErrorCode::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 /// Maps an engine error to the wire code a client can act on.
 pub(super) fn log_error_code(err: &LogError) -> ErrorCode {
     match err {
         LogError::InvalidBatch(_)
         | LogError::BatchTooLarge { .. }
         | LogError::NonContiguous { .. } => ErrorCode::InvalidBatch,
+        // This node's log already holds a newer epoch than the writer's.
+        LogError::EpochRegression { .. } => ErrorCode::FencedLeaderEpoch,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::NoSpace { .. } => ErrorCode::DiskFull,
         LogError::FailStopped { .. } => ErrorCode::PartitionFailed,
@@ -1013,4 +1070,25 @@ fn encode_stream<'a>(
             partitions: Some(partitions),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_leader_at_the_current_epoch_answers() {
+        assert_eq!(check_leader_epoch(false, 3, 3), Err(ErrorCode::NotLeader));
+        assert_eq!(check_leader_epoch(false, 3, -1), Err(ErrorCode::NotLeader));
+        assert_eq!(check_leader_epoch(true, 3, 3), Ok(()));
+        assert_eq!(check_leader_epoch(true, 3, -1), Ok(()));
+        assert_eq!(
+            check_leader_epoch(true, 3, 2),
+            Err(ErrorCode::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            check_leader_epoch(true, 3, 4),
+            Err(ErrorCode::UnknownLeaderEpoch)
+        );
+    }
 }

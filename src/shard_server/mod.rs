@@ -186,6 +186,21 @@ impl Shard {
         self.names.borrow().get(name).cloned().unwrap_or_default()
     }
 
+    /// The metadata entry of a partition (leader, epoch, replicas, ISR) as
+    /// of the latest partition table.
+    pub fn entry(&self, stream: &str, partition: u32) -> Option<PartitionEntry> {
+        self.names
+            .borrow()
+            .get(stream)?
+            .iter()
+            .find(|e| e.partition == partition)
+            .cloned()
+    }
+
+    pub fn local_node(&self) -> NodeId {
+        self.local_node.get()
+    }
+
     /// Asks the control core (metadata) and waits for the answer.
     pub async fn admin(&self, request: AdminRequest) -> AdminReply {
         let (reply, answer) = oneshot::channel();

@@ -4552,6 +4552,408 @@ pub mod sluice {
                 ds.finish()
             }
         }
+        pub enum OffsetForLeaderEpochRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        /// Sent by a returning follower to the partition leader (KIP-101): where did
+        /// `leader_epoch` (the follower's latest epoch) end in the leader's log? The
+        /// follower then truncates its divergent tail before it fetches.
+        pub struct OffsetForLeaderEpochRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for OffsetForLeaderEpochRequest<'a> {
+            type Inner = OffsetForLeaderEpochRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> OffsetForLeaderEpochRequest<'a> {
+            pub const VT_STREAM: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+            pub const VT_REPLICA_ID: ::flatbuffers::VOffsetT = 8;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 10;
+            pub const VT_CURRENT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 12;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                OffsetForLeaderEpochRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args OffsetForLeaderEpochRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<OffsetForLeaderEpochRequest<'bldr>> {
+                let mut builder = OffsetForLeaderEpochRequestBuilder::new(_fbb);
+                builder.add_replica_id(args.replica_id);
+                builder.add_current_leader_epoch(args.current_leader_epoch);
+                builder.add_leader_epoch(args.leader_epoch);
+                builder.add_partition(args.partition);
+                if let Some(x) = args.stream {
+                    builder.add_stream(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn stream(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        OffsetForLeaderEpochRequest::VT_STREAM,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(OffsetForLeaderEpochRequest::VT_PARTITION, Some(0))
+                        .unwrap()
+                }
+            }
+            /// The asking node's id; -1 = not a replica (a consumer checking its
+            /// position after a leader change).
+            #[inline]
+            pub fn replica_id(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(OffsetForLeaderEpochRequest::VT_REPLICA_ID, Some(-1))
+                        .unwrap()
+                }
+            }
+            /// The epoch to look up: the follower's latest epoch.
+            #[inline]
+            pub fn leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(OffsetForLeaderEpochRequest::VT_LEADER_EPOCH, Some(-1))
+                        .unwrap()
+                }
+            }
+            /// The partition's leader epoch as the sender knows it; the leader answers
+            /// FencedLeaderEpoch when it is older than its own, UnknownLeaderEpoch when
+            /// newer. -1 = do not check.
+            #[inline]
+            pub fn current_leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(
+                            OffsetForLeaderEpochRequest::VT_CURRENT_LEADER_EPOCH,
+                            Some(-1),
+                        )
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for OffsetForLeaderEpochRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "stream",
+                        Self::VT_STREAM,
+                        false,
+                    )?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .visit_field::<i64>("replica_id", Self::VT_REPLICA_ID, false)?
+                    .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+                    .visit_field::<i32>(
+                        "current_leader_epoch",
+                        Self::VT_CURRENT_LEADER_EPOCH,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct OffsetForLeaderEpochRequestArgs<'a> {
+            pub stream: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub partition: i32,
+            pub replica_id: i64,
+            pub leader_epoch: i32,
+            pub current_leader_epoch: i32,
+        }
+        impl<'a> Default for OffsetForLeaderEpochRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                OffsetForLeaderEpochRequestArgs {
+                    stream: None,
+                    partition: 0,
+                    replica_id: -1,
+                    leader_epoch: -1,
+                    current_leader_epoch: -1,
+                }
+            }
+        }
+
+        pub struct OffsetForLeaderEpochRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OffsetForLeaderEpochRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_stream(&mut self, stream: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    OffsetForLeaderEpochRequest::VT_STREAM,
+                    stream,
+                );
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_
+                    .push_slot::<i32>(OffsetForLeaderEpochRequest::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn add_replica_id(&mut self, replica_id: i64) {
+                self.fbb_.push_slot::<i64>(
+                    OffsetForLeaderEpochRequest::VT_REPLICA_ID,
+                    replica_id,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    OffsetForLeaderEpochRequest::VT_LEADER_EPOCH,
+                    leader_epoch,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn add_current_leader_epoch(&mut self, current_leader_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    OffsetForLeaderEpochRequest::VT_CURRENT_LEADER_EPOCH,
+                    current_leader_epoch,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> OffsetForLeaderEpochRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                OffsetForLeaderEpochRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<OffsetForLeaderEpochRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for OffsetForLeaderEpochRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("OffsetForLeaderEpochRequest");
+                ds.field("stream", &self.stream());
+                ds.field("partition", &self.partition());
+                ds.field("replica_id", &self.replica_id());
+                ds.field("leader_epoch", &self.leader_epoch());
+                ds.field("current_leader_epoch", &self.current_leader_epoch());
+                ds.finish()
+            }
+        }
+        pub enum OffsetForLeaderEpochResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct OffsetForLeaderEpochResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for OffsetForLeaderEpochResponse<'a> {
+            type Inner = OffsetForLeaderEpochResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> OffsetForLeaderEpochResponse<'a> {
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 6;
+            pub const VT_END_OFFSET: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                OffsetForLeaderEpochResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args OffsetForLeaderEpochResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<OffsetForLeaderEpochResponse<'bldr>> {
+                let mut builder = OffsetForLeaderEpochResponseBuilder::new(_fbb);
+                builder.add_end_offset(args.end_offset);
+                builder.add_leader_epoch(args.leader_epoch);
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            /// 0, or an error code (NotLeader, FencedLeaderEpoch, UnknownLeaderEpoch, ...).
+            #[inline]
+            pub fn error_code(&self) -> u16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<u16>(OffsetForLeaderEpochResponse::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            /// The largest epoch <= the requested one that the leader knows, or -1
+            /// (undefined: the requested epoch is newer than every epoch the leader
+            /// has, or negative, or the leader's log carries no epochs).
+            #[inline]
+            pub fn leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(OffsetForLeaderEpochResponse::VT_LEADER_EPOCH, Some(-1))
+                        .unwrap()
+                }
+            }
+            /// Where that epoch ends in the leader's log: the start offset of the next
+            /// larger epoch, or the leader's log end for its latest epoch; -1 when
+            /// undefined.
+            #[inline]
+            pub fn end_offset(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(OffsetForLeaderEpochResponse::VT_END_OFFSET, Some(-1))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for OffsetForLeaderEpochResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<u16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+                    .visit_field::<i64>("end_offset", Self::VT_END_OFFSET, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct OffsetForLeaderEpochResponseArgs {
+            pub error_code: u16,
+            pub leader_epoch: i32,
+            pub end_offset: i64,
+        }
+        impl<'a> Default for OffsetForLeaderEpochResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                OffsetForLeaderEpochResponseArgs {
+                    error_code: 0,
+                    leader_epoch: -1,
+                    end_offset: -1,
+                }
+            }
+        }
+
+        pub struct OffsetForLeaderEpochResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OffsetForLeaderEpochResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: u16) {
+                self.fbb_.push_slot::<u16>(
+                    OffsetForLeaderEpochResponse::VT_ERROR_CODE,
+                    error_code,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    OffsetForLeaderEpochResponse::VT_LEADER_EPOCH,
+                    leader_epoch,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn add_end_offset(&mut self, end_offset: i64) {
+                self.fbb_.push_slot::<i64>(
+                    OffsetForLeaderEpochResponse::VT_END_OFFSET,
+                    end_offset,
+                    -1,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> OffsetForLeaderEpochResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                OffsetForLeaderEpochResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<OffsetForLeaderEpochResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for OffsetForLeaderEpochResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("OffsetForLeaderEpochResponse");
+                ds.field("error_code", &self.error_code());
+                ds.field("leader_epoch", &self.leader_epoch());
+                ds.field("end_offset", &self.end_offset());
+                ds.finish()
+            }
+        }
         pub enum SetCursorRequestOffset {}
         #[derive(Copy, Clone, PartialEq)]
 

@@ -1,0 +1,154 @@
+//! `OffsetForLeaderEpoch` (kind `0x0A`, answer `0x8A`): a returning
+//! follower asks the partition leader where its latest leader epoch ended in
+//! the leader's log, then truncates there before fetching (KIP-101; see
+//! `shards::epoch_cache`). Bodies for both sides, shared by the server, the
+//! blocking client and the replication tasks.
+
+use flatbuffers::FlatBufferBuilder;
+use shards::types::{LeaderEpoch, Offset};
+
+use crate::protocol::body::{read_body, BodyError};
+use crate::protocol::error_code::ErrorCode;
+use crate::protocol::generated::protocol as fb;
+
+/// What a follower asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochQuery<'a> {
+    pub stream: &'a str,
+    pub partition: u32,
+    /// The asking node; `None` for a non-replica (wire -1).
+    pub replica_id: Option<u64>,
+    /// The epoch to look up: the follower's latest epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// The partition's leader epoch as the sender knows it: the leader
+    /// refuses a stale one (`FencedLeaderEpoch`) or one newer than its own
+    /// (`UnknownLeaderEpoch`). `None` = do not check.
+    pub current_leader_epoch: Option<u32>,
+}
+
+/// The leader's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochAnswer {
+    pub error: Option<ErrorCode>,
+    /// The largest epoch ≤ the requested one that the leader knows and where
+    /// it ends in the leader's log; `None` = undefined (requested epoch
+    /// newer than every epoch there, negative, or no epochs at all).
+    pub end: Option<(LeaderEpoch, Offset)>,
+}
+
+pub fn encode_request(query: &EpochQuery<'_>) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + query.stream.len());
+    let stream = Some(fbb.create_string(query.stream));
+    let root = fb::OffsetForLeaderEpochRequest::create(
+        &mut fbb,
+        &fb::OffsetForLeaderEpochRequestArgs {
+            stream,
+            partition: query.partition.min(i32::MAX as u32) as i32,
+            replica_id: query
+                .replica_id
+                .map_or(-1, |id| id.min(i64::MAX as u64) as i64),
+            leader_epoch: query.leader_epoch.0,
+            current_leader_epoch: query
+                .current_leader_epoch
+                .map_or(-1, |epoch| epoch.min(i32::MAX as u32) as i32),
+        },
+    );
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
+pub fn encode_response(answer: &EpochAnswer) -> Vec<u8> {
+    let (leader_epoch, end_offset) = match answer.end {
+        Some((epoch, end)) if answer.error.is_none() => {
+            (epoch.0, end.0.min(i64::MAX as u64) as i64)
+        }
+        _ => (-1, -1),
+    };
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let root = fb::OffsetForLeaderEpochResponse::create(
+        &mut fbb,
+        &fb::OffsetForLeaderEpochResponseArgs {
+            error_code: answer.error.map_or(0, ErrorCode::code),
+            leader_epoch,
+            end_offset,
+        },
+    );
+    fbb.finish_minimal(root);
+    fbb.finished_data().to_vec()
+}
+
+/// Reads an answer. An epoch without an offset (or the reverse) is treated
+/// as undefined, as Kafka does for a negative end offset.
+pub fn decode_response(body: &[u8]) -> Result<EpochAnswer, BodyError> {
+    let response = read_body::<fb::OffsetForLeaderEpochResponse>(body)?;
+    let end = match (
+        response.leader_epoch(),
+        u64::try_from(response.end_offset()),
+    ) {
+        (epoch, Ok(end)) if epoch >= 0 => Some((LeaderEpoch(epoch), Offset(end))),
+        _ => None,
+    };
+    Ok(EpochAnswer {
+        error: ErrorCode::from_wire(response.error_code()),
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_through_the_generated_reader() {
+        let query = EpochQuery {
+            stream: "orders",
+            partition: 3,
+            replica_id: Some(2),
+            leader_epoch: LeaderEpoch(7),
+            current_leader_epoch: Some(9),
+        };
+        let body = encode_request(&query);
+        let read = read_body::<fb::OffsetForLeaderEpochRequest>(&body).expect("verifies");
+        assert_eq!(read.stream(), Some("orders"));
+        assert_eq!(read.partition(), 3);
+        assert_eq!(read.replica_id(), 2);
+        assert_eq!(read.leader_epoch(), 7);
+        assert_eq!(read.current_leader_epoch(), 9);
+        let anonymous = encode_request(&EpochQuery {
+            replica_id: None,
+            current_leader_epoch: None,
+            ..query
+        });
+        let read = read_body::<fb::OffsetForLeaderEpochRequest>(&anonymous).expect("verifies");
+        assert_eq!(read.replica_id(), -1);
+        assert_eq!(read.current_leader_epoch(), -1);
+    }
+
+    #[test]
+    fn answers_round_trip_and_errors_carry_no_offset() {
+        for answer in [
+            EpochAnswer {
+                error: None,
+                end: Some((LeaderEpoch(4), Offset(120))),
+            },
+            EpochAnswer {
+                error: None,
+                end: None,
+            },
+            EpochAnswer {
+                error: Some(ErrorCode::FencedLeaderEpoch),
+                end: None,
+            },
+        ] {
+            let decoded = decode_response(&encode_response(&answer)).expect("decodes");
+            assert_eq!(decoded, answer);
+        }
+        let refused = EpochAnswer {
+            error: Some(ErrorCode::NotLeader),
+            end: Some((LeaderEpoch(1), Offset(5))),
+        };
+        let decoded = decode_response(&encode_response(&refused)).expect("decodes");
+        assert_eq!(decoded.end, None);
+        assert!(decode_response(&[1, 2, 3]).is_err());
+    }
+}
