@@ -349,7 +349,6 @@ pub(crate) async fn write_checkpoint(dir: &Path, cache: &EpochCache) -> LogResul
     let tmp = dir.join(format!("{LEADER_EPOCH_FILE}.tmp"));
     let path = dir.join(LEADER_EPOCH_FILE);
     let bytes = cache.encode();
-    let len = bytes.len();
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -357,17 +356,11 @@ pub(crate) async fn write_checkpoint(dir: &Path, cache: &EpochCache) -> LogResul
         .buffered_open(&tmp)
         .await
         .map_err(|e| LogError::glommio("create epoch checkpoint", &tmp, e))?;
-    let written = file
-        .write_at(bytes, 0)
-        .await
-        .map_err(|e| LogError::glommio("write epoch checkpoint", &tmp, e))?;
-    if written != len {
-        return Err(LogError::io(
-            "write epoch checkpoint",
-            &tmp,
-            std::io::Error::from(std::io::ErrorKind::WriteZero),
-        ));
-    }
+    // A few hundred bytes into the page cache: a plain `pwrite`, like the
+    // high-watermark checkpoint (io_uring would punt a buffered write to a
+    // worker thread); the fsync below goes through io_uring.
+    crate::io::pwrite_all(std::os::unix::io::AsRawFd::as_raw_fd(&file), &bytes, 0)
+        .map_err(|e| LogError::io("write epoch checkpoint", &tmp, e))?;
     file.fdatasync()
         .await
         .map_err(|e| LogError::glommio("sync epoch checkpoint", &tmp, e))?;
