@@ -80,6 +80,12 @@ impl Metadata {
                 leader_epoch,
                 leader,
             } => self.change_leader(stream, *stream_id, *partition, *leader_epoch, *leader),
+            MetadataCommand::LeaveIsr {
+                stream,
+                stream_id,
+                partition,
+                node,
+            } => self.leave_isr(stream, *stream_id, *partition, *node),
             MetadataCommand::GrantAcl {
                 principal,
                 stream_pattern,
@@ -247,6 +253,65 @@ impl Metadata {
         };
         assignment.leader = leader;
         assignment.leader_epoch = next_epoch;
+        Applied::changed(MetadataResponse::Ok)
+    }
+
+    fn leave_isr(
+        &mut self,
+        stream: &str,
+        stream_id: StreamId,
+        partition: u32,
+        node: NodeId,
+    ) -> Applied {
+        let Some(record) = self.streams.get_mut(stream) else {
+            return Applied::unchanged(MetadataResponse::NotFound);
+        };
+        if record.id != stream_id {
+            return Applied::conflict(format!(
+                "stream {stream:?} is now incarnation {}, not {stream_id}",
+                record.id
+            ));
+        }
+        let Some(assignment) = record.partitions.get_mut(partition as usize) else {
+            return Applied::unchanged(MetadataResponse::NotFound);
+        };
+        if !assignment.replicas.contains(&node) {
+            return Applied::invalid(format!(
+                "node {node} is not a replica of {stream}/{partition} ({:?})",
+                assignment.replicas
+            ));
+        }
+        if !assignment.isr.contains(&node) {
+            return Applied::unchanged(MetadataResponse::Ok);
+        }
+        let mut candidate = assignment.clone();
+        candidate.isr.retain(|n| *n != node);
+        if candidate.leader == node {
+            // Same rule as the controller: the first ISR member in replica
+            // order, so every node computes the same successor.
+            let successor = candidate
+                .replicas
+                .iter()
+                .copied()
+                .find(|n| candidate.isr.contains(n));
+            let (Some(successor), Some(next_epoch)) =
+                (successor, candidate.leader_epoch.checked_add(1))
+            else {
+                tracing::error!(%stream, partition, node, isr = ?assignment.isr,
+                    "the only in-sync replica lost acknowledged data; it stays leader \
+                     (unclean election is off): acknowledged records may be missing");
+                return Applied::unchanged(MetadataResponse::Ok);
+            };
+            candidate.leader = successor;
+            candidate.leader_epoch = next_epoch;
+        }
+        if let Err(reason) = check_replica_set(partition, &candidate) {
+            return Applied::invalid(reason);
+        }
+        tracing::warn!(%stream, partition, node, isr = ?candidate.isr, leader = candidate.leader,
+            leader_epoch = candidate.leader_epoch,
+            "replica lost acknowledged data and left the ISR until it has re-fetched");
+        *assignment = candidate;
         Applied::changed(MetadataResponse::Ok)
     }
 
@@ -550,5 +615,95 @@ mod tests {
             m.apply(&change(1)).response,
             MetadataResponse::Conflict { .. }
         ));
+    }
+
+    fn three_replicas(m: &mut Metadata) -> StreamId {
+        let mut spec = StreamSpec::new("s", "s");
+        spec.replication_factor = 3;
+        let MetadataResponse::StreamCreated(record) =
+            create(m, &spec, vec![assignment("s", 0, &[1, 2, 3])]).response
+        else {
+            panic!("not created");
+        };
+        record.id
+    }
+
+    fn leave(id: StreamId, node: NodeId) -> MetadataCommand {
+        MetadataCommand::LeaveIsr {
+            stream: "s".into(),
+            stream_id: id,
+            partition: 0,
+            node,
+        }
+    }
+
+    fn leader_epoch_isr(m: &Metadata) -> (NodeId, u32, Vec<NodeId>) {
+        let p = &m.stream("s").unwrap().partitions[0];
+        (p.leader, p.leader_epoch, p.isr.clone())
+    }
+
+    #[test]
+    fn a_follower_that_lost_data_leaves_the_isr_without_an_epoch_bump() {
+        let mut m = metadata_with_nodes(3);
+        let id = three_replicas(&mut m);
+        let left = m.apply(&leave(id, 3));
+        assert_eq!(left.response, MetadataResponse::Ok);
+        assert!(left.changed);
+        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1, 2]));
+        // Reported again (a retry): nothing changes.
+        let again = m.apply(&leave(id, 3));
+        assert_eq!(again.response, MetadataResponse::Ok);
+        assert!(!again.changed);
+    }
+
+    #[test]
+    fn a_leader_that_lost_data_hands_over_to_the_next_isr_member_in_replica_order() {
+        let mut m = metadata_with_nodes(3);
+        let id = three_replicas(&mut m);
+        assert!(m.apply(&leave(id, 1)).changed);
+        assert_eq!(leader_epoch_isr(&m), (2, 1, vec![2, 3]));
+        // The same commands give the same result on every node.
+        let mut replica = metadata_with_nodes(3);
+        let replica_id = three_replicas(&mut replica);
+        replica.apply(&leave(replica_id, 1));
+        assert_eq!(leader_epoch_isr(&replica), leader_epoch_isr(&m));
+        // The new leader loses its data too: the last ISR member takes over.
+        assert!(m.apply(&leave(id, 2)).changed);
+        assert_eq!(leader_epoch_isr(&m), (3, 2, vec![3]));
+    }
+
+    #[test]
+    fn the_only_isr_member_stays_because_unclean_election_is_off() {
+        let mut m = metadata_with_nodes(3);
+        let id = three_replicas(&mut m);
+        m.apply(&leave(id, 2));
+        m.apply(&leave(id, 3));
+        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1]));
+        let sole = m.apply(&leave(id, 1));
+        assert_eq!(sole.response, MetadataResponse::Ok);
+        assert!(!sole.changed);
+        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1]));
+    }
+
+    #[test]
+    fn leave_isr_checks_the_stream_incarnation_and_membership() {
+        let mut m = metadata_with_nodes(4);
+        let id = three_replicas(&mut m);
+        assert!(matches!(
+            m.apply(&leave(StreamId::new(99), 2)).response,
+            MetadataResponse::Conflict { .. }
+        ));
+        assert!(matches!(
+            m.apply(&leave(id, 4)).response,
+            MetadataResponse::Invalid { .. }
+        ));
+        let missing = MetadataCommand::LeaveIsr {
+            stream: "s".into(),
+            stream_id: id,
+            partition: 7,
+            node: 1,
+        };
+        assert_eq!(m.apply(&missing).response, MetadataResponse::NotFound);
+        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1, 2, 3]));
     }
 }

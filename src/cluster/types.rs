@@ -262,6 +262,20 @@ pub enum MetadataCommand {
         leader_epoch: u32,
         leader: NodeId,
     },
+    /// `node`'s copy of the partition lost acknowledged data (it opened with
+    /// mid-log corruption, or its log ends below its high-watermark
+    /// checkpoint): it leaves the ISR until it has re-fetched and the
+    /// leader expands the ISR again. If it led, leadership moves to the
+    /// first other ISR member in replica order, with an epoch bump. As the
+    /// only ISR member it stays (nothing else is possible without unclean
+    /// election) and the state machine logs it. Not conditional on the
+    /// leader epoch: the node speaks for its own disk, whatever the epoch.
+    LeaveIsr {
+        stream: String,
+        stream_id: StreamId,
+        partition: u32,
+        node: NodeId,
+    },
     /// Let `principal` (a name or glob) perform `operations` on the streams
     /// matching `stream_pattern`; added to what the rule already grants.
     GrantAcl {
