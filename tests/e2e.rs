@@ -566,7 +566,8 @@ fn sigterm_with_publishes_in_flight_loses_no_acked_message() {
 /// OffsetForLeaderEpoch (kind 0x0A) on a single node: the partition leader
 /// answers; a current epoch newer than the leader's is refused as
 /// UnknownLeaderEpoch, an older one (when there is one) as FencedLeaderEpoch.
-/// A single node stamps no epochs, so every lookup is undefined.
+/// The leader stamps its batches with its epoch, so that epoch ends at the
+/// log end; a negative or newer epoch is undefined.
 #[test]
 fn offset_for_leader_epoch_is_answered_by_the_partition_leader() {
     use shards::types::LeaderEpoch;
@@ -587,10 +588,22 @@ fn offset_for_leader_epoch_is_answered_by_the_partition_leader() {
     let current = partition.leader_epoch.expect("leader epoch") as u32;
     let leader = partition.leader.expect("leader");
 
+    let epoch = LeaderEpoch(current as i32);
     let answer = c
-        .offset_for_leader_epoch("epochs", 0, LeaderEpoch(0), Some(leader), Some(current))
+        .offset_for_leader_epoch("epochs", 0, epoch, Some(leader), Some(current))
         .expect("answer");
-    assert_eq!(answer, None, "no batch carries an epoch on a single node");
+    assert_eq!(
+        answer,
+        Some((epoch, Offset(1))),
+        "the latest epoch ends at the log end"
+    );
+    let beyond = c
+        .offset_for_leader_epoch("epochs", 0, LeaderEpoch(epoch.0 + 1), None, None)
+        .expect("answer");
+    assert_eq!(
+        beyond, None,
+        "an epoch newer than the leader's is undefined"
+    );
     let unchecked = c
         .offset_for_leader_epoch("epochs", 0, LeaderEpoch::NONE, None, None)
         .expect("answer");
