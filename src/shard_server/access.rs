@@ -101,7 +101,7 @@ impl ShardAccess {
 
     /// Everything `principal` may do on `stream`.
     fn operations_on(&self, principal: &str, stream: &str) -> AclOperations {
-        if !self.authenticator.is_enabled() || self.authenticator.is_superuser(principal) {
+        if self.is_privileged(principal) {
             return AclOperations::all();
         }
         if is_internal_stream(stream) {
@@ -110,11 +110,15 @@ impl ShardAccess {
         self.acls.borrow().operations_on(principal, stream)
     }
 
+    /// Whether `principal` bypasses every check (auth off, a superuser, or
+    /// another node).
+    fn is_privileged(&self, principal: &str) -> bool {
+        !self.authenticator.is_enabled() || self.authenticator.is_superuser(principal)
+    }
+
     /// Whether `principal` may manage ACLs.
     fn may_manage_acls(&self, principal: &str) -> bool {
-        !self.authenticator.is_enabled()
-            || self.authenticator.is_superuser(principal)
-            || self.acls.borrow().is_admin_everywhere(principal)
+        self.is_privileged(principal) || self.acls.borrow().is_admin_everywhere(principal)
     }
 }
 
@@ -178,6 +182,18 @@ impl Session {
                 }
             }
             Needs::AclManagement => access.may_manage_acls(principal),
+            Needs::Node => {
+                if access.is_privileged(principal) {
+                    true
+                } else {
+                    return Err(denied(
+                        shard,
+                        format!(
+                            "principal {principal:?} may not fetch as a replica: follower fetches are for other nodes (they authenticate with node_token)"
+                        ),
+                    ));
+                }
+            }
         };
         if allowed {
             Ok(())
@@ -219,6 +235,10 @@ enum Needs<'f> {
     /// frame: no allocation on the data path).
     Stream(AclOperation, &'f str),
     AclManagement,
+    /// A follower's fetch (`replica_id` set): it reads past the high
+    /// watermark and moves the ISR and the high watermark, so only another
+    /// node (or a superuser) may send one.
+    Node,
 }
 
 fn requested(frame: &Frame) -> Needs<'_> {
@@ -228,9 +248,13 @@ fn requested(frame: &Frame) -> Needs<'_> {
     let body = &frame.body;
     let needs =
         match frame.kind {
-            FrameKind::FetchRequest => {
-                read_body::<fb::FetchRequest>(body).map(|r| stream(r.stream(), AclOperation::Fetch))
-            }
+            FrameKind::FetchRequest => read_body::<fb::FetchRequest>(body).map(|r| {
+                if r.replica_id() >= 0 {
+                    Needs::Node
+                } else {
+                    stream(r.stream(), AclOperation::Fetch)
+                }
+            }),
             FrameKind::ListOffsetsRequest => read_body::<fb::ListOffsetsRequest>(body)
                 .map(|r| stream(r.stream(), AclOperation::Fetch)),
             FrameKind::SetCursorRequest => read_body::<fb::SetCursorRequest>(body)
@@ -458,6 +482,21 @@ mod tests {
         fbb.finished_data().to_vec()
     }
 
+    fn replica_fetch_body(stream: &str) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let stream = fbb.create_string(stream);
+        let root = fb::FetchRequest::create(
+            &mut fbb,
+            &fb::FetchRequestArgs {
+                stream: Some(stream),
+                replica_id: 2,
+                ..Default::default()
+            },
+        );
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    }
+
     fn publish_body(stream: &str) -> Vec<u8> {
         let mut fbb = FlatBufferBuilder::new();
         let stream = fbb.create_string(stream);
@@ -575,6 +614,11 @@ mod tests {
             "'*' must not reach internal streams"
         );
         assert!(access.allows("root", AclOperation::Delete, "__cursors"));
+        assert!(
+            !access.is_privileged("alice"),
+            "follower fetches are not hers"
+        );
+        assert!(access.is_privileged("root"));
         assert!(!access.may_manage_acls("alice"));
         assert!(access.may_manage_acls("root"));
         // Authentication off: everything goes.
