@@ -563,6 +563,10 @@ mod tests {
                 stream(AclOperation::Delete, "d"),
             ),
             (
+                frame(FrameKind::FetchRequest, replica_fetch_body("a")),
+                Needs::Node,
+            ),
+            (
                 frame(FrameKind::MetadataRequest, Vec::new()),
                 Needs::Nothing,
             ),
