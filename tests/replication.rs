@@ -255,6 +255,6 @@ fn a_paused_leader_never_acks_after_resuming_and_its_tail_is_truncated() {
         "old leader truncated a stale tail: {}",
         by_id(&mut nodes, old_leader)
             .log()
-            .contains("truncated the uncommitted tail")
+            .contains("truncated the divergent tail")
     );
 }

@@ -24,6 +24,8 @@ use crate::protocol::frame::Frame;
 use crate::protocol::frame::{encode_frame, FrameDecoder, FrameKind};
 use crate::protocol::generated::protocol as fb;
 use crate::protocol::limits::{FETCH_BYTES_MAX, PROTOCOL_VERSION};
+use crate::protocol::offset_for_leader_epoch::{decode_response, encode_request, EpochQuery};
+use shards::types::LeaderEpoch;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -208,6 +210,36 @@ impl LeaderConnection {
         match frame.kind {
             FrameKind::ErrorResponse => Err(self.refused(&frame)),
             FrameKind::FetchResponse => self.fetch_answer(&frame.body).await,
+            other => Err(self.protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// OffsetForLeaderEpoch: where the leader's log ends for the largest
+    /// epoch ≤ `query.leader_epoch` it knows (`None`: undefined).
+    pub async fn offset_for_leader_epoch(
+        &mut self,
+        query: &EpochQuery<'_>,
+        timeout: Duration,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, LeaderClientError> {
+        let body = encode_request(query);
+        let frame = self
+            .call(FrameKind::OffsetForLeaderEpochRequest, &body, timeout)
+            .await?;
+        match frame.kind {
+            FrameKind::ErrorResponse => Err(self.refused(&frame)),
+            FrameKind::OffsetForLeaderEpochResponse => {
+                let answer =
+                    decode_response(&frame.body).map_err(|e| self.protocol(e.to_string()))?;
+                match answer.error {
+                    Some(code) => Err(LeaderClientError::Refused {
+                        code,
+                        message: "OffsetForLeaderEpoch refused".into(),
+                        high_watermark: None,
+                        log_start: None,
+                    }),
+                    None => Ok(answer.end),
+                }
+            }
             other => Err(self.protocol(format!("unexpected {other:?}"))),
         }
     }

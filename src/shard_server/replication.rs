@@ -632,25 +632,26 @@ async fn follow(shard: Rc<Shard>, local: Rc<LocalPartition>, following: Followin
             LeaderConnection::connect(following.addr, LEADER_CONNECT_TIMEOUT, node_token).await;
         let end = match connected {
             Ok(mut connection) => {
-                if !truncated {
-                    match truncate_divergent_tail(&local).await {
-                        Ok(()) => truncated = true,
-                        Err(err) => {
-                            tracing::error!(stream = %local.stream, partition = local.partition,
-                                error = %err, "cannot truncate; not following");
-                            return;
-                        }
+                let truncation = if truncated {
+                    Ok(())
+                } else {
+                    truncate_divergent_tail(&local, &following, &mut connection).await
+                };
+                match truncation {
+                    Ok(()) => {
+                        truncated = true;
+                        backoff = RECONNECT_BACKOFF_MIN;
+                        replicate(
+                            &shard,
+                            &local,
+                            &following,
+                            &mut connection,
+                            &mut last_checkpoint,
+                        )
+                        .await
                     }
+                    Err(end) => end,
                 }
-                backoff = RECONNECT_BACKOFF_MIN;
-                replicate(
-                    &shard,
-                    &local,
-                    &following,
-                    &mut connection,
-                    &mut last_checkpoint,
-                )
-                .await
             }
             Err(err) => SessionEnd::Retry(err.to_string()),
         };
@@ -666,10 +667,71 @@ async fn follow(shard: Rc<Shard>, local: Rc<LocalPartition>, following: Followin
     }
 }
 
-/// Drops the part of the log that may diverge from the new leader's before
-/// fetching. Without leader-epoch information this is everything above
-/// the high watermark (the committed prefix is the same on every replica).
-async fn truncate_divergent_tail(local: &LocalPartition) -> Result<(), LogError> {
+/// Rounds of OffsetForLeaderEpoch one truncation may take (each round
+/// moves to a smaller epoch, so this bounds a pathological exchange).
+const EPOCH_ROUNDS_MAX: usize = 16;
+
+/// Drops the part of the log that may diverge from the leader's before
+/// fetching, by leader epoch (KIP-101/279): asks the leader where the
+/// follower's latest epoch ends in its log and truncates there (repeating
+/// with an older epoch when the leader never had this one). Without epoch
+/// information on either side it falls back to the high watermark.
+async fn truncate_divergent_tail(
+    local: &LocalPartition,
+    following: &Following,
+    connection: &mut LeaderConnection,
+) -> Result<(), SessionEnd> {
+    use crate::protocol::offset_for_leader_epoch::EpochQuery;
+    use shards::epoch_cache::{follower_truncation_offset, Truncation};
+    let log = &local.log;
+    let mut asked = log.latest_epoch();
+    for _ in 0..EPOCH_ROUNDS_MAX {
+        let leader_answer = match asked {
+            None => None,
+            Some(epoch) => {
+                let query = EpochQuery {
+                    stream: &local.stream,
+                    partition: local.partition,
+                    replica_id: Some(following.local_node),
+                    leader_epoch: epoch,
+                    current_leader_epoch: Some(following.epoch),
+                };
+                connection
+                    .offset_for_leader_epoch(&query, LEADER_CONNECT_TIMEOUT + REPLICA_FETCH_WAIT)
+                    .await
+                    .map_err(|err| SessionEnd::Retry(err.to_string()))?
+            }
+        };
+        let follower_answer = leader_answer.and_then(|(epoch, _)| log.end_offset_for_epoch(epoch));
+        let truncation = follower_truncation_offset(
+            leader_answer,
+            follower_answer,
+            log.log_end_offset(),
+            log.high_watermark(),
+        );
+        let target = truncation.offset();
+        if target < log.log_end_offset() {
+            let end = log
+                .truncate_to(target)
+                .await
+                .map_err(|_| SessionEnd::Stop)?;
+            tracing::info!(stream = %local.stream, partition = local.partition,
+                asked_epoch = ?asked, leader_answer = ?leader_answer, truncated_to = end.0,
+                "truncated the divergent tail by leader epoch");
+        }
+        match truncation {
+            Truncation::Complete(_) => return Ok(()),
+            Truncation::AskAgain { epoch, .. } => asked = Some(epoch),
+        }
+    }
+    Err(SessionEnd::Retry(
+        "leader epoch negotiation did not converge".into(),
+    ))
+}
+
+/// The fallback for a divergence found while fetching: everything above the
+/// high watermark (the committed prefix is the same on every replica).
+async fn truncate_to_high_watermark(local: &LocalPartition) -> Result<(), LogError> {
     let hw = local.log.high_watermark();
     if local.log.log_end_offset() > hw {
         let end = local.log.truncate_to(hw).await?;
@@ -723,7 +785,7 @@ async fn replicate(
                     // the logs diverged. Truncate to the committed prefix.
                     tracing::warn!(stream = %local.stream, partition = local.partition,
                         expected = expected.0, got = got.0, "leader batches do not continue our log");
-                    return match truncate_divergent_tail(local).await {
+                    return match truncate_to_high_watermark(local).await {
                         Ok(()) => SessionEnd::Retry("diverged".into()),
                         Err(_) => SessionEnd::Stop,
                     };
