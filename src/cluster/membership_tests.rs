@@ -18,6 +18,15 @@ fn tuning() -> RaftTuning {
     }
 }
 
+/// Node ids of these tests start above this, so they never equal the ids
+/// of the other tests' nodes (which run in parallel and whose freed ports
+/// may be handed out again): raft requests are addressed by node id.
+const ID_BASE: NodeId = 40;
+const N1: NodeId = ID_BASE + 1;
+const N2: NodeId = ID_BASE + 2;
+const N3: NodeId = ID_BASE + 3;
+const ALL: [NodeId; 3] = [N1, N2, N3];
+
 /// Node timeout of these tests: failures are noticed in about a second.
 const NODE_TIMEOUT_MS: u64 = 1_000;
 /// Bound of every wait on a condition.
@@ -35,7 +44,7 @@ fn config(id: NodeId, dir: &Path, raft_addr: &str, bootstrap: Bootstrap) -> Meta
         raft: tuning(),
         bootstrap,
         node_timeout_ms: NODE_TIMEOUT_MS,
-        ..MetadataConfig::new(id, dir, raft_addr, format!("127.0.0.1:95{id:02}"), 2)
+        ..MetadataConfig::new(id, dir, raft_addr, format!("127.0.0.1:{}", 9500 + id), 2)
     }
 }
 
@@ -70,13 +79,13 @@ impl Cluster {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
         let mut nodes = Vec::new();
-        for id in 1..=3u64 {
-            let bootstrap = match id {
-                1 => Bootstrap::IfPristine,
-                2 => Bootstrap::Join(addrs[0].clone()),
+        for id in ID_BASE + 1..=ID_BASE + 3 {
+            let i = (id - ID_BASE - 1) as usize;
+            let bootstrap = match i {
+                0 => Bootstrap::IfPristine,
+                1 => Bootstrap::Join(addrs[0].clone()),
                 _ => Bootstrap::Join(addrs[1].clone()),
             };
-            let i = id as usize - 1;
             let node = MetadataNode::start(config(id, dirs[i].path(), &addrs[i], bootstrap))
                 .await
                 .expect("start node");
@@ -86,7 +95,9 @@ impl Cluster {
     }
 
     fn node(&self, id: NodeId) -> &MetadataNode {
-        self.nodes[id as usize - 1].as_ref().expect("node running")
+        self.nodes[(id - ID_BASE - 1) as usize]
+            .as_ref()
+            .expect("node running")
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -98,7 +109,9 @@ impl Cluster {
     }
 
     async fn stop(&mut self, id: NodeId) {
-        let node = self.nodes[id as usize - 1].take().expect("node running");
+        let node = self.nodes[(id - ID_BASE - 1) as usize]
+            .take()
+            .expect("node running");
         node.shutdown().await.unwrap();
     }
 
@@ -112,22 +125,22 @@ impl Cluster {
 #[tokio::test]
 async fn join_through_a_follower_makes_three_registered_voters_and_is_idempotent() {
     let mut cluster = Cluster::three().await;
-    for id in 1..=3 {
+    for id in ALL {
         let node = cluster.node(id);
-        eventually("three voters everywhere", || voters(node) == [1, 2, 3]).await;
+        eventually("three voters everywhere", || voters(node) == ALL).await;
         eventually("three registered nodes everywhere", || {
             node.metadata().nodes().len() == 3
         })
         .await;
     }
-    let registered = cluster.node(1).metadata().nodes()[&3].clone();
+    let registered = cluster.node(N1).metadata().nodes()[&N3].clone();
     assert_eq!(registered.raft_addr, cluster.addrs[2]);
-    assert_eq!(registered.client_addr, "127.0.0.1:9503");
+    assert_eq!(registered.client_addr, format!("127.0.0.1:{}", 9500 + N3));
 
     // Restart node 3 with the same --join: nothing changes, it settles.
-    cluster.stop(3).await;
+    cluster.stop(N3).await;
     let restarted = MetadataNode::start(config(
-        3,
+        N3,
         cluster.dirs[2].path(),
         &cluster.addrs[2],
         Bootstrap::Join(cluster.addrs[1].clone()),
@@ -136,15 +149,15 @@ async fn join_through_a_follower_makes_three_registered_voters_and_is_idempotent
     .expect("restart with --join");
     cluster.nodes[2] = Some(restarted);
     eventually("the restarted node follows again", || {
-        cluster.node(3).leader().is_some()
+        cluster.node(N3).leader().is_some()
     })
     .await;
-    assert_eq!(voters(cluster.node(1)), [1, 2, 3]);
+    assert_eq!(voters(cluster.node(N1)), ALL);
 
-    // A new node claiming id 2 from another address is refused, clearly.
+    // A new node claiming node 2's id from another address is refused.
     let intruder_dir = tempfile::tempdir().unwrap();
     let refused = MetadataNode::start(config(
-        2,
+        N2,
         intruder_dir.path(),
         &free_addr(),
         Bootstrap::Join(cluster.addrs[0].clone()),
@@ -152,13 +165,16 @@ async fn join_through_a_follower_makes_three_registered_voters_and_is_idempotent
     .await;
     match refused {
         Err(ClusterError::JoinRefused { reason }) => {
-            assert!(reason.contains("node id 2 is already used"), "{reason}");
+            assert!(
+                reason.contains(&format!("node id {N2} is already used")),
+                "{reason}"
+            );
             assert!(reason.contains("--node-id"), "says what to do: {reason}");
         }
         Err(other) => panic!("expected a refused join, got {other}"),
         Ok(_) => panic!("expected a refused join, got a running node"),
     }
-    assert_eq!(voters(cluster.node(1)), [1, 2, 3]);
+    assert_eq!(voters(cluster.node(N1)), ALL);
     cluster.shutdown().await;
 }
 
@@ -166,11 +182,11 @@ async fn join_through_a_follower_makes_three_registered_voters_and_is_idempotent
 async fn writes_and_creates_on_followers_are_forwarded_and_survive_a_leader_loss() {
     let mut cluster = Cluster::three().await;
     eventually("node 3 registered on node 3", || {
-        cluster.node(3).metadata().nodes().len() == 3
+        cluster.node(N3).metadata().nodes().len() == 3
     })
     .await;
     let leader = cluster.leader().expect("a leader");
-    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let follower = ALL.into_iter().find(|id| *id != leader).unwrap();
 
     // A create on a follower: placed on the leader, visible on the
     // follower as soon as it returns.
@@ -221,7 +237,7 @@ async fn writes_and_creates_on_followers_are_forwarded_and_survive_a_leader_loss
 
     // The leader dies; a change on a survivor waits out the election.
     cluster.stop(leader).await;
-    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    let survivor = ALL.into_iter().find(|id| *id != leader).unwrap();
     // New partitions avoid the dead node once the new leader has seen it
     // miss its heartbeats (after a grace period of one node timeout).
     let deadline = Instant::now() + WAIT;
@@ -268,7 +284,7 @@ async fn writes_and_creates_on_followers_are_forwarded_and_survive_a_leader_loss
 async fn controller_elects_from_the_live_isr_and_never_outside_it() {
     let mut cluster = Cluster::three().await;
     eventually("all registered", || {
-        cluster.node(1).metadata().nodes().len() == 3
+        cluster.node(N1).metadata().nodes().len() == 3
     })
     .await;
     let leader = cluster.leader().expect("a leader");
@@ -285,7 +301,7 @@ async fn controller_elects_from_the_live_isr_and_never_outside_it() {
         .into_record();
     // The victim: a node that is not the metadata leader (so the
     // controller keeps running) and leads one partition.
-    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    let victim = ALL.into_iter().find(|id| *id != leader).unwrap();
     let led: Vec<u32> = record
         .partitions
         .iter()
@@ -358,12 +374,9 @@ async fn controller_elects_from_the_live_isr_and_never_outside_it() {
 async fn static_peers_form_one_cluster() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
-    let peers: BTreeMap<NodeId, String> = (1..=3u64)
-        .map(|id| (id, addrs[id as usize - 1].clone()))
-        .collect();
+    let peers: BTreeMap<NodeId, String> = ALL.into_iter().zip(addrs.iter().cloned()).collect();
     let mut starts = Vec::new();
-    for id in 1..=3u64 {
-        let i = id as usize - 1;
+    for (i, id) in ALL.into_iter().enumerate() {
         let config = config(
             id,
             dirs[i].path(),
@@ -378,7 +391,7 @@ async fn static_peers_form_one_cluster() {
     }
     for node in &nodes {
         eventually("everyone registered", || node.metadata().nodes().len() == 3).await;
-        assert_eq!(voters(node), [1, 2, 3]);
+        assert_eq!(voters(node), ALL);
     }
     let created = nodes[2]
         .create_stream(StreamSpec {
@@ -392,7 +405,7 @@ async fn static_peers_form_one_cluster() {
     // A peer list that does not name this node at its address is refused.
     let wrong_dir = tempfile::tempdir().unwrap();
     let wrong = MetadataNode::start(config(
-        4,
+        ID_BASE + 4,
         wrong_dir.path(),
         &free_addr(),
         Bootstrap::StaticPeers(peers.clone()),

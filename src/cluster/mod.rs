@@ -291,7 +291,8 @@ impl MetadataNode {
             let core = handler_core.clone();
             Box::pin(async move { core.handle_control(request).await })
         });
-        let raft_server = tokio::spawn(network::serve_raft(listener, raft, handler));
+        let raft_server =
+            tokio::spawn(network::serve_raft(listener, config.node_id, raft, handler));
         let mut node = MetadataNode {
             core,
             raft_server,
@@ -514,7 +515,7 @@ impl MetadataCore {
             },
         };
         let deadline = Instant::now() + Duration::from_millis(JOIN_TIMEOUT_MS);
-        let mut client = PeerClient::new(self.node_id, 0, addr);
+        let mut client = PeerClient::new(self.node_id, None, addr);
         loop {
             let failure = match client
                 .control(&request, Duration::from_millis(JOIN_TIMEOUT_MS))
@@ -787,7 +788,7 @@ impl MetadataCore {
                 Some((leader, addr)) => {
                     let peer = match &mut client {
                         Some(c) if c.addr() == addr => c,
-                        slot => slot.insert(PeerClient::new(self.node_id, leader, addr)),
+                        slot => slot.insert(PeerClient::new(self.node_id, Some(leader), addr)),
                     };
                     let request = ControlRequest {
                         forwarded: true,
@@ -1026,7 +1027,7 @@ impl MetadataCore {
             forwarded: true,
             op: ControlOp::LocalStatus,
         };
-        match PeerClient::new(self.node_id, node, addr)
+        match PeerClient::new(self.node_id, Some(node), addr)
             .control(&request, timeout)
             .await?
         {
@@ -1125,7 +1126,7 @@ async fn heartbeats(core: Arc<MetadataCore>) {
         }
         let peer = match &mut client {
             Some(c) if c.addr() == addr => c,
-            slot => slot.insert(PeerClient::new(core.node_id, leader, addr)),
+            slot => slot.insert(PeerClient::new(core.node_id, Some(leader), addr)),
         };
         match peer.control(&request, core.liveness.timeout()).await {
             Ok(ControlReply::HeartbeatAck) => {}

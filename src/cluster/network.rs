@@ -3,8 +3,9 @@
 //!
 //! Each message is one frame (`frame.rs`: u32 length, CRC-32C, JSON
 //! payload) of at most [`RAFT_FRAME_BYTES_MAX`] bytes. A request is a
-//! [`RaftRequest`], its reply the matching [`RaftReply`]; one request is
-//! outstanding per connection. A client keeps one connection per peer and
+//! [`RaftRequest`] addressed to a node id (a node closes connections that
+//! bring requests meant for another id), its reply the matching
+//! [`RaftReply`]; one request is outstanding per connection. A client keeps one connection per peer and
 //! drops it after any error or timeout, reconnecting on the next call, so a
 //! reply can never be matched with the wrong request.
 //!
@@ -57,6 +58,24 @@ pub enum RaftRequest {
     Control(ControlRequest),
 }
 
+/// A request as it travels: with the node id the sender means to reach.
+/// A node answers only requests meant for it, so a stale peer that still
+/// calls an address now used by another node (a replaced machine, another
+/// cluster) cannot feed it a foreign raft log. `to` is absent only for
+/// control requests to a node whose id the sender cannot know (a join to
+/// the `--join` address).
+#[derive(Debug, Serialize)]
+struct AddressedRef<'a> {
+    to: Option<NodeId>,
+    request: &'a RaftRequest,
+}
+
+#[derive(Debug, Deserialize)]
+struct Addressed {
+    to: Option<NodeId>,
+    request: RaftRequest,
+}
+
 /// The reply to a [`RaftRequest`] of the same variant: the remote raft's
 /// result, errors included.
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,32 +126,40 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerClient {
-        PeerClient {
-            local: self.local,
-            target,
-            addr: node.raft_addr.clone(),
-            stream: None,
-        }
+        PeerClient::new(self.local, Some(target), node.raft_addr.clone())
     }
 }
 
 /// A connection (made lazily, remade after errors) to one peer.
 pub struct PeerClient {
     local: NodeId,
+    /// The node meant, when known (0 in reports otherwise).
     target: NodeId,
+    addressed_to: Option<NodeId>,
     addr: String,
     stream: Option<TcpStream>,
 }
 
 impl PeerClient {
-    /// A client of the node `target` listening for raft at `addr`.
-    pub fn new(local: NodeId, target: NodeId, addr: impl Into<String>) -> PeerClient {
+    /// A client of the node `target` (`None`: whichever node listens there;
+    /// control requests only) listening for raft at `addr`.
+    pub fn new(local: NodeId, target: Option<NodeId>, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             local,
-            target,
+            target: target.unwrap_or(0),
+            addressed_to: target,
             addr: addr.into(),
             stream: None,
         }
+    }
+
+    /// Encodes a request as one frame, addressed to the target.
+    fn encode(&self, request: &RaftRequest) -> Result<Vec<u8>, FrameError> {
+        let addressed = AddressedRef {
+            to: self.addressed_to,
+            request,
+        };
+        frame::encode(&addressed, RAFT_FRAME_BYTES_MAX)
     }
 
     /// The raft address this client calls.
@@ -146,11 +173,11 @@ impl PeerClient {
         request: &ControlRequest,
         ttl: Duration,
     ) -> Result<ControlReply, ClusterError> {
-        let bytes = encode_request(&RaftRequest::Control(request.clone())).map_err(|e| {
-            ClusterError::Unavailable {
+        let bytes = self
+            .encode(&RaftRequest::Control(request.clone()))
+            .map_err(|e| ClusterError::Unavailable {
                 reason: format!("cannot encode a control request: {e}"),
-            }
-        })?;
+            })?;
         match self.call(&bytes, ttl).await {
             Ok(RaftReply::Control(reply)) => Ok(reply),
             Ok(_) => {
@@ -243,11 +270,6 @@ impl PeerClient {
     }
 }
 
-/// Encodes a request as one frame.
-fn encode_request(request: &RaftRequest) -> Result<Vec<u8>, FrameError> {
-    frame::encode(request, RAFT_FRAME_BYTES_MAX)
-}
-
 /// Maps a request that cannot be encoded: an oversize AppendEntries with
 /// more than one entry becomes `PayloadTooLarge` (a hint to halve it).
 fn unencodable<E: std::error::Error>(
@@ -275,7 +297,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     {
         let (action, ttl) = (RPCTypes::AppendEntries, option.hard_ttl());
         let entries = rpc.entries.len();
-        let request = encode_request(&RaftRequest::AppendEntries(rpc))
+        let request = self
+            .encode(&RaftRequest::AppendEntries(rpc))
             .map_err(|e| unencodable(e, action, entries))?;
         match self.call(&request, ttl).await {
             Ok(RaftReply::AppendEntries(reply)) => reply.map_err(|e| self.remote(e)),
@@ -293,7 +316,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         RPCError<NodeId, ClusterNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let (action, ttl) = (RPCTypes::InstallSnapshot, option.hard_ttl());
-        let request = encode_request(&RaftRequest::InstallSnapshot(rpc))
+        let request = self
+            .encode(&RaftRequest::InstallSnapshot(rpc))
             .map_err(|e| unencodable(e, action, 1))?;
         match self.call(&request, ttl).await {
             Ok(RaftReply::InstallSnapshot(reply)) => reply.map_err(|e| self.remote(e)),
@@ -308,8 +332,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ClusterNode, RaftError<NodeId>>> {
         let (action, ttl) = (RPCTypes::Vote, option.hard_ttl());
-        let request =
-            encode_request(&RaftRequest::Vote(rpc)).map_err(|e| unencodable(e, action, 1))?;
+        let request = self
+            .encode(&RaftRequest::Vote(rpc))
+            .map_err(|e| unencodable(e, action, 1))?;
         match self.call(&request, ttl).await {
             Ok(RaftReply::Vote(reply)) => reply.map_err(|e| self.remote(e)),
             Ok(_) => Err(self.rpc_error(CallError::Mismatch, action, ttl)),
@@ -322,7 +347,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// dropped (which also ends every connection it serves). At most
 /// [`RAFT_CONNECTIONS_MAX`] connections are served at once; more are
 /// closed on accept.
-pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft, control: ControlHandler) {
+pub async fn serve_raft(
+    listener: TcpListener,
+    local: NodeId,
+    raft: MetadataRaft,
+    control: ControlHandler,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -332,7 +362,7 @@ pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft, control: Cont
                         tracing::warn!(%peer, limit = RAFT_CONNECTIONS_MAX, "too many raft connections; closing");
                         continue;
                     }
-                    connections.spawn(serve_connection(stream, peer, raft.clone(), control.clone()));
+                    connections.spawn(serve_connection(stream, peer, local, raft.clone(), control.clone()));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
@@ -350,6 +380,7 @@ pub async fn serve_raft(listener: TcpListener, raft: MetadataRaft, control: Cont
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
+    local: NodeId,
     raft: MetadataRaft,
     control: ControlHandler,
 ) {
@@ -375,13 +406,21 @@ async fn serve_connection(
                 return;
             }
         };
-        let request: RaftRequest = match frame::decode(&payload) {
-            Ok(request) => request,
+        let Addressed { to, request } = match frame::decode(&payload) {
+            Ok(addressed) => addressed,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "undecodable raft request; closing the connection");
                 return;
             }
         };
+        let meant_for_us = match to {
+            Some(to) => to == local,
+            None => matches!(request, RaftRequest::Control(_)),
+        };
+        if !meant_for_us {
+            tracing::warn!(%peer, local, to = ?to, "raft request meant for another node (a stale peer of a replaced node?); closing the connection");
+            return;
+        }
         let reply = match request {
             RaftRequest::AppendEntries(rpc) => {
                 RaftReply::AppendEntries(raft.append_entries(rpc).await)

@@ -362,6 +362,7 @@ async fn raft_rpc_over_tcp_survives_a_bad_frame() {
     .expect("server closes the connection");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
 
+    let term_before = node.raft().metrics().borrow().current_term;
     // A real client: a stale vote request is answered (and refused).
     let mut client = TcpNetwork::new(2).new_client(1, &peer).await;
     let stale = VoteRequest::new(openraft::Vote::new(0, 2), None);
@@ -371,6 +372,22 @@ async fn raft_rpc_over_tcp_survives_a_bad_frame() {
         .expect("vote RPC answered");
     assert!(!reply.vote_granted);
     assert!(node.is_leader(), "a stale vote does not depose the leader");
+
+    // A request meant for another node id (a stale peer of a node that
+    // used this address before) is refused: the connection is closed.
+    let mut misaddressed = TcpNetwork::new(2).new_client(7, &peer).await;
+    let refused = misaddressed
+        .vote(
+            VoteRequest::new(openraft::Vote::new(9, 2), None),
+            RPCOption::new(Duration::from_secs(5)),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(openraft::error::RPCError::Network(_))),
+        "{refused:?}"
+    );
+    assert!(node.is_leader(), "a misaddressed vote changes nothing");
+    assert_eq!(node.raft().metrics().borrow().current_term, term_before);
 
     // An unreachable peer is reported as such, not as a hang.
     let nowhere = ClusterNode {
