@@ -624,3 +624,47 @@ fn offset_for_leader_epoch_is_answered_by_the_partition_leader() {
         .expect_err("no such partition");
     assert_eq!(missing.code(), Some(ErrorCode::PartitionNotFound));
 }
+
+/// A replica whose log ends below its high-watermark checkpoint lost
+/// acknowledged data: on open it reports `LeaveIsr` through the metadata
+/// leader. Here it is the only in-sync replica, so the state machine keeps it
+/// (unclean election is off) and says so; the partition stays readable.
+#[test]
+fn a_replica_that_lost_its_tail_reports_leave_isr() {
+    let nats_server = NatsServer::start();
+    let mut node = Sluice::start(&nats_server.url, 1);
+    create(&node, "tail", "tail", None, 1);
+    let record = Record {
+        timestamp: TimestampMs(1_000),
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Vec::new(),
+    };
+    client(&node)
+        .publish("tail", 0, &[record])
+        .expect("publish");
+    node.stop();
+    let checkpoint = std::fs::read_dir(node.data_dir.join("partitions"))
+        .expect("partitions dir")
+        .map(|e| e.expect("entry").path().join("0").join("high-watermark"))
+        .find(|p| p.exists())
+        .expect("a high-watermark checkpoint");
+    // Claim offsets up to 1000 were committed: the log (end 1) lost them.
+    let hw = 1000u64.to_be_bytes();
+    let mut bytes = hw.to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&hw).to_be_bytes());
+    std::fs::write(&checkpoint, bytes).expect("write checkpoint");
+    node.start_again();
+    let deadline = Instant::now() + WAIT;
+    while !node.log().contains("reported LeaveIsr") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = node.log();
+    assert!(log.contains("reported LeaveIsr"), "{log}");
+    assert!(
+        log.contains("the only in-sync replica lost acknowledged data"),
+        "{log}"
+    );
+    let records = read_records(&node, "tail", 0, 1);
+    assert_eq!(records.len(), 1);
+}

@@ -590,6 +590,11 @@ async fn open_partition(
     if !report.repaired.is_empty() || report.mid_log_corruption {
         tracing::warn!(stream = %entry.stream, partition = entry.partition, ?report, "partition recovered");
     }
+    // Lost acknowledged data: neither lead nor count in the ISR until the
+    // normal follower path has re-fetched it and the leader expands the ISR.
+    if report.needs_refetch() && entry.isr.contains(&shard.local_node()) {
+        glommio::spawn_local(leave_isr(shard.clone(), entry.clone())).detach();
+    }
     let log = Rc::new(log);
     let settings = &entry.settings;
     let policy = MaintenancePolicy {
@@ -613,6 +618,38 @@ async fn open_partition(
         log,
         replication: Replication::default(),
     })
+}
+
+/// Attempts to report a replica that lost data (`LeaveIsr`) while the
+/// metadata leader is unreachable, one per [`LEAVE_ISR_RETRY_DELAY`].
+pub const LEAVE_ISR_ATTEMPTS_MAX: u32 = 60;
+pub const LEAVE_ISR_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Proposes `LeaveIsr` for this node's copy of `entry` (bounded retries).
+async fn leave_isr(shard: Rc<Shard>, entry: PartitionEntry) {
+    let node = shard.local_node();
+    for attempt in 1..=LEAVE_ISR_ATTEMPTS_MAX {
+        let command = MetadataCommand::LeaveIsr {
+            stream: entry.stream.clone(),
+            stream_id: entry.key.stream_id,
+            partition: entry.partition,
+            node,
+        };
+        match shard.propose(command).await {
+            Ok(response) => {
+                tracing::warn!(stream = %entry.stream, partition = entry.partition, node,
+                    ?response, "replica lost acknowledged data: reported LeaveIsr; it re-fetches before it may rejoin");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(stream = %entry.stream, partition = entry.partition, attempt,
+                    error = %err, "cannot report LeaveIsr yet; retrying");
+                glommio::timer::sleep(LEAVE_ISR_RETRY_DELAY).await;
+            }
+        }
+    }
+    tracing::error!(stream = %entry.stream, partition = entry.partition, node,
+        "gave up reporting LeaveIsr: this replica lost acknowledged data and is still in the ISR");
 }
 
 /// Segment settings for a partition: retention and compaction act on whole
