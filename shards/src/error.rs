@@ -79,8 +79,10 @@ pub enum LogError {
         "partition {path} stopped after a failed fdatasync; it must be recovered by reopening"
     )]
     FailStopped { path: PathBuf },
-    #[error("no space left on device while appending to {path}")]
-    NoSpace { path: PathBuf },
+    /// `ENOSPC` or `EDQUOT`: the operation stored nothing; retry once space
+    /// is freed.
+    #[error("no space left on device: {op} {path}")]
+    NoSpace { op: &'static str, path: PathBuf },
     #[error("the log is closed")]
     Closed,
     #[error("invalid configuration: {0}")]
@@ -89,8 +91,11 @@ pub enum LogError {
 
 impl LogError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        if source.raw_os_error() == Some(libc::ENOSPC) {
-            return LogError::NoSpace { path: path.into() };
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            return LogError::NoSpace {
+                op,
+                path: path.into(),
+            };
         }
         LogError::Io {
             op,
@@ -104,7 +109,13 @@ impl LogError {
         path: impl Into<PathBuf>,
         source: glommio::GlommioError<()>,
     ) -> Self {
-        LogError::io(op, path, std::io::Error::from(source))
+        // glommio's own conversion of an "enhanced" I/O error keeps only the
+        // error kind; keep the errno, which tells a full disk from a dead one.
+        let source = match source {
+            glommio::GlommioError::EnhancedIoError { source, .. } => source,
+            other => std::io::Error::from(other),
+        };
+        LogError::io(op, path, source)
     }
 }
 

@@ -18,6 +18,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 
 use crate::constants::OFFSET_INDEX_ENTRY_BYTES;
 use crate::error::{LogError, LogResult};
+use crate::io::fault::{self, FaultPoint};
 use crate::io::pwrite_all;
 use crate::types::{Offset, Position};
 
@@ -61,9 +62,24 @@ impl IndexFile {
         Ok((index_file, bytes))
     }
 
+    /// Writes one entry; on failure cuts the file back to `position` so no
+    /// partial entry stays behind (best effort: a partial entry left at the
+    /// end is ignored on open and overwritten by the next entry).
     pub(crate) fn write_at(&self, bytes: &[u8], position: u64) -> LogResult<()> {
-        pwrite_all(self.file.as_raw_fd(), bytes, position)
-            .map_err(|e| LogError::io("write index", &self.path, e))
+        let written = fault::check(FaultPoint::Write, &self.path)
+            .and_then(|()| pwrite_all(self.file.as_raw_fd(), bytes, position));
+        written.map_err(|e| {
+            self.cut_to(position);
+            LogError::io("write index", &self.path, e)
+        })
+    }
+
+    /// Cuts the file to `len` bytes from an error path that cannot await.
+    pub(crate) fn cut_to(&self, len: u64) {
+        if let Err(err) = crate::io::ftruncate(self.file.as_raw_fd(), len) {
+            tracing::warn!(path = %self.path.display(), error = %err,
+                "cannot cut back an index file (recovery repairs it)");
+        }
     }
 
     pub(crate) async fn truncate(&self, len: u64) -> LogResult<()> {
@@ -167,6 +183,15 @@ impl OffsetIndex {
         self.file.write_at(&bytes, file_position)?;
         self.entries.push(OffsetIndexEntry { offset, position });
         Ok(())
+    }
+
+    /// Forgets the last entry, in memory and (best effort) on disk: the time
+    /// index could not take its twin.
+    pub(crate) fn pop_last(&mut self) {
+        if self.entries.pop().is_some() {
+            self.file
+                .cut_to((self.entries.len() * OFFSET_INDEX_ENTRY_BYTES) as u64);
+        }
     }
 
     /// Drops every entry at or after `position` (the log was truncated there).

@@ -25,7 +25,19 @@
 //! **Fail-stop.** A failed `fdatasync` (EIO) is never retried: the kernel may
 //! already have dropped the dirty pages, so a second "success" would be a
 //! lie. The log stops accepting writes, fails every waiter, and must be
-//! reopened, which rescans it from disk.
+//! reopened, which rescans it from disk. [`PartitionLog::failure`] says what
+//! failed and when.
+//!
+//! **A full disk is not a failure.** `ENOSPC` (or `EDQUOT`) wherever an
+//! append needs space — the `pwrite` of the batch, an index entry, creating
+//! or preallocating the next segment on a roll — rejects that append with
+//! [`LogError::NoSpace`] and leaves the log exactly as before it: a partial
+//! write is cut off again, a half-created segment removed, offsets stay
+//! dense, and the next append after space is freed succeeds. Preallocation
+//! is best effort (a segment that could not be preallocated is extended by
+//! its appends), and a skipped index entry only costs lookup speed. Only a
+//! failed sync, or a failed write whose partial bytes cannot be removed,
+//! fail-stops.
 //!
 //! All state lives in one `RefCell` on the owning shard; no borrow is held
 //! across an `.await`.
@@ -56,7 +68,8 @@ use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
 use crate::segment::{
     cleaned_file_name, is_cleaned_file_name, parse_segment_file_name, remove_if_exists,
-    segment_file_name, RecoveryScan, Segment, SegmentConfig, SegmentFile, SegmentRecovery,
+    segment_file_name, RecoveryScan, Segment, SegmentAppendError, SegmentConfig, SegmentFile,
+    SegmentRecovery,
 };
 use crate::types::{LeaderEpoch, Offset, Position, TimestampMs};
 
@@ -279,6 +292,35 @@ impl FsyncStats {
     }
 }
 
+/// Why and when a log fail-stopped, for operators (`/metrics`, `describe`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailStop {
+    /// The operation and errno, e.g. `fdatasync EIO`.
+    pub cause: String,
+    /// Wall-clock time of the failure.
+    pub at: TimestampMs,
+}
+
+impl FailStop {
+    fn new(err: &LogError) -> FailStop {
+        let cause = match err {
+            LogError::Io { op, source, .. } => {
+                let errno = source.raw_os_error();
+                match errno.and_then(crate::io::errno_name) {
+                    Some(name) => format!("{op} {name}"),
+                    None => format!("{op}: {source}"),
+                }
+            }
+            LogError::NoSpace { op, .. } => format!("{op} ENOSPC"),
+            other => other.to_string(),
+        };
+        FailStop {
+            cause,
+            at: TimestampMs::now(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum CommitOutcome {
     Durable,
@@ -304,7 +346,8 @@ struct LogState {
     /// Bumped by truncation so a sync that started before it cannot mark
     /// rewritten offsets durable.
     truncation_generation: u64,
-    failed: bool,
+    /// Set once, by the fail-stop; never cleared (the log must be reopened).
+    failure: Option<FailStop>,
     closed: bool,
     fsync_stats: FsyncStats,
     /// The segments as they were when `truncate_to` began, while it has
@@ -452,7 +495,7 @@ impl PartitionLog {
             epochs,
             commit_waiters: VecDeque::new(),
             truncation_generation: 0,
-            failed: false,
+            failure: None,
             closed: false,
             fsync_stats: FsyncStats::default(),
             truncation_snapshot: None,
@@ -514,7 +557,7 @@ impl PartitionLog {
             debug_assert_eq!(BatchHeader::parse(&batch).ok(), Some(header));
             if let Err(err) = state.active_mut().append(&batch, &header) {
                 drop(state);
-                return Err(self.fail_after_new_epoch(new_epoch, err));
+                return Err(self.segment_append_failed(new_epoch, err));
             }
             state.log_end = header.next_offset();
             let durable = state.register_commit_waiter(header.last_offset());
@@ -568,7 +611,7 @@ impl PartitionLog {
                 state.check_writable()?;
                 if let Err(err) = state.active_mut().append(bytes, header) {
                     drop(state);
-                    return Err(self.fail_after_new_epoch(new_epoch, err));
+                    return Err(self.segment_append_failed(new_epoch, err));
                 }
                 state.log_end = header.next_offset();
             }
@@ -642,13 +685,6 @@ impl PartitionLog {
     /// A batch write failed. If its epoch was just checkpointed, memory and
     /// the checkpoint name an epoch the log does not hold: fail-stop (a
     /// reopen drops the entry, or finds the batch and keeps it).
-    fn fail_after_new_epoch(&self, new_epoch: bool, err: LogError) -> LogError {
-        if new_epoch {
-            self.fail_stop(err)
-        } else {
-            err
-        }
-    }
 
     async fn enter_write_phase(&self) -> LogResult<glommio::sync::Permit<'_>> {
         let permit = self
@@ -723,6 +759,11 @@ impl PartitionLog {
                 state.config.segment_config(),
             )
         };
+        // The next segment first: if the disk is full this fails (and
+        // removes what it made) while the active segment is still untouched
+        // and preallocated, so the append is rejected and nothing else
+        // changes.
+        let segment = Segment::create(&dir, base, &segment_config).await?;
         // Seal through the shared file handle so the segment stays in the map
         // (readers and `segments()` keep seeing it) and no borrow is held
         // across the awaits; the write gate keeps appenders out meanwhile.
@@ -735,8 +776,11 @@ impl PartitionLog {
             return Err(self.fail_stop(err));
         }
         self.state.borrow_mut().active_mut().mark_sealed();
-        let segment = Segment::create(&dir, base, &segment_config).await?;
-        sync_directory(&dir).await?;
+        // A failed directory sync is a failed sync: fail-stop, never retry
+        // it and believe the next one.
+        if let Err(err) = sync_directory(&dir).await {
+            return Err(self.fail_stop(err));
+        }
         let mut state = self.state.borrow_mut();
         state.segments.insert(base, segment);
         state.active_since = Instant::now();
@@ -744,10 +788,30 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// A segment write that failed: a clean rejection (e.g. a full disk)
+    /// leaves the log as it was; a write whose partial bytes stayed behind
+    /// fail-stops it (reopening cuts them off). So does any failed write of
+    /// the first batch of a new epoch (`new_epoch`): memory and the epoch
+    /// checkpoint then name an epoch the log does not hold (a reopen drops
+    /// the entry, or finds the batch and keeps it).
+    fn segment_append_failed(&self, new_epoch: bool, err: SegmentAppendError) -> LogError {
+        match err {
+            SegmentAppendError::Rejected(err) if new_epoch => self.fail_stop(err),
+            SegmentAppendError::Rejected(err) => {
+                if matches!(err, LogError::NoSpace { .. }) {
+                    tracing::warn!(dir = %self.dir().display(), error = %err,
+                        "append rejected: no space left on device");
+                }
+                err
+            }
+            SegmentAppendError::TailUnclean(err) => self.fail_stop(err),
+        }
+    }
+
     fn fail_stop(&self, err: LogError) -> LogError {
         let mut state = self.state.borrow_mut();
         tracing::error!(dir = %state.config.dir.display(), error = %err, "partition fail-stopped");
-        state.fail();
+        state.fail(&err);
         err
     }
 
@@ -850,7 +914,7 @@ impl PartitionLog {
     pub async fn wait_for_data(&self, offset: Offset) {
         poll_fn(|cx| {
             let state = self.state.borrow();
-            if state.high_watermark > offset || state.closed || state.failed {
+            if state.high_watermark > offset || state.closed || state.failure.is_some() {
                 return Poll::Ready(());
             }
             self.high_watermark_moved.register(cx.waker());
@@ -1099,7 +1163,12 @@ impl PartitionLog {
         self.state.borrow().high_watermark
     }
     pub fn is_failed(&self) -> bool {
-        self.state.borrow().failed
+        self.state.borrow().failure.is_some()
+    }
+
+    /// What fail-stopped this log and when; `None` while it is healthy.
+    pub fn failure(&self) -> Option<FailStop> {
+        self.state.borrow().failure.clone()
     }
     pub fn dir(&self) -> PathBuf {
         self.state.borrow().config.dir.clone()
@@ -1310,7 +1379,12 @@ impl PartitionLog {
         self.log_end_moved.wake_all();
         if sync_on_close {
             file.fdatasync().await?;
-            write_clean_shutdown_marker(&self.dir()).await?;
+            // Without the marker the next open scans the active segment in
+            // full: slower, never wrong, so a full disk only costs that.
+            if let Err(err) = write_clean_shutdown_marker(&self.dir()).await {
+                tracing::warn!(dir = %self.dir().display(), error = %err,
+                    "cannot write the clean-shutdown marker; the next open rescans");
+            }
             let (commit, dir, hw) = {
                 let state = self.state.borrow();
                 (
@@ -1354,7 +1428,7 @@ impl LogState {
     }
 
     fn check_writable(&self) -> LogResult<()> {
-        if self.failed {
+        if self.failure.is_some() {
             return Err(self.fail_stopped_error());
         }
         if self.closed {
@@ -1419,8 +1493,11 @@ impl LogState {
         }
     }
 
-    fn fail(&mut self) {
-        self.failed = true;
+    /// Fail-stops the log because of `err` (the first cause is kept).
+    fn fail(&mut self, err: &LogError) {
+        if self.failure.is_none() {
+            self.failure = Some(FailStop::new(err));
+        }
         for (_, tx) in self.commit_waiters.drain(..) {
             let _ = tx.send(CommitOutcome::Failed);
         }
@@ -1503,7 +1580,7 @@ async fn install_cleaned(
         Err(err) => {
             tracing::error!(dir = %dir.display(), segment = base.0, error = %err,
                 "compaction swap failed; partition fail-stopped");
-            state.fail();
+            state.fail(&err);
             Err(err)
         }
     }
@@ -1542,7 +1619,7 @@ async fn sync_loop(
         let (policy, dirty) = {
             let state = state.borrow();
             let dirty = state.log_end > state.stable;
-            if state.failed || (state.closed && !dirty) {
+            if state.failure.is_some() || (state.closed && !dirty) {
                 return;
             }
             (state.config.sync, dirty)
@@ -1561,7 +1638,7 @@ async fn sync_loop(
         }
         let next = {
             let state = state.borrow();
-            if state.failed || state.log_end <= state.stable {
+            if state.failure.is_some() || state.log_end <= state.stable {
                 continue;
             }
             // While `truncate_to` has the tail out of the map there is nothing
@@ -1596,7 +1673,7 @@ async fn sync_loop(
             Ok(()) => {}
             Err(err) => {
                 tracing::error!(error = %err, "fdatasync failed; partition fail-stopped");
-                state_ref.fail();
+                state_ref.fail(&err);
                 drop(state_ref);
                 hw_moved.wake_all();
                 return;
@@ -1717,8 +1794,21 @@ fn rebuild_epoch_cache(segments: &BTreeMap<Offset, Segment>) -> LogResult<EpochC
 
 const HIGH_WATERMARK_CHECKPOINT_BYTES: usize = 12;
 
+/// Writes the checkpoint through a temporary file. On failure (a full disk)
+/// the temporary file is removed and the previous checkpoint stays: it is
+/// older, so lower, which is always safe to resume from.
 async fn write_high_watermark(dir: &Path, hw: Offset) -> LogResult<()> {
     let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
+    let written = try_write_high_watermark(dir, &tmp, hw).await;
+    if written.is_err() {
+        if let Err(err) = remove_if_exists(&tmp).await {
+            tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a failed checkpoint");
+        }
+    }
+    written
+}
+
+async fn try_write_high_watermark(dir: &Path, tmp: &Path, hw: Offset) -> LogResult<()> {
     let path = dir.join(HIGH_WATERMARK_FILE);
     let mut bytes = Vec::with_capacity(HIGH_WATERMARK_CHECKPOINT_BYTES);
     bytes.extend_from_slice(&hw.0.to_be_bytes());
@@ -1727,16 +1817,19 @@ async fn write_high_watermark(dir: &Path, hw: Offset) -> LogResult<()> {
         .write(true)
         .create(true)
         .truncate(true)
-        .buffered_open(&tmp)
+        .buffered_open(tmp)
         .await
-        .map_err(|e| LogError::glommio("create checkpoint", &tmp, e))?;
-    crate::io::pwrite_all(std::os::unix::io::AsRawFd::as_raw_fd(&file), &bytes, 0)
-        .map_err(|e| LogError::io("write checkpoint", &tmp, e))?;
+        .map_err(|e| LogError::glommio("create checkpoint", tmp, e))?;
+    crate::io::fault::check(crate::io::fault::FaultPoint::Write, tmp)
+        .and_then(|()| {
+            crate::io::pwrite_all(std::os::unix::io::AsRawFd::as_raw_fd(&file), &bytes, 0)
+        })
+        .map_err(|e| LogError::io("write checkpoint", tmp, e))?;
     file.fdatasync()
         .await
-        .map_err(|e| LogError::glommio("sync checkpoint", &tmp, e))?;
+        .map_err(|e| LogError::glommio("sync checkpoint", tmp, e))?;
     let _ = file.close().await;
-    glommio::io::rename(&tmp, &path)
+    glommio::io::rename(tmp, &path)
         .await
         .map_err(|e| LogError::glommio("rename checkpoint", &path, e))?;
     sync_directory(dir).await
@@ -1770,3 +1863,7 @@ async fn read_high_watermark(dir: &Path) -> LogResult<Option<Offset>> {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_fault_tests.rs"]
+mod fault_tests;

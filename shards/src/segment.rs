@@ -21,6 +21,7 @@ use crate::constants::{
 };
 use crate::error::{DecodeError, LogError, LogResult};
 use crate::index::OffsetIndex;
+use crate::io::fault::{self, FaultPoint};
 use crate::io::{pread_full, pwrite_all};
 use crate::time_index::TimeIndex;
 use crate::types::{Offset, Position, TimestampMs};
@@ -107,10 +108,32 @@ impl SegmentFile {
     }
 
     pub(crate) async fn fdatasync(&self) -> LogResult<()> {
+        fault::check(FaultPoint::Fdatasync, &self.path)
+            .map_err(|e| LogError::io("fdatasync", &self.path, e))?;
         self.file
             .fdatasync()
             .await
-            .map_err(|e| LogError::glommio("fdatasync segment", &self.path, e))
+            .map_err(|e| LogError::glommio("fdatasync", &self.path, e))
+    }
+}
+
+/// Why [`Segment::append`] wrote nothing.
+#[derive(Debug)]
+pub(crate) enum SegmentAppendError {
+    /// The write failed (e.g. `ENOSPC`) and whatever part of it reached the
+    /// file was cut off again: the segment is exactly as before the call.
+    Rejected(LogError),
+    /// The write failed and its partial bytes could not be removed: stale
+    /// bytes may follow the logical end, so the segment must not take more
+    /// appends until it is reopened (recovery cuts them off).
+    TailUnclean(LogError),
+}
+
+impl From<SegmentAppendError> for LogError {
+    fn from(err: SegmentAppendError) -> LogError {
+        match err {
+            SegmentAppendError::Rejected(err) | SegmentAppendError::TailUnclean(err) => err,
+        }
     }
 }
 
@@ -211,23 +234,44 @@ impl Segment {
         paths: [PathBuf; 3],
         config: &SegmentConfig,
     ) -> LogResult<Segment> {
+        let created = Segment::try_create_files(base, &paths, config).await;
+        let exists = matches!(&created, Err(LogError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists);
+        if created.is_err() && !exists {
+            // A half-made segment (e.g. the disk filled between its files)
+            // would make the next attempt fail on `create_new`: remove it.
+            for path in &paths {
+                if let Err(err) = remove_if_exists(path).await {
+                    tracing::warn!(path = %path.display(), error = %err,
+                        "cannot remove a partly created segment file");
+                }
+            }
+        }
+        created
+    }
+
+    async fn try_create_files(
+        base: Offset,
+        paths: &[PathBuf; 3],
+        config: &SegmentConfig,
+    ) -> LogResult<Segment> {
         let [path, index_path, time_index_path] = paths;
+        fault::check(FaultPoint::Create, path)
+            .map_err(|e| LogError::io("create segment", path, e))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .buffered_open(&path)
+            .buffered_open(path)
             .await
-            .map_err(|e| LogError::glommio("create segment", &path, e))?;
+            .map_err(|e| LogError::glommio("create segment", path, e))?;
+        let path = path.clone();
+        let offset_index = OffsetIndex::open(index_path, base, 0).await?;
+        let time_index = TimeIndex::open(time_index_path, base).await?;
         let mut preallocated_bytes = 0;
         if config.preallocate {
-            file.pre_allocate(config.segment_bytes, false)
-                .await
-                .map_err(|e| LogError::glommio("preallocate segment", &path, e))?;
-            preallocated_bytes = config.segment_bytes;
+            preallocated_bytes = try_preallocate(&file, &path, config.segment_bytes).await?;
         }
-        let offset_index = OffsetIndex::open(&index_path, base, 0).await?;
-        let time_index = TimeIndex::open(&time_index_path, base).await?;
         Ok(Segment {
             base,
             file: Rc::new(SegmentFile { path, file }),
@@ -374,7 +418,7 @@ impl Segment {
                 ));
                 break;
             }
-            self.note_appended(&header, Position(position), total as u64)?;
+            self.note_appended(&header, Position(position), total as u64);
             report.batches_scanned += 1;
             position += total as u64;
         }
@@ -486,45 +530,88 @@ impl Segment {
             .map_err(|e| LogError::glommio("truncate segment", &self.file.path, e))
     }
 
+    /// Preallocates up to `bytes`, best effort: see [`try_preallocate`].
     async fn preallocate(&mut self, bytes: u64) -> LogResult<()> {
-        self.file
-            .file
-            .pre_allocate(bytes, false)
-            .await
-            .map_err(|e| LogError::glommio("preallocate segment", &self.file.path, e))?;
-        self.preallocated_bytes = bytes;
+        let reached = try_preallocate(&self.file.file, &self.file.path, bytes).await?;
+        self.preallocated_bytes = reached.max(self.size);
         Ok(())
     }
 
     /// Appends one validated batch at the logical end. The bytes reach the
     /// page cache, not the disk: durability is the log's group commit.
-    pub(crate) fn append(&mut self, batch: &[u8], header: &BatchHeader) -> LogResult<Position> {
+    ///
+    /// All or nothing: when the write fails (a full disk fails it part-way)
+    /// the bytes that did land are cut off again, so the segment ends where
+    /// it ended before and no half batch can ever be found after it.
+    pub(crate) fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+    ) -> Result<Position, SegmentAppendError> {
         debug_assert_eq!(batch.len(), header.total_bytes());
         debug_assert!(header.base_offset >= self.next_offset);
         let position = Position(self.size);
-        pwrite_all(self.file.raw_fd(), batch, position.0)
-            .map_err(|e| LogError::io("append to segment", &self.file.path, e))?;
-        self.note_appended(header, position, batch.len() as u64)?;
+        let written = fault::check(FaultPoint::Write, &self.file.path)
+            .and_then(|()| pwrite_all(self.file.raw_fd(), batch, position.0));
+        if let Err(err) = written {
+            let err = LogError::io("append to segment", &self.file.path, err);
+            return Err(self.discard_failed_write(err));
+        }
+        self.note_appended(header, position, batch.len() as u64);
         Ok(position)
     }
 
-    fn note_appended(
-        &mut self,
-        header: &BatchHeader,
-        position: Position,
-        bytes: u64,
-    ) -> LogResult<()> {
-        if self.bytes_since_index_entry >= self.index_interval_bytes && position.0 > 0 {
-            self.offset_index.append(header.base_offset, position)?;
-            self.time_index
-                .append(self.max_timestamp, header.base_offset)?;
+    /// Undoes a failed `pwrite` at the logical end by cutting the file there.
+    /// That also gives back this segment's preallocation (appends extend the
+    /// file from now on, until the next roll preallocates again): zeroing the
+    /// range instead could itself need space the disk does not have.
+    fn discard_failed_write(&mut self, err: LogError) -> SegmentAppendError {
+        match crate::io::ftruncate(self.file.raw_fd(), self.size) {
+            Ok(()) => {
+                self.preallocated_bytes = self.size;
+                SegmentAppendError::Rejected(err)
+            }
+            Err(cut) => {
+                tracing::error!(segment = %self.file.path.display(), error = %cut,
+                    "cannot cut off a failed append");
+                SegmentAppendError::TailUnclean(err)
+            }
+        }
+    }
+
+    /// Accounts for a batch written at `position`, adding index entries when
+    /// due. Index entries are a rebuildable cache: one that cannot be written
+    /// (full disk) is skipped, costing lookup speed, never data; the next
+    /// batch tries again.
+    fn note_appended(&mut self, header: &BatchHeader, position: Position, bytes: u64) {
+        if self.bytes_since_index_entry >= self.index_interval_bytes
+            && position.0 > 0
+            && self.append_index_entries(header.base_offset, position)
+        {
             self.bytes_since_index_entry = 0;
         }
         self.size = position.0 + bytes;
         self.bytes_since_index_entry += bytes;
         self.next_offset = header.next_offset();
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
-        Ok(())
+    }
+
+    /// Appends one entry to both indexes, or to neither (recovery only trusts
+    /// the indexes when their last entries agree). Returns whether it did.
+    fn append_index_entries(&mut self, offset: Offset, position: Position) -> bool {
+        let written = self.offset_index.append(offset, position).and_then(|()| {
+            self.time_index
+                .append(self.max_timestamp, offset)
+                .inspect_err(|_| self.offset_index.pop_last())
+        });
+        match written {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(segment = %self.file.path.display(), error = %err,
+                    "index entry skipped; lookups in this segment scan a little further");
+                false
+            }
+        }
     }
 
     /// Truncates the file to its logical end and makes that durable. Called
@@ -759,5 +846,32 @@ pub(crate) async fn remove_if_exists(path: &Path) -> LogResult<()> {
                 Err(LogError::io("remove file", path, err))
             }
         }
+    }
+}
+
+/// Preallocates `path` to `bytes` with `fallocate`, best effort: on a full
+/// disk (`ENOSPC`, `EDQUOT`) the segment simply stays shorter and appends
+/// extend it, each one failing cleanly when nothing fits. A full disk must
+/// never stop a log from opening or rolling while a small append would fit.
+/// Returns the file's size afterwards.
+async fn try_preallocate(file: &BufferedFile, path: &Path, bytes: u64) -> LogResult<u64> {
+    let preallocated = match fault::check(FaultPoint::Preallocate, path) {
+        Ok(()) => file
+            .pre_allocate(bytes, false)
+            .await
+            .map_err(|e| LogError::glommio("preallocate segment", path, e)),
+        Err(err) => Err(LogError::io("preallocate segment", path, err)),
+    };
+    match preallocated {
+        Ok(()) => Ok(bytes),
+        Err(LogError::NoSpace { .. }) => {
+            tracing::warn!(segment = %path.display(), bytes,
+                "no space to preallocate the segment; appending without preallocation");
+            // A failed fallocate may have kept part of the range.
+            file.file_size()
+                .await
+                .map_err(|e| LogError::glommio("stat segment", path, e))
+        }
+        Err(err) => Err(err),
     }
 }

@@ -12,6 +12,8 @@
 use std::io;
 use std::os::unix::io::RawFd;
 
+pub mod fault;
+
 /// Writes all of `buf` at `position`, retrying short writes and `EINTR`.
 pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {
     while !buf.is_empty() {
@@ -121,4 +123,44 @@ pub fn fadvise_dont_need(fd: RawFd, position: u64, len: u64) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
+}
+
+/// Cuts the file to `len` bytes with a plain `ftruncate` on the calling
+/// thread. Used only on error paths that hold a `RefCell` borrow and cannot
+/// await (undoing a failed append); shrinking a file needs no free space.
+pub(crate) fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
+    loop {
+        // SAFETY: ftruncate only takes plain integers; a bad fd is an error
+        // return, not undefined behaviour.
+        let rc = unsafe { libc::ftruncate(fd, len as libc::off_t) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Short name of an errno for operators (`EIO`, `ENOSPC`, ...), or `None`
+/// for one this table does not list.
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EIO => "EIO",
+        libc::ENOSPC => "ENOSPC",
+        libc::EDQUOT => "EDQUOT",
+        libc::EROFS => "EROFS",
+        libc::EBADF => "EBADF",
+        libc::EINVAL => "EINVAL",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFBIG => "EFBIG",
+        libc::ENODEV => "ENODEV",
+        libc::ENXIO => "ENXIO",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        _ => return None,
+    })
 }
