@@ -8,7 +8,7 @@
 //! works across both runtimes).
 
 use futures::channel::oneshot;
-use shards::types::Offset;
+use shards::types::{Offset, TimestampMs};
 
 use crate::cluster::acl::{AclRule, AclTable};
 use crate::cluster::{
@@ -278,6 +278,14 @@ pub struct ReplicaRow {
     pub in_sync: bool,
 }
 
+/// Why and when a partition fail-stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionFailure {
+    /// Operation and errno, e.g. `fdatasync EIO`.
+    pub cause: String,
+    pub at: TimestampMs,
+}
+
 /// What a client needs to know of the cluster: streams, where each partition
 /// lives, and watermarks when known.
 #[derive(Clone, Debug, Default)]
@@ -307,6 +315,8 @@ pub struct PartitionStatus {
     /// leader itself included); empty where this node does not lead or has
     /// no follower tracking for the partition.
     pub replicas: Vec<ReplicaProgress>,
+    /// Set once the partition's log fail-stopped.
+    pub failure: Option<PartitionFailure>,
 }
 
 /// One replica's progress as the partition leader sees it.

@@ -90,7 +90,8 @@ pub enum LogError {
 }
 
 impl LogError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O error of `op` on `path`; `ENOSPC`/`EDQUOT` become [`LogError::NoSpace`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
             return LogError::NoSpace {
                 op,

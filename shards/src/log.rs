@@ -929,7 +929,7 @@ impl PartitionLog {
     pub async fn wait_for_log_end(&self, offset: Offset) {
         poll_fn(|cx| {
             let state = self.state.borrow();
-            if state.log_end > offset || state.closed || state.failed {
+            if state.log_end > offset || state.closed || state.failure.is_some() {
                 return Poll::Ready(());
             }
             self.log_end_moved.register(cx.waker());
@@ -1364,9 +1364,12 @@ impl PartitionLog {
             let mut state = self.state.borrow_mut();
             state.closed = true;
             let active = state.active();
+            // A fail-stopped log is never synced again (a second fdatasync
+            // could "succeed" over lost pages) and gets no clean-shutdown
+            // marker, so the next open scans it in full.
             (
                 active.file().clone(),
-                state.config.sync != SyncPolicy::Never,
+                state.config.sync != SyncPolicy::Never && state.failure.is_none(),
             )
         };
         self.unsynced.signal();

@@ -321,7 +321,12 @@ fn fdatasync_eio_fail_stops_nacks_in_flight_appends_and_keeps_acked_data() {
         );
         // Committed data stays readable.
         assert_dense_and_has(&read_all(&log).await, &acked);
-        drop(log);
+        let log = Rc::try_unwrap(log).unwrap_or_else(|_| panic!("log still shared"));
+        log.close().await.expect("close");
+        assert!(
+            !path.join(CLEAN_SHUTDOWN_FILE).exists(),
+            "a fail-stopped log must not claim a clean shutdown"
+        );
         let (log, report) = PartitionLog::open(small_config(&path))
             .await
             .expect("reopen");

@@ -4,12 +4,13 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use sluice::client::{Limit, StreamConfig, StreamMetadata};
+use sluice::client::{Limit, PartitionMetadata, StreamConfig, StreamMetadata};
 use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
 
 use super::hints::{connect, explain, Subject, Target};
 use super::parse::{format_bytes, format_duration_ms};
+use super::rfc3339::format_rfc3339_ms;
 use super::{CreateArgs, StreamCommand};
 
 pub fn run(server: &Target, command: StreamCommand) -> anyhow::Result<ExitCode> {
@@ -170,6 +171,7 @@ fn describe_text(stream: &StreamMetadata) -> String {
         "LOG START",
         "REPLICAS",
         "ISR",
+        "STATE",
     ])];
     for partition in &stream.partitions {
         rows.push(vec![
@@ -181,10 +183,24 @@ fn describe_text(stream: &StreamMetadata) -> String {
             optional(partition.log_start_offset.map(|o| o.0)),
             ids(&partition.replicas),
             ids(&partition.isr),
+            partition_state(partition),
         ]);
     }
     text.push_str(&table(&rows));
     text
+}
+
+/// `ok`, `failed: <cause> at <time>` after a fail-stop, or `-` when the
+/// owning shard did not report (e.g. the partition could not be opened).
+fn partition_state(partition: &PartitionMetadata) -> String {
+    match &partition.failure {
+        Some(failure) => match failure.at_ms {
+            Some(at) => format!("failed: {} at {}", failure.cause, format_rfc3339_ms(at)),
+            None => format!("failed: {}", failure.cause),
+        },
+        None if partition.high_watermark.is_some() => "ok".into(),
+        None => "-".into(),
+    }
 }
 
 fn partition_count(stream: &StreamMetadata) -> String {
@@ -260,7 +276,7 @@ fn table(rows: &[Vec<String>]) -> String {
 mod tests {
     use super::*;
     use shards::types::Offset;
-    use sluice::client::PartitionMetadata;
+    use sluice::client::PartitionFailure;
 
     fn stream() -> StreamMetadata {
         StreamMetadata {
@@ -289,6 +305,20 @@ mod tests {
                     consumer_port: 9292,
                     ..PartitionMetadata::default()
                 },
+                PartitionMetadata {
+                    partition: 2,
+                    leader: Some(1),
+                    consumer_port: 9292,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    high_watermark: Some(Offset(7)),
+                    log_start_offset: Some(Offset(0)),
+                    failure: Some(PartitionFailure {
+                        cause: "fdatasync EIO".into(),
+                        at_ms: Some(1_700_000_000_123),
+                    }),
+                    ..PartitionMetadata::default()
+                },
             ],
         }
     }
@@ -314,9 +344,11 @@ mod tests {
         );
         assert!(
             text.contains(
-                "PARTITION  LEADER  SHARD  PORT  HIGH WATERMARK  LOG START  REPLICAS  ISR\n\
-             0          1       1      9293  12              0          1         1\n\
-             1          -       0      9292  -               -          -         -\n"
+                "PARTITION  LEADER  SHARD  PORT  HIGH WATERMARK  LOG START  REPLICAS  ISR  STATE\n\
+             0          1       1      9293  12              0          1         1    ok\n\
+             1          -       0      9292  -               -          -         -    -\n\
+             2          1       0      9292  7               0          1         1    \
+             failed: fdatasync EIO at 2023-11-14T22:13:20.123Z\n"
             ),
             "{text}"
         );

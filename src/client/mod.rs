@@ -57,7 +57,7 @@ use self::connection::{duration_ms, Connection, Response};
 pub use self::error::ClientError;
 pub use self::types::{
     BrokerMetadata, ClusterMetadata, CreatedStream, FetchResult, FetchStart, Limit, ListedOffset,
-    OffsetQuery, PartitionMetadata, StreamConfig, StreamMetadata,
+    OffsetQuery, PartitionFailure, PartitionMetadata, StreamConfig, StreamMetadata,
 };
 use crate::cursor::{cursor_partition, CursorKey, CURSORS_STREAM};
 use crate::protocol::envelope::AckPolicy;

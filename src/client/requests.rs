@@ -11,7 +11,7 @@ use shards::types::{Offset, TimestampMs};
 
 use super::types::{
     BrokerMetadata, ClusterMetadata, CreatedStream, FetchStart, Limit, ListedOffset, OffsetQuery,
-    PartitionMetadata, StreamConfig, StreamMetadata,
+    PartitionFailure, PartitionMetadata, StreamConfig, StreamMetadata,
 };
 use crate::protocol::body::read_body;
 use crate::protocol::envelope::AckPolicy;
@@ -360,6 +360,10 @@ fn partition_metadata(partition: fb::PartitionMetadata<'_>) -> Result<PartitionM
         isr: nodes(partition.isr(), "isr member")?,
         high_watermark: optional_offset(partition.high_watermark(), "high_watermark")?,
         log_start_offset: optional_offset(partition.log_start_offset(), "log_start_offset")?,
+        failure: partition.failure().map(|cause| PartitionFailure {
+            cause: cause.to_string(),
+            at_ms: Some(partition.failed_at_ms()).filter(|at| *at >= 0),
+        }),
     })
 }
 

@@ -173,6 +173,7 @@ fn metadata_answer(correlation_id: u32, ports: &[u16]) -> Vec<u8> {
                     isr: Some(replicas),
                     high_watermark: 10 * index as i64,
                     log_start_offset: -1,
+                    ..Default::default()
                 },
             )
         })

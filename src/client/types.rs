@@ -158,6 +158,17 @@ pub struct PartitionMetadata {
     pub isr: Vec<u64>,
     pub high_watermark: Option<Offset>,
     pub log_start_offset: Option<Offset>,
+    /// Set when the partition fail-stopped (e.g. after a failed fsync).
+    pub failure: Option<PartitionFailure>,
+}
+
+/// Why and when a partition stopped taking writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionFailure {
+    /// Operation and errno, e.g. `fdatasync EIO`.
+    pub cause: String,
+    /// ms since the Unix epoch; `None` if the server did not say.
+    pub at_ms: Option<i64>,
 }
 
 /// The outcome of `CreateStream`.

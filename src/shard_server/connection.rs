@@ -412,6 +412,7 @@ impl Connection {
             .map_err(|_| ErrorResponse::new(ErrorCode::InvalidRequest, "negative partition"))?;
         match self.shard.lookup(stream, partition) {
             Lookup::Local(local) => Ok(local),
+            Lookup::Unavailable(failure) => Err(ErrorResponse::new(failure.code, failure.message)),
             Lookup::OtherShard { port } => Err(ErrorResponse {
                 code: ErrorCode::WrongShard,
                 message: format!("partition {partition} of {stream} is served on port {port}"),
@@ -1022,9 +1023,13 @@ fn encode_stream<'a>(
         let isr: Vec<i64> = assignment.isr.iter().map(|n| *n as i64).collect();
         let replicas = fbb.create_vector(&replicas);
         let isr = fbb.create_vector(&isr);
-        let (hw, start) = statuses.get(&key).map_or((-1, -1), |status| {
-            (status.high_watermark.0 as i64, status.log_start.0 as i64)
+        let status = statuses.get(&key);
+        let (hw, start) = status.map_or((-1, -1), |s| {
+            (s.high_watermark.0 as i64, s.log_start.0 as i64)
         });
+        let failure = status.and_then(|s| s.failure.as_ref());
+        let failed_at_ms = failure.map_or(-1, |f| f.at.0);
+        let failure = failure.map(|f| fbb.create_string(&f.cause));
         partitions.push(fb::PartitionMetadata::create(
             fbb,
             &fb::PartitionMetadataArgs {
@@ -1038,6 +1043,8 @@ fn encode_stream<'a>(
                 isr: Some(isr),
                 high_watermark: hw,
                 log_start_offset: start,
+                failure,
+                failed_at_ms,
             },
         ));
     }

@@ -36,8 +36,8 @@ use shards::ring::{RingReceiver, RingSender};
 use crate::cluster::{ClusterError, MetadataCommand, MetadataResponse, NodeId};
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, AppendRequest, CommitLevel, FromShard, PartitionEntry,
-    PartitionKey, PartitionSettings, PartitionStatus, PartitionTable, ShardStats, ToShard,
-    FSYNC_BUCKETS_US,
+    PartitionFailure, PartitionKey, PartitionSettings, PartitionStatus, PartitionTable, ShardStats,
+    ToShard, FSYNC_BUCKETS_US,
 };
 use crate::limits::{ConnectionGate, Limits};
 use crate::protocol::error_code::ErrorCode;
@@ -67,6 +67,10 @@ const CLOSE_WAIT_ROUND: Duration = Duration::from_millis(10);
 /// How long a shutdown waits for received appends, in `CLOSE_WAIT_ROUND`s
 /// (30 s in all).
 const SHUTDOWN_APPEND_WAIT_ROUNDS_MAX: usize = 3000;
+/// Pause between attempts to open a partition whose open failed (e.g. no
+/// space for its directory or first segment); appends to it are answered
+/// with the open error (`DiskFull`) meanwhile.
+pub const PARTITION_OPEN_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a shard needs to know about its node.
 #[derive(Clone, Debug)]
@@ -132,7 +136,12 @@ pub struct LocalPartition {
 /// Where a (stream, partition) named by a client lives.
 pub enum Lookup {
     Local(Rc<LocalPartition>),
-    OtherShard { port: u16 },
+    /// Placed here, but its open failed (and is being retried): the error
+    /// to answer with, e.g. `DiskFull`.
+    Unavailable(AppendFailure),
+    OtherShard {
+        port: u16,
+    },
     PartitionNotFound,
     StreamNotFound,
 }
@@ -141,6 +150,12 @@ pub struct Shard {
     pub id: u32,
     pub settings: ShardSettings,
     partitions: RefCell<HashMap<PartitionKey, Rc<LocalPartition>>>,
+    /// Partitions placed on this shard whose open failed, with the error;
+    /// a task per entry retries the open (see `retry_open`).
+    unopened: RefCell<HashMap<PartitionKey, AppendFailure>>,
+    /// The partition table applied last (a partition opened by a retry
+    /// takes its role from it).
+    last_table: RefCell<Option<Rc<PartitionTable>>>,
     /// Every partition of the node by name, for lookups and wrong-shard hints.
     names: RefCell<HashMap<String, Vec<PartitionEntry>>>,
     /// Client addresses of every node (shard 0), from the latest table.
@@ -174,8 +189,11 @@ impl Shard {
                 port: self.settings.port_of(entry.shard),
             };
         }
-        match self.partitions.borrow().get(&entry.key) {
-            Some(local) => Lookup::Local(local.clone()),
+        if let Some(local) = self.partitions.borrow().get(&entry.key) {
+            return Lookup::Local(local.clone());
+        }
+        match self.unopened.borrow().get(&entry.key) {
+            Some(failure) => Lookup::Unavailable(failure.clone()),
             None => Lookup::PartitionNotFound,
         }
     }
@@ -237,6 +255,10 @@ impl Shard {
             log_end: local.log.log_end_offset(),
             leader_epoch,
             replicas: replication::replica_progress(&local),
+            failure: local.log.failure().map(|f| PartitionFailure {
+                cause: f.cause,
+                at: f.at,
+            }),
         })
     }
 
@@ -325,6 +347,8 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         id: shard_id,
         settings: settings.clone(),
         partitions: RefCell::new(HashMap::new()),
+        unopened: RefCell::new(HashMap::new()),
+        last_table: RefCell::new(None),
         names: RefCell::new(HashMap::new()),
         node_client_addrs: RefCell::new(Default::default()),
         outbox,
@@ -436,13 +460,15 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
         level,
     } = request;
     let local = shard.partitions.borrow().get(&key).cloned();
+    let unopened = shard.unopened.borrow().get(&key).cloned();
     let bytes = batch.len() as u64;
-    let result = match local {
-        None => Err(AppendFailure {
+    let result = match (local, unopened) {
+        (None, Some(failure)) => Err(failure),
+        (None, None) => Err(AppendFailure {
             code: ErrorCode::PartitionNotFound,
             message: format!("partition {partition} of stream {stream} is not on this shard"),
         }),
-        Some(local) => append_committed(&shard, &local, batch, level)
+        (Some(local), _) => append_committed(&shard, &local, batch, level)
             .await
             .map(|a| a.base_offset),
     };
@@ -529,28 +555,31 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
             .get(key)
             .is_some_and(|entry| entry.leader == table.local_node)
     });
+    // A retry task notices its entry is gone and stops.
+    shard
+        .unopened
+        .borrow_mut()
+        .retain(|key, _| wanted.contains_key(key));
     for (key, entry) in &wanted {
-        if shard.partitions.borrow().contains_key(key) {
+        let known = shard.partitions.borrow().contains_key(key)
+            || shard.unopened.borrow().contains_key(key);
+        if known {
             continue;
         }
         match open_partition(shard, entry).await {
             Ok(local) => {
-                let local = Rc::new(local);
-                shard.partitions.borrow_mut().insert(*key, local.clone());
-                if local.stream == crate::cursor::CURSORS_STREAM && entry.leader == table.local_node
-                {
-                    // Rebuild the cursor map now rather than on first use.
-                    let shard = shard.clone();
-                    glommio::spawn_local(async move {
-                        if let Err(err) = cursors::catch_up(&shard, &local).await {
-                            tracing::warn!(error = %err.message, "cannot load cursors");
-                        }
-                    })
-                    .detach();
-                }
+                install_partition(shard, local, entry.leader == table.local_node);
             }
-            Err(err) => tracing::error!(shard = shard.id, stream = %entry.stream,
-                partition = entry.partition, error = %err, "cannot open partition"),
+            Err(err) => {
+                tracing::error!(shard = shard.id, stream = %entry.stream,
+                    partition = entry.partition, error = %err,
+                    "cannot open partition; retrying every {PARTITION_OPEN_RETRY_INTERVAL:?}");
+                shard
+                    .unopened
+                    .borrow_mut()
+                    .insert(*key, open_failure(entry, &err));
+                glommio::spawn_local(retry_open(Rc::downgrade(shard), (*entry).clone())).detach();
+            }
         }
     }
     *shard.node_client_addrs.borrow_mut() = table.node_client_addrs.clone();
@@ -563,6 +592,92 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
         }
     }
     *shard.names.borrow_mut() = names;
+    *shard.last_table.borrow_mut() = Some(Rc::new(table));
+}
+
+/// Makes an opened partition visible to appends and fetches (`leads`:
+/// this node leads it, so the cursor map of `__cursors` is rebuilt now).
+fn install_partition(shard: &Rc<Shard>, local: LocalPartition, leads: bool) -> Rc<LocalPartition> {
+    let local = Rc::new(local);
+    shard
+        .partitions
+        .borrow_mut()
+        .insert(local.key, local.clone());
+    if local.stream == crate::cursor::CURSORS_STREAM && leads {
+        // Rebuild the cursor map now rather than on first use.
+        let (shard, local) = (shard.clone(), local.clone());
+        glommio::spawn_local(async move {
+            if let Err(err) = cursors::catch_up(&shard, &local).await {
+                tracing::warn!(error = %err.message, "cannot load cursors");
+            }
+        })
+        .detach();
+    }
+    local
+}
+
+/// What an append to a partition that could not be opened is told.
+fn open_failure(entry: &PartitionEntry, err: &shards::error::LogError) -> AppendFailure {
+    AppendFailure {
+        code: connection::log_error_code(err),
+        message: format!(
+            "partition {} of stream {} cannot be opened: {err}",
+            entry.partition, entry.stream
+        ),
+    }
+}
+
+/// Retries opening a partition whose open failed (a full disk must not
+/// leave it closed until a restart) until it opens or leaves this shard's
+/// table. Holds the shard weakly so a shutdown is never kept waiting.
+async fn retry_open(shard: std::rc::Weak<Shard>, entry: PartitionEntry) {
+    loop {
+        glommio::timer::sleep(PARTITION_OPEN_RETRY_INTERVAL).await;
+        let Some(shard) = shard.upgrade() else {
+            return;
+        };
+        if !shard.unopened.borrow().contains_key(&entry.key) {
+            return;
+        }
+        let opened = open_partition(&shard, &entry).await;
+        // The table may have changed while the open ran.
+        let still_wanted = shard.unopened.borrow().contains_key(&entry.key);
+        match opened {
+            Ok(local) if still_wanted => {
+                shard.unopened.borrow_mut().remove(&entry.key);
+                tracing::info!(shard = shard.id, stream = %entry.stream,
+                    partition = entry.partition, "partition opened after a retry");
+                // Its role (leader or follower, epoch) from the table the
+                // shard applied last, as `apply_table` gives every partition.
+                let table = shard.last_table.borrow().clone();
+                let current = table
+                    .as_ref()
+                    .and_then(|t| t.entries.iter().find(|e| e.key == entry.key).cloned());
+                let leads = match (&table, &current) {
+                    (Some(table), Some(current)) => current.leader == table.local_node,
+                    _ => false,
+                };
+                let local = install_partition(&shard, local, leads);
+                if let (Some(table), Some(current)) = (table, current) {
+                    replication::apply_entry(&shard, &local, &current, &table).await;
+                }
+                return;
+            }
+            Ok(local) => {
+                close_partition(Rc::new(local)).await;
+                return;
+            }
+            Err(err) if still_wanted => {
+                tracing::debug!(shard = shard.id, stream = %entry.stream,
+                    partition = entry.partition, error = %err, "partition still cannot be opened");
+                shard
+                    .unopened
+                    .borrow_mut()
+                    .insert(entry.key, open_failure(&entry, &err));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 async fn open_partition(
@@ -577,11 +692,7 @@ async fn open_partition(
     glommio::executor()
         .spawn_blocking(move || create_dir_durably(&data_dir, &to_create))
         .await
-        .map_err(|e| shards::error::LogError::Io {
-            op: "create partition directory",
-            path: dir.clone(),
-            source: e,
-        })?;
+        .map_err(|e| shards::error::LogError::io("create partition directory", dir.clone(), e))?;
     let mut config = log_config(&shard.settings, &dir, &entry.settings);
     // The high watermark is the replication layer's: what every in-sync
     // replica has (for a single replica, what is durable here).
@@ -733,6 +844,7 @@ async fn close_partition(partition: Rc<LocalPartition>) {
 }
 
 async fn close_all(shard: &Rc<Shard>) {
+    shard.unopened.borrow_mut().clear();
     let all: Vec<Rc<LocalPartition>> = shard
         .partitions
         .borrow_mut()

@@ -108,6 +108,18 @@ impl Drop for NatsServer {
     }
 }
 
+/// What [`Sluice::start_with`] changes from the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct SluiceOptions {
+    /// Data directory (e.g. on a size-capped filesystem); default: a fresh
+    /// temporary directory.
+    pub data_dir: Option<PathBuf>,
+    /// Lines appended to the node's `sluice.toml`.
+    pub config_extra: String,
+    /// Extra environment variables of the process.
+    pub env: Vec<(String, String)>,
+}
+
 /// A `sluice serve` process with its own data directory and ports.
 pub struct Sluice {
     child: Option<Child>,
@@ -118,6 +130,7 @@ pub struct Sluice {
     pub shards: u16,
     log: PathBuf,
     config: PathBuf,
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -125,16 +138,22 @@ pub struct Sluice {
 pub const TEST_SEGMENT_BYTES: u64 = 16 << 20;
 
 impl Sluice {
-    /// Starts a node whose sluice.toml also holds `extra` (TOML).
-    pub fn start_with_config(nats_url: &str, shards: u16, extra: &str) -> Sluice {
+    /// Starts a node with `shards` data shards (all on the machine's CPUs).
+    pub fn start(nats_url: &str, shards: u16) -> Sluice {
+        Sluice::start_with(nats_url, shards, SluiceOptions::default())
+    }
+
+    /// Like [`Sluice::start`], with `options`.
+    pub fn start_with(nats_url: &str, shards: u16, options: SluiceOptions) -> Sluice {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
+        let data_dir = options.data_dir.unwrap_or_else(|| dir.path().join("data"));
         let base = free_port_range(shards);
         let admin_port = free_port();
         let raft_port = free_port();
         let config = dir.path().join("sluice.toml");
         // Segments are preallocated: the 1 GiB default would put a gigabyte
         // on the test machine's disk per partition.
+        let extra = options.config_extra;
         let segment_bytes = if extra.contains("segment_bytes") {
             String::new()
         } else {
@@ -154,15 +173,20 @@ impl Sluice {
             shards,
             log: dir.path().join("sluice.log"),
             config,
+            env: options.env,
             _dir: Some(dir),
         };
         node.spawn();
         node
     }
 
-    /// Starts a node with `shards` data shards (all on the machine's CPUs).
-    pub fn start(nats_url: &str, shards: u16) -> Sluice {
-        Sluice::start_with_config(nats_url, shards, "")
+    /// Starts a node whose sluice.toml also holds `extra` (TOML).
+    pub fn start_with_config(nats_url: &str, shards: u16, extra: &str) -> Sluice {
+        let options = SluiceOptions {
+            config_extra: extra.to_string(),
+            ..SluiceOptions::default()
+        };
+        Sluice::start_with(nats_url, shards, options)
     }
 
     fn cores_arg(&self) -> String {
@@ -194,6 +218,7 @@ impl Sluice {
             .arg("--cores")
             .arg(self.cores_arg())
             .env("RUST_LOG", "info,openraft=warn,async_nats=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log)

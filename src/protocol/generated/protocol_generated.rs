@@ -907,6 +907,8 @@ pub mod sluice {
             pub const VT_ISR: ::flatbuffers::VOffsetT = 16;
             pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 18;
             pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 20;
+            pub const VT_FAILURE: ::flatbuffers::VOffsetT = 22;
+            pub const VT_FAILED_AT_MS: ::flatbuffers::VOffsetT = 24;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -923,9 +925,13 @@ pub mod sluice {
                 args: &'args PartitionMetadataArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
                 let mut builder = PartitionMetadataBuilder::new(_fbb);
+                builder.add_failed_at_ms(args.failed_at_ms);
                 builder.add_log_start_offset(args.log_start_offset);
                 builder.add_high_watermark(args.high_watermark);
                 builder.add_leader(args.leader);
+                if let Some(x) = args.failure {
+                    builder.add_failure(x);
+                }
                 if let Some(x) = args.isr {
                     builder.add_isr(x);
                 }
@@ -1050,6 +1056,34 @@ pub mod sluice {
                         .unwrap()
                 }
             }
+            /// Why the partition stopped taking writes (fail-stop after a failed sync
+            /// or an unrecoverable write, e.g. "fdatasync EIO"); absent while healthy.
+            /// It stays stopped until the server reopens it (a restart), which
+            /// recovers it from disk.
+            #[inline]
+            pub fn failure(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        PartitionMetadata::VT_FAILURE,
+                        None,
+                    )
+                }
+            }
+            /// When it fail-stopped, ms since the Unix epoch; -1 while healthy.
+            #[inline]
+            pub fn failed_at_ms(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(PartitionMetadata::VT_FAILED_AT_MS, Some(-1))
+                        .unwrap()
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
@@ -1076,6 +1110,12 @@ pub mod sluice {
                     )?
                     .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
                     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "failure",
+                        Self::VT_FAILURE,
+                        false,
+                    )?
+                    .visit_field::<i64>("failed_at_ms", Self::VT_FAILED_AT_MS, false)?
                     .finish();
                 Ok(())
             }
@@ -1090,6 +1130,8 @@ pub mod sluice {
             pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i64>>>,
             pub high_watermark: i64,
             pub log_start_offset: i64,
+            pub failure: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub failed_at_ms: i64,
         }
         impl<'a> Default for PartitionMetadataArgs<'a> {
             #[inline]
@@ -1104,6 +1146,8 @@ pub mod sluice {
                     isr: None,
                     high_watermark: -1,
                     log_start_offset: -1,
+                    failure: None,
+                    failed_at_ms: -1,
                 }
             }
         }
@@ -1175,6 +1219,18 @@ pub mod sluice {
                 );
             }
             #[inline]
+            pub fn add_failure(&mut self, failure: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PartitionMetadata::VT_FAILURE,
+                    failure,
+                );
+            }
+            #[inline]
+            pub fn add_failed_at_ms(&mut self, failed_at_ms: i64) {
+                self.fbb_
+                    .push_slot::<i64>(PartitionMetadata::VT_FAILED_AT_MS, failed_at_ms, -1);
+            }
+            #[inline]
             pub fn new(
                 _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
             ) -> PartitionMetadataBuilder<'a, 'b, A> {
@@ -1203,6 +1259,8 @@ pub mod sluice {
                 ds.field("isr", &self.isr());
                 ds.field("high_watermark", &self.high_watermark());
                 ds.field("log_start_offset", &self.log_start_offset());
+                ds.field("failure", &self.failure());
+                ds.field("failed_at_ms", &self.failed_at_ms());
                 ds.finish()
             }
         }
