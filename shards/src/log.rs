@@ -682,10 +682,6 @@ impl PartitionLog {
         Ok(true)
     }
 
-    /// A batch write failed. If its epoch was just checkpointed, memory and
-    /// the checkpoint name an epoch the log does not hold: fail-stop (a
-    /// reopen drops the entry, or finds the batch and keeps it).
-
     async fn enter_write_phase(&self) -> LogResult<glommio::sync::Permit<'_>> {
         let permit = self
             .write_gate
