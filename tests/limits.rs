@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::limits::{closed_within, fetch_body, frame, raw, read_error, rss_kib, send, WireError};
 use common::{NatsServer, Sluice};
+
+/// The tests of this file run one at a time: the idle-sockets test holds
+/// thousands of ephemeral ports, and a concurrently starting node could find
+/// the "free" port it picked taken by one of them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 use shards::batch::{Header, Record};
 use shards::types::{Offset, TimestampMs};
 use sluice::client::{Client, ClientError, FetchStart, StreamConfig};
@@ -83,6 +94,7 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 #[test]
 fn a_frame_announcing_4_gib_is_refused_without_allocating() {
+    let _serial = one_at_a_time();
     let nats = NatsServer::start();
     let node = Sluice::start(&nats.url, 1);
     let pid = node.pid().expect("pid");
@@ -112,6 +124,7 @@ fn a_frame_announcing_4_gib_is_refused_without_allocating() {
 
 #[test]
 fn thousands_of_idle_sockets_cost_little_and_the_connection_limit_trips() {
+    let _serial = one_at_a_time();
     const IDLE: usize = 2000;
     const CONNECTIONS_MAX: usize = 2050;
     let nats = NatsServer::start();
@@ -180,6 +193,7 @@ fn thousands_of_idle_sockets_cost_little_and_the_connection_limit_trips() {
 
 #[test]
 fn per_principal_connection_limit_trips() {
+    let _serial = one_at_a_time();
     let nats = NatsServer::start();
     let node = Sluice::start_with_config(
         &nats.url,
@@ -212,6 +226,7 @@ fn per_principal_connection_limit_trips() {
 
 #[test]
 fn idle_and_slow_clients_are_timed_out_while_others_are_served() {
+    let _serial = one_at_a_time();
     let nats = NatsServer::start();
     let node = Sluice::start_with_config(
         &nats.url,
@@ -254,6 +269,7 @@ fn idle_and_slow_clients_are_timed_out_while_others_are_served() {
 
 #[test]
 fn consumers_that_never_read_are_cut_and_memory_stays_bounded() {
+    let _serial = one_at_a_time();
     const STUCK: usize = 8;
     const FETCHES_EACH: u32 = 32;
     let nats = NatsServer::start();
@@ -313,6 +329,7 @@ fn consumers_that_never_read_are_cut_and_memory_stays_bounded() {
 
 #[test]
 fn each_limit_trips_with_its_error_while_others_are_served() {
+    let _serial = one_at_a_time();
     let nats = NatsServer::start();
     let node = Sluice::start_with_config(
         &nats.url,
@@ -419,6 +436,7 @@ fn each_limit_trips_with_its_error_while_others_are_served() {
 
 #[test]
 fn authenticating_moves_a_connection_to_its_principals_limit() {
+    let _serial = one_at_a_time();
     use common::auth::{auth_section, ALICE_TOKEN, ROOT_TOKEN};
     use sluice::client::Credentials;
     let nats = NatsServer::start();
