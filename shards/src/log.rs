@@ -394,52 +394,46 @@ impl PartitionLog {
         let clean_marker = config.dir.join(CLEAN_SHUTDOWN_FILE);
         let clean_shutdown = BufferedFile::open(&clean_marker).await.is_ok();
         let mut report = RecoveryReport::default();
-        let mut segments = BTreeMap::new();
-        let last_base = bases.last().copied();
-        let mut previous_end: Option<Offset> = None;
-        for (i, &base) in bases.iter().enumerate() {
-            let active = Some(base) == last_base;
-            let scan = if active && !clean_shutdown {
-                RecoveryScan::Full
-            } else {
-                RecoveryScan::FromLastIndexEntry
-            };
-            let (segment, recovery) =
-                Segment::open(&config.dir, base, &segment_config, active, scan).await?;
-            let gap_backwards = previous_end.is_some_and(|end| base < end);
-            let cut_short = recovery.truncated_bytes > 0 && !active;
-            if recovery.truncated_bytes > 0
-                || recovery.index_rebuilt
-                || recovery.stop_reason.is_some()
-            {
-                report.repaired.push((base, recovery));
-            }
-            if gap_backwards {
-                // Overlapping segments: the newer one cannot be trusted.
-                remove_segments(&[segment]).await?;
-                report.mid_log_corruption = true;
-                remove_later(&config.dir, &bases[i + 1..], &segment_config).await?;
-                break;
-            }
-            previous_end = Some(segment.next_offset());
-            segments.insert(base, segment);
-            if cut_short {
-                tracing::error!(dir = %config.dir.display(), segment = base.0,
-                    "corruption before the end of the log; later segments removed");
-                report.mid_log_corruption = true;
-                remove_later(&config.dir, &bases[i + 1..], &segment_config).await?;
-                break;
-            }
-        }
-        if segments.is_empty() {
-            let segment = Segment::create(&config.dir, Offset::ZERO, &segment_config).await?;
-            segments.insert(Offset::ZERO, segment);
-        } else if let Some(mut last) = segments.last_entry() {
-            // A sealed segment became the last one (later ones were removed):
-            // make it writable again.
-            if last.get().size() > 0 && report.mid_log_corruption {
-                let next = last.get().next_offset();
-                last.get_mut().truncate_to(next, &segment_config).await?;
+        let mut segments = recover_segments(
+            &config.dir,
+            &bases,
+            &segment_config,
+            clean_shutdown,
+            false,
+            &mut report,
+        )
+        .await?;
+        // The epoch cache comes from the checkpoint or, when that is missing
+        // or damaged, from a scan of every batch header. That scan also
+        // reads the bytes recovery trusted without checking (before the last
+        // index entry); if one is damaged, trust nothing and check every
+        // batch of every segment, cutting the log at the first bad one.
+        let checkpointed_epochs = read_checkpoint(&config.dir).await?;
+        let mut rebuilt_epochs = None;
+        if checkpointed_epochs.is_none() {
+            match rebuild_epoch_cache(&segments) {
+                Ok(epochs) => rebuilt_epochs = Some(epochs),
+                Err(damage @ LogError::Corrupt { .. }) => {
+                    tracing::error!(dir = %config.dir.display(), error = %damage,
+                        "a batch recovery trusted is damaged; checking every batch of every segment");
+                    drop(segments);
+                    let (bases, _) = list_segment_bases(&directory, &config.dir)?;
+                    report = RecoveryReport {
+                        mid_log_corruption: true,
+                        ..RecoveryReport::default()
+                    };
+                    segments = recover_segments(
+                        &config.dir,
+                        &bases,
+                        &segment_config,
+                        clean_shutdown,
+                        true,
+                        &mut report,
+                    )
+                    .await?;
+                    rebuilt_epochs = Some(rebuild_epoch_cache(&segments)?);
+                }
+                Err(err) => return Err(err),
             }
         }
         if clean_shutdown {
@@ -478,9 +472,15 @@ impl PartitionLog {
                 checkpoint.map_or(log_start, |hw| hw.clamp(log_start, log_end))
             }
         };
-        let (epochs, epoch_cache_rebuilt) =
-            open_epoch_cache(&config.dir, &segments, log_start, log_end).await?;
-        report.epoch_cache_rebuilt = epoch_cache_rebuilt;
+        report.epoch_cache_rebuilt = rebuilt_epochs.is_some();
+        let epochs = fit_epoch_cache(
+            &config.dir,
+            checkpointed_epochs,
+            rebuilt_epochs,
+            log_start,
+            log_end,
+        )
+        .await?;
         report.segments = segments.len();
         report.log_end = log_end;
         let state = LogState {
@@ -1681,6 +1681,70 @@ async fn sync_loop(
     }
 }
 
+/// Opens the segments named by `bases`, oldest first, recovering each
+/// (see [`RecoveryScan`]): the active one is checked batch by batch after a
+/// crash, the others from their last index entry, every one of them when
+/// `check_every_batch`. Corruption before the last segment cuts the log
+/// there (`mid_log_corruption`) and removes the later segments. Always
+/// returns at least one segment, the last one writable.
+async fn recover_segments(
+    dir: &Path,
+    bases: &[Offset],
+    segment_config: &SegmentConfig,
+    clean_shutdown: bool,
+    check_every_batch: bool,
+    report: &mut RecoveryReport,
+) -> LogResult<BTreeMap<Offset, Segment>> {
+    let mut segments = BTreeMap::new();
+    let last_base = bases.last().copied();
+    let mut previous_end: Option<Offset> = None;
+    let mut cut = false;
+    for (i, &base) in bases.iter().enumerate() {
+        let active = Some(base) == last_base;
+        let scan = if check_every_batch || (active && !clean_shutdown) {
+            RecoveryScan::Full
+        } else {
+            RecoveryScan::FromLastIndexEntry
+        };
+        let (segment, recovery) = Segment::open(dir, base, segment_config, active, scan).await?;
+        let gap_backwards = previous_end.is_some_and(|end| base < end);
+        let cut_short = recovery.truncated_bytes > 0 && !active;
+        if recovery.truncated_bytes > 0 || recovery.index_rebuilt || recovery.stop_reason.is_some()
+        {
+            report.repaired.push((base, recovery));
+        }
+        if gap_backwards {
+            // Overlapping segments: the newer one cannot be trusted.
+            remove_segments(&[segment]).await?;
+            cut = true;
+            remove_later(dir, &bases[i + 1..], segment_config).await?;
+            break;
+        }
+        previous_end = Some(segment.next_offset());
+        segments.insert(base, segment);
+        if cut_short {
+            tracing::error!(dir = %dir.display(), segment = base.0,
+                "corruption before the end of the log; later segments removed");
+            cut = true;
+            remove_later(dir, &bases[i + 1..], segment_config).await?;
+            break;
+        }
+    }
+    report.mid_log_corruption |= cut;
+    if segments.is_empty() {
+        let segment = Segment::create(dir, Offset::ZERO, segment_config).await?;
+        segments.insert(Offset::ZERO, segment);
+    } else if let Some(mut last) = segments.last_entry() {
+        // A sealed segment became the last one (later ones were removed):
+        // make it writable again.
+        if last.get().size() > 0 && cut {
+            let next = last.get().next_offset();
+            last.get_mut().truncate_to(next, segment_config).await?;
+        }
+    }
+    Ok(segments)
+}
+
 /// Segment base offsets in the directory, sorted, and the paths of
 /// compaction leftovers (`*.cleaned`) to delete.
 fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<(Vec<Offset>, Vec<PathBuf>)> {
@@ -1754,30 +1818,30 @@ pub(crate) async fn sync_directory(dir: &Path) -> LogResult<()> {
         .map_err(|e| LogError::glommio("sync partition directory", dir, e))
 }
 
-/// The leader-epoch cache on open: the checkpoint when it reads back
-/// intact, otherwise rebuilt from every batch header (the one full header
+/// The leader-epoch cache on open: the checkpoint when it read back intact,
+/// otherwise the one rebuilt from every batch header (the one full header
 /// scan, paid once: the rebuilt cache is written back). Either way fitted to
 /// the log as recovered: entries at or past its end dropped, entries before
-/// its start collapsed. Returns the cache and whether it was rebuilt.
-async fn open_epoch_cache(
+/// its start collapsed.
+async fn fit_epoch_cache(
     dir: &Path,
-    segments: &BTreeMap<Offset, Segment>,
+    checkpointed: Option<EpochCache>,
+    rebuilt: Option<EpochCache>,
     log_start: Offset,
     log_end: Offset,
-) -> LogResult<(EpochCache, bool)> {
-    let (mut epochs, rebuilt) = match read_checkpoint(dir).await? {
-        Some(epochs) => (epochs, false),
-        None => (rebuild_epoch_cache(segments)?, true),
-    };
+) -> LogResult<EpochCache> {
+    debug_assert!(checkpointed.is_some() != rebuilt.is_some());
+    let was_rebuilt = rebuilt.is_some();
+    let mut epochs = checkpointed.or(rebuilt).unwrap_or_default();
     let changed = epochs.fit_to_log(log_start, log_end);
-    if changed && !rebuilt {
+    if changed && !was_rebuilt {
         tracing::warn!(dir = %dir.display(), log_end = log_end.0,
             "leader-epoch checkpoint named offsets outside the log; trimmed");
     }
-    if rebuilt || changed {
+    if was_rebuilt || changed {
         write_checkpoint(dir, &epochs).await?;
     }
-    Ok((epochs, rebuilt))
+    Ok(epochs)
 }
 
 /// Folds [`EpochCache::assign`] over every batch header, oldest first.

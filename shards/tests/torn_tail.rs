@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use shards::batch::{Header, Record};
+use shards::epoch_cache::LEADER_EPOCH_FILE;
 use shards::log::{LogConfig, PartitionLog, RecoveryReport, SyncPolicy, CLEAN_SHUTDOWN_FILE};
 use shards::testing::run_on_executor;
 use shards::types::{Offset, TimestampMs};
@@ -462,6 +463,68 @@ fn e_corruption_in_a_sealed_segment_cuts_the_log_there() {
                 );
             }
         }
+    }
+}
+
+/// Where a batch header keeps its attributes (after base offset, length,
+/// leader epoch, magic and CRC).
+const ATTRIBUTES_AT: usize = 21;
+
+/// Damage the attributes of the batch at `position` so its header no longer
+/// parses, and drop the leader-epoch checkpoint so that open must rebuild it
+/// from every header (as after a lost or damaged checkpoint).
+fn garble_header_and_lose_epoch_checkpoint(dir: &Path, segment: &Path, position: usize) {
+    write_at(segment, &[0x7f, 0x7f], position + ATTRIBUTES_AT);
+    std::fs::remove_file(dir.join(LEADER_EPOCH_FILE)).expect("remove the epoch checkpoint");
+}
+
+/// Found by the `segment_recovery` fuzz target: after a clean shutdown
+/// recovery trusts the bytes before the last index entry, and a header there
+/// that no longer parses made the epoch-cache rebuild fail the whole open.
+/// Now the log is cut at that batch and reported as mid-log corruption.
+#[test]
+fn e_a_damaged_header_the_index_vouched_for_cuts_the_log_when_epochs_are_rebuilt() {
+    let fixture = Fixture::new(1 << 20, 512);
+    let batches = layout(&last_segment(&fixture.pristine));
+    for victim in [1, BATCHES / 3, BATCHES / 2] {
+        for shutdown in SHUTDOWNS {
+            let dir = fixture.copy(&format!("header-{victim}"), shutdown);
+            garble_header_and_lose_epoch_checkpoint(&dir, &last_segment(&dir), batches[victim].0);
+            let report = expect_recovered(fixture.config(&dir), victim);
+            assert!(report.epoch_cache_rebuilt, "{report:?}");
+            if shutdown == Shutdown::Clean {
+                // Synced and vouched for, then lost: the replica must re-fetch.
+                assert!(report.mid_log_corruption, "{report:?}");
+                assert!(report.needs_refetch());
+            }
+            assert!(
+                dir.join(LEADER_EPOCH_FILE).exists(),
+                "rebuilt checkpoint written back"
+            );
+        }
+    }
+}
+
+#[test]
+fn e_a_damaged_header_inside_a_sealed_segment_cuts_the_log_when_epochs_are_rebuilt() {
+    let fixture = Fixture::new(4096, 512);
+    let segments = segment_files(&fixture.pristine);
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    for shutdown in SHUTDOWNS {
+        let dir = fixture.copy("sealed-header", shutdown);
+        let (base, path) = &segment_files(&dir)[1];
+        let index = std::fs::metadata(path.with_extension("index")).expect("index");
+        assert!(
+            index.len() > 0,
+            "the damaged batch lies before an index entry"
+        );
+        garble_header_and_lose_epoch_checkpoint(&dir, path, 0);
+        let good = (0..BATCHES)
+            .position(|j| batch_base(j) == *base)
+            .expect("segment base at a batch");
+        let report = expect_recovered(fixture.config(&dir), good);
+        assert!(report.mid_log_corruption, "{report:?}");
+        assert_eq!(segment_files(&dir).len(), 2, "later segments removed");
     }
 }
 
