@@ -49,6 +49,8 @@ pub struct PartitionEntry {
     pub replicas: Vec<NodeId>,
     /// In-sync replicas, leader included.
     pub isr: Vec<NodeId>,
+    /// Version of `isr` in the metadata; ISR proposals are conditional on it.
+    pub isr_version: u64,
     /// ISR size below which ack-`all` appends are refused.
     pub min_insync_replicas: u32,
 }
@@ -109,6 +111,7 @@ impl PartitionTable {
                     leader_epoch: assignment.leader_epoch,
                     replicas: assignment.replicas.clone(),
                     isr: assignment.isr.clone(),
+                    isr_version: assignment.isr_version,
                     min_insync_replicas: spec.min_insync_replicas,
                 });
             }

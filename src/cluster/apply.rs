@@ -71,8 +71,15 @@ impl Metadata {
                 stream_id,
                 partition,
                 leader_epoch,
+                isr_version,
                 isr,
-            } => self.update_isr(stream, *stream_id, *partition, *leader_epoch, isr),
+            } => self.update_isr(
+                stream,
+                *stream_id,
+                *partition,
+                (*leader_epoch, *isr_version),
+                isr,
+            ),
             MetadataCommand::ChangeLeader {
                 stream,
                 stream_id,
@@ -210,13 +217,19 @@ impl Metadata {
         stream: &str,
         stream_id: StreamId,
         partition: u32,
-        leader_epoch: u32,
+        (leader_epoch, isr_version): (u32, u64),
         isr: &[NodeId],
     ) -> Applied {
         let assignment = match self.partition_mut(stream, stream_id, partition, leader_epoch) {
             Ok(a) => a,
             Err(miss) => return miss.into(),
         };
+        if assignment.isr_version != isr_version {
+            return Applied::conflict(format!(
+                "{stream}/{partition} ISR is at version {}, not {isr_version}",
+                assignment.isr_version
+            ));
+        }
         let mut candidate = assignment.clone();
         candidate.isr = isr.to_vec();
         if let Err(reason) = check_replica_set(partition, &candidate) {
@@ -225,6 +238,7 @@ impl Metadata {
         if assignment.isr == candidate.isr {
             return Applied::unchanged(MetadataResponse::Ok);
         }
+        candidate.isr_version = candidate.isr_version.wrapping_add(1);
         *assignment = candidate;
         Applied::changed(MetadataResponse::Ok)
     }
@@ -286,6 +300,7 @@ impl Metadata {
         }
         let mut candidate = assignment.clone();
         candidate.isr.retain(|n| *n != node);
+        candidate.isr_version = candidate.isr_version.wrapping_add(1);
         if candidate.leader == node {
             // Same rule as the controller: the first ISR member in replica
             // order, so every node computes the same successor.
@@ -460,6 +475,7 @@ mod tests {
             replicas: replicas.to_vec(),
             isr: replicas.to_vec(),
             leader_epoch: 0,
+            isr_version: 0,
             shard: 0,
         }
     }
@@ -572,24 +588,27 @@ mod tests {
         else {
             panic!("not created");
         };
-        let update = |isr: Vec<NodeId>, epoch: u32, id: StreamId| MetadataCommand::UpdateIsr {
-            stream: "s".into(),
-            stream_id: id,
-            partition: 0,
-            leader_epoch: epoch,
-            isr,
+        let update = |isr: Vec<NodeId>, epoch: u32, id: StreamId, isr_version: u64| {
+            MetadataCommand::UpdateIsr {
+                stream: "s".into(),
+                stream_id: id,
+                partition: 0,
+                leader_epoch: epoch,
+                isr_version,
+                isr,
+            }
         };
-        let shrink = m.apply(&update(vec![1, 2], 0, record.id));
+        let shrink = m.apply(&update(vec![1, 2], 0, record.id, 0));
         assert_eq!(shrink.response, MetadataResponse::Ok);
         assert!(shrink.changed);
-        let stale = m.apply(&update(vec![1], 5, record.id));
+        let stale = m.apply(&update(vec![1], 5, record.id, 1));
         assert!(matches!(stale.response, MetadataResponse::Conflict { .. }));
-        let wrong_incarnation = m.apply(&update(vec![1], 0, StreamId::new(99)));
+        let wrong_incarnation = m.apply(&update(vec![1], 0, StreamId::new(99), 1));
         assert!(matches!(
             wrong_incarnation.response,
             MetadataResponse::Conflict { .. }
         ));
-        let no_leader = m.apply(&update(vec![2], 0, record.id));
+        let no_leader = m.apply(&update(vec![2], 0, record.id, 1));
         assert!(matches!(
             no_leader.response,
             MetadataResponse::Invalid { .. }
@@ -613,6 +632,46 @@ mod tests {
         // The old epoch no longer applies.
         assert!(matches!(
             m.apply(&change(1)).response,
+            MetadataResponse::Conflict { .. }
+        ));
+    }
+
+    #[test]
+    fn an_isr_proposal_computed_before_another_isr_change_is_refused() {
+        let mut m = metadata_with_nodes(3);
+        let id = three_replicas(&mut m);
+        let update = |isr: Vec<NodeId>, isr_version: u64| MetadataCommand::UpdateIsr {
+            stream: "s".into(),
+            stream_id: id,
+            partition: 0,
+            leader_epoch: 0,
+            isr_version,
+            isr,
+        };
+        assert_eq!(
+            m.apply(&update(vec![1, 2], 0)).response,
+            MetadataResponse::Ok
+        );
+        assert_eq!(
+            m.apply(&update(vec![1, 2, 3], 1)).response,
+            MetadataResponse::Ok
+        );
+        // A shrink computed from version 0 (node 3 lagging then), delayed
+        // past the expand: applying it would drop a caught-up follower.
+        let late = m.apply(&update(vec![1, 2], 0));
+        assert!(
+            matches!(late.response, MetadataResponse::Conflict { .. }),
+            "{late:?}"
+        );
+        assert!(!late.changed);
+        let p = &m.stream("s").unwrap().partitions[0];
+        assert_eq!((p.isr.clone(), p.isr_version), (vec![1, 2, 3], 2));
+        // An unchanged ISR keeps its version; LeaveIsr bumps it.
+        assert!(!m.apply(&update(vec![1, 2, 3], 2)).changed);
+        assert_eq!(m.apply(&leave(id, 3)).response, MetadataResponse::Ok);
+        assert_eq!(m.stream("s").unwrap().partitions[0].isr_version, 3);
+        assert!(matches!(
+            m.apply(&update(vec![1, 2, 3], 2)).response,
             MetadataResponse::Conflict { .. }
         ));
     }

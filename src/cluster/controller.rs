@@ -60,6 +60,7 @@ pub fn plan(metadata: &Metadata, is_alive: impl Fn(NodeId) -> bool) -> Vec<Metad
                     stream_id: record.id,
                     partition: assignment.partition,
                     leader_epoch: epoch,
+                    isr_version: assignment.isr_version,
                     isr: live_isr,
                 });
             }
@@ -157,6 +158,7 @@ mod tests {
                     replicas: replicas.to_vec(),
                     isr: isr.to_vec(),
                     leader_epoch: 4,
+                    isr_version: 0,
                     shard: 0,
                 }],
                 created_at_ms: 0,
@@ -184,6 +186,7 @@ mod tests {
                     stream_id: StreamId::new(7),
                     partition: 0,
                     leader_epoch: 5,
+                    isr_version: 0,
                     isr: vec![3],
                 },
             ],
@@ -220,6 +223,7 @@ mod tests {
                 stream_id: StreamId::new(7),
                 partition: 0,
                 leader_epoch: 4,
+                isr_version: 0,
                 isr: vec![1, 3],
             }]
         );

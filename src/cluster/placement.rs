@@ -83,6 +83,7 @@ impl Placement for RoundRobinPlacement {
                     isr: replicas.clone(),
                     replicas,
                     leader_epoch: 0,
+                    isr_version: 0,
                     shard,
                 }
             })

@@ -155,6 +155,12 @@ pub struct PartitionAssignment {
     pub isr: Vec<NodeId>,
     /// Bumped on every leader change (KIP-101 truncation uses it).
     pub leader_epoch: u32,
+    /// Bumped on every ISR change. `UpdateIsr` names the version it was
+    /// computed from, so a proposal that raced another ISR change (a late
+    /// shrink landing after an expand) is refused instead of undoing it
+    /// (Kafka's partition epoch, KIP-497).
+    #[serde(default)]
+    pub isr_version: u64,
     /// Data shard that owns the partition on each replica; below every
     /// replica's shard count.
     pub shard: u32,
@@ -244,13 +250,15 @@ pub enum MetadataCommand {
     DeleteStream {
         name: String,
     },
-    /// Replace a partition's ISR. Conditional on the stream incarnation and
-    /// the leader epoch, so a stale leader cannot overwrite a newer ISR.
+    /// Replace a partition's ISR. Conditional on the stream incarnation, the
+    /// leader epoch and the ISR version it was computed from, so neither a
+    /// stale leader nor a stale proposal can overwrite a newer ISR.
     UpdateIsr {
         stream: String,
         stream_id: StreamId,
         partition: u32,
         leader_epoch: u32,
+        isr_version: u64,
         isr: Vec<NodeId>,
     },
     /// Make `leader` (a member of the ISR) the partition leader and bump the

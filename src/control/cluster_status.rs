@@ -153,6 +153,7 @@ mod tests {
                 replicas: vec![1, 2, 3],
                 isr: vec![1, 2],
                 leader_epoch: 0,
+                isr_version: 0,
                 shard: 0,
             }],
             created_at_ms: 0,

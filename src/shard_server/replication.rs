@@ -88,6 +88,8 @@ struct LeaderRole {
     epoch: u32,
     min_insync_replicas: u32,
     tracker: ReplicaTracker,
+    /// Version of the committed ISR the tracker holds: proposals name it.
+    isr_version: u64,
     proposal_in_flight: bool,
     last_proposal_at: Option<Instant>,
     /// Periodic ISR check and leader HW checkpoint.
@@ -234,6 +236,7 @@ pub async fn apply_entry(
     if replication.key() == key {
         if let Role::Leader(leader) = &mut *replication.role.borrow_mut() {
             leader.tracker.set_isr(&entry.isr);
+            leader.isr_version = entry.isr_version;
             leader.min_insync_replicas = entry.min_insync_replicas;
         }
         advance_leader_high_watermark(local);
@@ -263,6 +266,7 @@ pub async fn apply_entry(
                 epoch,
                 min_insync_replicas: entry.min_insync_replicas,
                 tracker,
+                isr_version: entry.isr_version,
                 proposal_in_flight: false,
                 last_proposal_at: None,
                 checker: Some(checker),
@@ -542,6 +546,7 @@ fn maybe_propose_isr(shard: &Rc<Shard>, local: &Rc<LocalPartition>) {
             stream_id: local.key.stream_id,
             partition: local.partition,
             leader_epoch: leader.epoch,
+            isr_version: leader.isr_version,
             isr,
         }
     };
@@ -866,6 +871,7 @@ mod tests {
             leader_epoch: epoch,
             replicas: replicas.to_vec(),
             isr: replicas.to_vec(),
+            isr_version: 0,
             min_insync_replicas: 2,
         }
     }
