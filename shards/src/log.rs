@@ -1097,6 +1097,75 @@ impl PartitionLog {
         Ok(new_end)
     }
 
+    /// Empties the log and restarts it at `start`, which must not be below
+    /// the log end: a follower whose next offset the leader's retention has
+    /// already deleted continues from the leader's log start (offsets are
+    /// never renumbered, so the range in between is skipped). Durable when it
+    /// returns: a crash part way leaves either the old log or an empty one,
+    /// and both fetch again from the leader.
+    pub async fn reset_to(&self, start: Offset) -> LogResult<()> {
+        let _permit = self.enter_write_phase().await?;
+        let (dir, segment_config, doomed) = {
+            let mut state = self.state.borrow_mut();
+            if start < state.log_end {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: start,
+                    log_start: state.log_end,
+                    log_end: Offset(u64::MAX),
+                });
+            }
+            let active_base = state.segments.keys().next_back().copied();
+            let snapshot = state
+                .segments
+                .values()
+                .map(|s| s.info(Some(s.base()) == active_base))
+                .collect();
+            state.truncation_snapshot = Some(snapshot);
+            let doomed: Vec<Segment> = std::mem::take(&mut state.segments).into_values().collect();
+            (
+                state.config.dir.clone(),
+                state.config.segment_config(),
+                doomed,
+            )
+        };
+        // Old segments go first: a crash before the new one exists leaves an
+        // empty directory, which opens as an empty log.
+        let created = match remove_segments(&doomed).await {
+            Ok(()) => Segment::create(&dir, start, &segment_config).await,
+            Err(err) => Err(err),
+        };
+        let segment = match created {
+            Ok(segment) => segment,
+            Err(err) => {
+                self.state.borrow_mut().truncation_snapshot = None;
+                return Err(self.fail_stop(err));
+            }
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments.insert(start, segment);
+            state.truncation_snapshot = None;
+            state.apply_truncation(start);
+            state.stable = start;
+            state.high_watermark = start;
+            state.epochs = EpochCache::default();
+            debug_assert_eq!(state.log_start, start);
+        }
+        self.log_end_moved.wake_all();
+        self.high_watermark_moved.wake_all();
+        if let Err(err) = sync_directory(&dir).await {
+            return Err(self.fail_stop(err));
+        }
+        let commit = self.state.borrow().config.commit;
+        if commit == CommitMode::Replicated {
+            write_high_watermark(&dir, start).await?;
+        }
+        if let Err(err) = write_checkpoint(&dir, &EpochCache::default()).await {
+            return Err(self.fail_stop(err));
+        }
+        Ok(())
+    }
+
     /// Writes the high watermark durably to `high-watermark` (temp file,
     /// fsync, rename, directory fsync), for replicated logs to resume from.
     pub async fn checkpoint_high_watermark(&self) -> LogResult<()> {
@@ -1359,14 +1428,17 @@ impl PartitionLog {
         let (file, sync_on_close) = {
             let mut state = self.state.borrow_mut();
             state.closed = true;
-            let active = state.active();
             // A fail-stopped log is never synced again (a second fdatasync
             // could "succeed" over lost pages) and gets no clean-shutdown
-            // marker, so the next open scans it in full.
-            (
-                active.file().clone(),
-                state.config.sync != SyncPolicy::Never && state.failure.is_none(),
-            )
+            // marker, so the next open scans it in full. (It may also have
+            // no segment left: a truncation or reset that failed part way.)
+            let active = state
+                .segments
+                .values()
+                .next_back()
+                .map(|s| s.file().clone());
+            let sync = state.config.sync != SyncPolicy::Never && state.failure.is_none();
+            (active, sync)
         };
         self.unsynced.signal();
         if let Some(task) = self.sync_task.take() {
@@ -1376,7 +1448,7 @@ impl PartitionLog {
         self.write_gate.close();
         self.high_watermark_moved.wake_all();
         self.log_end_moved.wake_all();
-        if sync_on_close {
+        if let (true, Some(file)) = (sync_on_close, file) {
             file.fdatasync().await?;
             // Without the marker the next open scans the active segment in
             // full: slower, never wrong, so a full disk only costs that.

@@ -381,3 +381,71 @@ fn append_resolves_only_after_a_covering_fdatasync() {
         assert_eq!(log.stable_offset(), Offset(1));
     });
 }
+
+/// A follower whose next offset the leader's retention deleted restarts its
+/// log empty at the leader's log start and replicates from there.
+#[test]
+fn reset_to_restarts_an_empty_log_at_a_later_offset_durably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let mut config = small_config(&path);
+        config.commit = CommitMode::Replicated;
+        let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
+        log.set_leader_epoch(LeaderEpoch(3));
+        for i in 0..60 {
+            log.append_records(&[record(i, 400)]).await.expect("append");
+        }
+        log.advance_high_watermark(Offset(60));
+        assert!(log.segments().len() > 1);
+        let below = log.reset_to(Offset(59)).await;
+        assert!(
+            matches!(below, Err(LogError::OffsetOutOfRange { .. })),
+            "{below:?}"
+        );
+
+        log.reset_to(Offset(1_000)).await.expect("reset");
+        assert_eq!(log.log_start_offset(), Offset(1_000));
+        assert_eq!(log.log_end_offset(), Offset(1_000));
+        assert_eq!(log.high_watermark(), Offset(1_000));
+        assert_eq!(log.segments().len(), 1);
+        assert!(log
+            .read_for_replica(Offset(1_000), 4096)
+            .expect("read")
+            .is_none());
+        assert!(log.read(Offset(5), 4096).is_err(), "old offsets are gone");
+        assert!(log.epoch_entries().is_empty(), "epochs cleared");
+
+        // The leader's batches continue from its log start.
+        let mut wire = Vec::new();
+        let records: Vec<Record> = (0..3).map(|j| record(1_000 + j, 50)).collect();
+        crate::batch::encode_batch(Offset(1_000), &records, &mut wire);
+        let end = log
+            .append_replicated(&wire)
+            .await
+            .expect("replicated append");
+        assert_eq!(end, Offset(1_003));
+        log.advance_high_watermark(Offset(1_003));
+        let got: Vec<Offset> = read_all(&log).await.into_iter().map(|(o, _)| o).collect();
+        assert_eq!(got, vec![Offset(1_000), Offset(1_001), Offset(1_002)]);
+        log.close().await.expect("close");
+
+        let (log, report) = PartitionLog::open(config.clone()).await.expect("reopen");
+        assert_eq!(
+            (log.log_start_offset(), report.log_end),
+            (Offset(1_000), Offset(1_003))
+        );
+        assert!(!report.needs_refetch(), "{report:?}");
+        assert_eq!(read_all(&log).await.len(), 3);
+        // Reset again, then crash (no close): the reset was durable.
+        log.reset_to(Offset(5_000)).await.expect("second reset");
+        drop(log);
+        let (log, report) = PartitionLog::open(config).await.expect("reopen after drop");
+        assert_eq!(
+            (log.log_start_offset(), report.log_end),
+            (Offset(5_000), Offset(5_000))
+        );
+        assert!(!report.needs_refetch(), "{report:?}");
+        log.close().await.expect("close");
+    });
+}

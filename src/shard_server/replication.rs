@@ -822,14 +822,23 @@ async fn out_of_range(
     leader_hw: Option<Offset>,
     leader_start: Option<Offset>,
 ) -> SessionEnd {
-    if leader_start.is_some_and(|start| offset < start) {
-        // Retention on the leader removed what we need next; a replica
-        // cannot skip a range (offsets are never renumbered).
-        tracing::error!(stream = %local.stream, partition = local.partition,
-            offset = offset.0, leader_log_start = ?leader_start,
-            "the leader no longer has the records this replica needs next; \
-             remove this replica's partition directory to re-copy it from the leader");
-        return SessionEnd::Retry("below the leader's log start".into());
+    if let Some(start) = leader_start.filter(|start| offset < *start) {
+        // Retention on the leader removed what we need next. Everything we
+        // hold is older than anything the leader keeps (offsets are never
+        // renumbered): start over empty at the leader's log start, as a
+        // Kafka follower does.
+        tracing::warn!(stream = %local.stream, partition = local.partition,
+            offset = offset.0, leader_log_start = start.0,
+            "the leader's retention removed the records this replica needs next; \
+             restarting the local log at the leader's log start");
+        return match local.log.reset_to(start).await {
+            Ok(()) => SessionEnd::Retry("restarted at the leader's log start".into()),
+            Err(err) => {
+                tracing::error!(stream = %local.stream, partition = local.partition,
+                    error = %err, "cannot restart the local log; stopping replication");
+                SessionEnd::Stop
+            }
+        };
     }
     // Our log runs past the leader's end: an uncommitted tail the leader
     // never had. Drop it down to what both sides have committed.
