@@ -1817,6 +1817,10 @@ async fn recover_segments(
     Ok(segments)
 }
 
+/// Largest base offset a segment file may name: one past `i64::MAX`, the
+/// last offset a batch may hold.
+const SEGMENT_BASE_MAX: Offset = Offset(i64::MAX as u64 + 1);
+
 /// Segment base offsets in the directory, sorted, and the paths of
 /// compaction leftovers (`*.cleaned`) to delete.
 fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<(Vec<Offset>, Vec<PathBuf>)> {
@@ -1832,6 +1836,21 @@ fn list_segment_bases(directory: &Directory, dir: &Path) -> LogResult<(Vec<Offse
             continue;
         };
         if let Some(base) = parse_segment_file_name(name) {
+            // Batch offsets are i64 and a segment starts at most one past
+            // the last of them: a larger base is not ours, and offsets
+            // computed from it (index entries, the log end) would overflow.
+            if base > SEGMENT_BASE_MAX {
+                return Err(LogError::io(
+                    "list partition directory",
+                    entry.path(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "segment base offset {base} is beyond the largest offset {SEGMENT_BASE_MAX}"
+                        ),
+                    ),
+                ));
+            }
             bases.push(base);
         } else if is_cleaned_file_name(name) {
             leftovers.push(entry.path());

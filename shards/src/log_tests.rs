@@ -449,3 +449,23 @@ fn reset_to_restarts_an_empty_log_at_a_later_offset_durably() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn segment_named_past_the_offset_range_is_refused_not_a_panic() {
+    // A file named like a segment whose base offset is beyond any Kafka
+    // offset (i64): its index entries used to overflow `base + relative`
+    // on open, and a log ending there overflowed on the next append.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    std::fs::create_dir_all(&path).expect("mkdir");
+    let base = Offset(u64::MAX);
+    std::fs::write(path.join(segment_file_name(base, "log")), [0u8; 128]).expect("log");
+    let entry = [0, 0, 0, 1, 0, 0, 0, 0];
+    std::fs::write(path.join(segment_file_name(base, "index")), entry).expect("index");
+    run_on_executor(async move {
+        match PartitionLog::open(small_config(&path)).await {
+            Err(err) => assert!(err.to_string().contains("offset"), "{err}"),
+            Ok(_) => panic!("a segment based at u64::MAX must not open"),
+        }
+    });
+}
