@@ -151,13 +151,18 @@ impl Metadata {
         if let Err(reason) = self.check_placement(spec, placement) {
             return Applied::invalid(format!("placement of {:?}: {reason}", spec.name));
         }
+        // The counter comes from the replicated state (a snapshot a peer
+        // sent may hold any value): refuse, never overflow.
+        let Some(next_stream_id) = self.next_stream_id.next() else {
+            return Applied::invalid("stream id space exhausted");
+        };
         let record = StreamRecord {
             id: self.next_stream_id,
             spec: spec.clone(),
             partitions: placement.to_vec(),
             created_at_ms,
         };
-        self.next_stream_id = self.next_stream_id.next();
+        self.next_stream_id = next_stream_id;
         self.streams.insert(spec.name.clone(), record.clone());
         Applied::changed(MetadataResponse::StreamCreated(record))
     }
@@ -537,6 +542,24 @@ mod tests {
             panic!("not re-created");
         };
         assert_eq!(second.id, StreamId::new(2));
+    }
+
+    #[test]
+    fn create_with_the_last_stream_id_is_refused_not_a_panic() {
+        // A snapshot installed from a peer is taken as sent: its counter
+        // may be anywhere, u64::MAX included.
+        let mut m = metadata_with_nodes(1);
+        m.next_stream_id = StreamId::new(u64::MAX);
+        let spec = StreamSpec::new("s", "a.b");
+        let applied = create(&mut m, &spec, vec![assignment("s", 0, &[1])]);
+        assert!(
+            matches!(&applied.response, MetadataResponse::Invalid { reason } if reason.contains("exhausted")),
+            "{:?}",
+            applied.response
+        );
+        assert!(!applied.changed);
+        assert!(m.streams.is_empty());
+        assert_eq!(m.next_stream_id(), StreamId::new(u64::MAX));
     }
 
     #[test]

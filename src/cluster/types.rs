@@ -76,8 +76,10 @@ impl StreamId {
         self.0
     }
 
-    pub(super) fn next(self) -> StreamId {
-        StreamId(self.0.checked_add(1).expect("stream id space exhausted"))
+    /// The id after this one; `None` once the id space is exhausted (only
+    /// reachable from a snapshot or log entry carrying `u64::MAX`).
+    pub(super) fn next(self) -> Option<StreamId> {
+        self.0.checked_add(1).map(StreamId)
     }
 }
 
