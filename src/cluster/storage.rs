@@ -462,7 +462,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(any(&e)))?;
         let mut cache = self.cache.lock().expect("raft log cache lock poisoned");
         if cache.last_purged.is_none_or(|p| p.index < log_id.index) {
-            cache.entries = cache.entries.split_off(&(log_id.index + 1));
+            cache.entries = log_file::split_after(&mut cache.entries, log_id.index);
             cache.last_purged = Some(log_id);
         }
         Ok(())

@@ -203,18 +203,20 @@ impl LogFile {
         match record {
             LogRecord::Entry(entry) => {
                 let index = entry.log_id.index;
-                if let Some(expected) = self.next_index(entries) {
-                    if index != expected {
+                if let Some(last) = self.last_index(entries) {
+                    // Indexes are read from the file: after u64::MAX no
+                    // entry can follow.
+                    if last.checked_add(1) != Some(index) {
                         return Err(self
-                            .corrupt(pos, format!("entry {index} where {expected} was expected")));
+                            .corrupt(pos, format!("entry {index} does not follow entry {last}")));
                     }
                 }
                 self.entry_pos.insert(index, pos);
                 entries.insert(index, entry);
             }
             LogRecord::Purged(upto) => {
-                *entries = entries.split_off(&(upto.index + 1));
-                self.entry_pos = self.entry_pos.split_off(&(upto.index + 1));
+                *entries = split_after(entries, upto.index);
+                self.entry_pos = split_after(&mut self.entry_pos, upto.index);
                 if self.last_purged.is_none_or(|p| p.index < upto.index) {
                     self.last_purged = Some(upto);
                 }
@@ -224,11 +226,11 @@ impl LogFile {
         Ok(())
     }
 
-    /// Index the next entry must have, if anything constrains it.
-    fn next_index(&self, entries: &BTreeMap<u64, Entry>) -> Option<u64> {
+    /// Index of the entry the next one must follow, if anything constrains it.
+    fn last_index(&self, entries: &BTreeMap<u64, Entry>) -> Option<u64> {
         match entries.keys().next_back() {
-            Some(last) => Some(last + 1),
-            None => self.last_purged.map(|p| p.index + 1),
+            Some(last) => Some(*last),
+            None => self.last_purged.map(|p| p.index),
         }
     }
 
@@ -302,7 +304,7 @@ impl LogFile {
             return Ok(());
         }
         self.append_purge_marker(upto)?;
-        self.entry_pos = self.entry_pos.split_off(&(upto.index + 1));
+        self.entry_pos = split_after(&mut self.entry_pos, upto.index);
         self.last_purged = Some(upto);
         let live_start = self.entry_pos.values().next().copied().unwrap_or(self.len);
         let dead = live_start - MAGIC_BYTES;
@@ -356,6 +358,15 @@ impl LogFile {
     #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.len
+    }
+}
+
+/// Removes and returns the entries above `index` (what a purge up to
+/// `index` keeps); `index` may be `u64::MAX`, which keeps nothing.
+pub(super) fn split_after<V>(map: &mut BTreeMap<u64, V>, index: u64) -> BTreeMap<u64, V> {
+    match index.checked_add(1) {
+        Some(first_kept) => map.split_off(&first_kept),
+        None => BTreeMap::new(),
     }
 }
 
@@ -451,6 +462,35 @@ mod tests {
         let (_, rec) = LogFile::open(&path, u64::MAX).unwrap();
         assert_eq!(indexes(&rec), vec![0, 1, 2, 3, 4]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    }
+
+    #[test]
+    fn purge_marker_at_the_last_index_is_read_back_not_a_panic() {
+        // A CRC-valid `Purged` record naming index u64::MAX (a snapshot
+        // from a peer may claim it) used to overflow `index + 1`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut log, _) = LogFile::open(&path, u64::MAX).unwrap();
+        log.append(&(0..3).map(entry).collect::<Vec<_>>()).unwrap();
+        log.purge(entry(u64::MAX).log_id).unwrap();
+        drop(log);
+        let (_, rec) = LogFile::open(&path, u64::MAX).unwrap();
+        assert!(rec.entries.is_empty());
+        assert_eq!(rec.last_purged, Some(entry(u64::MAX).log_id));
+    }
+
+    #[test]
+    fn entry_after_the_last_index_is_corruption_not_a_panic() {
+        // Entry u64::MAX followed by another: `last + 1` used to overflow.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut log, _) = LogFile::open(&path, u64::MAX).unwrap();
+        log.append(&[entry(u64::MAX), entry(0)]).unwrap();
+        drop(log);
+        assert!(matches!(
+            LogFile::open(&path, u64::MAX),
+            Err(ClusterError::Corrupt { .. })
+        ));
     }
 
     #[test]
