@@ -53,6 +53,11 @@ pub const CREDENTIALS_MAX: usize = 4096;
 /// authenticated this long after it was accepted is closed, so an anonymous
 /// peer cannot hold a connection (and its buffer) open by trickling bytes.
 pub const AUTHENTICATE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Largest Argon2 memory cost (`m`, in KiB) a configured `password_hash`
+/// may ask for: 1 GiB. Each verification allocates that much, so a larger
+/// one (up to the 4 TiB the format allows) would abort the process on the
+/// first login attempt instead of failing.
+pub const PASSWORD_HASH_MEMORY_KIB_MAX: u32 = 1 << 20;
 /// Salt bytes of a password hash made by [`hash_password`] (the PHC
 /// string format's recommended 16).
 pub const PASSWORD_SALT_BYTES: usize = 16;
@@ -382,12 +387,24 @@ fn stored_user(entry: &UserConfig) -> Result<StoredUser, String> {
     validate_principal(&principal)?;
     let password = match (&entry.password_hash, &entry.password) {
         (Some(hash), None) => {
-            PasswordHash::new(hash).map_err(|e| {
+            let parsed = PasswordHash::new(hash).map_err(|e| {
                 format!(
                     "password_hash of {:?} is not a PHC string ({e}); make one with `sluice hash-password`",
                     entry.username
                 )
             })?;
+            // Every check of this hash (and of an unknown username, which is
+            // checked against the first hash as a decoy) allocates m KiB.
+            if let Ok(params) = argon2::Params::try_from(&parsed) {
+                if params.m_cost() > PASSWORD_HASH_MEMORY_KIB_MAX {
+                    return Err(format!(
+                        "password_hash of {:?} needs m={} KiB per check, above the limit of \
+                         {PASSWORD_HASH_MEMORY_KIB_MAX} KiB; make one with `sluice hash-password`",
+                        entry.username,
+                        params.m_cost()
+                    ));
+                }
+            }
             StoredPassword::Argon2(hash.clone())
         }
         (None, Some(password)) => {
@@ -563,6 +580,25 @@ mod tests {
             let error = Authenticator::from_config(&config(text)).unwrap_err();
             assert!(error.to_string().contains(expected), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn password_hash_with_a_huge_memory_cost_is_refused_at_load() {
+        // m = u32::MAX KiB: verifying it allocated 4 TiB (an abort, reachable
+        // by any client naming an unknown user, as the decoy check uses it).
+        let hash = hash_password("pw", &[1; PASSWORD_SALT_BYTES]).unwrap();
+        let default_m = format!("m={}", argon2::Params::DEFAULT_M_COST);
+        assert!(hash.contains(&default_m), "{hash}");
+        let huge = hash.replace(&default_m, &format!("m={}", u32::MAX));
+        let text =
+            format!("enabled = true\nusers = [{{ username = \"u\", password_hash = \"{huge}\" }}]");
+        let err = Authenticator::from_config(&config(&text)).unwrap_err();
+        assert!(err.to_string().contains("users[0]"), "{err}");
+        let limit = hash.replace(&default_m, &format!("m={PASSWORD_HASH_MEMORY_KIB_MAX}"));
+        let text = format!(
+            "enabled = true\nusers = [{{ username = \"u\", password_hash = \"{limit}\" }}]"
+        );
+        assert!(Authenticator::from_config(&config(&text)).is_ok());
     }
 
     #[test]
