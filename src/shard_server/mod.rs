@@ -92,9 +92,16 @@ pub struct ShardSettings {
     pub replica_lag_time_max: Duration,
 }
 
+/// `base + shard`, saturating. `shard` comes from the cluster metadata:
+/// a partition placed on nodes with more shards than this one names a
+/// shard this node's port range may not reach.
+fn shard_port(base: u16, shard: u32) -> u16 {
+    base.saturating_add(u16::try_from(shard).unwrap_or(u16::MAX))
+}
+
 impl ShardSettings {
     pub fn port_of(&self, shard: u32) -> u16 {
-        self.base_addr.port() + shard as u16
+        shard_port(self.base_addr.port(), shard)
     }
 
     fn partition_dir(&self, entry: &PartitionEntry) -> PathBuf {
@@ -853,5 +860,19 @@ async fn close_all(shard: &Rc<Shard>) {
         .collect();
     for partition in all {
         close_partition(partition).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_port;
+
+    #[test]
+    fn shard_port_of_a_bigger_node_saturates_not_a_panic() {
+        // This node listens at 65000; the metadata places a partition on
+        // shard 600 of nodes with more shards: 65000 + 600 overflowed u16.
+        assert_eq!(shard_port(7400, 3), 7403);
+        assert_eq!(shard_port(65_000, 600), u16::MAX);
+        assert_eq!(shard_port(1, u32::MAX), u16::MAX);
     }
 }
