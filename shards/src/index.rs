@@ -16,11 +16,18 @@ use std::path::{Path, PathBuf};
 
 use glommio::io::{BufferedFile, OpenOptions};
 
-use crate::constants::OFFSET_INDEX_ENTRY_BYTES;
+use crate::constants::{BATCH_HEADER_BYTES, OFFSET_INDEX_ENTRY_BYTES};
 use crate::error::{LogError, LogResult};
 use crate::io::fault::{self, FaultPoint};
 use crate::io::pwrite_all;
 use crate::types::{Offset, Position};
+
+/// Most entries an index of a segment file of `file_bytes` can hold: at
+/// most one per batch, and every batch is at least a header long. Bounds
+/// what opening an index reads, whatever size the file claims.
+pub(crate) fn index_entries_max(file_bytes: u64) -> u64 {
+    file_bytes / BATCH_HEADER_BYTES as u64 + 1
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OffsetIndexEntry {
@@ -35,7 +42,7 @@ pub(crate) struct IndexFile {
 }
 
 impl IndexFile {
-    pub(crate) async fn open(path: &Path) -> LogResult<(IndexFile, Vec<u8>)> {
+    pub(crate) async fn open(path: &Path, bytes_max: u64) -> LogResult<(IndexFile, Vec<u8>)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -48,6 +55,9 @@ impl IndexFile {
             .await
             .map_err(|e| LogError::glommio("stat index", path, e))?;
         let mut bytes = Vec::new();
+        // The size is the disk's word: read no more than a valid index can
+        // hold (what lies beyond is dropped with the invalid entries).
+        let size = size.min(bytes_max);
         if size > 0 {
             let read = file
                 .read_at(0, size as usize)
@@ -107,7 +117,9 @@ impl OffsetIndex {
     /// Opens the index file, keeping the longest prefix of well-formed,
     /// strictly increasing entries that lie below `file_bytes`.
     pub(crate) async fn open(path: &Path, base: Offset, file_bytes: u64) -> LogResult<OffsetIndex> {
-        let (file, bytes) = IndexFile::open(path).await?;
+        let bytes_max =
+            index_entries_max(file_bytes).saturating_mul(OFFSET_INDEX_ENTRY_BYTES as u64);
+        let (file, bytes) = IndexFile::open(path, bytes_max).await?;
         let mut entries: Vec<OffsetIndexEntry> =
             Vec::with_capacity(bytes.len() / OFFSET_INDEX_ENTRY_BYTES);
         for chunk in bytes.chunks_exact(OFFSET_INDEX_ENTRY_BYTES) {

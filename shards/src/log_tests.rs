@@ -469,3 +469,40 @@ fn segment_named_past_the_offset_range_is_refused_not_a_panic() {
         }
     });
 }
+
+#[test]
+fn oversized_index_files_are_read_only_as_far_as_the_segment_allows() {
+    // An index file claiming 1 TiB (sparse, or a damaged inode) used to be
+    // read whole on open: one allocation of its size, an abort.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    let reopen = path.clone();
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        for i in 0..40 {
+            log.append_records(&[record(i, 100)]).await.expect("append");
+        }
+        log.close().await.expect("close");
+    });
+    for ext in ["index", "timeindex"] {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(reopen.join(segment_file_name(Offset::ZERO, ext)))
+            .expect("index file");
+        file.set_len(1 << 40).expect("grow sparse");
+    }
+    run_on_executor(async move {
+        let (log, report) = PartitionLog::open(small_config(&reopen))
+            .await
+            .expect("reopen");
+        assert_eq!(report.log_end, Offset(40));
+        assert_eq!(read_all(&log).await.len(), 40);
+        for ext in ["index", "timeindex"] {
+            let len = std::fs::metadata(reopen.join(segment_file_name(Offset::ZERO, ext)))
+                .expect("index file")
+                .len();
+            assert!(len < 1 << 20, "{ext} left at {len} bytes");
+        }
+        log.close().await.expect("close");
+    });
+}

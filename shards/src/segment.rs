@@ -267,7 +267,7 @@ impl Segment {
             .map_err(|e| LogError::glommio("create segment", path, e))?;
         let path = path.clone();
         let offset_index = OffsetIndex::open(index_path, base, 0).await?;
-        let time_index = TimeIndex::open(time_index_path, base).await?;
+        let time_index = TimeIndex::open(time_index_path, base, 0).await?;
         let mut preallocated_bytes = 0;
         if config.preallocate {
             preallocated_bytes = try_preallocate(&file, &path, config.segment_bytes).await?;
@@ -314,8 +314,12 @@ impl Segment {
             file_bytes,
         )
         .await?;
-        let time_index =
-            TimeIndex::open(&dir.join(segment_file_name(base, "timeindex")), base).await?;
+        let time_index = TimeIndex::open(
+            &dir.join(segment_file_name(base, "timeindex")),
+            base,
+            file_bytes,
+        )
+        .await?;
         let mut segment = Segment {
             base,
             file: Rc::new(SegmentFile { path, file }),

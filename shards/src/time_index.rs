@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::constants::TIME_INDEX_ENTRY_BYTES;
 use crate::error::LogResult;
-use crate::index::IndexFile;
+use crate::index::{index_entries_max, IndexFile};
 use crate::types::{Offset, TimestampMs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +31,11 @@ pub(crate) struct TimeIndex {
 
 impl TimeIndex {
     /// Opens the file, keeping the longest well-formed monotonic prefix of
-    /// entries below `next_offset`.
-    pub(crate) async fn open(path: &Path, base: Offset) -> LogResult<TimeIndex> {
-        let (file, bytes) = IndexFile::open(path).await?;
+    /// entries below `next_offset`; reads at most as many entries as a
+    /// segment file of `file_bytes` can have batches.
+    pub(crate) async fn open(path: &Path, base: Offset, file_bytes: u64) -> LogResult<TimeIndex> {
+        let bytes_max = index_entries_max(file_bytes).saturating_mul(TIME_INDEX_ENTRY_BYTES as u64);
+        let (file, bytes) = IndexFile::open(path, bytes_max).await?;
         let mut entries: Vec<TimeIndexEntry> =
             Vec::with_capacity(bytes.len() / TIME_INDEX_ENTRY_BYTES);
         for chunk in bytes.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
