@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use flatbuffers::FlatBufferBuilder;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -80,7 +80,7 @@ pub struct ReplicaFetch<'a> {
 #[derive(Debug)]
 pub struct Fetched {
     pub high_watermark: Offset,
-    pub batches: Vec<u8>,
+    pub batches: Bytes,
 }
 
 pub struct LeaderConnection {
@@ -276,7 +276,8 @@ impl LeaderConnection {
         while self.input.len() < byte_count {
             self.read_more().await?;
         }
-        let batches = self.input.split_to(byte_count).to_vec();
+        // Handed over, not copied: the next read reallocates `input`.
+        let batches = self.input.split_to(byte_count).freeze();
         Ok(Fetched {
             high_watermark,
             batches,
