@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use sluice::client::{ClusterStatus, PartitionState};
 
 use super::hints::{connect, explain, Subject, Target};
+use super::table::{optional, row, table};
 use super::ClusterCommand;
 
 pub fn run(server: &Target, command: ClusterCommand) -> anyhow::Result<ExitCode> {
@@ -35,7 +36,7 @@ fn status_text(status: &ClusterStatus) -> String {
             "liveness unknown: no metadata leader answered (is a majority of the nodes up?)\n"
         );
     }
-    let mut rows = vec![cells([
+    let mut rows = vec![row([
         "NODE", "RAFT", "CLIENT", "SHARDS", "ALIVE", "METADATA",
     ])];
     for node in &status.nodes {
@@ -101,44 +102,13 @@ pub fn partitions_text(partitions: &[PartitionState], with_stream: bool) -> Stri
     table(&rows)
 }
 
-fn cells<const N: usize>(names: [&str; N]) -> Vec<String> {
-    names.iter().map(|s| (*s).to_owned()).collect()
-}
-
 fn yes_no(value: bool) -> String {
     if value { "yes" } else { "no" }.into()
-}
-
-fn optional<T: ToString>(value: Option<T>) -> String {
-    value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 fn ids(ids: &[u64]) -> String {
     let joined: Vec<String> = ids.iter().map(u64::to_string).collect();
     joined.join(",")
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut text = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
-        }
-        let _ = writeln!(text, "{}", line.trim_end());
-    }
-    text
 }
 
 #[cfg(test)]

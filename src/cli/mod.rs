@@ -13,6 +13,7 @@ mod publish;
 mod rfc3339;
 mod serve;
 mod stream;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,6 +11,7 @@ use sluice::protocol::error_code::ErrorCode;
 use super::hints::{connect, explain, Subject, Target};
 use super::parse::{format_bytes, format_duration_ms};
 use super::rfc3339::format_rfc3339_ms;
+use super::table::{optional, row, table};
 use super::{CreateArgs, StreamCommand};
 
 pub fn run(server: &Target, command: StreamCommand) -> anyhow::Result<ExitCode> {
@@ -229,47 +230,11 @@ fn ack_policy(policy: Option<AckPolicy>) -> String {
     .into()
 }
 
-fn optional(value: Option<impl ToString>) -> String {
-    value.map_or_else(|| "-".into(), |v| v.to_string())
-}
-
 fn ids(ids: &[u64]) -> String {
     if ids.is_empty() {
         return "-".into();
     }
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
-    cells.iter().map(|cell| (*cell).to_owned()).collect()
-}
-
-/// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|column| {
-            rows.iter()
-                .filter_map(|row| row.get(column))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut text = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            if column + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
 }
 
 #[cfg(test)]
