@@ -68,6 +68,18 @@ Run `sluice <command> --help` for each command's flags and examples.";
     propagate_version = true
 )]
 pub struct Cli {
+    // Node and credentials of the commands that talk to one over TCP.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--server` and the credentials. Global: users give them before or after
+/// the subcommand.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
     /// Sluice node to talk to: any of its shard ports (the client finds the
     /// port owning each partition). Used by `stream` and `consume`; `serve`
     /// listens on --listen instead.
@@ -125,12 +137,9 @@ pub struct Cli {
         display_order = 903
     )]
     pub password: Option<String>,
-
-    #[command(subcommand)]
-    pub command: Command,
 }
 
-impl Cli {
+impl ConnectionArgs {
     /// The node to talk to and the credentials given, if any.
     fn target(&self) -> hints::Target {
         let credentials = match (&self.token, &self.user, &self.password) {
@@ -643,7 +652,7 @@ pub struct ConsumeArgs {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let target = cli.target();
+    let target = cli.connection.target();
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Stream(command) => stream::run(&target, command),
@@ -720,7 +729,7 @@ mod tests {
         ])
         .expect("parses");
         assert!(matches!(
-            cli.target().credentials,
+            cli.connection.target().credentials,
             Some(sluice::client::Credentials::Token(ref t)) if t == "t0k"
         ));
         let Command::Acl(AclCommand::Grant(grant)) = cli.command else {
@@ -742,7 +751,7 @@ mod tests {
         ])
         .expect("parses");
         assert!(matches!(
-            cli.target().credentials,
+            cli.connection.target().credentials,
             Some(sluice::client::Credentials::UserPassword { ref username, .. }) if username == "bob"
         ));
         for bad in [
@@ -809,7 +818,7 @@ mod tests {
             "--compact",
         ])
         .expect("parses");
-        assert_eq!(cli.server, "10.0.0.5:9300");
+        assert_eq!(cli.connection.server, "10.0.0.5:9300");
         let Command::Stream(StreamCommand::Create(create)) = cli.command else {
             panic!("not stream create");
         };
