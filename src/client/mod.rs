@@ -36,7 +36,7 @@ mod access;
 mod cluster;
 mod connection;
 mod error;
-mod requests;
+pub(crate) mod requests;
 mod types;
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub(super) fn metadata_request(streams: &[&str]) -> Vec<u8> {
     fbb.finished_data().to_vec()
 }
 
-pub(super) fn create_stream_request(config: &StreamConfig) -> Vec<u8> {
+pub(crate) fn create_stream_request(config: &StreamConfig) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::new();
     let config = stream_config(&mut fbb, config);
     let root = fb::CreateStreamRequest::create(
@@ -77,7 +77,7 @@ fn stream_config<'a>(
     )
 }
 
-pub(super) fn delete_stream_request(name: &str) -> Vec<u8> {
+pub(crate) fn delete_stream_request(name: &str) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::new();
     let name = Some(fbb.create_string(name));
     let root = fb::DeleteStreamRequest::create(&mut fbb, &fb::DeleteStreamRequestArgs { name });
@@ -85,7 +85,7 @@ pub(super) fn delete_stream_request(name: &str) -> Vec<u8> {
     fbb.finished_data().to_vec()
 }
 
-pub(super) fn fetch_request(
+pub(crate) fn fetch_request(
     stream: &str,
     partition: i32,
     start: FetchStart,
@@ -117,7 +117,7 @@ pub(super) fn fetch_request(
     fbb.finished_data().to_vec()
 }
 
-pub(super) fn publish_request(
+pub(crate) fn publish_request(
     stream: &str,
     partition: i32,
     ack_policy: Option<AckPolicy>,

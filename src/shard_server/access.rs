@@ -457,8 +457,15 @@ pub(super) async fn list_acls(shard: &Shard, frame: &Frame) -> Answer {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use shards::types::Offset;
 
+    use super::super::leader_client::{fetch_request, ReplicaFetch};
     use super::*;
+    use crate::client::requests::{
+        create_stream_request, delete_stream_request, fetch_request as consumer_fetch_request,
+        publish_request,
+    };
+    use crate::client::{FetchStart, StreamConfig};
 
     fn frame(kind: FrameKind, body: Vec<u8>) -> Frame {
         Frame {
@@ -468,78 +475,17 @@ mod tests {
         }
     }
 
-    fn fetch_body(stream: &str) -> Vec<u8> {
-        let mut fbb = FlatBufferBuilder::new();
-        let stream = fbb.create_string(stream);
-        let root = fb::FetchRequest::create(
-            &mut fbb,
-            &fb::FetchRequestArgs {
-                stream: Some(stream),
-                ..Default::default()
-            },
-        );
-        fbb.finish(root, None);
-        fbb.finished_data().to_vec()
-    }
-
+    /// A follower's fetch, as the replication task sends it.
     fn replica_fetch_body(stream: &str) -> Vec<u8> {
-        let mut fbb = FlatBufferBuilder::new();
-        let stream = fbb.create_string(stream);
-        let root = fb::FetchRequest::create(
-            &mut fbb,
-            &fb::FetchRequestArgs {
-                stream: Some(stream),
-                replica_id: 2,
-                ..Default::default()
-            },
-        );
-        fbb.finish(root, None);
-        fbb.finished_data().to_vec()
-    }
-
-    fn publish_body(stream: &str) -> Vec<u8> {
-        let mut fbb = FlatBufferBuilder::new();
-        let stream = fbb.create_string(stream);
-        let root = fb::PublishRequest::create(
-            &mut fbb,
-            &fb::PublishRequestArgs {
-                stream: Some(stream),
-                ..Default::default()
-            },
-        );
-        fbb.finish(root, None);
-        fbb.finished_data().to_vec()
-    }
-
-    fn delete_body(stream: &str) -> Vec<u8> {
-        let mut fbb = FlatBufferBuilder::new();
-        let name = fbb.create_string(stream);
-        let root = fb::DeleteStreamRequest::create(
-            &mut fbb,
-            &fb::DeleteStreamRequestArgs { name: Some(name) },
-        );
-        fbb.finish(root, None);
-        fbb.finished_data().to_vec()
-    }
-
-    fn create_body(stream: &str) -> Vec<u8> {
-        let mut fbb = FlatBufferBuilder::new();
-        let name = fbb.create_string(stream);
-        let config = fb::StreamConfig::create(
-            &mut fbb,
-            &fb::StreamConfigArgs {
-                name: Some(name),
-                ..Default::default()
-            },
-        );
-        let root = fb::CreateStreamRequest::create(
-            &mut fbb,
-            &fb::CreateStreamRequestArgs {
-                config: Some(config),
-            },
-        );
-        fbb.finish(root, None);
-        fbb.finished_data().to_vec()
+        fetch_request(&ReplicaFetch {
+            stream,
+            partition: 0,
+            offset: Offset::ZERO,
+            replica_id: 2,
+            leader_epoch: 0,
+            max_bytes: 0,
+            max_wait: Duration::ZERO,
+        })
     }
 
     #[test]
@@ -547,19 +493,28 @@ mod tests {
         let stream = |op, name| Needs::Stream(op, name);
         let cases = [
             (
-                frame(FrameKind::FetchRequest, fetch_body("a")),
+                frame(
+                    FrameKind::FetchRequest,
+                    consumer_fetch_request("a", 0, FetchStart::Earliest, 0, 0),
+                ),
                 stream(AclOperation::Fetch, "a"),
             ),
             (
-                frame(FrameKind::PublishRequest, publish_body("b")),
+                frame(
+                    FrameKind::PublishRequest,
+                    publish_request("b", 0, None, &[]),
+                ),
                 stream(AclOperation::Publish, "b"),
             ),
             (
-                frame(FrameKind::CreateStreamRequest, create_body("c")),
+                frame(
+                    FrameKind::CreateStreamRequest,
+                    create_stream_request(&StreamConfig::new("c", "c")),
+                ),
                 stream(AclOperation::Create, "c"),
             ),
             (
-                frame(FrameKind::DeleteStreamRequest, delete_body("d")),
+                frame(FrameKind::DeleteStreamRequest, delete_stream_request("d")),
                 stream(AclOperation::Delete, "d"),
             ),
             (

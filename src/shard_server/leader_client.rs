@@ -316,7 +316,7 @@ impl LeaderConnection {
 /// Time allowed beyond the long poll for the answer to arrive.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
-fn fetch_request(request: &ReplicaFetch<'_>) -> Vec<u8> {
+pub(super) fn fetch_request(request: &ReplicaFetch<'_>) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(128);
     let stream = fbb.create_string(request.stream);
     let root = fb::FetchRequest::create(
