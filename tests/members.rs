@@ -8,10 +8,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{free_port, free_port_range, read_log, NatsServer};
+use common::{free_port, free_port_range, kill_child, Member, NatsServer};
 use serde_json::Value;
 
 /// Node timeout of these tests: a killed node is declared dead in ~1.5 s.
@@ -48,72 +48,26 @@ impl Node {
     }
 
     fn spawn(mut self, nats_url: &str, join: Option<SocketAddr>) -> Node {
-        let log = std::fs::File::create(&self.log).expect("log file");
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .arg("serve")
-            .args(["--node-id", &self.id.to_string()])
-            .arg("--data-dir")
-            .arg(self._dir.path().join("data"))
-            .args(["--nats-url", nats_url])
-            .args(["--listen", &self.listen.to_string()])
-            .args(["--admin", &self.admin.to_string()])
-            .args(["--raft", &self.raft.to_string()])
-            .args(["--cores", &(1 % cpus).to_string()])
-            .args(["--node-timeout-ms", &NODE_TIMEOUT_MS.to_string()]);
-        if let Some(join) = join {
-            command.args(["--join", &join.to_string()]);
-        }
-        let mut child = command
-            .env("RUST_LOG", "info,openraft=warn,async_nats=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log clone"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn sluice");
-        let started = Instant::now();
-        while !self.healthy() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "node {} exited with {status}; log:\n{}",
-                    self.id,
-                    read_log(&self.log)
-                );
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "node {} never became healthy; log:\n{}",
-                self.id,
-                read_log(&self.log)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child = Some(child);
+        let data_dir = self._dir.path().join("data");
+        let member = Member {
+            id: self.id,
+            data_dir: &data_dir,
+            nats_url,
+            listen: self.listen,
+            admin: self.admin,
+            raft: self.raft,
+            join,
+            node_timeout_ms: NODE_TIMEOUT_MS,
+            replica_lag_time_max_ms: None,
+            config: None,
+            log: &self.log,
+        };
+        self.child = Some(member.spawn(WAIT));
         self
     }
 
-    fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) =
-            std::net::TcpStream::connect_timeout(&self.admin, Duration::from_millis(500))
-        else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 200")
-    }
-
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Runs `sluice ARGS --server <this node>`.

@@ -242,18 +242,7 @@ impl Sluice {
     }
 
     fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = TcpStream::connect_timeout(&self.admin, Duration::from_millis(500))
-        else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        if write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 200")
+        healthz_ok(self.admin, Duration::from_millis(500))
     }
 
     /// The port of shard `shard`.
@@ -290,10 +279,7 @@ impl Sluice {
 
     /// SIGKILL: no chance to sync or say goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts again on the same data directory and ports.
@@ -345,10 +331,107 @@ impl Sluice {
 
 impl Drop for Sluice {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        kill_child(&mut self.child);
+    }
+}
+
+/// SIGKILL and reap the process, if it runs.
+pub fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `GET /healthz` on a node's admin port answers 200 (read for at most
+/// `read_timeout`).
+pub fn healthz_ok(admin: SocketAddr, read_timeout: Duration) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&admin, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(read_timeout));
+    if write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
+/// One `sluice serve --node-id N` process of a multi-node test cluster.
+pub struct Member<'a> {
+    pub id: u64,
+    pub data_dir: &'a Path,
+    pub nats_url: &'a str,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub raft: SocketAddr,
+    /// Raft address of the member to join; `None` bootstraps a cluster.
+    pub join: Option<SocketAddr>,
+    pub node_timeout_ms: u64,
+    pub replica_lag_time_max_ms: Option<u64>,
+    pub config: Option<&'a Path>,
+    /// Gets the process's stdout and stderr, appended.
+    pub log: &'a Path,
+}
+
+impl Member<'_> {
+    /// Spawns the process and returns it once `/healthz` answers (after
+    /// the join); panics with the log if it exits first or `wait` passes.
+    pub fn spawn(&self, wait: Duration) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log)
+            .expect("log file");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("serve");
+        if let Some(config) = self.config {
+            command.arg("--config").arg(config);
         }
+        command
+            .args(["--node-id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir)
+            .args(["--nats-url", self.nats_url])
+            .args(["--listen", &self.listen.to_string()])
+            .args(["--admin", &self.admin.to_string()])
+            .args(["--raft", &self.raft.to_string()])
+            .args(["--cores", &(1 % cpus).to_string()])
+            .args(["--node-timeout-ms", &self.node_timeout_ms.to_string()]);
+        if let Some(lag) = self.replica_lag_time_max_ms {
+            command.args(["--replica-lag-time-max-ms", &lag.to_string()]);
+        }
+        if let Some(join) = self.join {
+            command.args(["--join", &join.to_string()]);
+        }
+        let mut child = command
+            .env("RUST_LOG", "info,openraft=warn,async_nats=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice");
+        let started = Instant::now();
+        while !healthz_ok(self.admin, Duration::from_secs(2)) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "node {} exited with {status}; log:\n{}",
+                    self.id,
+                    read_log(self.log)
+                );
+            }
+            assert!(
+                started.elapsed() < wait,
+                "node {} never became healthy; log:\n{}",
+                self.id,
+                read_log(self.log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use shards::batch::{DecodedRecord, Record};
@@ -18,7 +18,7 @@ use sluice::protocol::error_response::ErrorResponse;
 use sluice::protocol::frame::{encode_frame, FrameKind};
 use sluice::protocol::generated::protocol as fb;
 
-use crate::common::{free_port, free_port_range, read_log};
+use crate::common::{free_port, free_port_range, kill_child, read_log, Member};
 
 /// Bound of every wait on a condition (a loaded 2-CPU machine is slow).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -68,65 +68,25 @@ impl ReplicaNode {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let config = self.dir.path().join("sluice.toml");
         // Small segments: the test machine's disk is small and segments are
         // preallocated.
         std::fs::write(&config, "segment_bytes = 16777216\n").expect("config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--node-id", &self.id.to_string()])
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["--nats-url", &self.nats_url])
-            .args(["--listen", &self.listen.to_string()])
-            .args(["--admin", &self.admin.to_string()])
-            .args(["--raft", &self.raft.to_string()])
-            .args(["--cores", &(1 % cpus).to_string()])
-            .args([
-                "--node-timeout-ms",
-                &self.timing.node_timeout_ms.to_string(),
-            ])
-            .args([
-                "--replica-lag-time-max-ms",
-                &self.timing.replica_lag_time_max_ms.to_string(),
-            ]);
-        if let Some(join) = self.join {
-            command.args(["--join", &join.to_string()]);
-        }
-        let mut child = command
-            .env("RUST_LOG", "info,openraft=warn,async_nats=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log clone"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn sluice");
-        let started = Instant::now();
-        while !self.healthy() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "node {} exited with {status}; log:\n{}",
-                    self.id,
-                    self.log()
-                );
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "node {} never became healthy; log:\n{}",
-                self.id,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child = Some(child);
+        let data_dir = self.data_dir();
+        let member = Member {
+            id: self.id,
+            data_dir: &data_dir,
+            nats_url: &self.nats_url,
+            listen: self.listen,
+            admin: self.admin,
+            raft: self.raft,
+            join: self.join,
+            node_timeout_ms: self.timing.node_timeout_ms,
+            replica_lag_time_max_ms: Some(self.timing.replica_lag_time_max_ms),
+            config: Some(&config),
+            log: &self.log,
+        };
+        self.child = Some(member.spawn(WAIT));
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -137,28 +97,9 @@ impl ReplicaNode {
         read_log(&self.log)
     }
 
-    fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) =
-            std::net::TcpStream::connect_timeout(&self.admin, Duration::from_millis(500))
-        else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if write!(stream, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 200")
-    }
-
     /// SIGKILL: no shutdown, no final sync.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the process again on the same data directory and ports.
