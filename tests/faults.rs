@@ -14,13 +14,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{runtime, NatsServer, Sluice, SluiceOptions};
 use futures::StreamExt;
 use shards::batch::Record;
+use shards::testing::SmallTmpfs;
 use shards::types::{Offset, TimestampMs};
 use sluice::client::{Client, FetchStart, OffsetQuery, StreamConfig};
 use sluice::protocol::ack::{Ack, AckOutcome};
@@ -109,41 +110,6 @@ fn tcp_record(i: u64) -> Record {
     }
 }
 
-/// A tmpfs of `mib` MiB mounted on a fresh temporary directory (root only),
-/// unmounted when dropped.
-struct SmallTmpfs {
-    dir: PathBuf,
-    _temp: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn mount(mib: u64) -> Option<SmallTmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return None;
-        }
-        let temp = tempfile::tempdir().ok()?;
-        let dir = temp.path().join("mnt");
-        std::fs::create_dir(&dir).ok()?;
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .ok()?
-            .success();
-        mounted.then_some(SmallTmpfs { dir, _temp: temp })
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
-}
-
 /// Writes 1 MiB chunks into `path` until the filesystem is full.
 fn fill(path: &Path) -> u64 {
     use std::io::Write;
@@ -168,14 +134,14 @@ fn a_full_disk_answers_disk_full_loses_nothing_acked_and_resumes() {
     };
     let nats_server = NatsServer::start();
     let options = SluiceOptions {
-        data_dir: Some(tmpfs.dir.join("data")),
+        data_dir: Some(tmpfs.dir().join("data")),
         // Small segments so the full disk is met at a roll too.
         config_extra: "segment_bytes = 1048576".into(),
         env: Vec::new(),
     };
     let mut node = Sluice::start_with(&nats_server.url, 1, options);
     create(&node, "full");
-    let filler = tmpfs.dir.join("filler");
+    let filler = tmpfs.dir().join("filler");
     let rt = runtime();
     let (mut acked, rejected) = rt.block_on(async {
         let nats = async_nats::connect(&nats_server.url).await.expect("nats");

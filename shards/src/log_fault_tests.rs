@@ -3,10 +3,11 @@
 //! each test's own temporary directory, so parallel tests stay apart), and
 //! one test fills a real size-capped tmpfs when run as root.
 
+use super::tests::{read_all_in_reads_of, small_config};
 use super::*;
-use crate::batch::{decode_batch, BatchIter, Record};
+use crate::batch::Record;
 use crate::io::fault::{self, FaultPoint};
-use crate::testing::run_on_executor;
+use crate::testing::{run_on_executor, SmallTmpfs};
 use bytes::Bytes;
 
 fn record(i: u64, size: usize) -> Record {
@@ -18,31 +19,9 @@ fn record(i: u64, size: usize) -> Record {
     }
 }
 
-fn small_config(dir: &Path) -> LogConfig {
-    let mut config = LogConfig::new(dir);
-    config.segment_bytes = 16 * 1024;
-    config.index_interval_bytes = 512;
-    config
-}
-
 /// Every committed record as (offset, value).
 async fn read_all(log: &PartitionLog) -> Vec<(Offset, Bytes)> {
-    let mut out = Vec::new();
-    let mut next = log.log_start_offset();
-    while let Some(slice) = log.read(next, 64 * 1024).expect("read") {
-        let bytes = slice.read_bytes().await.expect("read bytes");
-        for item in BatchIter::new(&bytes) {
-            let (_, raw) = item.expect("valid batch");
-            let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
-            for r in records {
-                if r.offset >= next {
-                    out.push((r.offset, r.value.clone().unwrap_or_default()));
-                    next = r.offset.next();
-                }
-            }
-        }
-    }
-    out
+    read_all_in_reads_of(log, 64 * 1024).await
 }
 
 /// The value `record(i, _)` starts with, to recognise records after reopen.
@@ -349,12 +328,12 @@ fn fdatasync_eio_fail_stops_nacks_in_flight_appends_and_keeps_acked_data() {
 /// after a reopen that every acked record is there and offsets are dense.
 #[test]
 fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() {
-    let Some(mount) = SmallTmpfs::mount(3) else {
+    let Some(mount) = mount_with_filler(3) else {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     };
-    let path = mount.dir.join("p0");
-    let filler = mount.dir.join("filler");
+    let path = mount.dir().join("p0");
+    let filler = mount.dir().join("filler");
     run_on_executor(async move {
         let mut config = small_config(&path);
         config.segment_bytes = 256 * 1024;
@@ -376,7 +355,7 @@ fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() 
         assert!(!log.is_failed());
         assert_eq!(log.log_end_offset(), Offset(acked.len() as u64));
         assert_dense_and_has(&read_all(&log).await, &acked);
-        // Free space: the filler was written before the log by the mount.
+        // Free space: the filler was written before the log.
         std::fs::remove_file(&filler).expect("free space");
         for _ in 0..20 {
             let a = log
@@ -395,41 +374,9 @@ fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() 
     });
 }
 
-/// A tmpfs of a few MiB mounted on a fresh temporary directory, with a 1 MiB
-/// `filler` file in it to free later; unmounted on drop.
-struct SmallTmpfs {
-    dir: PathBuf,
-    _temp: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    fn mount(mib: u64) -> Option<SmallTmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return None;
-        }
-        let temp = tempfile::tempdir().ok()?;
-        let dir = temp.path().join("mnt");
-        std::fs::create_dir(&dir).ok()?;
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .ok()?;
-        if !status.success() {
-            return None;
-        }
-        let mounted = SmallTmpfs { dir, _temp: temp };
-        std::fs::write(mounted.dir.join("filler"), vec![7u8; 1 << 20]).ok()?;
-        Some(mounted)
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
+/// A tmpfs of `mib` MiB with a 1 MiB `filler` file in it, to free later.
+fn mount_with_filler(mib: u64) -> Option<SmallTmpfs> {
+    let mounted = SmallTmpfs::mount(mib)?;
+    std::fs::write(mounted.dir().join("filler"), vec![7u8; 1 << 20]).ok()?;
+    Some(mounted)
 }

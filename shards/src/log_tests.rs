@@ -15,7 +15,7 @@ fn record(i: u64, size: usize) -> Record {
     }
 }
 
-fn small_config(dir: &Path) -> LogConfig {
+pub(super) fn small_config(dir: &Path) -> LogConfig {
     let mut config = LogConfig::new(dir);
     config.segment_bytes = 16 * 1024;
     config.index_interval_bytes = 512;
@@ -23,9 +23,17 @@ fn small_config(dir: &Path) -> LogConfig {
 }
 
 async fn read_all(log: &PartitionLog) -> Vec<(Offset, Bytes)> {
+    read_all_in_reads_of(log, 4096).await
+}
+
+/// Every committed record as (offset, value), read `max_bytes` at a time.
+pub(super) async fn read_all_in_reads_of(
+    log: &PartitionLog,
+    max_bytes: u64,
+) -> Vec<(Offset, Bytes)> {
     let mut out = Vec::new();
     let mut next = log.log_start_offset();
-    while let Some(slice) = log.read(next, 4096).expect("read") {
+    while let Some(slice) = log.read(next, max_bytes).expect("read") {
         let bytes = slice.read_bytes().await.expect("read bytes");
         for item in BatchIter::new(&bytes) {
             let (_, raw) = item.expect("valid batch");
