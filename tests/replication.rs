@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use common::NatsServer;
 use replicas::{
-    assert_replicas_identical, leader_of, partition_state, publish, raw_publish, records,
-    start_three, wait_for, wait_for_isr, RawPublish, ReplicaNode, Timing,
+    assert_replicas_identical, committed_records, leader_of, partition_state, publish, raw_publish,
+    records, start_three, start_three_with, wait_for, wait_for_isr, RawPublish, ReplicaNode,
+    Timing,
 };
 use shards::types::Offset;
 use sluice::client::ClientError;
@@ -37,10 +38,15 @@ const FAILOVER_TIMING: Timing = Timing {
 };
 
 fn create_stream(node: &ReplicaNode, name: &str, min_insync_replicas: u32) {
+    create_stream_with(node, name, min_insync_replicas, &[]);
+}
+
+fn create_stream_with(node: &ReplicaNode, name: &str, min_insync_replicas: u32, extra: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["stream", "create", name, "--subject", name])
         .args(["--replication-factor", "3"])
         .args(["--min-insync-replicas", &min_insync_replicas.to_string()])
+        .args(extra)
         .args(["--server", &node.listen.to_string()])
         .output()
         .expect("run sluice");
@@ -256,5 +262,91 @@ fn a_paused_leader_never_acks_after_resuming_and_its_tail_is_truncated() {
         by_id(&mut nodes, old_leader)
             .log()
             .contains("truncated the divergent tail")
+    );
+}
+
+/// A follower that was down while the leader's retention deleted the
+/// records it needs next cannot catch up record by record (offsets are never
+/// renumbered): it restarts its log empty at the leader's log start,
+/// replicates from there and rejoins the ISR.
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins() {
+    // 64 KiB segments, retention checked every 200 ms.
+    const CONFIG: &str = "segment_bytes = 65536\nmaintenance_interval_ms = 200\n";
+    let nats = NatsServer::start();
+    let mut nodes = start_three_with(&nats.url, ISR_TIMING, CONFIG);
+    create_stream_with(&nodes[0], "short", 2, &["--retention-messages", "200"]);
+    let leader = leader_of(&nodes[0], "short");
+    let victim = (1..=3).find(|n| *n != leader).expect("a follower");
+    wait_for_isr(&nodes[0], "short", 0, &[1, 2, 3]);
+    // 20 records of 1 KiB per batch: three batches per segment.
+    let batch = |round: usize| {
+        let mut batch = records(&format!("r{round}"), 20);
+        for record in &mut batch {
+            let mut value = record.value.take().expect("value").to_vec();
+            value.resize(1024, b'.');
+            record.value = Some(value.into());
+        }
+        batch
+    };
+    let mut end = 0u64;
+    let mut round = 0;
+    let mut publish_rounds = |nodes: &mut [ReplicaNode], count: usize| {
+        for _ in 0..count {
+            let (base, _) = publish(by_id(nodes, leader), "short", &batch(round), AckPolicy::All)
+                .expect("ack all publish");
+            assert_eq!(base, Offset(end));
+            end += 20;
+            round += 1;
+        }
+        end
+    };
+    publish_rounds(&mut nodes, 5);
+
+    by_id(&mut nodes, victim).kill();
+    let end_while_down = publish_rounds(&mut nodes, 40);
+    let leader_start = wait_for("leader retention past the follower's end", || {
+        let state = partition_state(by_id(&mut nodes, leader), "short", 0)?;
+        state.log_start_offset.filter(|start| *start > 100)
+    });
+    assert!(
+        leader_start <= end_while_down - 200,
+        "retention keeps 200 records"
+    );
+
+    by_id(&mut nodes, victim).restart();
+    wait_for_isr(by_id(&mut nodes, leader), "short", 0, &[1, 2, 3]);
+    let end = publish_rounds(&mut nodes, 1);
+    let (leader_hw, expected) = committed_records(by_id(&mut nodes, leader), "short");
+    assert_eq!(leader_hw, Offset(end));
+    let follower = by_id(&mut nodes, victim);
+    let (hw, restarted) = wait_for("the follower to commit the last batch", || {
+        let (hw, records) = committed_records(follower, "short");
+        (hw == Offset(end)).then_some((hw, records))
+    });
+    assert_eq!(hw, Offset(end));
+    let first = restarted.first().expect("records on the follower").offset;
+    assert!(
+        first.0 >= leader_start,
+        "starts at the leader's log start or later: {first:?}"
+    );
+    // Dense from its start, and the same records as the leader's.
+    for (index, record) in restarted.iter().enumerate() {
+        assert_eq!(record.offset, Offset(first.0 + index as u64));
+    }
+    let overlap: Vec<_> = expected.iter().filter(|r| r.offset >= first).collect();
+    assert!(
+        overlap
+            .iter()
+            .copied()
+            .eq(restarted.iter().filter(|r| r.offset >= overlap[0].offset)),
+        "the follower serves other records than the leader"
+    );
+    assert!(
+        follower
+            .log()
+            .contains("restarting the local log at the leader's log start"),
+        "{}",
+        follower.log()
     );
 }

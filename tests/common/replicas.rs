@@ -42,14 +42,27 @@ pub struct ReplicaNode {
     nats_url: String,
     join: Option<SocketAddr>,
     timing: Timing,
+    /// `sluice.toml`, written before every start.
+    config: String,
     log: PathBuf,
     dir: tempfile::TempDir,
 }
 
+/// Small segments: the test machine's disk is small and segments are
+/// preallocated.
+pub const DEFAULT_CONFIG: &str = "segment_bytes = 16777216\n";
+
 impl ReplicaNode {
     /// Starts node `id` (joining the member at `join`, if given) and
-    /// returns once its admin port reports healthy.
-    pub fn start(id: u64, nats_url: &str, join: Option<SocketAddr>, timing: Timing) -> ReplicaNode {
+    /// returns once its admin port reports healthy; `config` is its
+    /// `sluice.toml`.
+    pub fn start_with(
+        id: u64,
+        nats_url: &str,
+        join: Option<SocketAddr>,
+        timing: Timing,
+        config: &str,
+    ) -> ReplicaNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut node = ReplicaNode {
             id,
@@ -60,6 +73,7 @@ impl ReplicaNode {
             nats_url: nats_url.to_string(),
             join,
             timing,
+            config: config.to_string(),
             log: dir.path().join("sluice.log"),
             dir,
         };
@@ -69,9 +83,7 @@ impl ReplicaNode {
 
     fn spawn(&mut self) {
         let config = self.dir.path().join("sluice.toml");
-        // Small segments: the test machine's disk is small and segments are
-        // preallocated.
-        std::fs::write(&config, "segment_bytes = 16777216\n").expect("config");
+        std::fs::write(&config, &self.config).expect("config");
         let data_dir = self.data_dir();
         let member = Member {
             id: self.id,
@@ -158,11 +170,22 @@ impl Drop for ReplicaNode {
 
 /// Three nodes: node 1 bootstraps, 2 and 3 join it.
 pub fn start_three(nats_url: &str, timing: Timing) -> Vec<ReplicaNode> {
-    let first = ReplicaNode::start(1, nats_url, None, timing);
+    start_three_with(nats_url, timing, DEFAULT_CONFIG)
+}
+
+/// [`start_three`] with this `sluice.toml` on every node.
+pub fn start_three_with(nats_url: &str, timing: Timing, config: &str) -> Vec<ReplicaNode> {
+    let first = ReplicaNode::start_with(1, nats_url, None, timing, config);
     let join = first.raft;
     let mut nodes = vec![first];
     for id in 2..=3 {
-        nodes.push(ReplicaNode::start(id, nats_url, Some(join), timing));
+        nodes.push(ReplicaNode::start_with(
+            id,
+            nats_url,
+            Some(join),
+            timing,
+            config,
+        ));
     }
     nodes
 }
