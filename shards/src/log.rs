@@ -30,7 +30,8 @@
 //!
 //! **A full disk is not a failure.** `ENOSPC` (or `EDQUOT`) wherever an
 //! append needs space — the `pwrite` of the batch, an index entry, creating
-//! or preallocating the next segment on a roll — rejects that append with
+//! or preallocating the next segment on a roll, the leader-epoch checkpoint
+//! a new epoch's first batch needs — rejects that append with
 //! [`LogError::NoSpace`] and leaves the log exactly as before it: a partial
 //! write is cut off again, a half-created segment removed, offsets stay
 //! dense, and the next append after space is freed succeeds. Preallocation
@@ -62,7 +63,10 @@ use crate::constants::{
     INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
 };
-use crate::epoch_cache::{read_checkpoint, write_checkpoint, EpochCache, EpochEntry};
+use crate::epoch_cache::{
+    read_checkpoint, write_checkpoint, write_checkpoint_reporting, CheckpointError, EpochCache,
+    EpochEntry,
+};
 use crate::error::{LogError, LogResult};
 use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
@@ -657,7 +661,10 @@ impl PartitionLog {
     /// batch is written, so a crash can leave an entry past the log end
     /// (dropped on open) but never a batch of an unrecorded epoch. Returns
     /// whether an epoch began. A stale epoch is refused. Caller holds the
-    /// write gate; a failed checkpoint write fail-stops the partition.
+    /// write gate. A checkpoint that could not be written at all (a full
+    /// disk) refuses this append and leaves the epoch to begin with the next
+    /// one; one whose rename or directory sync failed fail-stops the
+    /// partition.
     async fn begin_epoch_if_new(&self, epoch: LeaderEpoch, base: Offset) -> LogResult<bool> {
         let (dir, epochs) = {
             let mut state = self.state.borrow_mut();
@@ -673,9 +680,16 @@ impl PartitionLog {
             }
             (state.config.dir.clone(), state.epochs.clone())
         };
-        if let Err(err) = write_checkpoint(&dir, &epochs).await {
-            self.state.borrow_mut().epochs.truncate_from_end(base);
-            return Err(self.fail_stop(err));
+        match write_checkpoint_reporting(&dir, &epochs).await {
+            Ok(()) => {}
+            Err(CheckpointError::NotWritten(err @ LogError::NoSpace { .. })) => {
+                self.state.borrow_mut().epochs.truncate_from_end(base);
+                return Err(err);
+            }
+            Err(err) => {
+                self.state.borrow_mut().epochs.truncate_from_end(base);
+                return Err(self.fail_stop(err.into_inner()));
+            }
         }
         tracing::info!(dir = %dir.display(), epoch = epoch.0, start_offset = base.0,
             "leader epoch begins");

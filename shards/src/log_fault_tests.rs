@@ -380,3 +380,63 @@ fn mount_with_filler(mib: u64) -> Option<SmallTmpfs> {
     std::fs::write(mounted.dir().join("filler"), vec![7u8; 1 << 20]).ok()?;
     Some(mounted)
 }
+
+#[test]
+fn enospc_on_the_epoch_checkpoint_rejects_the_epochs_first_batch_and_the_log_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    let rules = format!(
+        "{}/p0/{}",
+        scope(dir.path()),
+        crate::epoch_cache::LEADER_EPOCH_FILE
+    );
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        log.set_leader_epoch(LeaderEpoch(1));
+        for i in 0..3 {
+            log.append_records(&[record(i, 100)]).await.expect("append");
+        }
+        let first_epoch = vec![EpochEntry {
+            epoch: LeaderEpoch(1),
+            start_offset: Offset(0),
+        }];
+        assert_eq!(log.epoch_entries(), first_epoch);
+
+        // A new leader's first batch needs the checkpoint on disk first.
+        log.set_leader_epoch(LeaderEpoch(2));
+        fault::inject(FaultPoint::Write, rules.clone(), libc::ENOSPC);
+        let err = log
+            .append_records(&[record(3, 100)])
+            .await
+            .expect_err("full");
+        assert!(matches!(err, LogError::NoSpace { .. }), "{err}");
+        assert!(!log.is_failed(), "ENOSPC must not fail-stop");
+        assert_eq!(log.log_end_offset(), Offset(3));
+        assert_eq!(log.epoch_entries(), first_epoch, "the epoch did not begin");
+        let leftovers: Vec<_> = std::fs::read_dir(&path)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        fault::clear(&rules);
+        let appended = log.append_records(&[record(4, 100)]).await.expect("append");
+        assert_eq!(appended.base_offset, Offset(3));
+        let both = vec![
+            first_epoch[0],
+            EpochEntry {
+                epoch: LeaderEpoch(2),
+                start_offset: Offset(3),
+            },
+        ];
+        assert_eq!(log.epoch_entries(), both);
+        log.close().await.expect("close");
+        let (log, report) = PartitionLog::open(small_config(&path))
+            .await
+            .expect("reopen");
+        assert!(!report.epoch_cache_rebuilt, "{report:?}");
+        assert_eq!(log.epoch_entries(), both);
+        log.close().await.expect("close");
+    });
+}
