@@ -58,6 +58,15 @@ pub const AUTHENTICATE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// one (up to the 4 TiB the format allows) would abort the process on the
 /// first login attempt instead of failing.
 pub const PASSWORD_HASH_MEMORY_KIB_MAX: u32 = 1 << 20;
+/// Largest Argon2 time cost (`t`, passes over the memory) a configured
+/// `password_hash` may ask for. A check costs about `m × t`; with the 4
+/// checks a shard runs at once, an unbounded `t` would let one hash (or any
+/// client naming an unknown user, checked against it as a decoy) hold those
+/// threads for minutes.
+pub const PASSWORD_HASH_TIME_COST_MAX: u32 = 16;
+/// Largest Argon2 parallelism (`p`, lanes) a configured `password_hash` may
+/// ask for; verification runs the lanes one after another here.
+pub const PASSWORD_HASH_PARALLELISM_MAX: u32 = 16;
 /// Salt bytes of a password hash made by [`hash_password`] (the PHC
 /// string format's recommended 16).
 pub const PASSWORD_SALT_BYTES: usize = 16;
@@ -396,13 +405,19 @@ fn stored_user(entry: &UserConfig) -> Result<StoredUser, String> {
             // Every check of this hash (and of an unknown username, which is
             // checked against the first hash as a decoy) allocates m KiB.
             if let Ok(params) = argon2::Params::try_from(&parsed) {
-                if params.m_cost() > PASSWORD_HASH_MEMORY_KIB_MAX {
-                    return Err(format!(
-                        "password_hash of {:?} needs m={} KiB per check, above the limit of \
-                         {PASSWORD_HASH_MEMORY_KIB_MAX} KiB; make one with `sluice hash-password`",
-                        entry.username,
-                        params.m_cost()
-                    ));
+                let costs = [
+                    ("m", params.m_cost(), PASSWORD_HASH_MEMORY_KIB_MAX),
+                    ("t", params.t_cost(), PASSWORD_HASH_TIME_COST_MAX),
+                    ("p", params.p_cost(), PASSWORD_HASH_PARALLELISM_MAX),
+                ];
+                for (name, cost, max) in costs {
+                    if cost > max {
+                        return Err(format!(
+                            "password_hash of {:?} has {name}={cost}, above the limit of {max}; \
+                             make one with `sluice hash-password`",
+                            entry.username,
+                        ));
+                    }
                 }
             }
             StoredPassword::Argon2(hash.clone())
@@ -599,6 +614,36 @@ mod tests {
             "enabled = true\nusers = [{{ username = \"u\", password_hash = \"{limit}\" }}]"
         );
         assert!(Authenticator::from_config(&config(&text)).is_ok());
+    }
+
+    #[test]
+    fn password_hash_with_a_huge_time_cost_or_parallelism_is_refused_at_load() {
+        let hash = hash_password("pw", &[1; PASSWORD_SALT_BYTES]).unwrap();
+        let default_t = format!("t={}", argon2::Params::DEFAULT_T_COST);
+        let default_p = format!("p={}", argon2::Params::DEFAULT_P_COST);
+        assert!(
+            hash.contains(&default_t) && hash.contains(&default_p),
+            "{hash}"
+        );
+        let load = |hash: &str| {
+            let text = format!(
+                "enabled = true\nusers = [{{ username = \"u\", password_hash = \"{hash}\" }}]"
+            );
+            Authenticator::from_config(&config(&text))
+        };
+        for (default, name, max) in [
+            (&default_t, "t", PASSWORD_HASH_TIME_COST_MAX),
+            (&default_p, "p", PASSWORD_HASH_PARALLELISM_MAX),
+        ] {
+            let over = hash.replace(default.as_str(), &format!("{name}={}", max + 1));
+            let err = load(&over).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("{name}={}", max + 1)),
+                "{err}"
+            );
+            let at = hash.replace(default.as_str(), &format!("{name}={max}"));
+            assert!(load(&at).is_ok(), "{name}={max} is allowed");
+        }
     }
 
     #[test]
