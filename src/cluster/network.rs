@@ -6,8 +6,9 @@
 //! [`RaftRequest`] addressed to a node id (a node closes connections that
 //! bring requests meant for another id), its reply the matching
 //! [`RaftReply`]; one request is outstanding per connection. A client keeps one connection per peer and
-//! drops it after any error or timeout, reconnecting on the next call, so a
-//! reply can never be matched with the wrong request.
+//! drops it after any error or timeout, and when a call is cancelled before
+//! its reply is read (openraft drops RPC futures at their TTL), reconnecting
+//! on the next call, so a reply can never be matched with the wrong request.
 //!
 //! Sluice's own control RPCs (`control_rpc.rs`: forwarding to the leader,
 //! join, heartbeats, status) share the transport as
@@ -196,54 +197,70 @@ impl PeerClient {
         }
     }
 
-    /// Sends one request and reads its reply within `ttl`. Any failure
-    /// drops the connection.
+    /// Sends one request and reads its reply within `ttl`.
+    ///
+    /// The connection is taken out of `self` for the exchange and put back
+    /// only once the whole reply has been read. A call that fails, times out
+    /// or is cancelled midway therefore drops the connection, and with it any
+    /// reply still on its way. Cancellation is the usual case: openraft wraps
+    /// every raft RPC (AppendEntries, Vote, InstallSnapshot chunk) in its own
+    /// timeout of the same TTL and drops this future when it fires, before
+    /// the timeout here does. Were the connection kept, the late
+    /// reply would be read as the reply to the *next* request; a stale
+    /// `Conflict` read as the answer to an AppendEntries after a snapshot
+    /// made the leader see a follower "lose" entries it had just acknowledged
+    /// (openraft: "follower log reversion is not allowed"), a panic of the
+    /// leader's raft core.
     async fn call(&mut self, request: &[u8], ttl: Duration) -> Result<RaftReply, CallError> {
+        let connected = self.stream.take();
         let exchange = async {
-            if self.stream.is_none() {
-                let connect = TcpStream::connect(self.addr.as_str());
-                let stream = match tokio::time::timeout(
-                    Duration::from_millis(RAFT_CONNECT_TIMEOUT_MS),
-                    connect,
-                )
-                .await
-                {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(source)) => {
-                        return Err(CallError::Connect {
-                            addr: self.addr.clone(),
-                            source,
-                        })
-                    }
-                    Err(_) => {
-                        return Err(CallError::Connect {
-                            addr: self.addr.clone(),
-                            source: io::ErrorKind::TimedOut.into(),
-                        })
-                    }
-                };
-                stream.set_nodelay(true)?;
-                self.stream = Some(stream);
-            }
-            let stream = self.stream.as_mut().expect("connected above");
+            let mut stream = match connected {
+                Some(stream) => stream,
+                None => {
+                    let connect = TcpStream::connect(self.addr.as_str());
+                    let stream = match tokio::time::timeout(
+                        Duration::from_millis(RAFT_CONNECT_TIMEOUT_MS),
+                        connect,
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(source)) => {
+                            return Err(CallError::Connect {
+                                addr: self.addr.clone(),
+                                source,
+                            })
+                        }
+                        Err(_) => {
+                            return Err(CallError::Connect {
+                                addr: self.addr.clone(),
+                                source: io::ErrorKind::TimedOut.into(),
+                            })
+                        }
+                    };
+                    stream.set_nodelay(true)?;
+                    stream
+                }
+            };
             stream.write_all(request).await?;
-            let payload = frame::read_frame_async(stream, RAFT_FRAME_BYTES_MAX)
+            let payload = frame::read_frame_async(&mut stream, RAFT_FRAME_BYTES_MAX)
                 .await
                 .map_err(|e| match e {
                     frame::ReadError::Corrupt(e) => CallError::Frame(e),
                     frame::ReadError::Io(e) => CallError::Io(e),
                 })?
                 .ok_or(CallError::Closed)?;
-            Ok(frame::decode::<RaftReply>(&payload)?)
+            let reply = frame::decode::<RaftReply>(&payload)?;
+            Ok((stream, reply))
         };
-        let result = match tokio::time::timeout(ttl, exchange).await {
-            Ok(result) => result,
+        match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok((stream, reply))) => {
+                self.stream = Some(stream);
+                Ok(reply)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(CallError::Timeout),
-        };
-        if result.is_err() {
-            self.stream = None;
         }
-        result
     }
 
     fn rpc_error<E: std::error::Error>(
@@ -447,5 +464,90 @@ async fn serve_connection(
             tracing::debug!(%peer, error = %e, "raft reply write failed");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+
+    use super::*;
+
+    /// A peer that answers an AppendEntries whose `prev_log_id` is at index
+    /// `slow` only after `delay`, with `Conflict`, and every other one at
+    /// once with `Success`, in order, on each connection.
+    async fn peer_slow_at(slow: u64, delay: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    while let Ok(Some(payload)) =
+                        frame::read_frame_async(&mut stream, RAFT_FRAME_BYTES_MAX).await
+                    {
+                        let Addressed { request, .. } = frame::decode(&payload).unwrap();
+                        let RaftRequest::AppendEntries(rpc) = request else {
+                            panic!("unexpected request {request:?}");
+                        };
+                        let reply = if rpc.prev_log_id.map(|id| id.index) == Some(slow) {
+                            tokio::time::sleep(delay).await;
+                            AppendEntriesResponse::Conflict
+                        } else {
+                            AppendEntriesResponse::Success
+                        };
+                        let reply = RaftReply::AppendEntries(Ok(reply));
+                        let bytes = frame::encode(&reply, RAFT_FRAME_BYTES_MAX).unwrap();
+                        if stream.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn append_after(index: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    /// openraft drops an RPC future when its own timeout (the RPC's hard
+    /// TTL) fires. The late reply to that call must not be taken as the
+    /// reply to the next one: a stale `Conflict` answering an AppendEntries
+    /// right after a snapshot was installed made the leader panic with
+    /// "follower log reversion is not allowed".
+    #[tokio::test]
+    async fn the_reply_to_a_cancelled_call_is_never_read_as_the_next_reply() {
+        let addr = peer_slow_at(17, Duration::from_millis(300)).await;
+        let mut client = PeerClient::new(1, Some(2), addr);
+        let option = RPCOption::new(Duration::from_secs(5));
+
+        // The probe after entry 17: the caller gives up before the peer
+        // answers, and drops the call.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.append_entries(append_after(17), option.clone()),
+        )
+        .await;
+        assert!(cancelled.is_err(), "{cancelled:?}");
+
+        // The next request gets its own reply, not the probe's Conflict.
+        let reply = client
+            .append_entries(append_after(29), option.clone())
+            .await
+            .unwrap();
+        assert_eq!(reply, AppendEntriesResponse::Success);
+        // And the connection it used stays in sync.
+        let reply = client
+            .append_entries(append_after(30), option)
+            .await
+            .unwrap();
+        assert_eq!(reply, AppendEntriesResponse::Success);
     }
 }

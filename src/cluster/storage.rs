@@ -658,3 +658,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+
+    /// Fresh storage in a temporary directory (kept alive by the guard).
+    struct TempStorage;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for TempStorage {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
+            let dir = tempfile::tempdir().map_err(|e| StorageIOError::read(AnyError::new(&e)))?;
+            let opened = open(dir.path())
+                .await
+                .map_err(|e| StorageIOError::read(any(&e)))?;
+            Ok((dir, opened.log, opened.state_machine))
+        }
+    }
+
+    /// openraft's storage contract: its own test suite.
+    #[test]
+    fn storage_passes_the_openraft_suite() {
+        Suite::test_all(TempStorage).unwrap();
+    }
+}
