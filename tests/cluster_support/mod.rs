@@ -9,6 +9,8 @@ pub mod checker;
 pub mod disk;
 pub mod live;
 pub mod netns;
+#[path = "../common/ports.rs"]
+pub mod ports;
 pub mod procs;
 pub mod publisher;
 

@@ -2,7 +2,7 @@
 //! nodes, each with its own directory, killed on drop. Every wait is bounded.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,10 +21,9 @@ const NATS_PING_MAX: u32 = 2;
 /// away within seconds instead of minutes.
 const NATS_PING_INTERVAL: &str = "1s";
 
-/// A free TCP port on `ip` (bound then released).
+/// A free TCP port on `ip` for a server (see [`super::ports`]).
 pub fn free_port(ip: IpAddr) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    super::ports::free_ports_on(ip, 1)
 }
 
 /// The last lines of a log file.

@@ -6,8 +6,9 @@
 
 pub mod auth;
 pub mod limits;
+pub mod ports;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,26 +18,16 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a graceful stop may take before the test fails.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free loopback port (bound then released; the OS won't hand it out
-/// again immediately).
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// A free loopback port for a server (see [`ports`]).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    ports::free_ports_on(LOOPBACK, 1)
 }
 
 /// `count` consecutive free loopback ports (for shard-aware listeners).
 pub fn free_port_range(count: u16) -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
-        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports found");
+    ports::free_ports_on(LOOPBACK, u32::from(count))
 }
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
