@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::limits::{closed_within, fetch_body, frame, raw, read_error, rss_kib, send, WireError};
 use common::{NatsServer, Sluice};
+use sluice::protocol::ack::{Ack, AckOutcome};
 
 /// The tests of this file run one at a time: the idle-sockets test holds
 /// thousands of ephemeral ports, and a concurrently starting node could find
@@ -390,6 +391,38 @@ fn each_limit_trips_with_its_error_while_others_are_served() {
         .expect("within the header limits");
     still_serving(&node, "a");
 
+    // The same header limits for messages arriving over NATS (the bridge's
+    // own subject and reply headers do not count).
+    let over_nats = |count: usize, bytes: usize| -> AckOutcome {
+        common::runtime().block_on(async {
+            let nats_client = async_nats::connect(&nats.url).await.expect("nats");
+            let mut map = async_nats::HeaderMap::new();
+            for i in 0..count {
+                map.insert(format!("h{i}").as_str(), "x".repeat(bytes).as_str());
+            }
+            let reply = nats_client
+                .request_with_headers("a".to_string(), map, Bytes::from_static(b"v"))
+                .await
+                .expect("an ack");
+            Ack::decode(&reply.payload).expect("ack decodes").outcome
+        })
+    };
+    let nats_refusal = |outcome: AckOutcome, limit: &str| match outcome {
+        AckOutcome::Failed { code, message } => {
+            assert_eq!(code, ErrorCode::LimitExceeded, "{message}");
+            assert!(message.contains(limit), "{message}");
+        }
+        committed => panic!("{limit} did not trip over NATS: {committed:?}"),
+    };
+    let tripped_before = trips(&node, "record_headers_max");
+    nats_refusal(over_nats(5, 1), "record_headers_max");
+    assert_eq!(trips(&node, "record_headers_max"), tripped_before + 1);
+    nats_refusal(over_nats(1, 300), "record_header_bytes_max");
+    assert!(
+        matches!(over_nats(4, 50), AckOutcome::Committed { .. }),
+        "within the header limits over NATS"
+    );
+
     // A batch larger than a connection may have in flight cannot be fetched.
     let (big, _) = publisher
         .publish("b", 0, &[record(40 << 10, Vec::new())])
@@ -419,18 +452,19 @@ fn each_limit_trips_with_its_error_while_others_are_served() {
     );
     still_serving(&node, "a");
 
-    for limit in [
-        "partitions_max",
-        "streams_max",
-        "batch_records_max",
-        "batch_bytes_max",
-        "record_headers_max",
-        "record_header_bytes_max",
-        "fetch_inflight_bytes_max",
-        "frame_body_bytes_max",
-        "cursors_max",
+    // The header limits tripped once over TCP and once over NATS.
+    for (limit, count) in [
+        ("partitions_max", 1),
+        ("streams_max", 1),
+        ("batch_records_max", 1),
+        ("batch_bytes_max", 1),
+        ("record_headers_max", 2),
+        ("record_header_bytes_max", 2),
+        ("fetch_inflight_bytes_max", 1),
+        ("frame_body_bytes_max", 1),
+        ("cursors_max", 1),
     ] {
-        assert_eq!(trips(&node, limit), 1, "{limit}");
+        assert_eq!(trips(&node, limit), count, "{limit}");
     }
 }
 

@@ -35,6 +35,10 @@ pub struct Ingested {
     /// wanted at all, so the ISR size never refuses a fire-and-forget
     /// message).
     pub level: CommitLevel,
+    /// How many of `record.headers` (the first ones) the bridge added
+    /// itself (subject, reply); the rest came from the publisher and count
+    /// against the header limits.
+    pub bridge_headers: usize,
 }
 
 /// Converts a received NATS message into a record and its ack route.
@@ -56,6 +60,7 @@ pub fn ingest(
             value: Some(Bytes::copy_from_slice(reply.as_bytes())),
         });
     }
+    let bridge_headers = headers.len();
     if let Some(map) = nats_headers {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, values) in map.iter() {
@@ -108,6 +113,7 @@ pub fn ingest(
                 ack,
                 partition_override: envelope.partition,
                 level,
+                bridge_headers,
             }
         }
         None => Ingested {
@@ -127,6 +133,7 @@ pub fn ingest(
             } else {
                 CommitLevel::Leader
             },
+            bridge_headers,
         },
     }
 }
@@ -202,6 +209,8 @@ mod tests {
         );
         assert_eq!(ingested.record.value.as_deref(), Some(&b"hi"[..]));
         assert_eq!(ingested.record.key, None);
+        assert_eq!(ingested.record.headers.len(), 3);
+        assert_eq!(ingested.bridge_headers, 2, "subject and reply, not trace");
         assert_eq!(
             header(&ingested.record, SUBJECT_HEADER),
             Some(&b"foo.a"[..])

@@ -163,6 +163,7 @@ async fn run_async(
         metadata.subscribe(),
         router_rx,
         config.node_id,
+        (config.limits.clone(), limit_counters.clone()),
     );
     let router_task = tokio::task::spawn_local(router.run());
     // Ready (admin port answering) only once every shard has opened its

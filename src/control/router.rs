@@ -23,6 +23,7 @@ use crate::cores::{
     AckRoute, AppendRequest, CommitLevel, PartitionKey, PartitionStatus, PartitionTable,
     ShardStats, ToShard,
 };
+use crate::limits::{LimitCounters, LimitKind, Limits};
 use crate::protocol::error_code::ErrorCode;
 
 /// Most NATS messages gathered into one routing round.
@@ -89,6 +90,9 @@ pub struct Router {
     requests: mpsc::Receiver<RouterRequest>,
     /// This node's id (partition tables are relative to it).
     local_node: NodeId,
+    /// The `[limits]` a single message is checked against.
+    limits: Limits,
+    limit_counters: Arc<LimitCounters>,
 }
 
 impl Router {
@@ -98,6 +102,7 @@ impl Router {
         metadata: watch::Receiver<Arc<Metadata>>,
         requests: mpsc::Receiver<RouterRequest>,
         local_node: NodeId,
+        (limits, limit_counters): (Limits, Arc<LimitCounters>),
     ) -> Router {
         Router {
             nats,
@@ -107,6 +112,8 @@ impl Router {
             metadata,
             requests,
             local_node,
+            limits,
+            limit_counters,
         }
     }
 
@@ -385,12 +392,20 @@ impl Router {
                 None => Some((route.key, route.shard, self.local_node)),
             };
             let record_bytes = encoded_len(std::slice::from_ref(&ingested.record));
-            if let Some(reason) = record_limit_violation(&ingested.record, record_bytes) {
+            let violation = record_limit_violation(
+                &self.limits,
+                &ingested.record,
+                ingested.bridge_headers,
+                record_bytes,
+            );
+            if let Some((kind, detail)) = violation {
                 // Refuse this message alone: it must not poison the batch
                 // it would share with other publishers' messages.
-                tracing::debug!(stream = %route.stream, reason, "message refused");
+                self.limit_counters.record(kind);
+                let reason = format!("{}: {detail}", kind.name());
+                tracing::debug!(stream = %route.stream, %reason, "message refused");
                 if let Some(ack) = ingested.ack {
-                    self.nack(&route, ack, ErrorCode::LimitExceeded, reason)
+                    self.nack(&route, ack, ErrorCode::LimitExceeded, &reason)
                         .await;
                 }
             } else {
@@ -520,12 +535,50 @@ fn flush_batch(
 
 /// Why a record cannot be stored at all (it would fail the log's batch
 /// checks whatever it is batched with), if it cannot.
-fn record_limit_violation(record: &Record, record_bytes: usize) -> Option<&'static str> {
-    if record.headers.len() > RECORD_HEADERS_MAX {
-        return Some("more headers than a record may carry");
+/// The limit a message's record trips, if any: the configured header limits
+/// on the headers its publisher sent (NATS headers and envelope headers, not
+/// the bridge's own subject and reply headers), the engine's ceiling on all
+/// of them, and the batch size it would need alone.
+fn record_limit_violation(
+    limits: &Limits,
+    record: &Record,
+    bridge_headers: usize,
+    record_bytes: usize,
+) -> Option<(LimitKind, String)> {
+    let published = record.headers.get(bridge_headers..).unwrap_or_default();
+    let headers_max = limits
+        .record_headers_max
+        .min(RECORD_HEADERS_MAX.saturating_sub(bridge_headers));
+    if published.len() > headers_max {
+        return Some((
+            LimitKind::RecordHeaders,
+            format!(
+                "the message has {} headers, the limit is {headers_max}",
+                published.len()
+            ),
+        ));
     }
-    if record_bytes > BATCH_BYTES_MAX {
-        return Some("message larger than the largest batch");
+    let header_bytes: usize = published
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    if header_bytes > limits.record_header_bytes_max {
+        return Some((
+            LimitKind::RecordHeaderBytes,
+            format!(
+                "the message's headers are {header_bytes} bytes, the limit is {}",
+                limits.record_header_bytes_max
+            ),
+        ));
+    }
+    let batch_bytes_max = limits.batch_bytes_max.min(BATCH_BYTES_MAX);
+    if record_bytes > batch_bytes_max {
+        return Some((
+            LimitKind::BatchBytes,
+            format!(
+                "the message needs a {record_bytes}-byte batch, the limit is {batch_bytes_max}"
+            ),
+        ));
     }
     None
 }

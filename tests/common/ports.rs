@@ -3,18 +3,19 @@
 //! Binding port 0 and closing it again (the usual trick) hands out a port
 //! from the kernel's ephemeral range, where any client socket opened
 //! meanwhile (tests/limits.rs opens thousands) may take it before the
-//! server binds it. These ports come from below that range instead: each
-//! test process gets its own block (by pid) and hands out every port of it
-//! once, skipping ports something already listens on.
+//! server binds it. These ports come from below that range instead, handed
+//! out once each by a counter (so tests of one process never share one)
+//! that starts at a random place (so test processes running side by side
+//! rarely meet), skipping ports something already listens on.
 
 use std::net::{IpAddr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// First port handed out; the blocks lie between it and the ephemeral range.
+/// First port handed out; the range runs from here to the ephemeral range.
 const FIRST_PORT: u32 = 12_000;
-const BLOCK_PORTS: u32 = 1_500;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Offset of the next port from [`FIRST_PORT`]; `u32::MAX` until seeded.
+static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// The kernel's lowest ephemeral port (32768 unless configured otherwise).
 fn ephemeral_low() -> u32 {
@@ -28,17 +29,21 @@ fn ephemeral_low() -> u32 {
 /// process got; `count` consecutive such ports when asked for more (shard
 /// k of a node listens on its base port + k).
 pub fn free_ports_on(ip: IpAddr, count: u32) -> u16 {
-    let blocks = ephemeral_low().saturating_sub(FIRST_PORT) / BLOCK_PORTS;
-    if blocks == 0 {
+    let span = ephemeral_low().saturating_sub(FIRST_PORT);
+    if span < count.saturating_mul(100) {
         return ephemeral_fallback(ip, count);
     }
-    let block_start = FIRST_PORT + (std::process::id() % blocks) * BLOCK_PORTS;
-    for _ in 0..BLOCK_PORTS {
-        let offset = NEXT.fetch_add(count, Ordering::Relaxed) % BLOCK_PORTS;
-        if offset + count > BLOCK_PORTS {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let _ = NEXT.compare_exchange(u32::MAX, seed % span, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span / count {
+        let offset = NEXT.fetch_add(count, Ordering::Relaxed) % span;
+        if offset + count > span {
             continue;
         }
-        let base = block_start + offset;
+        let base = FIRST_PORT + offset;
         let all_free = (base..base + count).all(|port| {
             u16::try_from(port).is_ok_and(|port| TcpListener::bind((ip, port)).is_ok())
         });
