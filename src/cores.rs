@@ -338,13 +338,19 @@ pub struct ReplicaProgress {
 /// travels shard → control core → owning shard, with `reply` for the answer.
 #[derive(Debug)]
 pub enum CursorOp {
-    /// Store `offset` durably, then answer `Ok(None)`.
+    /// Store `offset` against incarnation `stream_id` of the key's stream
+    /// durably, then answer `Ok(None)`.
     Set {
         key: crate::cursor::CursorKey,
+        stream_id: StreamId,
         offset: u64,
     },
-    /// Answer the stored offset (`Ok(None)` when there is none).
-    Fetch { key: crate::cursor::CursorKey },
+    /// Answer the stored offset (`Ok(None)` when there is none, or when
+    /// the stored one belongs to another incarnation than `stream_id`).
+    Fetch {
+        key: crate::cursor::CursorKey,
+        stream_id: StreamId,
+    },
 }
 
 /// The answer to a [`CursorOp`].

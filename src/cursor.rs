@@ -3,7 +3,11 @@
 //! and the client.
 //!
 //! A cursor is the next offset a consumer will read, stored under the key
-//! (cursor id, stream, partition). Cursors live in the internal stream
+//! (cursor id, stream, partition) together with the incarnation
+//! ([`StreamId`]) of the stream it was saved against. A stream deleted and
+//! re-created under the same name is a new incarnation: a cursor saved
+//! against the old one is not a position in the new one and reads as "no
+//! cursor". Cursors live in the internal stream
 //! [`CURSORS_STREAM`]: key-compacted (only the last record per key is
 //! kept), replicated like any stream, and placed like any stream. Each
 //! SetCursor appends one record to the cursor partition chosen by
@@ -13,12 +17,18 @@
 //! Record layout (readable with `sluice consume __cursors`):
 //! - key: `<cursor id>/<stream>/<partition>` in ASCII. Cursor ids and stream
 //!   names are `[A-Za-z0-9._-]`, so `/` separates them unambiguously.
-//! - value: the offset as 8 bytes, big-endian `u64`; a null value
-//!   (tombstone) removes the cursor.
+//! - value: 16 bytes: the stream's id (its incarnation) then the offset,
+//!   each a big-endian `u64`; a null value (tombstone) removes the cursor.
+//!   The key has no incarnation in it, so compaction keeps one record per
+//!   (cursor id, stream name, partition) across incarnations, and a
+//!   SetCursor on the new incarnation replaces the old one's record.
+//! - legacy value: before incarnations were recorded the value was the
+//!   offset alone (8 bytes). Its incarnation is unknown, so it reads as no
+//!   cursor ([`CursorValue::Legacy`]).
 
 use bytes::Bytes;
 
-use crate::cluster::StreamSpec;
+use crate::cluster::{StreamId, StreamSpec};
 
 /// Name of the internal stream that holds every cursor. Names starting with
 /// `_` are reserved for internal streams: users cannot create them.
@@ -41,8 +51,11 @@ pub const CURSOR_PARTITIONS_MAX: u32 = 16;
 /// enough: min(this, registered nodes) at creation.
 pub const CURSOR_REPLICATION_FACTOR_MAX: u32 = 3;
 
-/// Bytes of a stored cursor value (big-endian `u64` offset).
-pub const CURSOR_VALUE_BYTES: usize = 8;
+/// Bytes of a stored cursor value (stream id, offset: big-endian `u64`s).
+pub const CURSOR_VALUE_BYTES: usize = 16;
+
+/// Bytes of a legacy cursor value (the offset alone, no stream id).
+pub const CURSOR_LEGACY_VALUE_BYTES: usize = 8;
 
 /// One cursor's identity.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,15 +124,50 @@ impl CursorKey {
     }
 }
 
-/// The stored value of an offset.
-pub fn encode_offset(offset: u64) -> Bytes {
-    Bytes::copy_from_slice(&offset.to_be_bytes())
+/// A cursor position in one incarnation of its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredCursor {
+    /// The incarnation of the stream the cursor was saved against.
+    pub stream_id: StreamId,
+    /// The next offset to read.
+    pub offset: u64,
 }
 
-/// Reads a stored value: `None` for anything but exactly 8 bytes.
-pub fn decode_offset(value: &[u8]) -> Option<u64> {
-    let bytes: [u8; CURSOR_VALUE_BYTES] = value.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
+/// A non-null value read from the cursor log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorValue {
+    Current(StoredCursor),
+    /// A value written before incarnations were recorded (offset alone):
+    /// which incarnation it belongs to is unknown, so it is no cursor.
+    Legacy {
+        offset: u64,
+    },
+}
+
+/// The stored value of a cursor.
+pub fn encode_value(cursor: StoredCursor) -> Bytes {
+    let mut value = Vec::with_capacity(CURSOR_VALUE_BYTES);
+    value.extend_from_slice(&cursor.stream_id.get().to_be_bytes());
+    value.extend_from_slice(&cursor.offset.to_be_bytes());
+    Bytes::from(value)
+}
+
+/// Reads a stored value: `None` for anything but 16 (current) or 8
+/// (legacy) bytes.
+pub fn decode_value(value: &[u8]) -> Option<CursorValue> {
+    let u64_at = |at: usize| -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&value[at..at + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    match value.len() {
+        CURSOR_VALUE_BYTES => Some(CursorValue::Current(StoredCursor {
+            stream_id: StreamId::new(u64_at(0)),
+            offset: u64_at(8),
+        })),
+        CURSOR_LEGACY_VALUE_BYTES => Some(CursorValue::Legacy { offset: u64_at(0) }),
+        _ => None,
+    }
 }
 
 /// The cursor partition that holds `key`, out of `partitions` (≥ 1):
@@ -200,11 +248,33 @@ mod tests {
     }
 
     #[test]
-    fn offsets_round_trip_and_other_lengths_are_refused() {
-        assert_eq!(decode_offset(&encode_offset(0)), Some(0));
-        assert_eq!(decode_offset(&encode_offset(u64::MAX)), Some(u64::MAX));
-        assert_eq!(decode_offset(&[0; 7]), None);
-        assert_eq!(decode_offset(&[0; 9]), None);
+    fn values_round_trip_legacy_values_are_told_apart_and_other_lengths_refused() {
+        for (stream_id, offset) in [(1, 0), (7, 42), (u64::MAX, u64::MAX)] {
+            let cursor = StoredCursor {
+                stream_id: StreamId::new(stream_id),
+                offset,
+            };
+            let value = encode_value(cursor);
+            assert_eq!(value.len(), CURSOR_VALUE_BYTES);
+            assert_eq!(decode_value(&value), Some(CursorValue::Current(cursor)));
+        }
+        // Pinned layout: stream id, then offset, both big-endian.
+        let value = encode_value(StoredCursor {
+            stream_id: StreamId::new(0x0102),
+            offset: 0x0304,
+        });
+        assert_eq!(
+            value.as_ref(),
+            &[0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 3, 4][..]
+        );
+        // The pre-incarnation format: the offset alone.
+        assert_eq!(
+            decode_value(&9u64.to_be_bytes()),
+            Some(CursorValue::Legacy { offset: 9 })
+        );
+        for len in [0, 1, 7, 9, 15, 17, 24] {
+            assert_eq!(decode_value(&vec![0; len]), None, "{len} bytes");
+        }
     }
 
     /// Pinned: changing the hash moves every stored cursor's history.

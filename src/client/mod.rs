@@ -410,7 +410,9 @@ impl Client {
     }
 
     /// The position stored for cursor `cursor_id` in `stream`/`partition`
-    /// (the next offset to read), or `None` when none is stored.
+    /// (the next offset to read), or `None` when none is stored for the
+    /// stream as it is now (one saved before the stream was deleted and
+    /// re-created under the same name is none).
     pub fn fetch_cursor(
         &mut self,
         cursor_id: &str,

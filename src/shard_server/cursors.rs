@@ -11,15 +11,27 @@
 //! answered with `NotLeader`.
 //!
 //! **State.** The owning shard keeps, per cursor partition, a map from key
-//! to (log offset of the record, cursor offset): a fold of the partition's
-//! committed records in log order. It is built when the partition opens
-//! and brought up to date before every request from wherever it stopped
-//! (so records that arrived by replication are seen too). A SetCursor
+//! to (log offset of the record, stream incarnation, cursor offset): a fold
+//! of the partition's committed records in log order. It is built when the
+//! partition opens and brought up to date before every request from
+//! wherever it stopped (so records that arrived by replication are seen
+//! too). A SetCursor
 //! appends one record, waits until it is durable (`PartitionLog::append`
 //! resolves only then), and only then updates the map and answers. Per key
 //! the record with the higher log offset wins, so concurrent updates and
 //! re-reads settle on what the log says. Key compaction keeps the last
 //! record per key, so the fold after a restart gives the same map.
+//!
+//! **Incarnations.** The receiving shard resolves the request's stream name
+//! to the stream's current [`StreamId`] (its partition table) and the
+//! request carries it. A SetCursor stores it with the offset; a FetchCursor
+//! answers the stored offset only when the ids match, so a cursor saved
+//! against a deleted stream is "no cursor" for a re-created stream of the
+//! same name. Records of the old incarnation are dropped from the map when
+//! a partition table proves them stale (and skipped by the fold), so they
+//! do not count against `limits.cursors_max`; in the log they stay until a
+//! SetCursor on the new incarnation replaces them (same key). Legacy
+//! records (no stream id) read as no cursor.
 //!
 //! **Bounds.** Cursor ids are at most `CURSOR_ID_BYTES_MAX` bytes; a shard
 //! holds at most `limits.cursors_max` cursors (a SetCursor for a new key
@@ -40,12 +52,14 @@ use shards::types::{Offset, TimestampMs};
 use super::connection::{log_error_code, request_body};
 use super::limits::exceeded;
 use super::{LocalPartition, Lookup, Shard};
+use crate::cluster::StreamId;
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, CursorAnswer, CursorOp, CursorRequest, FromShard,
-    PartitionKey,
+    PartitionEntry, PartitionKey,
 };
 use crate::cursor::{
-    cursor_partition, decode_offset, encode_offset, validate_cursor_id, CursorKey, CURSORS_STREAM,
+    cursor_partition, decode_value, encode_value, validate_cursor_id, CursorKey, CursorValue,
+    StoredCursor, CURSORS_STREAM,
 };
 use crate::limits::LimitKind;
 use crate::protocol::error_code::ErrorCode;
@@ -62,18 +76,84 @@ type Answer = Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse>;
 #[derive(Default)]
 pub struct CursorTables {
     tables: RefCell<HashMap<PartitionKey, CursorTable>>,
+    /// Stream incarnations as of the last partition table.
+    incarnations: RefCell<Incarnations>,
 }
 
 /// One cursor partition folded into memory.
 #[derive(Default)]
 struct CursorTable {
-    /// Key → (log offset of its newest record, stored cursor offset).
-    cursors: HashMap<CursorKey, (Offset, u64)>,
+    /// Key → (log offset of its newest record, stored cursor).
+    cursors: HashMap<CursorKey, (Offset, StoredCursor)>,
     /// Next log offset to fold.
     folded_to: Offset,
 }
 
+/// Which stream incarnations a partition table knows: tells cursors of a
+/// deleted incarnation from cursors of one the table does not know yet (a
+/// shard's table may lag the shard that took the request).
+#[derive(Default)]
+pub struct Incarnations {
+    /// Stream name → its current id.
+    current: HashMap<String, StreamId>,
+    /// Highest stream id in the table. Ids only grow, so the table was made
+    /// after every stream with a lower id was created.
+    newest: Option<StreamId>,
+}
+
+impl Incarnations {
+    /// The incarnations of a partition table's streams (by name).
+    pub fn of(names: &HashMap<String, Vec<PartitionEntry>>) -> Incarnations {
+        let current: HashMap<String, StreamId> = names
+            .iter()
+            .filter_map(|(name, entries)| Some((name.clone(), entries.first()?.key.stream_id)))
+            .collect();
+        let newest = current.values().copied().max();
+        Incarnations { current, newest }
+    }
+
+    /// Whether a cursor of stream `name` saved against `stream_id` belongs
+    /// to an incarnation this table proves gone: the name has a newer id,
+    /// or the name is absent although a stream created later is present
+    /// (deleted). A table that has not seen `stream_id` yet proves nothing.
+    fn is_stale(&self, name: &str, stream_id: StreamId) -> bool {
+        match self.current.get(name) {
+            Some(current) => stream_id < *current,
+            None => self.newest.is_some_and(|newest| stream_id < newest),
+        }
+    }
+}
+
+/// The offset a stored cursor gives a request for incarnation `stream_id`:
+/// none when it was saved against another incarnation.
+fn position(stored: Option<StoredCursor>, stream_id: StreamId) -> Option<u64> {
+    stored
+        .filter(|stored| stored.stream_id == stream_id)
+        .map(|stored| stored.offset)
+}
+
 impl CursorTables {
+    /// Takes the stream incarnations of a new partition table and forgets
+    /// the cursors it proves stale (their stream was deleted, maybe
+    /// re-created), so they no longer count against `limits.cursors_max`.
+    /// Returns how many were forgotten.
+    pub fn set_incarnations(&self, incarnations: Incarnations) -> usize {
+        let mut forgotten = 0;
+        for table in self.tables.borrow_mut().values_mut() {
+            let before = table.cursors.len();
+            table
+                .cursors
+                .retain(|key, (_, stored)| !incarnations.is_stale(&key.stream, stored.stream_id));
+            forgotten += before - table.cursors.len();
+        }
+        *self.incarnations.borrow_mut() = incarnations;
+        forgotten
+    }
+
+    fn is_stale(&self, name: &str, stream_id: StreamId) -> bool {
+        self.incarnations.borrow().is_stale(name, stream_id)
+    }
+
     /// Forgets the tables of partitions this shard no longer owns.
     pub fn retain(&self, owned: impl Fn(&PartitionKey) -> bool) {
         self.tables.borrow_mut().retain(|key, _| owned(key));
@@ -84,7 +164,13 @@ impl CursorTables {
     }
 
     /// Applies one record at `offset` (newer log offset wins per key).
-    fn apply(&self, partition: PartitionKey, offset: Offset, key: CursorKey, value: Option<u64>) {
+    fn apply(
+        &self,
+        partition: PartitionKey,
+        offset: Offset,
+        key: CursorKey,
+        value: Option<StoredCursor>,
+    ) {
         let mut tables = self.tables.borrow_mut();
         let table = tables.entry(partition).or_default();
         match table.cursors.get(&key) {
@@ -100,7 +186,7 @@ impl CursorTables {
         }
     }
 
-    fn get(&self, partition: PartitionKey, key: &CursorKey) -> Option<u64> {
+    fn get(&self, partition: PartitionKey, key: &CursorKey) -> Option<StoredCursor> {
         let tables = self.tables.borrow();
         tables.get(&partition)?.cursors.get(key).map(|(_, v)| *v)
     }
@@ -183,14 +269,36 @@ fn fold_record(shard: &Shard, partition: PartitionKey, record: shards::batch::De
         );
         return;
     };
+    // A record that is no cursor (tombstone, legacy, stale incarnation)
+    // still removes what older records of its key stored.
     let value = match record.value.as_deref() {
         None => None,
-        Some(bytes) => match decode_offset(bytes) {
-            Some(offset) => Some(offset),
+        Some(bytes) => match decode_value(bytes) {
+            Some(CursorValue::Current(stored))
+                if shard.cursors.is_stale(&key.stream, stored.stream_id) =>
+            {
+                tracing::debug!(
+                    offset = record.offset.0,
+                    cursor = ?key,
+                    stream_id = %stored.stream_id,
+                    "cursor log: cursor of a deleted stream incarnation; not loaded"
+                );
+                None
+            }
+            Some(CursorValue::Current(stored)) => Some(stored),
+            Some(CursorValue::Legacy { .. }) => {
+                tracing::debug!(
+                    offset = record.offset.0,
+                    cursor = ?key,
+                    "cursor log: value without a stream id (written before cursors \
+                     were tied to a stream incarnation); read as no cursor"
+                );
+                None
+            }
             None => {
                 tracing::warn!(
                     offset = record.offset.0,
-                    "cursor log: value is not 8 bytes; skipped"
+                    "cursor log: value is neither 16 nor 8 bytes; skipped"
                 );
                 return;
             }
@@ -214,7 +322,7 @@ fn failure(code: ErrorCode, message: String) -> AppendFailure {
 /// SetCursor (kind 7) on any shard's port.
 pub async fn set_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
     let request = request_body::<fb::SetCursorRequest>(frame)?;
-    let key = checked_key(
+    let (key, stream_id) = checked_key(
         shard,
         request.cursor_id(),
         request.stream(),
@@ -229,7 +337,12 @@ pub async fn set_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
             ),
         )
     })?;
-    route(shard, CursorOp::Set { key, offset }, true).await?;
+    let op = CursorOp::Set {
+        key,
+        stream_id,
+        offset,
+    };
+    route(shard, op, true).await?;
     let mut fbb = FlatBufferBuilder::with_capacity(16);
     let root = fb::SetCursorResponse::create(&mut fbb, &fb::SetCursorResponseArgs {});
     fbb.finish(root, None);
@@ -242,13 +355,13 @@ pub async fn set_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
 /// FetchCursor (kind 8) on any shard's port.
 pub async fn fetch_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
     let request = request_body::<fb::FetchCursorRequest>(frame)?;
-    let key = checked_key(
+    let (key, stream_id) = checked_key(
         shard,
         request.cursor_id(),
         request.stream(),
         request.partition(),
     )?;
-    let stored = route(shard, CursorOp::Fetch { key }, false).await?;
+    let stored = route(shard, CursorOp::Fetch { key, stream_id }, false).await?;
     let mut fbb = FlatBufferBuilder::with_capacity(32);
     let root = fb::FetchCursorResponse::create(
         &mut fbb,
@@ -264,13 +377,13 @@ pub async fn fetch_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
 }
 
 /// Validates the fields of a cursor request: id, an existing stream and
-/// partition.
+/// partition. Returns the key and the stream's current incarnation.
 fn checked_key(
     shard: &Shard,
     cursor_id: Option<&str>,
     stream: Option<&str>,
     partition: i32,
-) -> Result<CursorKey, ErrorResponse> {
+) -> Result<(CursorKey, StreamId), ErrorResponse> {
     let cursor_id = cursor_id.unwrap_or_default();
     validate_cursor_id(cursor_id)
         .map_err(|err| ErrorResponse::new(ErrorCode::InvalidRequest, err.to_string()))?;
@@ -281,20 +394,29 @@ fn checked_key(
             format!("partition {partition} is negative"),
         )
     })?;
+    let partition_not_found = || {
+        ErrorResponse::new(
+            ErrorCode::PartitionNotFound,
+            format!("stream {stream} has no partition {partition}"),
+        )
+    };
     match shard.lookup(stream, partition) {
         Lookup::StreamNotFound => Err(ErrorResponse::new(
             ErrorCode::StreamNotFound,
             format!("no stream named {stream:?}"),
         )),
-        Lookup::PartitionNotFound => Err(ErrorResponse::new(
-            ErrorCode::PartitionNotFound,
-            format!("stream {stream} has no partition {partition}"),
-        )),
-        _ => Ok(CursorKey {
-            cursor_id: cursor_id.to_owned(),
-            stream: stream.to_owned(),
-            partition,
-        }),
+        Lookup::PartitionNotFound => Err(partition_not_found()),
+        _ => {
+            let entry = shard
+                .entry(stream, partition)
+                .ok_or_else(partition_not_found)?;
+            let key = CursorKey {
+                cursor_id: cursor_id.to_owned(),
+                stream: stream.to_owned(),
+                partition,
+            };
+            Ok((key, entry.key.stream_id))
+        }
     }
 }
 
@@ -307,7 +429,7 @@ async fn route(
     create: bool,
 ) -> Result<Option<u64>, ErrorResponse> {
     let key = match &op {
-        CursorOp::Set { key, .. } | CursorOp::Fetch { key } => key.clone(),
+        CursorOp::Set { key, .. } | CursorOp::Fetch { key, .. } => key.clone(),
     };
     let mut entries = shard.stream_entries(CURSORS_STREAM);
     if entries.is_empty() {
@@ -383,7 +505,7 @@ pub async fn serve_forwarded(shard: Rc<Shard>, request: CursorRequest) {
 /// Runs `op` on this shard, which owns the cursor's partition.
 async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
     let key = match &op {
-        CursorOp::Set { key, .. } | CursorOp::Fetch { key } => key,
+        CursorOp::Set { key, .. } | CursorOp::Fetch { key, .. } => key,
     };
     let entries = shard.stream_entries(CURSORS_STREAM);
     let index = cursor_partition(key, entries.len().max(1) as u32);
@@ -398,11 +520,35 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
     };
     catch_up(shard, &local).await?;
     match op {
-        CursorOp::Fetch { key } => Ok(shard.cursors.get(local.key, &key)),
-        CursorOp::Set { key, offset } => {
-            if !shard.cursors.contains(local.key, &key)
-                && shard.cursors.total() >= shard.settings.limits.cursors_max
-            {
+        CursorOp::Fetch { key, stream_id } => {
+            let stored = shard.cursors.get(local.key, &key);
+            let offset = position(stored, stream_id);
+            if let (Some(stored), None) = (stored, offset) {
+                tracing::debug!(cursor = ?key, stored = %stored.stream_id, asked = %stream_id,
+                    "cursor saved against another incarnation of its stream; no cursor");
+            }
+            Ok(offset)
+        }
+        CursorOp::Set {
+            key,
+            stream_id,
+            offset,
+        } => {
+            let stored = shard.cursors.get(local.key, &key);
+            let newer = stored.filter(|stored| stored.stream_id > stream_id);
+            if newer.is_some() || shard.cursors.is_stale(&key.stream, stream_id) {
+                // The request was checked against an older partition table
+                // than this shard's (or than the stored cursor's): the
+                // incarnation it names is gone.
+                return Err(failure(
+                    ErrorCode::StreamNotFound,
+                    format!(
+                        "stream {} (id {stream_id}) was deleted or re-created; retry",
+                        key.stream
+                    ),
+                ));
+            }
+            if stored.is_none() && shard.cursors.total() >= shard.settings.limits.cursors_max {
                 let error = exceeded(
                     &shard.settings.gate.counters,
                     LimitKind::Cursors,
@@ -416,7 +562,7 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
             let record = Record {
                 timestamp: TimestampMs::now(),
                 key: Some(key.encode()),
-                value: Some(encode_offset(offset)),
+                value: Some(encode_value(StoredCursor { stream_id, offset })),
                 headers: Vec::new(),
             };
             // Like any append: only on the partition leader, resolved once
@@ -427,9 +573,10 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
             let appended =
                 super::append_committed(shard, &local, batch, crate::cores::CommitLevel::All)
                     .await?;
+            let stored = StoredCursor { stream_id, offset };
             shard
                 .cursors
-                .apply(local.key, appended.base_offset, key, Some(offset));
+                .apply(local.key, appended.base_offset, key, Some(stored));
             Ok(None)
         }
     }
@@ -438,7 +585,7 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::StreamId;
+    use crate::cores::PartitionSettings;
 
     fn key(id: &str) -> CursorKey {
         CursorKey {
@@ -448,18 +595,29 @@ mod tests {
         }
     }
 
+    fn at(stream_id: u64, offset: u64) -> StoredCursor {
+        StoredCursor {
+            stream_id: StreamId::new(stream_id),
+            offset,
+        }
+    }
+
+    fn cursor_partition_key() -> PartitionKey {
+        PartitionKey {
+            stream_id: StreamId::new(1),
+            partition: 0,
+        }
+    }
+
     #[test]
     fn newer_log_offsets_win_and_tombstones_remove() {
         let tables = CursorTables::default();
-        let p = PartitionKey {
-            stream_id: StreamId::new(1),
-            partition: 0,
-        };
-        tables.apply(p, Offset(5), key("a"), Some(50));
-        tables.apply(p, Offset(3), key("a"), Some(30)); // older record: ignored
-        assert_eq!(tables.get(p, &key("a")), Some(50));
-        tables.apply(p, Offset(6), key("a"), Some(60));
-        assert_eq!(tables.get(p, &key("a")), Some(60));
+        let p = cursor_partition_key();
+        tables.apply(p, Offset(5), key("a"), Some(at(2, 50)));
+        tables.apply(p, Offset(3), key("a"), Some(at(2, 30))); // older record: ignored
+        assert_eq!(tables.get(p, &key("a")), Some(at(2, 50)));
+        tables.apply(p, Offset(6), key("a"), Some(at(2, 60)));
+        assert_eq!(tables.get(p, &key("a")), Some(at(2, 60)));
         tables.apply(p, Offset(7), key("a"), None);
         assert_eq!(tables.get(p, &key("a")), None);
         assert_eq!(tables.total(), 0);
@@ -468,5 +626,95 @@ mod tests {
         assert_eq!(tables.folded_to(p), Offset(8));
         tables.retain(|_| false);
         assert_eq!(tables.folded_to(p), Offset::ZERO);
+    }
+
+    #[test]
+    fn a_cursor_answers_only_for_the_incarnation_it_was_saved_against() {
+        assert_eq!(position(Some(at(3, 42)), StreamId::new(3)), Some(42));
+        assert_eq!(
+            position(Some(at(3, 42)), StreamId::new(4)),
+            None,
+            "saved against a deleted incarnation: no cursor"
+        );
+        assert_eq!(position(None, StreamId::new(3)), None);
+    }
+
+    fn names(streams: &[(&str, u64)]) -> HashMap<String, Vec<PartitionEntry>> {
+        streams
+            .iter()
+            .map(|(name, id)| {
+                let entry = PartitionEntry {
+                    key: PartitionKey {
+                        stream_id: StreamId::new(*id),
+                        partition: 0,
+                    },
+                    stream: (*name).into(),
+                    partition: 0,
+                    shard: 0,
+                    settings: PartitionSettings {
+                        retention_age_ms: None,
+                        retention_bytes: None,
+                        retention_messages: None,
+                        compact: false,
+                    },
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: Vec::new(),
+                    isr: Vec::new(),
+                    isr_version: 0,
+                    min_insync_replicas: 1,
+                };
+                ((*name).to_owned(), vec![entry])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_table_proves_an_incarnation_stale_only_when_it_knows_a_newer_stream() {
+        let incarnations = Incarnations::of(&names(&[("s", 5), ("t", 7)]));
+        assert!(incarnations.is_stale("s", StreamId::new(4)), "re-created");
+        assert!(!incarnations.is_stale("s", StreamId::new(5)), "current");
+        assert!(
+            !incarnations.is_stale("s", StreamId::new(6)),
+            "newer than the table (it lags): not stale"
+        );
+        assert!(
+            incarnations.is_stale("gone", StreamId::new(6)),
+            "absent while stream 7 was created after it: deleted"
+        );
+        assert!(
+            !incarnations.is_stale("gone", StreamId::new(8)),
+            "absent but newer than anything the table knows"
+        );
+        assert!(!Incarnations::default().is_stale("s", StreamId::new(1)));
+    }
+
+    #[test]
+    fn cursors_of_deleted_incarnations_are_forgotten_and_stop_counting() {
+        let tables = CursorTables::default();
+        let p = cursor_partition_key();
+        let of = |stream: &str, id: &str| CursorKey {
+            cursor_id: id.into(),
+            stream: stream.into(),
+            partition: 0,
+        };
+        tables.apply(p, Offset(0), of("s", "old"), Some(at(2, 10)));
+        tables.apply(p, Offset(1), of("s", "new"), Some(at(5, 3)));
+        tables.apply(p, Offset(2), of("gone", "c"), Some(at(3, 1)));
+        tables.apply(p, Offset(3), of("t", "c"), Some(at(7, 1)));
+        tables.apply(p, Offset(4), of("unseen", "c"), Some(at(9, 1)));
+        assert_eq!(tables.total(), 5);
+        let forgotten = tables.set_incarnations(Incarnations::of(&names(&[("s", 5), ("t", 7)])));
+        assert_eq!(forgotten, 2, "s@2 (re-created) and gone@3 (deleted)");
+        assert_eq!(tables.total(), 3);
+        assert_eq!(tables.get(p, &of("s", "old")), None);
+        assert_eq!(tables.get(p, &of("s", "new")), Some(at(5, 3)));
+        assert_eq!(tables.get(p, &of("t", "c")), Some(at(7, 1)));
+        assert_eq!(
+            tables.get(p, &of("unseen", "c")),
+            Some(at(9, 1)),
+            "a stream newer than the table is kept"
+        );
+        assert!(tables.is_stale("s", StreamId::new(2)));
     }
 }

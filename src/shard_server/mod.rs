@@ -535,6 +535,20 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
             .or_default()
             .push(entry.clone());
     }
+    // Cursors of deleted stream incarnations stop counting (and answering)
+    // from the table that shows them gone; set before any cursor partition
+    // opens below, so its fold does not load them (nor count them against
+    // `cursors_max` while loading).
+    let forgotten = shard
+        .cursors
+        .set_incarnations(cursors::Incarnations::of(&names));
+    if forgotten > 0 {
+        tracing::debug!(
+            shard = shard.id,
+            forgotten,
+            "forgot cursors of deleted or re-created streams"
+        );
+    }
     let wanted: HashMap<PartitionKey, &PartitionEntry> = table
         .entries
         .iter()
