@@ -397,3 +397,82 @@ fn consume_with_cursor_resumes_and_stores_its_position() {
         "Ctrl-C stores the position"
     );
 }
+
+/// A cursor belongs to one incarnation of its stream: after the stream is
+/// deleted and re-created under the same name, a cursor saved against the
+/// old one is no cursor (FetchCursor answers none, `consume --cursor`
+/// starts at `--from`), and it stops counting against `cursors_max`.
+#[test]
+fn a_recreated_stream_does_not_inherit_the_old_streams_cursors() {
+    let nats = NatsServer::start();
+    let mut node = Sluice::start_with_config(&nats.url, 1, "[limits]\ncursors_max = 2\n");
+    create(&node, "s", 1);
+    publish_values(&node, "s", 10);
+    let mut client = client_at(node.listen);
+    client
+        .set_cursor("api", "s", 0, Offset(7))
+        .expect("set cursor");
+    assert_eq!(
+        consume(&node, &["s", "--cursor", "cli", "--count", "4"]),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        client.fetch_cursor("cli", "s", 0).expect("fetch"),
+        Some(Offset(4))
+    );
+    assert_eq!(
+        server_code(client.set_cursor("third", "s", 0, Offset(0))),
+        ErrorCode::LimitExceeded,
+        "two cursors fill this shard"
+    );
+
+    client.delete_stream("s").expect("delete s");
+    create(&node, "s", 1);
+    publish_values(&node, "s", 10);
+    let mut client = client_at(node.listen);
+    for id in ["api", "cli"] {
+        assert_eq!(
+            client.fetch_cursor(id, "s", 0).expect("fetch"),
+            None,
+            "cursor {id} was saved against the deleted stream"
+        );
+    }
+    assert_eq!(
+        consume(&node, &["s", "--cursor", "api"]),
+        (0..10).collect::<Vec<u64>>(),
+        "starts at the beginning of the new stream, not at the old offset 7"
+    );
+    assert_eq!(
+        client.fetch_cursor("api", "s", 0).expect("fetch"),
+        Some(Offset(10))
+    );
+    client
+        .set_cursor("third", "s", 0, Offset(3))
+        .expect("the old stream's cursors no longer count against cursors_max");
+
+    // The old incarnation's record of `cli` is still in the cursor log: a
+    // restart folds it again, and it still is no cursor and does not count.
+    node.restart();
+    let mut client = client_at(node.listen);
+    assert_eq!(client.fetch_cursor("cli", "s", 0).expect("fetch"), None);
+    assert_eq!(
+        client.fetch_cursor("api", "s", 0).expect("fetch"),
+        Some(Offset(10))
+    );
+    assert_eq!(
+        client.fetch_cursor("third", "s", 0).expect("fetch"),
+        Some(Offset(3))
+    );
+    assert_eq!(
+        server_code(client.set_cursor("fourth", "s", 0, Offset(0))),
+        ErrorCode::LimitExceeded,
+        "api and third fill the shard; the stale cli does not"
+    );
+    client
+        .set_cursor("api", "s", 0, Offset(2))
+        .expect("existing cursors still move");
+    assert_eq!(
+        client.fetch_cursor("api", "s", 0).expect("fetch"),
+        Some(Offset(2))
+    );
+}
