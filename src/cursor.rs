@@ -23,8 +23,8 @@
 //!   (cursor id, stream name, partition) across incarnations, and a
 //!   SetCursor on the new incarnation replaces the old one's record.
 //! - legacy value: before incarnations were recorded the value was the
-//!   offset alone (8 bytes). Its incarnation is unknown, so it reads as no
-//!   cursor ([`CursorValue::Legacy`]).
+//!   offset alone (8 bytes) ([`CursorValue::Legacy`]); the shard folding the
+//!   log gives it the stream's current incarnation.
 
 use bytes::Bytes;
 

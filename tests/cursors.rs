@@ -476,3 +476,42 @@ fn a_recreated_stream_does_not_inherit_the_old_streams_cursors() {
         Some(Offset(2))
     );
 }
+
+/// Cursor records written before cursors carried their stream's incarnation
+/// (the value is the offset alone) still resume their consumers: the stream's
+/// current incarnation adopts them, also after a restart.
+#[test]
+fn cursors_saved_before_incarnations_were_recorded_are_adopted() {
+    let nats = NatsServer::start();
+    let mut node = Sluice::start(&nats.url, 1);
+    create(&node, "orders", 1);
+    let mut client = client_at(node.listen);
+    // The first SetCursor creates the cursor stream (one partition here).
+    client
+        .set_cursor("current", "orders", 0, Offset(3))
+        .expect("set cursor");
+    let legacy = Record {
+        timestamp: TimestampMs::now(),
+        key: Some(Bytes::from_static(b"legacy/orders/0")),
+        value: Some(Bytes::copy_from_slice(&42u64.to_be_bytes())),
+        headers: Vec::new(),
+    };
+    client
+        .publish(CURSORS_STREAM, 0, &[legacy])
+        .expect("plant a legacy cursor record");
+    assert_eq!(
+        client.fetch_cursor("legacy", "orders", 0).expect("fetch"),
+        Some(Offset(42))
+    );
+    node.restart();
+    let mut client = client_at(node.listen);
+    assert_eq!(
+        client.fetch_cursor("legacy", "orders", 0).expect("fetch"),
+        Some(Offset(42)),
+        "adopted again when the log is folded on open"
+    );
+    assert_eq!(
+        client.fetch_cursor("current", "orders", 0).expect("fetch"),
+        Some(Offset(3))
+    );
+}

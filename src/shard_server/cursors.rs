@@ -31,7 +31,8 @@
 //! a partition table proves them stale (and skipped by the fold), so they
 //! do not count against `limits.cursors_max`; in the log they stay until a
 //! SetCursor on the new incarnation replaces them (same key). Legacy
-//! records (no stream id) read as no cursor.
+//! records (no stream id, written before incarnations) are adopted by the
+//! stream's current incarnation when the log is folded.
 //!
 //! **Bounds.** Cursor ids are at most `CURSOR_ID_BYTES_MAX` bytes; a shard
 //! holds at most `limits.cursors_max` cursors (a SetCursor for a new key
@@ -122,6 +123,11 @@ impl Incarnations {
             None => self.newest.is_some_and(|newest| stream_id < newest),
         }
     }
+
+    /// The current id of stream `name`, if the table has the stream.
+    fn current(&self, name: &str) -> Option<StreamId> {
+        self.current.get(name).copied()
+    }
 }
 
 /// The offset a stored cursor gives a request for incarnation `stream_id`:
@@ -152,6 +158,10 @@ impl CursorTables {
 
     fn is_stale(&self, name: &str, stream_id: StreamId) -> bool {
         self.incarnations.borrow().is_stale(name, stream_id)
+    }
+
+    fn current_incarnation(&self, name: &str) -> Option<StreamId> {
+        self.incarnations.borrow().current(name)
     }
 
     /// Forgets the tables of partitions this shard no longer owns.
@@ -286,14 +296,20 @@ fn fold_record(shard: &Shard, partition: PartitionKey, record: shards::batch::De
                 None
             }
             Some(CursorValue::Current(stored)) => Some(stored),
-            Some(CursorValue::Legacy { .. }) => {
+            // Written before cursors carried their stream's incarnation:
+            // adopted by the stream's current one, so an upgrade does not
+            // send every consumer back to its start position (the old
+            // behaviour, for the rare stream re-created before upgrading).
+            Some(CursorValue::Legacy { offset }) => {
+                let current = shard.cursors.current_incarnation(&key.stream);
                 tracing::debug!(
                     offset = record.offset.0,
                     cursor = ?key,
+                    adopted_by = ?current,
                     "cursor log: value without a stream id (written before cursors \
-                     were tied to a stream incarnation); read as no cursor"
+                     were tied to a stream incarnation)"
                 );
-                None
+                current.map(|stream_id| StoredCursor { stream_id, offset })
             }
             None => {
                 tracing::warn!(
