@@ -229,16 +229,16 @@ impl Metadata {
         stream: &str,
         stream_id: StreamId,
         partition: u32,
-        (leader_epoch, isr_version): (u32, u64),
+        (leader_epoch, isr_version): (u32, Option<u64>),
         isr: &[NodeId],
     ) -> Applied {
         let assignment = match self.partition_mut(stream, stream_id, partition, leader_epoch) {
             Ok(a) => a,
             Err(miss) => return miss.into(),
         };
-        if assignment.isr_version != isr_version {
+        if let Some(expected) = isr_version.filter(|v| *v != assignment.isr_version) {
             return Applied::conflict(format!(
-                "{stream}/{partition} ISR is at version {}, not {isr_version}",
+                "{stream}/{partition} ISR is at version {}, not {expected}",
                 assignment.isr_version
             ));
         }
@@ -624,7 +624,7 @@ mod tests {
                 stream_id: id,
                 partition: 0,
                 leader_epoch: epoch,
-                isr_version,
+                isr_version: Some(isr_version),
                 isr,
             }
         };
@@ -675,7 +675,7 @@ mod tests {
             stream_id: id,
             partition: 0,
             leader_epoch: 0,
-            isr_version,
+            isr_version: Some(isr_version),
             isr,
         };
         assert_eq!(
@@ -704,6 +704,24 @@ mod tests {
             m.apply(&update(vec![1, 2, 3], 2)).response,
             MetadataResponse::Conflict { .. }
         ));
+
+        // An entry from before ISR versions (no field) applies as it did then.
+        let mut legacy = serde_json::to_value(update(vec![1], 0)).unwrap();
+        legacy["UpdateIsr"]
+            .as_object_mut()
+            .unwrap()
+            .remove("isr_version")
+            .unwrap();
+        let legacy: MetadataCommand = serde_json::from_value(legacy).unwrap();
+        assert!(matches!(
+            legacy,
+            MetadataCommand::UpdateIsr {
+                isr_version: None,
+                ..
+            }
+        ));
+        assert_eq!(m.apply(&legacy).response, MetadataResponse::Ok);
+        assert_eq!(m.stream("s").unwrap().partitions[0].isr, vec![1]);
     }
 
     fn three_replicas(m: &mut Metadata) -> StreamId {
@@ -874,7 +892,7 @@ mod fuzz_seed_tests {
                         stream_id: first,
                         partition: 0,
                         leader_epoch: 0,
-                        isr_version: 0,
+                        isr_version: Some(0),
                         isr: vec![1, 2],
                     },
                     MetadataCommand::ChangeLeader {
@@ -889,7 +907,7 @@ mod fuzz_seed_tests {
                         stream_id: first,
                         partition: 0,
                         leader_epoch: 1,
-                        isr_version: 1,
+                        isr_version: Some(1),
                         isr: vec![1, 2, 3],
                     },
                     MetadataCommand::LeaveIsr {

@@ -60,7 +60,7 @@ pub fn plan(metadata: &Metadata, is_alive: impl Fn(NodeId) -> bool) -> Vec<Metad
                     stream_id: record.id,
                     partition: assignment.partition,
                     leader_epoch: epoch,
-                    isr_version: assignment.isr_version,
+                    isr_version: Some(assignment.isr_version),
                     isr: live_isr,
                 });
             }
@@ -186,7 +186,7 @@ mod tests {
                     stream_id: StreamId::new(7),
                     partition: 0,
                     leader_epoch: 5,
-                    isr_version: 0,
+                    isr_version: Some(0),
                     isr: vec![3],
                 },
             ],
@@ -223,7 +223,7 @@ mod tests {
                 stream_id: StreamId::new(7),
                 partition: 0,
                 leader_epoch: 4,
-                isr_version: 0,
+                isr_version: Some(0),
                 isr: vec![1, 3],
             }]
         );

@@ -221,7 +221,7 @@ async fn writes_and_creates_on_followers_are_forwarded_and_survive_a_leader_loss
         stream_id: record.id,
         partition: 0,
         leader_epoch: p0.leader_epoch,
-        isr_version: p0.isr_version,
+        isr_version: Some(p0.isr_version),
         isr: vec![p0.leader],
     };
     let response = cluster.node(follower).write(shrink).await.unwrap();
@@ -332,7 +332,7 @@ async fn controller_elects_from_the_live_isr_and_never_outside_it() {
             stream_id: lonely.id,
             partition: 0,
             leader_epoch: l0.leader_epoch,
-            isr_version: l0.isr_version,
+            isr_version: Some(l0.isr_version),
             isr: vec![victim],
         })
         .await

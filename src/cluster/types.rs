@@ -260,7 +260,11 @@ pub enum MetadataCommand {
         stream_id: StreamId,
         partition: u32,
         leader_epoch: u32,
-        isr_version: u64,
+        /// `None` in entries written before ISR versions existed: applied
+        /// without the version check, exactly as they were then, so every
+        /// node replaying an old raft log reaches the same metadata.
+        #[serde(default)]
+        isr_version: Option<u64>,
         isr: Vec<NodeId>,
     },
     /// Make `leader` (a member of the ISR) the partition leader and bump the

@@ -546,7 +546,7 @@ fn maybe_propose_isr(shard: &Rc<Shard>, local: &Rc<LocalPartition>) {
             stream_id: local.key.stream_id,
             partition: local.partition,
             leader_epoch: leader.epoch,
-            isr_version: leader.isr_version,
+            isr_version: Some(leader.isr_version),
             isr,
         }
     };
