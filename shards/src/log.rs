@@ -1023,13 +1023,7 @@ impl PartitionLog {
             if offset >= state.log_end {
                 return Ok(state.log_end);
             }
-            let active_base = state.segments.keys().next_back().copied();
-            let snapshot = state
-                .segments
-                .values()
-                .map(|s| s.info(Some(s.base()) == active_base))
-                .collect();
-            state.truncation_snapshot = Some(snapshot);
+            state.truncation_snapshot = Some(state.segment_infos());
             let keep_from = state.segments.range(..=offset).next_back().map(|(b, _)| *b);
             let doomed_keys: Vec<Offset> = state
                 .segments
@@ -1128,13 +1122,7 @@ impl PartitionLog {
                     log_end: Offset(u64::MAX),
                 });
             }
-            let active_base = state.segments.keys().next_back().copied();
-            let snapshot = state
-                .segments
-                .values()
-                .map(|s| s.info(Some(s.base()) == active_base))
-                .collect();
-            state.truncation_snapshot = Some(snapshot);
+            state.truncation_snapshot = Some(state.segment_infos());
             let doomed: Vec<Segment> = std::mem::take(&mut state.segments).into_values().collect();
             (
                 state.config.dir.clone(),
@@ -1255,15 +1243,10 @@ impl PartitionLog {
 
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let state = self.state.borrow();
-        if let Some(snapshot) = &state.truncation_snapshot {
-            return snapshot.clone();
+        match &state.truncation_snapshot {
+            Some(snapshot) => snapshot.clone(),
+            None => state.segment_infos(),
         }
-        let active_base = state.segments.keys().next_back().copied();
-        state
-            .segments
-            .values()
-            .map(|s| s.info(Some(s.base()) == active_base))
-            .collect()
     }
 
     /// Deletes the sealed segments whose base offsets are listed (retention).
@@ -1498,6 +1481,15 @@ impl Drop for PartitionLog {
 }
 
 impl LogState {
+    /// Every segment's summary, oldest first, the last one marked active.
+    fn segment_infos(&self) -> Vec<SegmentInfo> {
+        let active_base = self.segments.keys().next_back().copied();
+        self.segments
+            .values()
+            .map(|s| s.info(Some(s.base()) == active_base))
+            .collect()
+    }
+
     fn active(&self) -> &Segment {
         match self.segments.values().next_back() {
             Some(active) => active,
