@@ -429,6 +429,32 @@ fn d_zeroed_crc_before_the_last_index_entry_ends_the_log_there() {
     assert!(truncated_bytes(&report) > 0, "{report:?}");
 }
 
+/// Where a batch's first record starts (after the 61-byte batch header).
+const FIRST_RECORD_AT: usize = 61;
+
+/// Found by the `segment_recovery` fuzz target: a batch whose CRC matches
+/// but whose records do not parse (damage the CRC cannot see, or a batch
+/// written that way) was kept by recovery and served to consumers, who
+/// could not decode it. Recovery now checks every record of the batches it
+/// scans.
+#[test]
+fn d_a_batch_with_a_matching_crc_but_broken_records_ends_the_log_there() {
+    let fixture = Fixture::new(1 << 20, 1 << 20);
+    let batches = layout(&last_segment(&fixture.pristine));
+    for victim in [BATCHES / 2, BATCHES - 1] {
+        let dir = fixture.copy(&format!("records-{victim}"), Shutdown::Crash);
+        let segment = last_segment(&dir);
+        let (position, len) = batches[victim];
+        // The first record's length varint becomes -1 (zigzag 0x01).
+        write_at(&segment, &[0x01], position + FIRST_RECORD_AT);
+        let bytes = std::fs::read(&segment).expect("read segment");
+        let crc = crc32c::crc32c(&bytes[position + ATTRIBUTES_AT..position + len]);
+        write_at(&segment, &crc.to_be_bytes(), position + 17);
+        let report = expect_recovered(fixture.config(&dir), victim);
+        assert!(truncated_bytes(&report) > 0, "{report:?}");
+    }
+}
+
 // ------------------------------------------------------------- sealed segments
 
 #[test]
