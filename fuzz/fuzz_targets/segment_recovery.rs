@@ -17,11 +17,26 @@
 //!
 //! One glommio executor lives for the whole run on its own thread; inputs go
 //! to it over a channel (an executor per input would dominate the cost).
+//!
+//! glommio 0.9 can park that executor for good with a task still runnable:
+//! when its 100 ms preempt timer fires between being armed and the
+//! scheduler's first preemption check (the thread descheduled that long, as
+//! on a loaded machine), `run_task_queues` reports "nothing ran", the loop
+//! parks, and without a timer or I/O pending nothing wakes it (upstream fix:
+//! glommio/glommio#53). A 150 ms stop of the executor thread at that point
+//! reproduces it; one 600 s run hung that way after 17,014 inputs. (A
+//! heartbeat timer does not help: a shorter one has fired too and its task
+//! is the runnable one, so no timer is left to end the park.) This executor
+//! has one task queue and nothing to preempt for, so its preempt timer is
+//! set to an hour; a per-input watchdog turns any hang into a failure
+//! naming the step it was in.
 #![no_main]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -36,6 +51,28 @@ const LENGTH_AT: usize = 8;
 const PREFIX_BYTES: usize = 12;
 /// Small segments keep each run fast; the input is the first segment.
 const SEGMENT_BYTES: u64 = 64 * 1024;
+/// Far beyond any deschedule (see the module comment).
+const PREEMPT_TIMER: Duration = Duration::from_secs(3600);
+/// An input takes milliseconds; this long means a hang.
+const INPUT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Steps of `check`, for the watchdog's message.
+const STEPS: [&str; 9] = [
+    "receiving the input (the executor never got to the worker task)",
+    "writing the partition directory",
+    "open",
+    "reading the recovered log",
+    "append_records",
+    "close",
+    "reopen",
+    "reading the reopened log",
+    "second close",
+];
+static STEP: AtomicUsize = AtomicUsize::new(0);
+
+fn step(index: usize) {
+    STEP.store(index, Ordering::Relaxed);
+}
 
 type Job = (Vec<u8>, mpsc::Sender<()>);
 
@@ -46,6 +83,7 @@ fn worker() -> &'static Mutex<mpsc::Sender<Job>> {
         std::thread::spawn(move || {
             let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
                 .io_memory(IO_MEMORY_BYTES_DEFAULT)
+                .preempt_timer(PREEMPT_TIMER)
                 .make()
                 .expect("glommio executor");
             executor.run(async move {
@@ -53,6 +91,7 @@ fn worker() -> &'static Mutex<mpsc::Sender<Job>> {
                 // executor has nothing else to run.
                 while let Ok((input, done)) = rx.recv() {
                     check(&input).await;
+                    step(0);
                     let _ = done.send(());
                 }
             });
@@ -70,7 +109,14 @@ fuzz_target!(|data: &[u8]| {
         .expect("worker alive");
     // A panic on the worker aborts the process (libFuzzer's panic hook), so
     // this only returns once the input was fully checked.
-    done_rx.recv().expect("worker finished the input");
+    match done_rx.recv_timeout(INPUT_DEADLINE) {
+        Ok(()) => {}
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+            "input not checked after {INPUT_DEADLINE:?}: stuck in step `{}`",
+            STEPS[STEP.load(Ordering::Relaxed)]
+        ),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("worker gone"),
+    }
 });
 
 async fn check(data: &[u8]) {
@@ -89,6 +135,7 @@ async fn check(data: &[u8]) {
     if flags & 1 == 1 {
         patch_crcs(&mut segment);
     }
+    step(1);
     let temp = scratch_dir();
     let dir = temp.path().join("p");
     std::fs::create_dir(&dir).expect("mkdir");
@@ -109,9 +156,12 @@ async fn check(data: &[u8]) {
     // the last index entry (they were checked when written): a fuzzed file
     // may then serve garbage there, which readers reject as corrupt.
     let strict = flags & 2 == 0;
+    step(2);
     let (log, report) = PartitionLog::open(config(&dir)).await.expect("open must recover");
+    step(3);
     let before = consistent(&log, strict).await;
     assert_eq!(report.log_end, log.log_end_offset());
+    step(4);
     let appended = log
         .append_records(&[Record {
             timestamp: TimestampMs(42),
@@ -122,9 +172,12 @@ async fn check(data: &[u8]) {
         .await
         .expect("append after recovery");
     assert_eq!(appended.base_offset, before.log_end, "the next offset is log_end");
+    step(5);
     log.close().await.expect("close");
 
+    step(6);
     let (log, _) = PartitionLog::open(config(&dir)).await.expect("reopen");
+    step(7);
     let after = consistent(&log, strict).await;
     assert_eq!(after.log_end, before.log_end.next());
     if strict {
@@ -132,6 +185,7 @@ async fn check(data: &[u8]) {
         assert_eq!(after.offsets[..before.offsets.len()], before.offsets[..]);
         assert_eq!(after.offsets.last(), Some(&before.log_end));
     }
+    step(8);
     log.close().await.expect("close");
 }
 
