@@ -384,7 +384,17 @@ pub enum ToShard {
     Barrier(oneshot::Sender<()>),
     /// Finish in-flight appends, sync and close every log, then stop.
     Shutdown,
+    /// Nothing to do: sent every [`SHARD_NUDGE_INTERVAL`] so that a shard
+    /// executor glommio 0.9.0 parked with work still runnable (its preempt
+    /// timer fired before the scheduler's first check; glommio/glommio#53)
+    /// is woken by the ring within that interval, not only by its next I/O
+    /// completion or timer, which on a quiet shard may be minutes away.
+    Nudge,
 }
+
+/// How often the control core nudges every shard (see [`ToShard::Nudge`]):
+/// ten tiny ring messages a second per shard bound such a stall.
+pub const SHARD_NUDGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Shard → control core.
 #[derive(Debug)]

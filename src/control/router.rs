@@ -21,7 +21,7 @@ use super::bridge::{ingest, partition_subject};
 use crate::cluster::{Metadata, NodeId};
 use crate::cores::{
     AckRoute, AppendRequest, CommitLevel, PartitionKey, PartitionStatus, PartitionTable,
-    ShardStats, ToShard,
+    ShardStats, ToShard, SHARD_NUDGE_INTERVAL,
 };
 use crate::limits::{LimitCounters, LimitKind, Limits};
 use crate::protocol::error_code::ErrorCode;
@@ -120,6 +120,8 @@ impl Router {
     pub async fn run(mut self) {
         let initial = self.metadata.borrow_and_update().clone();
         self.apply_metadata(&initial).await;
+        let mut nudge = tokio::time::interval(SHARD_NUDGE_INTERVAL);
+        nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -144,6 +146,12 @@ impl Router {
                 }
                 Some(first) = self.incoming.next(), if !self.incoming.is_empty() => {
                     self.route_round(first).await;
+                }
+                _ = nudge.tick() => {
+                    for sender in &mut self.shards {
+                        // A full ring means the shard is awake and busy.
+                        let _ = sender.try_send(ToShard::Nudge);
+                    }
                 }
             }
         }

@@ -414,6 +414,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
                 ToShard::Barrier(reply) => {
                     let _ = reply.send(());
                 }
+                ToShard::Nudge => {}
                 ToShard::Shutdown => break 'serve,
             }
         }
