@@ -34,9 +34,11 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A loopback address with a port that was free a moment ago (a restarted
 /// node must come back on the same raft address).
+/// A loopback address for a raft listener; not from the ephemeral range,
+/// where the other nodes' client sockets could take it before it is bound.
 fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    format!("127.0.0.1:{}", shards::testing::ports::free_ports_on(ip, 1))
 }
 
 fn config(id: NodeId, dir: &Path, raft_addr: &str, bootstrap: Bootstrap) -> MetadataConfig {
