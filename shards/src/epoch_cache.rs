@@ -32,9 +32,10 @@
 
 use std::path::Path;
 
-use glommio::io::{BufferedFile, OpenOptions};
+use glommio::io::BufferedFile;
 
 use crate::error::{LogError, LogResult};
+use crate::io::replace::{replace_file, ReplaceError};
 use crate::types::{LeaderEpoch, Offset};
 
 /// Name of the leader-epoch checkpoint in a partition directory.
@@ -342,83 +343,12 @@ pub fn follower_truncation_offset(
     }
 }
 
-/// Writes the checkpoint durably: temp file, fsync, rename, directory fsync
-/// (all through glommio). Only one may run at a time per directory (the
-/// partition log calls it under its write gate).
-///
-/// Until the rename the old checkpoint is untouched: a failure there
-/// (typically [`LogError::NoSpace`]) removes the temporary file and returns
-/// [`CheckpointError::NotWritten`], after which the previous checkpoint still
-/// describes the log. A failure at or after the rename is
-/// [`CheckpointError::Uncertain`]: which file the directory names is unknown.
-pub(crate) async fn write_checkpoint(dir: &Path, cache: &EpochCache) -> LogResult<()> {
-    write_checkpoint_reporting(dir, cache)
-        .await
-        .map_err(CheckpointError::into_inner)
-}
-
-/// How [`write_checkpoint`] failed.
-#[derive(Debug)]
-pub(crate) enum CheckpointError {
-    NotWritten(LogError),
-    Uncertain(LogError),
-}
-
-impl CheckpointError {
-    pub(crate) fn into_inner(self) -> LogError {
-        match self {
-            CheckpointError::NotWritten(err) | CheckpointError::Uncertain(err) => err,
-        }
-    }
-}
-
-pub(crate) async fn write_checkpoint_reporting(
-    dir: &Path,
-    cache: &EpochCache,
-) -> Result<(), CheckpointError> {
-    let tmp = dir.join(format!("{LEADER_EPOCH_FILE}.tmp"));
-    let path = dir.join(LEADER_EPOCH_FILE);
-    if let Err(err) = write_temporary_checkpoint(&tmp, cache).await {
-        if let Err(cleanup) = crate::segment::remove_if_exists(&tmp).await {
-            tracing::warn!(path = %tmp.display(), error = %cleanup,
-                "cannot remove a failed epoch checkpoint");
-        }
-        return Err(CheckpointError::NotWritten(err));
-    }
-    glommio::io::rename(&tmp, &path).await.map_err(|e| {
-        CheckpointError::Uncertain(LogError::glommio("rename epoch checkpoint", &path, e))
-    })?;
-    crate::log::sync_directory(dir)
-        .await
-        .map_err(CheckpointError::Uncertain)
-}
-
-async fn write_temporary_checkpoint(tmp: &Path, cache: &EpochCache) -> LogResult<()> {
-    let bytes = cache.encode();
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(tmp)
-        .await
-        .map_err(|e| LogError::glommio("create epoch checkpoint", tmp, e))?;
-    // A few hundred bytes into the page cache: a plain `pwrite`, like the
-    // high-watermark checkpoint (io_uring would punt a buffered write to a
-    // worker thread); the fsync below goes through io_uring.
-    let written = crate::io::fault::check(crate::io::fault::FaultPoint::Write, tmp)
-        .and_then(|()| {
-            crate::io::pwrite_all(std::os::unix::io::AsRawFd::as_raw_fd(&file), &bytes, 0)
-        })
-        .map_err(|e| LogError::io("write epoch checkpoint", tmp, e));
-    let synced = match written {
-        Ok(()) => file
-            .fdatasync()
-            .await
-            .map_err(|e| LogError::glommio("sync epoch checkpoint", tmp, e)),
-        Err(err) => Err(err),
-    };
-    let _ = file.close().await;
-    synced
+/// Writes the checkpoint durably (see [`replace_file`]; on
+/// [`ReplaceError::NotWritten`] the previous checkpoint still describes the
+/// log). Only one may run at a time per directory (the partition log calls
+/// it under its write gate).
+pub(crate) async fn write_checkpoint(dir: &Path, cache: &EpochCache) -> Result<(), ReplaceError> {
+    replace_file(dir, LEADER_EPOCH_FILE, &cache.encode()).await
 }
 
 /// Reads the checkpoint: `Ok(None)` when it is missing or damaged (logged;

@@ -63,13 +63,11 @@ use crate::constants::{
     INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN,
 };
-use crate::epoch_cache::{
-    read_checkpoint, write_checkpoint, write_checkpoint_reporting, CheckpointError, EpochCache,
-    EpochEntry,
-};
+use crate::epoch_cache::{read_checkpoint, write_checkpoint, EpochCache, EpochEntry};
 use crate::error::{LogError, LogResult};
 use crate::event::{LocalEvent, WakerList};
 use crate::io::pread_full;
+use crate::io::replace::{replace_file, ReplaceError};
 use crate::segment::{
     cleaned_file_name, is_cleaned_file_name, parse_segment_file_name, remove_if_exists,
     segment_file_name, RecoveryScan, Segment, SegmentAppendError, SegmentConfig, SegmentFile,
@@ -680,9 +678,9 @@ impl PartitionLog {
             }
             (state.config.dir.clone(), state.epochs.clone())
         };
-        match write_checkpoint_reporting(&dir, &epochs).await {
+        match write_checkpoint(&dir, &epochs).await {
             Ok(()) => {}
-            Err(CheckpointError::NotWritten(err @ LogError::NoSpace { .. })) => {
+            Err(ReplaceError::NotWritten(err @ LogError::NoSpace { .. })) => {
                 self.state.borrow_mut().epochs.truncate_from_end(base);
                 return Err(err);
             }
@@ -1099,7 +1097,7 @@ impl PartitionLog {
         };
         if let Some(epochs) = trimmed {
             if let Err(err) = write_checkpoint(&dir, &epochs).await {
-                return Err(self.fail_stop(err));
+                return Err(self.fail_stop(err.into()));
             }
         }
         Ok(new_end)
@@ -1163,7 +1161,7 @@ impl PartitionLog {
             write_high_watermark(&dir, start).await?;
         }
         if let Err(err) = write_checkpoint(&dir, &EpochCache::default()).await {
-            return Err(self.fail_stop(err));
+            return Err(self.fail_stop(err.into()));
         }
         Ok(())
     }
@@ -1954,45 +1952,16 @@ fn rebuild_epoch_cache(segments: &BTreeMap<Offset, Segment>) -> LogResult<EpochC
 
 const HIGH_WATERMARK_CHECKPOINT_BYTES: usize = 12;
 
-/// Writes the checkpoint through a temporary file. On failure (a full disk)
-/// the temporary file is removed and the previous checkpoint stays: it is
-/// older, so lower, which is always safe to resume from.
+/// Writes the checkpoint durably (see [`replace_file`]). On failure (a full
+/// disk) the previous checkpoint stays: it is older, so lower, which is
+/// always safe to resume from.
 async fn write_high_watermark(dir: &Path, hw: Offset) -> LogResult<()> {
-    let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
-    let written = try_write_high_watermark(dir, &tmp, hw).await;
-    if written.is_err() {
-        if let Err(err) = remove_if_exists(&tmp).await {
-            tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a failed checkpoint");
-        }
-    }
-    written
-}
-
-async fn try_write_high_watermark(dir: &Path, tmp: &Path, hw: Offset) -> LogResult<()> {
-    let path = dir.join(HIGH_WATERMARK_FILE);
-    let mut bytes = Vec::with_capacity(HIGH_WATERMARK_CHECKPOINT_BYTES);
-    bytes.extend_from_slice(&hw.0.to_be_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&hw.0.to_be_bytes()).to_be_bytes());
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(tmp)
+    let mut bytes = [0u8; HIGH_WATERMARK_CHECKPOINT_BYTES];
+    bytes[..8].copy_from_slice(&hw.0.to_be_bytes());
+    bytes[8..].copy_from_slice(&crc32c::crc32c(&hw.0.to_be_bytes()).to_be_bytes());
+    replace_file(dir, HIGH_WATERMARK_FILE, &bytes)
         .await
-        .map_err(|e| LogError::glommio("create checkpoint", tmp, e))?;
-    crate::io::fault::check(crate::io::fault::FaultPoint::Write, tmp)
-        .and_then(|()| {
-            crate::io::pwrite_all(std::os::unix::io::AsRawFd::as_raw_fd(&file), &bytes, 0)
-        })
-        .map_err(|e| LogError::io("write checkpoint", tmp, e))?;
-    file.fdatasync()
-        .await
-        .map_err(|e| LogError::glommio("sync checkpoint", tmp, e))?;
-    let _ = file.close().await;
-    glommio::io::rename(tmp, &path)
-        .await
-        .map_err(|e| LogError::glommio("rename checkpoint", &path, e))?;
-    sync_directory(dir).await
+        .map_err(ReplaceError::into_inner)
 }
 
 async fn read_high_watermark(dir: &Path) -> LogResult<Option<Offset>> {

@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::io::RawFd;
 
 pub mod fault;
+pub(crate) mod replace;
 
 /// Writes all of `buf` at `position`, retrying short writes and `EINTR`.
 pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {
