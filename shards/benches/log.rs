@@ -5,7 +5,7 @@
 //! cargo bench -p shards --bench log
 //! ```
 //!
-//! The VM's page cache and disk are erratic (DESIGN §10), so every engine
+//! The VM's page cache and disk are erratic (docs/design.md §14), so every engine
 //! number is printed next to a raw baseline measured in the same run, on the
 //! same file system, interleaved with it: an append row alternates short
 //! engine and raw slices on a log and a raw file that both stay open for the

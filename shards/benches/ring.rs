@@ -1,6 +1,6 @@
 //! Throughput of one `shards::ring` SPSC ring, per direction, with 8-byte
 //! items: batched (`send_many` / `recv_many`, 256 per call) and unbatched
-//! (`send` / `recv`). DESIGN §1 asks for well over 5M items/s per ring,
+//! (`send` / `recv`). docs/design.md §3 asks for well over 5M items/s per ring,
 //! batched.
 //!
 //! The control core is CPU 0 (a current-thread tokio runtime on this

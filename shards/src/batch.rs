@@ -1,5 +1,5 @@
 //! The RecordBatch v2 codec: Kafka's batch format, which is also the format of
-//! Sluice's segment files (DESIGN.md §3). Storing the wire format means a fetch
+//! Sluice's segment files (docs/design.md §5). Storing the wire format means a fetch
 //! is a `sendfile` of a file range and any Kafka-aware decoder reads our logs.
 //!
 //! # Byte layout (all integers big-endian)

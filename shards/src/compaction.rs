@@ -1,4 +1,4 @@
-//! Key compaction: keep the last record per key (DESIGN.md §7).
+//! Key compaction: keep the last record per key (docs/design.md §11).
 //!
 //! A run builds a map `key → latest offset` from the committed log and
 //! rewrites each sealed segment that holds a superseded record, dropping

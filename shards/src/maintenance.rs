@@ -1,5 +1,5 @@
 //! The background task that keeps a partition log within its retention
-//! limits and compacted (DESIGN.md §7): every interval it runs
+//! limits and compacted (docs/design.md §11): every interval it runs
 //! [`enforce_retention`] then, if asked, [`compact`], in a low-priority
 //! glommio task queue so appends and fetches keep the core.
 //!

@@ -1,5 +1,5 @@
 //! Retention: deleting whole segments from the start of a partition log, by
-//! age, by total size or by message count (DESIGN.md §7).
+//! age, by total size or by message count (docs/design.md §11).
 //!
 //! Only whole sealed segments are deleted, always a prefix of the log, and
 //! never the active segment or a segment holding anything at or above the

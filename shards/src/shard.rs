@@ -723,7 +723,7 @@ mod tests {
         runtime.join().expect("no panic");
     }
 
-    /// DESIGN §10: starting from an empty data directory must work. The
+    /// docs/design.md §13: starting from an empty data directory must work. The
     /// first file the body opens with DMA is a fresh, empty, readable file;
     /// without the probe, glommio marks the device pollable from a 0-byte
     /// read and the DMA reads below fail with EOPNOTSUPP on devices without

@@ -2,7 +2,7 @@
 //! replicated with openraft (storage-v2) on the tokio control core.
 //!
 //! Raft is used for metadata only; partition data is replicated by the data
-//! shards (ISR, DESIGN.md §6). The pieces:
+//! shards (ISR, docs/design.md §10). The pieces:
 //!
 //! - `types.rs`: the openraft type configuration and the metadata model
 //!   ([`Metadata`], [`StreamRecord`], [`MetadataCommand`], ...).

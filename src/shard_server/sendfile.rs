@@ -1,7 +1,7 @@
 //! Zero-copy fetch payloads: `sendfile(2)` from the segment file to the
 //! client socket, on the shard's own thread.
 //!
-//! glommio has no sendfile op and its io_uring is private, so (DESIGN §10):
+//! glommio has no sendfile op and its io_uring is private, so (docs/design.md §8):
 //! the socket is non-blocking, `sendfile` runs until the socket buffer is
 //! full (`EAGAIN`), then one small chunk is copied through glommio's
 //! `TcpStream` — which parks this task until the socket is writable, via

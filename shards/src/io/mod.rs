@@ -3,7 +3,7 @@
 //! Appends use a plain `pwrite` from the shard's own thread: the data lands
 //! in the page cache in a few microseconds, where `sendfile` finds it, while
 //! glommio's buffered `write_at` is punted by io_uring to a kernel worker and
-//! takes ~10× longer (DESIGN §10). The expensive part, `fdatasync`, still goes
+//! takes ~10× longer (docs/design.md §6). The expensive part, `fdatasync`, still goes
 //! through glommio's io_uring so the core keeps serving while the disk works.
 //! Small header reads use `pread` for the same reason; both touch only the
 //! page cache on the hot path, and a cold read of a few KiB of headers is the
