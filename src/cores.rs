@@ -410,7 +410,7 @@ pub enum FromShard {
         reply: oneshot::Sender<AdminReply>,
     },
     /// A metadata change a shard asks for (ISR shrink/expand, leaving the
-    /// ISR): proposed through the raft leader by [`MetadataNode::write`]
+    /// ISR): proposed through the raft leader by [`crate::cluster::MetadataCore::write`]
     /// (crate::cluster::MetadataNode::write); the answer comes back on `reply`.
     Propose {
         command: MetadataCommand,

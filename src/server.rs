@@ -77,6 +77,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
 /// Pins the calling thread (the control core) to `cpu`; a failure is logged,
 /// not fatal (containers may forbid it). Called once the managed nats-server
 /// child is running, so the child does not inherit the pin.
+#[allow(unsafe_code)] // sched_setaffinity
 pub(crate) fn pin_current_thread(cpu: usize) {
     // SAFETY: `cpu_set_t` is plain data; zeroed is its empty state, CPU_SET
     // writes within it (cpu is bounds-checked against CPU_SETSIZE first) and

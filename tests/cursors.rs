@@ -377,10 +377,7 @@ fn consume_with_cursor_resumes_and_stores_its_position() {
         let line = lines.next().expect("a record line").expect("utf-8 line");
         seen.extend(offsets(&line));
     }
-    // SAFETY: kill(2) on a child we spawned and have not reaped.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
-    }
+    common::signal(&child, libc::SIGINT);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

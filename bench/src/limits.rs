@@ -61,6 +61,7 @@ pub struct Bandwidth {
 
 /// Allocates `bytes` of `file` so writes do not extend it (as Sluice
 /// preallocates segments).
+#[allow(unsafe_code)] // fallocate(2)
 fn fallocate(file: &File, bytes: u64) -> Result<()> {
     let len = libc::off_t::try_from(bytes).context("file size")?;
     // SAFETY: fallocate on a file descriptor we own; no memory is passed.

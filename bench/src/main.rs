@@ -44,6 +44,7 @@ use crate::runner::{assemble, Env, Runner};
 
 /// Ctrl-C (or SIGTERM) once: stop the current run, report, clean up. Twice:
 /// the default action.
+#[allow(unsafe_code)] // signal(2)
 extern "C" fn on_signal(signal: libc::c_int) {
     if INTERRUPTED.swap(true, Ordering::Relaxed) {
         // SAFETY: signal(2) is async-signal-safe; restoring the default lets
@@ -54,6 +55,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
     }
 }
 
+#[allow(unsafe_code)] // signal(2)
 fn install_signal_handlers() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handler only touches an atomic and calls signal(2), both

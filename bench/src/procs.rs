@@ -5,6 +5,9 @@
 //! stopped with SIGTERM, then SIGKILL after a bounded wait, when dropped.
 //! Every wait is bounded.
 
+// prctl, kill and sysconf are raw syscalls.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;

@@ -129,7 +129,7 @@ impl WireSender {
     }
 
     /// Sends a Publish of one encoded RecordBatch; returns its correlation
-    /// id. The answer is read with [`Wire::recv_publish`], in order.
+    /// id. The answer is read with [`WireReceiver::recv_publish`], in order.
     pub fn send_publish(&mut self, stream: &str, partition: i32, batch: &[u8]) -> Result<u32> {
         let needed = batch.len() + PUBLISH_OVERHEAD_BYTES;
         if needed > self.fbb_capacity {

@@ -750,6 +750,7 @@ impl RawWriter {
     }
 }
 
+#[allow(unsafe_code)] // fallocate
 fn raw_segment(dir: &Path, n: u64, bytes: u64) -> File {
     let file = OpenOptions::new()
         .read(true)

@@ -154,6 +154,7 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 }
 
 /// Pins this thread (the control core) to `cpu`.
+#[allow(unsafe_code)] // sched_setaffinity
 fn pin_current_thread(cpu: usize) {
     // SAFETY: `cpu_set_t` is a plain bitmask; all-zero bytes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

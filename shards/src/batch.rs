@@ -110,16 +110,23 @@ const VARLONG_BYTES_MAX: usize = 10;
 /// One record header. Kafka allows repeated keys; order is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The header name (bytes; Kafka does not require UTF-8).
     pub key: Bytes,
+    /// The header value; `None` is Kafka's null value, distinct from empty.
     pub value: Option<Bytes>,
 }
 
 /// A record to be encoded; the batch assigns its offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// Create time in milliseconds since the epoch.
     pub timestamp: TimestampMs,
+    /// The record key (compaction keeps the last record per key); `None`
+    /// for no key.
     pub key: Option<Bytes>,
+    /// The payload; `None` is a null value (a tombstone under compaction).
     pub value: Option<Bytes>,
+    /// Headers in the order given.
     pub headers: Vec<Header>,
 }
 
@@ -127,10 +134,15 @@ pub struct Record {
 /// slices of the decoded buffer, not copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedRecord {
+    /// The record's offset in its partition (base offset + delta).
     pub offset: Offset,
+    /// Create time (base timestamp + delta).
     pub timestamp: TimestampMs,
+    /// The record key, if any.
     pub key: Option<Bytes>,
+    /// The payload, or `None` for a null value.
     pub value: Option<Bytes>,
+    /// Headers in stored order.
     pub headers: Vec<Header>,
 }
 
@@ -138,17 +150,30 @@ pub struct DecodedRecord {
 /// satisfy the checks documented there; the methods rely on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Offset of the first record.
     pub base_offset: Offset,
+    /// Bytes after this field (the whole batch is `batch_length + 12`).
     pub batch_length: i32,
+    /// Epoch of the leader that assigned the offsets (KIP-101).
     pub leader_epoch: LeaderEpoch,
+    /// CRC-32C of the bytes from `attributes` to the end of the batch.
     pub crc: u32,
+    /// Compression, timestamp type, transactional and control bits; always 0
+    /// in Sluice.
     pub attributes: i16,
+    /// Offset of the last record minus `base_offset`.
     pub last_offset_delta: i32,
+    /// Timestamp of the first record; record timestamps are deltas from it.
     pub base_timestamp: TimestampMs,
+    /// The largest record timestamp (the time index is built from it).
     pub max_timestamp: TimestampMs,
+    /// Kafka idempotent-producer id; -1 (none) in batches Sluice writes.
     pub producer_id: i64,
+    /// Kafka idempotent-producer epoch; -1 in batches Sluice writes.
     pub producer_epoch: i16,
+    /// Kafka idempotent-producer sequence; -1 in batches Sluice writes.
     pub base_sequence: i32,
+    /// Number of records in the batch.
     pub records_count: i32,
 }
 
@@ -428,6 +453,7 @@ pub struct BatchIter<'a> {
 }
 
 impl<'a> BatchIter<'a> {
+    /// Iterates over the batches at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         BatchIter {
             buf,

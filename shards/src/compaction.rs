@@ -99,9 +99,13 @@ impl Default for CompactionConfig {
 /// rewrites (a segment rewritten by two passes of one run counts twice).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactionOutcome {
+    /// Sealed segments replaced by a compacted copy.
     pub segments_rewritten: usize,
+    /// Records dropped because a later record has the same key.
     pub records_removed: u64,
+    /// Size of the rewritten segments before the run.
     pub bytes_before: u64,
+    /// Size of their replacements.
     pub bytes_after: u64,
 }
 

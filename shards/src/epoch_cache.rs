@@ -57,27 +57,51 @@ const CRC_BYTES: usize = 4;
 /// One leader epoch and the offset of its first batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpochEntry {
+    /// The leader epoch.
     pub epoch: LeaderEpoch,
+    /// Offset of the first batch written in it.
     pub start_offset: Offset,
 }
 
 /// Why a checkpoint file was not accepted (the cache is then rebuilt).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EpochFileError {
+    /// The file size does not match a header, a whole number of entries
+    /// and the CRC.
     #[error("{len} bytes is not a valid checkpoint length")]
-    BadLength { len: usize },
+    BadLength {
+        /// The file's size.
+        len: usize,
+    },
+    /// The file does not start with `SLEC` and a known version.
     #[error("bad magic or version")]
     BadMagic,
+    /// More entries than a checkpoint may hold.
     #[error("{count} entries exceed the limit {max}")]
-    TooManyEntries { count: usize, max: usize },
+    TooManyEntries {
+        /// The count the file declares.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The trailing CRC-32C does not match the contents.
     #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    CrcMismatch { stored: u32, computed: u32 },
+    CrcMismatch {
+        /// The CRC at the end of the file.
+        stored: u32,
+        /// The CRC of the bytes before it.
+        computed: u32,
+    },
+    /// Epochs or start offsets do not strictly increase.
     #[error("entries are not strictly increasing at entry {index}")]
-    NotMonotonic { index: usize },
+    NotMonotonic {
+        /// The first entry out of order, from 0.
+        index: usize,
+    },
 }
 
 /// The in-memory cache. Pure: the partition log persists it with
-/// [`write_checkpoint`] whenever [`EpochCache::assign`],
+/// `write_checkpoint` (crate-private) whenever [`EpochCache::assign`],
 /// [`EpochCache::truncate_from_end`] or [`EpochCache::truncate_from_start`]
 /// report a change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,14 +110,17 @@ pub struct EpochCache {
 }
 
 impl EpochCache {
+    /// Every entry, oldest epoch first.
     pub fn entries(&self) -> &[EpochEntry] {
         &self.entries
     }
 
+    /// The newest entry, if the log has any data stamped with an epoch.
     pub fn latest(&self) -> Option<EpochEntry> {
         self.entries.last().copied()
     }
 
+    /// The newest epoch, if any.
     pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
         self.latest().map(|e| e.epoch)
     }
@@ -295,10 +322,16 @@ pub enum Truncation {
     /// Truncate to `offset`, then ask the leader again for `epoch`: the
     /// leader answered an epoch the follower never had, so the follower's
     /// data under its own older epoch still has to be checked (KIP-279).
-    AskAgain { offset: Offset, epoch: LeaderEpoch },
+    AskAgain {
+        /// Where to truncate now.
+        offset: Offset,
+        /// The epoch to ask the leader about next.
+        epoch: LeaderEpoch,
+    },
 }
 
 impl Truncation {
+    /// The offset to truncate to, whichever the case.
     pub fn offset(self) -> Offset {
         match self {
             Truncation::Complete(offset) | Truncation::AskAgain { offset, .. } => offset,

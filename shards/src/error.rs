@@ -9,32 +9,87 @@ use crate::types::{LeaderEpoch, Offset, Position};
 /// returns one of these; it never panics and never allocates past a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The input ends before the structure being read does.
     #[error("truncated: needed {needed} bytes, {available} available")]
-    Truncated { needed: usize, available: usize },
+    Truncated {
+        /// Bytes the structure needs from where it starts.
+        needed: usize,
+        /// Bytes the input still has from there.
+        available: usize,
+    },
+    /// The batch is not RecordBatch v2.
     #[error("unsupported magic {magic} (only RecordBatch v2, magic 2)")]
-    BadMagic { magic: i8 },
+    BadMagic {
+        /// The magic byte found.
+        magic: i8,
+    },
+    /// The batch length field is below the fixed header or above the limit.
     #[error("batch length {length} outside [{min}, {max}]")]
-    BadBatchLength { length: i64, min: usize, max: usize },
+    BadBatchLength {
+        /// The length the batch declares.
+        length: i64,
+        /// Smallest valid length (the fixed header).
+        min: usize,
+        /// Largest accepted length.
+        max: usize,
+    },
+    /// The CRC-32C over `attributes..end` does not match the stored one.
     #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    CrcMismatch { stored: u32, computed: u32 },
+    CrcMismatch {
+        /// The CRC written in the batch header.
+        stored: u32,
+        /// The CRC of the bytes as read.
+        computed: u32,
+    },
+    /// Compression, transactional or control batches: not stored by Sluice.
     #[error(
         "unsupported attributes {attributes:#06x} (compression and transactions are not supported)"
     )]
-    UnsupportedAttributes { attributes: i16 },
+    UnsupportedAttributes {
+        /// The batch's attribute bits.
+        attributes: i16,
+    },
+    /// The batch declares more records than the limit allows.
     #[error("record count {count} exceeds limit {max}")]
-    TooManyRecords { count: i64, max: usize },
-    #[error("record {index}: {reason}")]
-    BadRecord { index: usize, reason: &'static str },
-    #[error("record {index}: header count {count} exceeds limit {max}")]
-    TooManyHeaders {
-        index: usize,
+    TooManyRecords {
+        /// The declared record count.
         count: i64,
+        /// The limit.
         max: usize,
     },
+    /// A record inside the batch does not parse.
+    #[error("record {index}: {reason}")]
+    BadRecord {
+        /// The record's position in the batch, from 0.
+        index: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A record declares more headers than the limit allows.
+    #[error("record {index}: header count {count} exceeds limit {max}")]
+    TooManyHeaders {
+        /// The record's position in the batch, from 0.
+        index: usize,
+        /// The declared header count.
+        count: i64,
+        /// The limit.
+        max: usize,
+    },
+    /// The records in the batch's bytes are fewer than its header says.
     #[error("batch declares {declared} records but {found} were decoded")]
-    RecordCountMismatch { declared: usize, found: usize },
+    RecordCountMismatch {
+        /// The count in the batch header.
+        declared: usize,
+        /// Records actually decoded.
+        found: usize,
+    },
+    /// Bytes are left inside the batch after its last declared record.
     #[error("{trailing} trailing bytes after the last record")]
-    TrailingBytes { trailing: usize },
+    TrailingBytes {
+        /// How many.
+        trailing: usize,
+    },
+    /// A varint runs past ten bytes or past the input.
     #[error("invalid varint")]
     BadVarint,
 }
@@ -42,49 +97,88 @@ pub enum DecodeError {
 /// Errors of the partition log and the files under it.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// A system call on a file of the log failed (not for lack of space).
     #[error("{op} {path}: {source}")]
     Io {
+        /// The operation, e.g. `"pwrite"`.
         op: &'static str,
+        /// The file it was applied to.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Stored bytes that do not decode.
     #[error("corrupt data in {path} at position {position}: {source}")]
     Corrupt {
+        /// The segment file.
         path: PathBuf,
+        /// Where in the file the bad batch starts.
         position: Position,
+        /// What is wrong with it.
         #[source]
         source: DecodeError,
     },
+    /// A batch offered for append does not validate; nothing was written.
     #[error("rejected batch: {0}")]
     InvalidBatch(#[source] DecodeError),
+    /// A batch larger than a whole segment cannot be stored.
     #[error("batch of {bytes} bytes exceeds the segment size {segment_bytes}")]
-    BatchTooLarge { bytes: usize, segment_bytes: u64 },
+    BatchTooLarge {
+        /// The batch's size.
+        bytes: usize,
+        /// The log's configured segment size.
+        segment_bytes: u64,
+    },
+    /// A read or truncation asked for an offset the log does not hold.
     #[error("offset {requested} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
+        /// The offset asked for.
         requested: Offset,
+        /// The first offset the log holds.
         log_start: Offset,
+        /// The offset the next append gets.
         log_end: Offset,
     },
+    /// A replicated batch that would leave a gap or overlap in the log.
     #[error("replicated batch at offset {got} does not follow the log end {expected}")]
-    NonContiguous { expected: Offset, got: Offset },
+    NonContiguous {
+        /// The log end the batch had to start at.
+        expected: Offset,
+        /// The batch's base offset.
+        got: Offset,
+    },
     /// A batch stamped with a leader epoch below one the log already holds:
     /// a stale leader writing (or a leader sending batches out of order).
     #[error("batch of leader epoch {epoch} after data of epoch {latest}: the writer is stale")]
     EpochRegression {
+        /// The batch's leader epoch.
         epoch: LeaderEpoch,
+        /// The latest epoch already in the log.
         latest: LeaderEpoch,
     },
+    /// An `fdatasync` failed earlier: the partition refuses everything until
+    /// it is reopened (docs/design.md §7 says why a sync is never retried).
     #[error(
         "partition {path} stopped after a failed fdatasync; it must be recovered by reopening"
     )]
-    FailStopped { path: PathBuf },
+    FailStopped {
+        /// The partition directory.
+        path: PathBuf,
+    },
     /// `ENOSPC` or `EDQUOT`: the operation stored nothing; retry once space
     /// is freed.
     #[error("no space left on device: {op} {path}")]
-    NoSpace { op: &'static str, path: PathBuf },
+    NoSpace {
+        /// The operation, e.g. `"pwrite"`.
+        op: &'static str,
+        /// The file it was applied to.
+        path: PathBuf,
+    },
+    /// The log was closed (shutdown or partition deleted).
     #[error("the log is closed")]
     Closed,
+    /// A [`crate::log::LogConfig`] value outside what the engine supports.
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -120,4 +214,5 @@ impl LogError {
     }
 }
 
+/// The result of a partition-log operation.
 pub type LogResult<T> = Result<T, LogError>;

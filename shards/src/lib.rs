@@ -35,6 +35,8 @@
 //! checkpoint for replicated logs and a `leader-epoch-checkpoint` (where each
 //! leader epoch starts, [`epoch_cache`]).
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod compaction;
 pub mod constants;

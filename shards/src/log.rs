@@ -107,20 +107,29 @@ pub enum CommitMode {
     Replicated,
 }
 
+/// How one partition log is laid out and made durable.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
+    /// The partition directory (created on open if missing).
     pub dir: PathBuf,
+    /// A segment rolls once appending would take it past this size.
     pub segment_bytes: u64,
+    /// A non-empty active segment older than this rolls at the next append.
     pub segment_age: Duration,
+    /// Bytes of batches between two offset-index entries.
     pub index_interval_bytes: u64,
     /// Preallocate segments to `segment_bytes` with `fallocate` so appends
     /// never extend the file (cheaper `fdatasync`, no fragmentation).
     pub preallocate: bool,
+    /// When appends are made durable.
     pub sync: SyncPolicy,
+    /// Who decides that appended data is committed.
     pub commit: CommitMode,
 }
 
 impl LogConfig {
+    /// The defaults of [`crate::constants`] for a log in `dir`: preallocated
+    /// segments, a sync per batch, committed once fsynced locally.
     pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
         LogConfig {
             dir: dir.into(),
@@ -158,6 +167,7 @@ impl LogConfig {
 /// What opening the log found on disk.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
+    /// Segments the log has after recovery.
     pub segments: usize,
     /// Recovery of each segment that needed any.
     pub repaired: Vec<(Offset, SegmentRecovery)>,
@@ -165,6 +175,7 @@ pub struct RecoveryReport {
     /// there and the later segments removed. A replica in this state must
     /// re-fetch from a healthy peer before it may lead or count in the ISR.
     pub mid_log_corruption: bool,
+    /// The offset the next append gets, after any cut.
     pub log_end: Offset,
     /// The high watermark the `high-watermark` checkpoint named (replicated
     /// logs), before it was clamped to the log.
@@ -188,20 +199,27 @@ impl RecoveryReport {
 /// Offsets given to an appended batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
+    /// Offset of the batch's first record.
     pub base_offset: Offset,
+    /// Offset of its last record.
     pub last_offset: Offset,
 }
 
 /// Whole committed batches of one segment, ready for `sendfile`: the file
 /// stays open (even if retention deletes it) for as long as this lives.
 pub struct ReadSlice {
+    /// The segment file, held open.
     pub file: Rc<SegmentFile>,
+    /// Where the first batch starts in the file.
     pub position: Position,
+    /// Bytes of whole batches from `position`.
     pub len: u64,
     /// Base offset of the first batch (may be below the requested offset:
     /// batches are never split, consumers skip records they did not ask for).
     pub first_batch_offset: Offset,
+    /// The high watermark when the slice was taken (it never reaches past).
     pub high_watermark: Offset,
+    /// The log start offset when the slice was taken.
     pub log_start: Offset,
 }
 
@@ -218,10 +236,15 @@ impl ReadSlice {
 /// Summary of one segment for retention, compaction and `describe`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// Offset of the segment's first record (its file name).
     pub base_offset: Offset,
+    /// Offset after its last record.
     pub next_offset: Offset,
+    /// Bytes of batches in it (not the preallocated size).
     pub size_bytes: u64,
+    /// The largest record timestamp in it (retention by age uses it).
     pub max_timestamp: TimestampMs,
+    /// Whether this is the segment appends go to.
     pub active: bool,
 }
 
@@ -278,7 +301,9 @@ pub const FSYNC_BUCKET_BOUNDS_US: [u64; 12] = [
 /// Latency of this log's `fdatasync` calls since it was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FsyncStats {
+    /// Syncs completed.
     pub count: u64,
+    /// Their total duration in microseconds.
     pub sum_us: u64,
     /// Counts per bucket of [`FSYNC_BUCKET_BOUNDS_US`], overflow last.
     pub buckets: [u64; FSYNC_BUCKET_BOUNDS_US.len() + 1],
@@ -1215,18 +1240,24 @@ impl PartitionLog {
             .end_offset_for_epoch(epoch, state.log_end, state.leader_epoch)
     }
 
+    /// The first offset the log still holds (retention moves it up).
     pub fn log_start_offset(&self) -> Offset {
         self.state.borrow().log_start
     }
+    /// The offset the next append gets: everything below is written.
     pub fn log_end_offset(&self) -> Offset {
         self.state.borrow().log_end
     }
+    /// Everything below this offset is fsynced.
     pub fn stable_offset(&self) -> Offset {
         self.state.borrow().stable
     }
+    /// Everything below this offset is committed: the only part consumers
+    /// may read.
     pub fn high_watermark(&self) -> Offset {
         self.state.borrow().high_watermark
     }
+    /// Whether a failed `fdatasync` fail-stopped the log.
     pub fn is_failed(&self) -> bool {
         self.state.borrow().failure.is_some()
     }
@@ -1235,10 +1266,13 @@ impl PartitionLog {
     pub fn failure(&self) -> Option<FailStop> {
         self.state.borrow().failure.clone()
     }
+    /// The partition directory.
     pub fn dir(&self) -> PathBuf {
         self.state.borrow().config.dir.clone()
     }
 
+    /// Every segment, oldest first; during a truncation, the view from
+    /// before it (so readers never see a half-cut log).
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let state = self.state.borrow();
         match &state.truncation_snapshot {

@@ -41,6 +41,7 @@ use crate::types::TimestampMs;
 /// What the maintenance task does to one log, and how often.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaintenancePolicy {
+    /// The limits enforced every interval.
     pub retention: RetentionPolicy,
     /// Run key compaction after retention.
     pub compact: bool,

@@ -44,8 +44,11 @@ use crate::types::{Offset, TimestampMs};
 /// kind; all `None` keeps everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionPolicy {
+    /// Delete a sealed segment once its newest record is older than this.
     pub max_age: Option<Duration>,
+    /// Delete the oldest sealed segments while the log is above this size.
     pub max_bytes: Option<u64>,
+    /// Delete the oldest sealed segments while the log holds more records.
     pub max_messages: Option<u64>,
 }
 
@@ -57,6 +60,7 @@ impl RetentionPolicy {
         max_messages: None,
     };
 
+    /// Whether no limit is set (retention never deletes anything).
     pub fn is_unlimited(&self) -> bool {
         self.max_age.is_none() && self.max_bytes.is_none() && self.max_messages.is_none()
     }
@@ -65,7 +69,9 @@ impl RetentionPolicy {
 /// What one [`enforce_retention`] pass removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
+    /// Sealed segments deleted.
     pub segments_deleted: usize,
+    /// Their total size.
     pub bytes_deleted: u64,
     /// The log start after the pass (unchanged when nothing was deleted).
     pub new_log_start: Offset,

@@ -158,8 +158,10 @@ pub enum TrySendError<T> {
 /// Why [`RingReceiver::try_recv`] returned no item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
+    /// Nothing to receive now; the sender is still there.
     #[error("the ring is empty")]
     Empty,
+    /// Nothing to receive, ever: the sender is gone.
     #[error("the ring is empty and its sender was dropped")]
     Closed,
 }

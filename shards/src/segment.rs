@@ -70,6 +70,7 @@ pub struct SegmentFile {
 }
 
 impl SegmentFile {
+    /// The segment file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -159,45 +159,79 @@ impl<M: Send> ShardMesh<M> {
 /// Why the shard runtime could not start, or how a shard ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// The CPU list is empty.
     #[error("no shards configured: the CPU list is empty")]
     NoShards,
+    /// A setting of the runtime is out of range.
     #[error("invalid shard runtime configuration: {field} {reason}")]
     InvalidConfig {
+        /// The setting.
         field: &'static str,
+        /// What is wrong with it.
         reason: &'static str,
     },
+    /// The per-shard inputs (one per shard) do not match the shard count.
     #[error("{got} per-shard inputs given for {expected} shards")]
-    InputCount { expected: usize, got: usize },
+    InputCount {
+        /// The number of shards.
+        expected: usize,
+        /// The number of inputs given.
+        got: usize,
+    },
+    /// The OS refused to start a shard's thread.
     #[error("spawning the thread of shard {shard}: {source}")]
     Spawn {
+        /// The shard.
         shard: ShardId,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// glommio could not build the shard's executor (io_uring set-up,
+    /// pinning, locked memory).
     #[error("building the glommio executor of shard {shard} on CPU {cpu}: {source}")]
     Executor {
+        /// The shard.
         shard: ShardId,
+        /// The CPU it was to be pinned to.
         cpu: usize,
+        /// The error glommio reported.
         #[source]
         source: io::Error,
     },
+    /// The device probe (docs/design.md §13) could not write or read its file.
     #[error("shard {shard}: device probe failed to {op} {path}: {source}")]
     Probe {
+        /// The shard.
         shard: ShardId,
+        /// The step that failed.
         op: &'static str,
+        /// The probe file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// The device probe read back something other than it wrote.
     #[error("shard {shard}: device probe read {read} bytes of {path} that differ from the {expected} written")]
     ProbeMismatch {
+        /// The shard.
         shard: ShardId,
+        /// The probe file.
         path: PathBuf,
+        /// Bytes read back.
         read: usize,
+        /// Bytes written.
         expected: usize,
     },
+    /// The shard's body panicked.
     #[error("shard {shard} panicked: {message}")]
-    Panicked { shard: ShardId, message: String },
+    Panicked {
+        /// The shard.
+        shard: ShardId,
+        /// The panic message, when it was a string.
+        message: String,
+    },
 }
 
 /// The running shards. Dropping it without [`ShardRuntime::join`] detaches

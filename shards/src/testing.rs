@@ -25,6 +25,14 @@ pub fn run_on_executor<T: 'static>(future: impl Future<Output = T> + 'static) ->
     }
 }
 
+/// Whether this process runs with an effective user id of 0 (mounts,
+/// network namespaces and iptables need it).
+#[allow(unsafe_code)]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A size-capped tmpfs mounted on a fresh directory, for tests of a full
 /// disk; unmounted (and the directory removed) on drop.
 pub struct SmallTmpfs {
@@ -36,8 +44,7 @@ impl SmallTmpfs {
     /// Mounts a `mib` MiB tmpfs. `None` when not running as root (mounting
     /// needs it) or the mount fails: the caller skips its test then.
     pub fn mount(mib: u64) -> Option<SmallTmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !is_root() {
             return None;
         }
         let parent = TempDir::new().ok()?;

@@ -9,8 +9,10 @@ use std::fmt;
 pub struct Offset(pub u64);
 
 impl Offset {
+    /// The first offset of every partition.
     pub const ZERO: Offset = Offset(0);
 
+    /// The offset after this one.
     pub fn next(self) -> Offset {
         Offset(self.0 + 1)
     }
@@ -42,6 +44,7 @@ impl fmt::Display for Position {
 pub struct TimestampMs(pub i64);
 
 impl TimestampMs {
+    /// The wall clock now (0 if it is before 1970).
     pub fn now() -> TimestampMs {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -56,6 +59,7 @@ impl TimestampMs {
 pub struct LeaderEpoch(pub i32);
 
 impl LeaderEpoch {
+    /// No epoch: data written before replication, or unknown.
     pub const NONE: LeaderEpoch = LeaderEpoch(-1);
 }
 

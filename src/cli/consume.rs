@@ -257,6 +257,7 @@ mod interrupt {
         INTERRUPTED.store(true, Ordering::SeqCst);
     }
 
+    #[allow(unsafe_code)] // sigaction
     pub fn install() {
         for signal in [libc::SIGINT, libc::SIGTERM] {
             // SAFETY: `sigaction` is plain data (zeroed = no flags, empty

@@ -30,7 +30,7 @@ pub struct ControlRequest {
 /// What a control request asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlOp {
-    /// Propose a command on the leader ([`super::MetadataNode::write`]).
+    /// Propose a command on the leader ([`super::MetadataCore::write`]).
     Write(MetadataCommand),
     /// Create a stream, placement computed on the leader (partition 0 led
     /// by `origin`, the node the client asked, when it can).

@@ -25,9 +25,9 @@
 //! only after fsync; a vote is durable before it is used; a stream id is
 //! never reused.
 //!
-//! Reads ([`MetadataNode::list_streams`], [`MetadataNode::subscribe`], ...)
+//! Reads ([`MetadataCore::list_streams`], [`MetadataCore::subscribe`], ...)
 //! see this node's applied state, which may trail the leader. Writes
-//! ([`MetadataNode::write`], create, delete) go through the raft leader:
+//! ([`MetadataCore::write`], create, delete) go through the raft leader:
 //! a follower forwards them over the raft transport, retrying across
 //! elections, and returns once it has applied the change itself.
 
@@ -173,7 +173,7 @@ impl MetadataConfig {
     }
 }
 
-/// The result of a successful [`MetadataNode::create_stream`].
+/// The result of a successful [`MetadataCore::create_stream`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamCreation {
     /// A new stream (with a new id).
@@ -601,7 +601,7 @@ impl MetadataCore {
     }
 
     /// Creates one of the server's internal streams
-    /// ([`validate::INTERNAL_STREAM_NAMES`]), placed like any stream.
+    /// (`validate::INTERNAL_STREAM_NAMES`), placed like any stream.
     pub async fn create_internal_stream(
         &self,
         spec: StreamSpec,

@@ -190,7 +190,7 @@ pub struct NodeInfo {
 }
 
 /// The replicated cluster metadata. Identical on every node at the same
-/// applied log index; changed only by [`Metadata::apply`].
+/// applied log index; changed only by `Metadata::apply`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     pub(super) streams: BTreeMap<String, StreamRecord>,

@@ -8,6 +8,9 @@
 //! io_uring — and `sendfile` resumes. Only the chunks written while the
 //! client was slow are copied (a fraction of a percent on a fast reader).
 
+// fcntl and sendfile(2) are raw syscalls.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
 

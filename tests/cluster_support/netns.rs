@@ -75,8 +75,7 @@ fn have(program: &str) -> bool {
 impl NetLab {
     /// Why this machine cannot run the namespace scenario, if it cannot.
     pub fn unavailable() -> Option<String> {
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !shards::testing::is_root() {
             return Some("not root (network namespaces and iptables need root)".into());
         }
         if !have("ip") {
@@ -172,6 +171,7 @@ impl NetLab {
 
     /// Runs `f` on a thread that entered the namespace (sockets it opens live
     /// there), for talking to the isolated node over its loopback.
+    #[allow(unsafe_code)] // setns(2)
     pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.ns);
         std::thread::spawn(move || {

@@ -35,6 +35,7 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 /// Makes `command`'s process die with the test (SIGKILL when the spawning
 /// thread exits), so a test binary killed from outside leaves no nodes.
+#[allow(unsafe_code)] // prctl(2) in pre_exec
 pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only
@@ -49,6 +50,7 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
+#[allow(unsafe_code)] // kill(2)
 pub fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a pid we spawned and have not reaped yet; at worst
     // it returns ESRCH.

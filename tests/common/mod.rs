@@ -426,7 +426,9 @@ impl Member<'_> {
     }
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
+/// Sends `signal` to a child this test spawned.
+#[allow(unsafe_code)] // kill(2)
+pub fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) with a pid we spawned and have not reaped; at worst it
     // returns ESRCH.
     unsafe {

@@ -10,14 +10,17 @@
 //! *before* the real syscall, as the kernel would have failed it. Rules come
 //! from two places:
 //!
-//! * in-process, [`inject`] and [`clear`] (unit tests: each test matches on
-//!   its own temporary directory, so parallel tests do not see each other's
-//!   faults);
+//! * in-process, `inject` and `clear` (with the `fault-injection` feature;
+//!   unit tests: each test matches on its own temporary directory, so
+//!   parallel tests do not see each other's faults);
 //! * a rules file named by the environment variable [`FAULTS_FILE_ENV`]
 //!   (end-to-end tests arm a running `sluice` process): while the file exists
 //!   it is read at every check, one rule per line,
 //!   `<point> <errno> <path-substring>`, e.g. `fdatasync EIO /orders-1/0/`.
 //!   Removing the file disarms it.
+
+// Safe code only: the syscalls live in `io` itself.
+#![deny(unsafe_code)]
 
 #[cfg(not(any(test, feature = "fault-injection")))]
 use std::io;
@@ -51,6 +54,7 @@ impl FaultPoint {
         }
     }
 
+    /// The point named `name` in a rules file (the inverse of `name()`).
     pub fn parse(name: &str) -> Option<FaultPoint> {
         [
             FaultPoint::Write,

@@ -9,6 +9,10 @@
 //! page cache on the hot path, and a cold read of a few KiB of headers is the
 //! one place a shard may briefly wait on the disk.
 
+// The syscall wrappers below are this crate's `unsafe`; the submodules
+// `fault` and `replace` deny it again.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::unix::io::RawFd;
 

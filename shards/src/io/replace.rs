@@ -2,6 +2,9 @@
 //! `<name>.tmp`, which is fsynced, renamed over `<name>`, and the directory
 //! fsynced. Readers see the old file or the new one, never a torn mix.
 
+// Safe code only: the syscalls live in `io` itself.
+#![deny(unsafe_code)]
+
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
