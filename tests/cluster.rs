@@ -408,7 +408,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
     const ISOLATED: u64 = 3;
     let _serial = serial();
     if let Some(reason) = NetLab::unavailable() {
-        eprintln!("[{SCENARIO}] SKIPPED: {reason}");
+        shards::testing::privileged_unavailable(SCENARIO, &reason);
         return;
     }
     let soak = Soak::from_env();

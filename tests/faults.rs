@@ -1,7 +1,7 @@
 //! Disk faults, end to end: a real `sluice` process and `nats-server`.
 //!
 //! * A full disk (a size-capped tmpfs as the data directory; needs root to
-//!   mount, skipped with a message otherwise): appends are answered with
+//!   mount: fails otherwise, unless `SLUICE_SKIP_PRIVILEGED_TESTS=1`): appends are answered with
 //!   `DiskFull` (NATS ack and TCP `PublishResponse` error), nothing acked is
 //!   lost, the partition is not fail-stopped, appends succeed once space is
 //!   freed, and a restart finds every acked record.
@@ -128,9 +128,12 @@ fn fill(path: &Path) -> u64 {
 
 #[test]
 fn a_full_disk_answers_disk_full_loses_nothing_acked_and_resumes() {
-    let Some(tmpfs) = SmallTmpfs::mount(48) else {
-        eprintln!("skipped: mounting a size-capped tmpfs needs root");
-        return;
+    let tmpfs = match SmallTmpfs::mount(48) {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            shards::testing::privileged_unavailable("a_full_disk_answers_disk_full", &reason);
+            return;
+        }
     };
     let nats_server = NatsServer::start();
     let options = SluiceOptions {

@@ -328,9 +328,12 @@ fn fdatasync_eio_fail_stops_nacks_in_flight_appends_and_keeps_acked_data() {
 /// after a reopen that every acked record is there and offsets are dense.
 #[test]
 fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() {
-    let Some(mount) = mount_with_filler(3) else {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
+    let mount = match mount_with_filler(3) {
+        Ok(mount) => mount,
+        Err(reason) => {
+            crate::testing::privileged_unavailable("a_real_full_tmpfs_rejects_appends", &reason);
+            return;
+        }
     };
     let path = mount.dir().join("p0");
     let filler = mount.dir().join("filler");
@@ -375,10 +378,11 @@ fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() 
 }
 
 /// A tmpfs of `mib` MiB with a 1 MiB `filler` file in it, to free later.
-fn mount_with_filler(mib: u64) -> Option<SmallTmpfs> {
+fn mount_with_filler(mib: u64) -> Result<SmallTmpfs, String> {
     let mounted = SmallTmpfs::mount(mib)?;
-    std::fs::write(mounted.dir().join("filler"), vec![7u8; 1 << 20]).ok()?;
-    Some(mounted)
+    std::fs::write(mounted.dir().join("filler"), vec![7u8; 1 << 20])
+        .map_err(|e| format!("writing the filler file: {e}"))?;
+    Ok(mounted)
 }
 
 #[test]

@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn lab_isolates_and_heals_a_namespace() {
         if let Some(reason) = NetLab::unavailable() {
-            eprintln!("SKIPPED: {reason}");
+            shards::testing::privileged_unavailable("lab_isolates_and_heals_a_namespace", &reason);
             return;
         }
         let lab = NetLab::create().expect("namespace set-up");
