@@ -75,7 +75,7 @@ fn report(plan: ProgressPlan, stop: &AtomicBool) {
         last_messages = all;
         last_at = now;
         tick += 1;
-        if tick % every != 0 {
+        if !tick.is_multiple_of(every) {
             continue;
         }
         let phase = if now < plan.measure_from {
