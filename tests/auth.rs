@@ -440,12 +440,13 @@ fn without_auth_everyone_is_anonymous_and_unrestricted() {
 #[test]
 fn hash_password_and_help_keep_secrets() {
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sluice hash-password");
+    let mut child =
+        sluice::process::die_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_sluice")))
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run sluice hash-password");
     child
         .stdin
         .take()

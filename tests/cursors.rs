@@ -15,6 +15,7 @@ use shards::batch::Record;
 use shards::types::{Offset, TimestampMs};
 use sluice::client::{Client, ClientError, FetchStart, StreamConfig};
 use sluice::cursor::{CURSORS_STREAM, CURSOR_ID_BYTES_MAX};
+use sluice::process::die_with_parent;
 use sluice::protocol::error_code::ErrorCode;
 use sluice::protocol::frame::{encode_frame, FrameKind};
 use sluice::protocol::generated::protocol as fb;
@@ -363,7 +364,7 @@ fn consume_with_cursor_resumes_and_stores_its_position() {
     );
 
     // --follow until Ctrl-C: the position is stored on the way out.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut child = die_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_sluice")))
         .arg("--server")
         .arg(node.listen.to_string())
         .args(["consume", "events", "--cursor", "c3", "--follow"])

@@ -70,17 +70,9 @@ impl Owned {
             .stdout(file.try_clone()?)
             .stderr(file)
             .process_group(0);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only calls prctl(2), which is async-signal-safe. If the bench dies
-        // without cleaning up, the child gets SIGTERM instead of running on.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // If the bench dies without cleaning up (SIGKILL, abort), the
+        // child is killed instead of running on.
+        sluice::process::die_with_parent(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("start {what} ({:?})", command.get_program()))?;

@@ -57,7 +57,11 @@ impl ManagedNatsServer {
         } else {
             "-1".to_string()
         };
-        let mut child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        // Dies with this process (a SIGKILLed or crashed `sluice serve`
+        // would otherwise leave it holding the NATS port).
+        crate::process::die_with_parent_tokio(&mut command);
+        let mut child = command
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-p")

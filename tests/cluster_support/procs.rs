@@ -35,20 +35,7 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 /// Makes `command`'s process die with the test (SIGKILL when the spawning
 /// thread exits), so a test binary killed from outside leaves no nodes.
-#[allow(unsafe_code)] // prctl(2) in pre_exec
-pub fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls prctl(2), which is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
+pub use sluice::process::die_with_parent;
 
 #[allow(unsafe_code)] // kill(2)
 pub fn signal(pid: u32, signal: libc::c_int) {

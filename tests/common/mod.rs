@@ -8,6 +8,7 @@ pub mod auth;
 pub mod limits;
 pub mod ports;
 
+use sluice::process::die_with_parent;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,7 +71,7 @@ impl NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let log = dir.path().join("nats.log");
-        let mut child = Command::new("nats-server")
+        let mut child = die_with_parent(&mut Command::new("nats-server"))
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
             .arg(&log)
             .stdin(Stdio::null())
@@ -194,7 +195,7 @@ impl Sluice {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut child = die_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_sluice")))
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
@@ -378,6 +379,7 @@ impl Member<'_> {
             .expect("log file");
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        die_with_parent(&mut command);
         command.arg("serve");
         if let Some(config) = self.config {
             command.arg("--config").arg(config);
