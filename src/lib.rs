@@ -12,3 +12,4 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod shard_server;
+pub mod units;

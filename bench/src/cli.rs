@@ -114,7 +114,13 @@ pub enum Compare {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice-bench", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(
+    name = "sluice-bench",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = format!("{}\n{}", sluice::units::SIZE_HELP, sluice::units::DURATION_HELP)
+)]
 pub struct Args {
     /// Workloads to run, in order (see WORKLOADS above).
     #[arg(value_enum, required = true, num_args = 1..)]
@@ -487,6 +493,15 @@ impl Args {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// The size and duration rules (`sluice::units`, shared with `sluice`)
+    /// are in `--help`.
+    #[test]
+    fn help_explains_sizes_and_durations() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains(sluice::units::SIZE_HELP), "{help}");
+        assert!(help.contains(sluice::units::DURATION_HELP), "{help}");
+    }
 
     #[test]
     fn command_line_is_consistent() {

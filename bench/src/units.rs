@@ -4,57 +4,36 @@
 
 use std::time::Duration;
 
-/// Parses a byte size: a number with an optional unit `B`, `KiB`/`K`/`k`,
-/// `MiB`/`M`, `GiB`/`G` (all powers of 1024), or `KB`/`MB`/`GB` (powers of
-/// 1000).
+/// Longest duration any of the harness's time flags accepts.
+const DURATION_MAX: Duration = Duration::from_secs(86_400);
+
+/// Parses a byte size as `sluice` does ([`sluice::units::parse_size`]:
+/// `128`, `16KiB`, `16k`, `1M` = 1 MiB, `2MB` = 2,000,000).
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (try 128, 16KiB, 1MiB)"))?;
-    let factor: usize = match unit.trim() {
-        "" | "B" | "b" => 1,
-        "K" | "k" | "KiB" | "kiB" | "Ki" => 1 << 10,
-        "M" | "MiB" | "Mi" => 1 << 20,
-        "G" | "GiB" | "Gi" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("size '{text}' is too large"))
+    let bytes = sluice::units::parse_size(text).map_err(|e| match e {
+        sluice::units::QuantityError::UnknownUnit(unit) => {
+            format!("unknown size unit '{unit}' in '{}'", text.trim())
+        }
+        sluice::units::QuantityError::TooLarge => format!("size '{}' is too large", text.trim()),
+        _ => format!("'{}' is not a size (try 128, 16KiB, 1MiB)", text.trim()),
+    })?;
+    usize::try_from(bytes).map_err(|_| format!("size '{}' is too large", text.trim()))
 }
 
-/// Parses a duration: plain seconds (`10`, `0.5`) or with a unit (`500ms`,
-/// `2s`, `1m`).
+/// Parses a duration as `sluice` does ([`sluice::units::parse_duration`]:
+/// `10` = 10 s, `2.5s`, `500ms`, `1m`, `1h30m`), from 0 to one day.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(us) = text.strip_suffix("us") {
-        (us, 1e-6)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else if let Some(m) = text.strip_suffix('m') {
-        (m, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (try 10, 2.5s, 500ms)"))?;
-    if !value.is_finite() || value < 0.0 || value * scale > 86_400.0 {
+    let duration = sluice::units::parse_duration(text).map_err(|e| match e {
+        sluice::units::QuantityError::TooLarge => {
+            format!("duration '{text}' is out of range (0 s to 1 day)")
+        }
+        e => format!("'{text}' is not a duration: {e} (try 10, 2.5s, 500ms)"),
+    })?;
+    if duration > DURATION_MAX {
         return Err(format!("duration '{text}' is out of range (0 s to 1 day)"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    Ok(duration)
 }
 
 /// Parses a count such as `1000000`, `1_000_000`, `100k` or `2M` (powers of

@@ -245,41 +245,36 @@ impl<'a> Checkpoint<'a> {
 }
 
 /// SIGINT/SIGTERM → a flag the consume loop checks between fetches, so a
-/// `--cursor` consumer stores its position before it exits. The handler
-/// is one-shot (`SA_RESETHAND`): a second Ctrl-C kills at once.
+/// `--cursor` consumer stores its position before it exits. A second
+/// signal, once the flag is set, takes the signal's default action (the
+/// process ends at once), as a one-shot handler did.
 mod interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
 
-    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-    extern "C" fn on_signal(_: libc::c_int) {
-        // Only an atomic store: async-signal-safe.
-        INTERRUPTED.store(true, Ordering::SeqCst);
+    fn flag() -> &'static Arc<AtomicBool> {
+        INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)))
     }
 
-    #[allow(unsafe_code)] // sigaction
     pub fn install() {
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: `sigaction` is plain data (zeroed = no flags, empty
-            // mask); the handler only stores to an atomic, which is
-            // async-signal-safe; the struct outlives the call.
-            let result = unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                action.sa_flags = libc::SA_RESETHAND;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, std::ptr::null_mut())
-            };
-            if result != 0 {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Registered first so it sees the flag as it was before this
+            // signal: set already means this is the second one.
+            let registered =
+                signal_hook::flag::register_conditional_default(signal, Arc::clone(flag()))
+                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(flag())));
+            if let Err(error) = registered {
                 eprintln!(
-                    "warning: cannot catch signal {signal}: the cursor is stored only at the end"
+                    "warning: cannot catch signal {signal} ({error}): the cursor is stored only at the end"
                 );
             }
         }
     }
 
     pub fn happened() -> bool {
-        INTERRUPTED.load(Ordering::SeqCst)
+        flag().load(Ordering::SeqCst)
     }
 }
 

@@ -442,6 +442,7 @@ pub enum StreamCommand {
     /// defaults.
     ///
     /// Example: sluice stream create orders --subject 'orders.*' --partitions 4 --retention-age 7d --retention-bytes 10GiB
+    #[command(after_help = format!("{}\n{}", sluice::units::SIZE_HELP, sluice::units::DURATION_HELP))]
     Create(CreateArgs),
 
     /// List every stream (name, subject, group, partitions, replication).
@@ -516,16 +517,18 @@ pub struct CreateArgs {
     #[arg(long, value_name = "N", value_parser = parse::parse_replication_factor)]
     pub min_insync_replicas: Option<u16>,
 
-    /// Delete records older than DUR (units ms, s, m, h, d, w; sums like
-    /// 1h30m; `unlimited` for no limit) [default: the server's]. Whole
-    /// segments are deleted once all their records are past the limit.
+    /// Delete records older than DUR (units us, ms, s, m, h, d, w; sums like
+    /// 1h30m; a bare number is seconds; `unlimited` for no limit) [default:
+    /// the server's]. Whole segments are deleted once all their records are
+    /// past the limit.
     ///
     /// Example: --retention-age 7d
     #[arg(long, value_name = "DUR", value_parser = parse::parse_age_limit)]
     pub retention_age: Option<Limit>,
 
     /// Keep at most N bytes per partition (plain bytes or B, KB, MB, GB, TB,
-    /// KiB, MiB, GiB, TiB; `unlimited` for no limit) [default: the server's].
+    /// K/KiB, M/MiB, G/GiB, T/TiB; `unlimited` for no limit) [default: the
+    /// server's].
     ///
     /// Example: --retention-bytes 10GiB
     #[arg(long, value_name = "N", value_parser = parse::parse_bytes_limit)]
@@ -920,12 +923,46 @@ mod tests {
                 "--subject",
                 "s",
                 "--retention-age",
-                "7",
+                // A bare number is seconds now (one meaning with
+                // sluice-bench); a unit that does not exist is still refused.
+                "7x",
             ],
             &["sluice", "publish", "s", "--header", "novalue"],
             &["sluice", "publish", "s", "--count", "0"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Every command that takes a size or a duration explains the units in
+    /// its `--help` (one meaning with sluice-bench: `sluice::units`).
+    #[test]
+    fn unit_rules_are_in_the_help_of_commands_that_take_sizes_or_durations() {
+        let mut cli = Cli::command();
+        let create = cli
+            .find_subcommand_mut("stream")
+            .and_then(|stream| stream.find_subcommand_mut("create"))
+            .expect("stream create");
+        let help = create.render_long_help().to_string();
+        assert!(help.contains(sluice::units::SIZE_HELP), "{help}");
+        assert!(help.contains(sluice::units::DURATION_HELP), "{help}");
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "stream",
+            "create",
+            "s",
+            "--subject",
+            "s",
+            "--retention-age",
+            "90",
+            "--retention-bytes",
+            "1M",
+        ])
+        .expect("parses");
+        let Command::Stream(StreamCommand::Create(create)) = cli.command else {
+            panic!("not stream create");
+        };
+        assert_eq!(create.retention_age, Some(Limit::Max(90_000)));
+        assert_eq!(create.retention_bytes, Some(Limit::Max(1 << 20)));
     }
 }

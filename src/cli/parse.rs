@@ -3,6 +3,7 @@
 //! what is expected, which clap prints under the flag's name.
 
 use sluice::client::Limit;
+use sluice::units;
 
 use super::rfc3339::parse_rfc3339_ms;
 
@@ -20,20 +21,6 @@ const DURATION_UNITS: [(&str, u64); 6] = [
     ("m", MINUTE_MS),
     ("s", SECOND_MS),
     ("ms", 1),
-];
-
-/// Size units: decimal (`KB` = 1000) and binary (`KiB` = 1024), matched
-/// case-insensitively.
-const SIZE_UNITS: [(&str, u64); 9] = [
-    ("b", 1),
-    ("kb", 1_000),
-    ("mb", 1_000_000),
-    ("gb", 1_000_000_000),
-    ("tb", 1_000_000_000_000),
-    ("kib", 1 << 10),
-    ("mib", 1 << 20),
-    ("gib", 1 << 30),
-    ("tib", 1 << 40),
 ];
 
 /// Words accepted for "no limit" by the retention flags.
@@ -73,77 +60,32 @@ pub fn parse_start(text: &str) -> Result<StartAt, String> {
     }
 }
 
-/// A positive duration such as `7d`, `12h`, `30m`, `45s`, `500ms` or a sum
-/// like `1h30m`, in milliseconds.
+/// A positive duration in whole milliseconds, written as
+/// [`sluice::units::parse_duration`] reads it (`7d`, `12h`, `1h30m`,
+/// `2.5s`, `500ms`; a bare number is seconds).
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let invalid = |why: &str| {
         format!(
             "invalid duration {text:?}: {why} (expected e.g. 7d, 12h, 30m, 45s, 500ms or 1h30m)"
         )
     };
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid("empty"));
-    }
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(digits);
-        let number: u64 = number.parse().map_err(|_| invalid("expected a number"))?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let unit_ms = DURATION_UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .map(|(_, ms)| *ms)
-            .ok_or_else(|| {
-                if unit.is_empty() {
-                    invalid("missing unit")
-                } else {
-                    invalid(&format!("unknown unit {unit:?}"))
-                }
-            })?;
-        total = number
-            .checked_mul(unit_ms)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(|| invalid("too large"))?;
-        rest = after;
-    }
-    if total == 0 {
+    let duration = units::parse_duration(text).map_err(|e| invalid(&e.to_string()))?;
+    if duration.is_zero() {
         return Err(invalid("must be longer than 0"));
     }
-    Ok(total)
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(invalid("must be a whole number of milliseconds"));
+    }
+    u64::try_from(duration.as_millis()).map_err(|_| invalid("too large"))
 }
 
-/// A positive size: plain bytes (`1048576`) or with a unit (`500MB`,
-/// `10MiB`, `1GiB`; B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
+/// A positive size in bytes, written as [`sluice::units::parse_size`]
+/// reads it (`1048576`, `500MB`, `10MiB`, `1M`, `1GiB`).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let invalid = |why: &str| {
         format!("invalid size {text:?}: {why} (expected e.g. 1048576, 500MB, 10MiB or 1GiB)")
     };
-    let trimmed = text.trim();
-    let digits = trimmed
-        .find(|c: char| !c.is_ascii_digit() && c != '_')
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(digits);
-    let number = parse_integer(number).ok_or_else(|| invalid("expected a number"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let factor = if unit.is_empty() {
-        1
-    } else {
-        SIZE_UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .map(|(_, factor)| *factor)
-            .ok_or_else(|| invalid("unknown unit"))?
-    };
-    let bytes = number
-        .checked_mul(factor)
-        .ok_or_else(|| invalid("too large"))?;
+    let bytes = units::parse_size(text).map_err(|e| invalid(&e.to_string()))?;
     if bytes == 0 {
         return Err(invalid("must be more than 0"));
     }
@@ -278,18 +220,22 @@ mod tests {
             ("1h30m", 90 * MINUTE_MS),
             ("2w", 14 * DAY_MS),
             (" 1d ", DAY_MS),
+            // One meaning with sluice-bench: a bare number is seconds and
+            // fractions are allowed (both were refused before).
+            ("7", 7 * SECOND_MS),
+            ("1.5h", 90 * MINUTE_MS),
         ] {
             assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
         }
         for text in [
             "",
-            "7",
             "d",
             "7x",
             "0s",
             "-1s",
-            "1.5h",
             "7 d",
+            "1h30",
+            "1.0005s",
             "99999999999999999999d",
         ] {
             let error = parse_duration_ms(text).expect_err(text);
@@ -308,6 +254,10 @@ mod tests {
             ("2 TB", 2_000_000_000_000),
             ("1_000", 1000),
             ("7B", 7),
+            // One meaning with sluice-bench: K, M, G, T are binary (1M was
+            // refused before).
+            ("1M", 1 << 20),
+            ("16k", 16 << 10),
         ] {
             assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
         }
