@@ -3,12 +3,14 @@
 //! connection, bounded head size and time, no keep-alive.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::router::{HostedPartition, RouterRequest};
 use crate::cluster::NodeId;
@@ -21,6 +23,22 @@ pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client that has not sent its request head by then is dropped.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most admin connections handled at once. A scraper and a health checker
+/// need one or two; each costs a task and a socket for at most
+/// [`REQUEST_TIMEOUT`], so a flood (or a scraper that never sends) is held
+/// to this many and the rest are answered 503 and closed at once.
+pub const ADMIN_CONNECTIONS_MAX: usize = 64;
+/// First pause after a failed accept (`EMFILE`, `ENFILE`, `ENOBUFS`...):
+/// retrying at once would spin the control core, which also runs the NATS
+/// bridge and raft.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between accept retries: the pause doubles with each
+/// consecutive failure up to this and starts over after a success.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The answer to a connection over [`ADMIN_CONNECTIONS_MAX`], written
+/// without waiting (what the socket buffer takes) before closing.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 30\r\nConnection: close\r\n\r\nadmin_connections_max reached\n";
 
 pub async fn serve(
     listener: TcpListener,
@@ -28,17 +46,80 @@ pub async fn serve(
     local_node: NodeId,
     limits: Arc<LimitCounters>,
 ) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    serve_with(listener, router, local_node, limits, ADMIN_CONNECTIONS_MAX).await;
+}
+
+/// [`serve`] with the connection cap as a parameter (tests use a small one).
+async fn serve_with(
+    listener: impl Accept,
+    router: mpsc::Sender<RouterRequest>,
+    local_node: NodeId,
+    limits: Arc<LimitCounters>,
+    connections_max: usize,
+) {
+    let refused = Arc::new(AtomicU64::new(0));
+    let counted = refused.clone();
+    accept_loop(&listener, connections_max, &counted, |stream, permit| {
         let router = router.clone();
         let limits = limits.clone();
+        let refused = refused.clone();
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, router, local_node, &limits))
-                    .await;
+            let _ = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                handle(stream, router, local_node, &limits, &refused),
+            )
+            .await;
+            drop(permit);
         });
+    })
+    .await;
+}
+
+/// What the accept loop needs of a listener; a trait so tests can make
+/// accepting fail.
+trait Accept {
+    fn accept_stream(&self) -> impl Future<Output = std::io::Result<TcpStream>>;
+}
+
+impl Accept for TcpListener {
+    async fn accept_stream(&self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// Accepts connections and hands each to `serve` with a slot of the
+/// `connections_max` cap; a connection over the cap gets
+/// [`BUSY_RESPONSE`] and is counted in `refused`. A failed accept is
+/// retried after a pause that backs off from [`ACCEPT_BACKOFF_MIN`] to
+/// [`ACCEPT_BACKOFF_MAX`].
+async fn accept_loop(
+    listener: &impl Accept,
+    connections_max: usize,
+    refused: &AtomicU64,
+    mut serve: impl FnMut(TcpStream, OwnedSemaphorePermit),
+) {
+    let slots = Arc::new(Semaphore::new(connections_max));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept_stream().await {
+            Ok(stream) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => serve(stream, permit),
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        // Best effort and never waiting: a refused client
+                        // must not hold anything of ours.
+                        let _ = stream.try_write(BUSY_RESPONSE);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "admin HTTP: accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
     }
 }
 
@@ -47,6 +128,7 @@ async fn handle(
     router: mpsc::Sender<RouterRequest>,
     local_node: NodeId,
     limits: &LimitCounters,
+    refused: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -115,6 +197,13 @@ async fn handle(
             let mut body = render_metrics(&stats);
             render_replication(&mut body, &hosted, local_node);
             render_limit_metrics(limits, &mut body);
+            let _ = write!(
+                body,
+                "# HELP sluice_admin_connections_refused_total Admin HTTP connections refused: admin_connections_max ({ADMIN_CONNECTIONS_MAX}) were open\n\
+                 # TYPE sluice_admin_connections_refused_total counter\n\
+                 sluice_admin_connections_refused_total {}\n",
+                refused.load(Ordering::Relaxed)
+            );
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
         _ => {
@@ -325,6 +414,116 @@ pub fn render_limit_metrics(limits: &LimitCounters, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Reads the whole answer of a connection (until the server closes it).
+    async fn read_answer(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered within 3 s")
+            .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Connections over the cap get 503 at once and are counted; those
+    /// under it are served, and a closed one frees its slot.
+    #[test]
+    fn connections_over_the_cap_are_refused_at_once_and_slots_come_back() {
+        runtime().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (router, mut router_rx) = mpsc::channel(1);
+            // A router with no shards: empty stats, no partitions.
+            tokio::spawn(async move {
+                while let Some(request) = router_rx.recv().await {
+                    match request {
+                        RouterRequest::Stats(reply) => drop(reply.send(Vec::new())),
+                        RouterRequest::Hosted(reply) => drop(reply.send(Vec::new())),
+                        _ => {}
+                    }
+                }
+            });
+            let limits = Arc::new(LimitCounters::default());
+            tokio::spawn(serve_with(listener, router, 1, limits, 2));
+
+            // Two silent clients hold both slots (for up to REQUEST_TIMEOUT).
+            let mut first = TcpStream::connect(addr).await.expect("connect");
+            let _second = TcpStream::connect(addr).await.expect("connect");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut third = TcpStream::connect(addr).await.expect("connect");
+            let answer = read_answer(&mut third).await;
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+            assert!(answer.contains("admin_connections_max"), "{answer:?}");
+
+            // The held connections are still served.
+            first
+                .write_all(b"GET /nowhere HTTP/1.1\r\n\r\n")
+                .await
+                .expect("write");
+            let answer = read_answer(&mut first).await;
+            assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+
+            // `first` is done: its slot serves a new client, and the
+            // refusal shows in /metrics.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut fourth = TcpStream::connect(addr).await.expect("connect");
+            fourth
+                .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+                .await
+                .expect("write");
+            let answer = read_answer(&mut fourth).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            assert!(
+                answer.contains("sluice_admin_connections_refused_total 1\n"),
+                "{answer}"
+            );
+        });
+    }
+
+    /// A listener whose every accept fails, counting the attempts.
+    struct FailingListener {
+        attempts: std::cell::Cell<u32>,
+    }
+
+    impl Accept for FailingListener {
+        async fn accept_stream(&self) -> std::io::Result<TcpStream> {
+            self.attempts.set(self.attempts.get() + 1);
+            // Yield like a real accept would, so a loop without a pause
+            // still lets the test's timeout run (and then fails it).
+            tokio::task::yield_now().await;
+            Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+        }
+    }
+
+    /// Failed accepts are retried with a growing pause, not in a spin: in
+    /// 500 ms, 10 + 20 + 40 + 80 + 160 ms pauses allow about six attempts
+    /// (a loop that retried at once made hundreds of thousands).
+    #[test]
+    fn failed_accepts_back_off() {
+        let listener = FailingListener {
+            attempts: std::cell::Cell::new(0),
+        };
+        let refused = AtomicU64::new(0);
+        runtime().block_on(async {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(500),
+                accept_loop(&listener, 1, &refused, |_, _| {}),
+            )
+            .await;
+        });
+        let attempts = listener.attempts.get();
+        assert!(
+            (2..=8).contains(&attempts),
+            "{attempts} accept attempts in 500 ms"
+        );
+    }
 
     #[test]
     fn replication_metrics_count_under_replicated_led_partitions_and_lag() {
