@@ -350,3 +350,60 @@ fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins() {
         follower.log()
     );
 }
+
+/// A partition-addressed request sent to a node that holds no replica of
+/// the partition is answered `NotLeader` naming the leader
+/// (docs/protocol.md §6, step 3), not `PartitionNotFound`; a client whose
+/// first server is such a node follows it (metadata refresh) and reads the
+/// data from the leader.
+#[test]
+fn a_client_whose_first_server_holds_no_replica_reaches_the_leader() {
+    let nats_server = NatsServer::start();
+    let nodes = start_three(&nats_server.url, ISR_TIMING);
+    const STREAM: &str = "elsewhere";
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["stream", "create", STREAM, "--subject", STREAM])
+        .args(["--replication-factor", "1"])
+        .args(["--server", &nodes[0].listen.to_string()])
+        .output()
+        .expect("run sluice");
+    assert!(
+        output.status.success(),
+        "stream create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let leader_id = leader_of(&nodes[0], STREAM);
+    let leader = nodes.iter().find(|n| n.id == leader_id).expect("leader");
+    let sent = records("routed", 5);
+    publish(leader, STREAM, &sent, AckPolicy::Leader).expect("publish on the leader");
+
+    for other in nodes.iter().filter(|n| n.id != leader_id) {
+        // Each node learns the stream from the metadata at its own pace.
+        wait_for("the stream in every node's metadata", || {
+            let answer = raw_publish(other.listen, STREAM, &sent[..1], AckPolicy::Leader);
+            (answer != RawPublish::Refused(ErrorCode::StreamNotFound)).then_some(())
+        });
+        // What the node itself answers: NotLeader (nothing stored).
+        assert_eq!(
+            raw_publish(other.listen, STREAM, &sent[..1], AckPolicy::Leader),
+            RawPublish::Refused(ErrorCode::NotLeader),
+            "publish at node {} (leader {leader_id})",
+            other.id
+        );
+        // A fresh client bootstrapped on the wrong node reaches the data.
+        let mut client = sluice::client::Client::connect(&other.listen.to_string())
+            .expect("connect to a node without the partition");
+        let fetched = client
+            .fetch(
+                STREAM,
+                0,
+                sluice::client::FetchStart::Earliest,
+                1 << 20,
+                std::time::Duration::ZERO,
+            )
+            .unwrap_or_else(|e| panic!("fetch through node {}: {e}", other.id));
+        let values: Vec<_> = fetched.records.iter().map(|r| r.value.clone()).collect();
+        let expected: Vec<_> = sent.iter().map(|r| r.value.clone()).collect();
+        assert_eq!(values, expected, "records read through node {}", other.id);
+    }
+}

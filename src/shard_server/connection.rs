@@ -418,6 +418,13 @@ impl Connection {
                 message: format!("partition {partition} of {stream} is served on port {port}"),
                 right_port: Some(port),
             }),
+            Lookup::OtherNode => Err(ErrorResponse::new(
+                ErrorCode::NotLeader,
+                format!(
+                    "this node holds no replica of partition {partition} of {stream}: {}",
+                    self.shard.leader_hint(stream, partition)
+                ),
+            )),
             Lookup::PartitionNotFound => Err(ErrorResponse::new(
                 ErrorCode::PartitionNotFound,
                 format!("stream {stream} has no partition {partition}"),

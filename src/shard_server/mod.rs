@@ -149,6 +149,9 @@ pub enum Lookup {
     OtherShard {
         port: u16,
     },
+    /// The partition exists but this node holds no replica of it: the
+    /// client must go to its leader (answered `NotLeader`, naming it).
+    OtherNode,
     PartitionNotFound,
     StreamNotFound,
 }
@@ -191,6 +194,12 @@ impl Shard {
         let Some(entry) = entries.iter().find(|e| e.partition == partition) else {
             return Lookup::PartitionNotFound;
         };
+        // Before the shard check: `entry.shard` is a shard of the replica
+        // nodes, and a port of this node would be the wrong place to send
+        // the client.
+        if !entry.replicas.contains(&self.local_node.get()) {
+            return Lookup::OtherNode;
+        }
         if entry.shard != self.id {
             return Lookup::OtherShard {
                 port: self.settings.port_of(entry.shard),
