@@ -32,10 +32,17 @@ use router::{Router, RouterRequest};
 
 /// Requests other tasks may queue for the router before they wait.
 pub const ROUTER_REQUESTS_CAPACITY: usize = 1024;
-/// How long shutdown waits for the shards to finish and report.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the first part of shutdown may take after SIGINT/SIGTERM,
+/// whatever NATS does: stopping the router, the shards' reports with the
+/// acks of their last appends, and the final NATS flush share it. What is
+/// not done by then is logged and abandoned: a NATS server that went away
+/// (publishes blocked behind a reconnecting client) once kept a node alive
+/// for minutes. Shards still finish closing their logs (`server::run`
+/// joins them); only acks not yet published are lost, and their publishers
+/// see a timeout, which means "unknown".
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 /// How long shutdown waits for NATS to take the last acks (a dead NATS
-/// server must not hang the exit).
+/// server must not hang the exit); within [`SHUTDOWN_DEADLINE`].
 pub const NATS_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for the metadata node to stop.
 pub const METADATA_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,7 +172,7 @@ async fn run_async(
         config.node_id,
         (config.limits.clone(), limit_counters.clone()),
     );
-    let router_task = tokio::task::spawn_local(router.run());
+    let mut router_task = tokio::task::spawn_local(router.run());
     // Ready (admin port answering) only once every shard has opened its
     // partitions.
     sync_shards(&router_tx).await;
@@ -180,26 +187,50 @@ async fn run_async(
 
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight appends");
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    let gave_up = |what: &str| {
+        tracing::warn!(
+            "shutdown: gave up waiting for {what} ({SHUTDOWN_DEADLINE:?} after the signal)"
+        );
+    };
     let (done_tx, done_rx) = oneshot::channel();
-    if router_tx
-        .send(RouterRequest::Shutdown(done_tx))
-        .await
-        .is_ok()
-    {
-        let _ = done_rx.await;
-    }
-    let _ = router_task.await;
-    for task in event_tasks {
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
-            tracing::warn!("a shard did not stop within {SHUTDOWN_TIMEOUT:?}");
+    let router_stopped = async {
+        if router_tx
+            .send(RouterRequest::Shutdown(done_tx))
+            .await
+            .is_ok()
+        {
+            let _ = done_rx.await;
         }
-    }
-    admin_task.abort();
-    if tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush())
+        let _ = (&mut router_task).await;
+    };
+    if tokio::time::timeout_at(deadline, router_stopped)
         .await
         .is_err()
     {
-        tracing::warn!("NATS did not take the last acks within {NATS_FLUSH_TIMEOUT:?}");
+        gave_up("the router to hand the last NATS messages to the shards");
+        router_task.abort();
+    }
+    let mut reports = futures::future::join_all(event_tasks.iter_mut());
+    if tokio::time::timeout_at(deadline, &mut reports)
+        .await
+        .is_err()
+    {
+        gave_up("the shards' last reports and the NATS acks of their last appends");
+        drop(reports);
+        // Cancelled tasks drop their handles on NATS and the metadata.
+        for task in event_tasks.into_iter().filter(|task| !task.is_finished()) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+    admin_task.abort();
+    let flush_by = deadline.min(tokio::time::Instant::now() + NATS_FLUSH_TIMEOUT);
+    if tokio::time::timeout_at(flush_by, nats.flush())
+        .await
+        .is_err()
+    {
+        gave_up("NATS to take the last acks");
     }
     drop(nats);
     match Arc::try_unwrap(metadata) {

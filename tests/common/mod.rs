@@ -11,7 +11,7 @@ pub mod ports;
 use sluice::process::die_with_parent;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest a process gets to come up.
@@ -264,6 +264,26 @@ impl Sluice {
                     "sluice did not stop within {STOP_TIMEOUT:?}; log:\n{}",
                     read_log(&self.log)
                 );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits at most `limit` for the process to exit:
+    /// its exit status and how long it took, or `None` (then it is
+    /// SIGKILLed, and the caller fails its test).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
+        let mut child = self.child.take()?;
+        signal(&child, libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some((status, started.elapsed()));
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
