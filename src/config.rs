@@ -51,6 +51,28 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// How `sluice serve` writes its logs (stderr).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The format named `text` or `json`.
+    pub fn parse(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
 /// Settings as they may appear in `sluice.toml` (all optional).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +102,8 @@ pub struct FileConfig {
     /// `[limits]`: every resource limit (`crate::limits`).
     pub limits: Option<Limits>,
     pub replica_lag_time_max_ms: Option<u64>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<LogFormat>,
 }
 
 impl FileConfig {
@@ -124,6 +148,7 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// A follower that has not caught up for this long leaves the ISR.
     pub replica_lag_time_max: Duration,
+    pub log_format: LogFormat,
 }
 
 impl ServeConfig {
@@ -171,6 +196,7 @@ pub struct ServeFlags {
     /// Overrides `limits.connections_max`.
     pub max_connections: Option<usize>,
     pub replica_lag_time_max_ms: Option<u64>,
+    pub log_format: Option<LogFormat>,
 }
 
 impl ServeFlags {
@@ -253,6 +279,7 @@ impl ServeFlags {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
             nats_url: self.nats_url.or(file.nats_url),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             listen,
             admin: parse_addr("--admin", self.admin.or(file.admin), ADMIN_DEFAULT)?,
             raft: parse_addr("raft", self.raft.or(file.raft), RAFT_DEFAULT)?,

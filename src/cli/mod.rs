@@ -415,6 +415,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "POLICY", value_parser = parse::parse_sync)]
     pub sync: Option<String>,
 
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for log shippers) [default: text; sluice.toml:
+    /// log_format].
+    ///
+    /// Example: --log-format json
+    #[arg(long, value_name = "FORMAT", value_parser = parse::parse_log_format)]
+    pub log_format: Option<sluice::config::LogFormat>,
+
     /// Most client connections the node holds at once (all shard ports
     /// together); one more is answered with LimitExceeded and closed.
     /// Overrides `connections_max` in the `[limits]` section of

@@ -151,6 +151,12 @@ pub fn parse_header(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `text` or `json` (`sluice serve --log-format`).
+pub fn parse_log_format(text: &str) -> Result<sluice::config::LogFormat, String> {
+    sluice::config::LogFormat::parse(text.trim())
+        .ok_or_else(|| format!("{text:?} is not a log format: use text or json"))
+}
+
 /// `always`, `interval:MS` or `never`, checked now so a typo fails at once.
 pub fn parse_sync(text: &str) -> Result<String, String> {
     sluice::config::parse_sync(text)

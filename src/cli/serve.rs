@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
-use sluice::config::ServeFlags;
+use sluice::config::{LogFormat, ServeFlags};
 use tracing_subscriber::EnvFilter;
 
 use super::ServeArgs;
@@ -14,10 +16,12 @@ use super::ServeArgs;
 const LOG_FILTER_DEFAULT: &str = "info,openraft=warn";
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
+    // Settings first: they say how to log (resolving logs nothing; its
+    // errors are returned and printed by main).
     let config = serve_flags(args)
         .resolve()
         .context("invalid `sluice serve` settings")?;
+    init_logging(config.log_format, std::io::stderr().is_terminal());
     sluice::server::run(config).context("sluice serve stopped")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -38,19 +42,24 @@ fn serve_flags(args: ServeArgs) -> ServeFlags {
         sync: args.sync,
         max_connections: args.max_connections,
         replica_lag_time_max_ms: args.replica_lag_time_max_ms,
+        log_format: args.log_format,
     }
 }
 
 /// Structured logs on stderr, filtered by `RUST_LOG` (default
-/// [`LOG_FILTER_DEFAULT`]).
-fn init_logging() {
+/// [`LOG_FILTER_DEFAULT`]): text with ANSI colours only when stderr is a
+/// terminal (`terminal`; a file or a pipe gets plain text), or JSON lines.
+fn init_logging(format: LogFormat, terminal: bool) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(LOG_FILTER_DEFAULT));
-    // Fails only if a subscriber is already set, which then keeps logging.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // Fails only if a subscriber is already set, which then keeps logging.
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 #[cfg(test)]
@@ -85,5 +94,41 @@ mod tests {
         assert_eq!(config.sync, shards::log::SyncPolicy::Never);
         assert_eq!(config.data_dir, std::path::PathBuf::from("/tmp/x"));
         assert_eq!(config.nats_url, None);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn log_format_comes_from_the_flag_or_the_settings_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "log_format = \"json\"\n").expect("write");
+        let resolve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve");
+            };
+            serve_flags(args).resolve().expect("resolves").log_format
+        };
+        let config = file.to_str().expect("utf-8 path");
+        assert_eq!(
+            resolve(&["sluice", "serve", "--log-format", "json"]),
+            LogFormat::Json
+        );
+        assert_eq!(
+            resolve(&["sluice", "serve", "--config", config]),
+            LogFormat::Json
+        );
+        assert_eq!(
+            resolve(&[
+                "sluice",
+                "serve",
+                "--config",
+                config,
+                "--log-format",
+                "text"
+            ]),
+            LogFormat::Text
+        );
+        assert!(Cli::try_parse_from(["sluice", "serve", "--log-format", "xml"]).is_err());
     }
 }
