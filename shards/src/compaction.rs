@@ -325,6 +325,8 @@ async fn rewrite_segment(
         segment_bytes: SEGMENT_BYTES_MAX,
         index_interval_bytes: view.index_interval_bytes,
         preallocate: false,
+        preallocate_step_bytes: SEGMENT_BYTES_MAX,
+        first_step_required: false,
     };
     let mut cleaned = Segment::create_cleaned(&view.dir, segment.base, &config).await?;
     let written = match write_survivors(&mut cleaned, segment, map).await {

@@ -38,7 +38,17 @@
 //! is best effort (a segment that could not be preallocated is extended by
 //! its appends), and a skipped index entry only costs lookup speed. Only a
 //! failed sync, or a failed write whose partial bytes cannot be removed,
-//! fail-stops.
+//! fail-stops. The one exception is a brand-new log under
+//! [`LogConfig::require_first_preallocation`]: it does not open at all when
+//! its first preallocation step does not fit, so a partition that could
+//! never hold a step's worth of data is refused when it is created rather
+//! than accepted and then refusing appends.
+//!
+//! **Preallocation grows in steps.** The active segment is preallocated
+//! [`LogConfig::preallocate_step_bytes`] at a time: an append that would
+//! pass the preallocated end first extends it (under the write gate, before
+//! the `pwrite`) to the next step boundary; a sealed segment is cut to its
+//! logical end. So a partition holds at most one step of unwritten space.
 //!
 //! All state lives in one `RefCell` on the owning shard; no borrow is held
 //! across an `.await`.
@@ -61,7 +71,7 @@ use crate::batch::{
 };
 use crate::constants::{
     INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN,
+    SEGMENT_BYTES_MIN, SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT, SEGMENT_PREALLOCATE_STEP_BYTES_MIN,
 };
 use crate::epoch_cache::{read_checkpoint, write_checkpoint, EpochCache, EpochEntry};
 use crate::error::{LogError, LogResult};
@@ -118,9 +128,20 @@ pub struct LogConfig {
     pub segment_age: Duration,
     /// Bytes of batches between two offset-index entries.
     pub index_interval_bytes: u64,
-    /// Preallocate segments to `segment_bytes` with `fallocate` so appends
-    /// never extend the file (cheaper `fdatasync`, no fragmentation).
+    /// Preallocate the active segment with `fallocate`, a step ahead of its
+    /// end, so appends rarely extend the file (cheaper `fdatasync`, less
+    /// fragmentation).
     pub preallocate: bool,
+    /// Size of one preallocation step (see
+    /// [`SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT`]); a step at or above
+    /// `segment_bytes` preallocates whole segments.
+    pub preallocate_step_bytes: u64,
+    /// A new log (a directory without segments) fails to open with
+    /// [`LogError::NoSpace`] when its first segment's first preallocation
+    /// step does not fit, leaving no segment behind; otherwise it opens
+    /// without preallocation. Never applies to a log that has segments: a
+    /// full disk must not keep stored data from opening.
+    pub require_first_preallocation: bool,
     /// When appends are made durable.
     pub sync: SyncPolicy,
     /// Who decides that appended data is committed.
@@ -137,6 +158,8 @@ impl LogConfig {
             segment_age: Duration::from_millis(SEGMENT_AGE_MS_DEFAULT),
             index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
             preallocate: true,
+            preallocate_step_bytes: SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT,
+            require_first_preallocation: false,
             sync: SyncPolicy::EveryBatch,
             commit: CommitMode::Local,
         }
@@ -147,6 +170,14 @@ impl LogConfig {
             return Err(LogError::Config(format!(
                 "segment_bytes {} outside [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]",
                 self.segment_bytes
+            )));
+        }
+        if !(SEGMENT_PREALLOCATE_STEP_BYTES_MIN..=SEGMENT_BYTES_MAX)
+            .contains(&self.preallocate_step_bytes)
+        {
+            return Err(LogError::Config(format!(
+                "preallocate_step_bytes {} outside [{SEGMENT_PREALLOCATE_STEP_BYTES_MIN}, {SEGMENT_BYTES_MAX}]",
+                self.preallocate_step_bytes
             )));
         }
         if self.index_interval_bytes == 0 {
@@ -160,6 +191,8 @@ impl LogConfig {
             segment_bytes: self.segment_bytes,
             index_interval_bytes: self.index_interval_bytes,
             preallocate: self.preallocate,
+            preallocate_step_bytes: self.preallocate_step_bytes,
+            first_step_required: false,
         }
     }
 }
@@ -427,6 +460,7 @@ impl PartitionLog {
             &segment_config,
             clean_shutdown,
             false,
+            config.require_first_preallocation,
             &mut report,
         )
         .await?;
@@ -455,6 +489,7 @@ impl PartitionLog {
                         &segment_config,
                         clean_shutdown,
                         true,
+                        false,
                         &mut report,
                     )
                     .await?;
@@ -754,7 +789,8 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one when the next batch
     /// would not fit, the segment is too old, or its relative offsets would
-    /// overflow the index. Caller holds the write gate.
+    /// overflow the index; then makes sure the next batch lies within the
+    /// active segment's preallocation. Caller holds the write gate.
     async fn roll_if_needed(&self, next_batch_bytes: usize) -> LogResult<()> {
         let (must_roll, segment_bytes) = {
             let state = self.state.borrow();
@@ -777,6 +813,31 @@ impl PartitionLog {
         }
         if must_roll {
             self.roll().await?;
+        }
+        self.extend_preallocation(next_batch_bytes).await
+    }
+
+    /// Grows the active segment's preallocation to the next step boundary
+    /// when `next_batch_bytes` would pass its preallocated end. Best effort
+    /// on a full disk (the append then extends the file itself, or fails
+    /// cleanly); any other failure refuses the append, having written
+    /// nothing (a failed `fallocate` leaves at most zeros past the logical
+    /// end, which recovery skips). Caller holds the write gate, so the
+    /// active segment cannot change across the await.
+    async fn extend_preallocation(&self, next_batch_bytes: usize) -> LogResult<()> {
+        let (file, base, target) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            let config = state.config.segment_config();
+            match active.preallocation_needed(next_batch_bytes as u64, &config) {
+                Some(target) => (active.file().clone(), active.base(), target),
+                None => return Ok(()),
+            }
+        };
+        let reached = file.preallocate(target).await?;
+        let mut state = self.state.borrow_mut();
+        if state.active().base() == base {
+            state.active_mut().note_preallocated(reached);
         }
         Ok(())
     }
@@ -1803,6 +1864,7 @@ async fn recover_segments(
     segment_config: &SegmentConfig,
     clean_shutdown: bool,
     check_every_batch: bool,
+    first_step_required: bool,
     report: &mut RecoveryReport,
 ) -> LogResult<BTreeMap<Offset, Segment>> {
     let mut segments = BTreeMap::new();
@@ -1842,7 +1904,12 @@ async fn recover_segments(
     }
     report.mid_log_corruption |= cut;
     if segments.is_empty() {
-        let segment = Segment::create(dir, Offset::ZERO, segment_config).await?;
+        // A new log (or one whose every segment was removed: nothing stored).
+        let first = SegmentConfig {
+            first_step_required,
+            ..segment_config.clone()
+        };
+        let segment = Segment::create(dir, Offset::ZERO, &first).await?;
         segments.insert(Offset::ZERO, segment);
     } else if let Some(mut last) = segments.last_entry() {
         // A sealed segment became the last one (later ones were removed):
@@ -2030,3 +2097,7 @@ mod tests;
 #[cfg(test)]
 #[path = "log_fault_tests.rs"]
 mod fault_tests;
+
+#[cfg(test)]
+#[path = "log_prealloc_tests.rs"]
+mod prealloc_tests;

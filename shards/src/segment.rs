@@ -3,10 +3,15 @@
 //!
 //! A segment file is a sequence of RecordBatch v2 batches with increasing
 //! offsets, starting at byte 0, followed (while active) by preallocated
-//! zeros. Its logical end is found by scanning CRC-checked batches, never by
-//! trusting the file size: a zero length field or a batch that fails its
-//! checks ends the log. When a segment is sealed it is truncated to its
-//! logical end and fsynced, so sealed segments have exact sizes.
+//! zeros. Preallocation grows in steps (`SegmentConfig::preallocate_step_bytes`):
+//! a new segment gets one step, an append that would pass the preallocated
+//! end first extends it to the next step boundary, so the file size of an
+//! active segment is any whole number of steps (or anything at all after a
+//! crash, a full disk or a failed extension). Its logical end is found by
+//! scanning CRC-checked batches, never by trusting the file size: a zero
+//! length field, the end of the file, or a batch that fails its checks ends
+//! the log. When a segment is sealed it is truncated to its logical end and
+//! fsynced, so sealed segments have exact sizes.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -176,10 +181,33 @@ pub(crate) enum RecoveryScan {
     Full,
 }
 
+#[derive(Clone, Debug)]
 pub(crate) struct SegmentConfig {
     pub(crate) segment_bytes: u64,
     pub(crate) index_interval_bytes: u64,
     pub(crate) preallocate: bool,
+    /// Preallocation grows in whole steps of this many bytes (capped at
+    /// `segment_bytes`).
+    pub(crate) preallocate_step_bytes: u64,
+    /// [`Segment::create`] fails with [`LogError::NoSpace`] (removing what
+    /// it made) when it cannot preallocate the first step, instead of
+    /// going on without preallocation. Set only for the first segment of a
+    /// new log: see `LogConfig::require_first_preallocation`.
+    pub(crate) first_step_required: bool,
+}
+
+impl SegmentConfig {
+    /// How far to preallocate so that `end` bytes fit: the step boundary at
+    /// or after `end` (at least one step), capped at the segment size. The
+    /// cap never cuts below `end`: a roll keeps `end ≤ segment_bytes`.
+    pub(crate) fn preallocation_target(&self, end: u64) -> u64 {
+        let step = self.preallocate_step_bytes.max(1);
+        end.max(1)
+            .div_ceil(step)
+            .saturating_mul(step)
+            .min(self.segment_bytes)
+            .max(end)
+    }
 }
 
 pub(crate) struct Segment {
@@ -193,7 +221,9 @@ pub(crate) struct Segment {
     time_index: TimeIndex,
     bytes_since_index_entry: u64,
     index_interval_bytes: u64,
-    /// Bytes preallocated on disk; 0 once sealed.
+    /// Bytes the file is known to span (preallocated, or written by
+    /// appends past a preallocation that fell short); 0 once sealed. An
+    /// append that would end past it extends the preallocation first.
     preallocated_bytes: u64,
 }
 
@@ -269,13 +299,20 @@ impl Segment {
         let path = path.clone();
         let offset_index = OffsetIndex::open(index_path, base, 0).await?;
         let time_index = TimeIndex::open(time_index_path, base, 0).await?;
+        let file = SegmentFile { path, file };
         let mut preallocated_bytes = 0;
         if config.preallocate {
-            preallocated_bytes = try_preallocate(&file, &path, config.segment_bytes).await?;
+            let first_step = config.preallocation_target(0);
+            preallocated_bytes = if config.first_step_required {
+                file.preallocate_exactly(first_step).await?;
+                first_step
+            } else {
+                file.preallocate(first_step).await?
+            };
         }
         Ok(Segment {
             base,
-            file: Rc::new(SegmentFile { path, file }),
+            file: Rc::new(file),
             size: 0,
             next_offset: base,
             max_timestamp: TimestampMs(-1),
@@ -335,13 +372,31 @@ impl Segment {
         };
         let recovery = segment.recover(file_bytes, scan).await?;
         if active {
-            if config.preallocate && segment.preallocated_bytes < config.segment_bytes {
-                segment.preallocate(config.segment_bytes).await?;
+            if config.preallocate {
+                segment.fit_preallocation(config).await?;
             }
         } else if file_bytes != segment.size {
             segment.seal().await?;
         }
         Ok((segment, recovery))
+    }
+
+    /// Makes the active segment's preallocation one step past its logical
+    /// end: grows it (best effort) when it is shorter, and gives back what
+    /// lies beyond when it is longer — a segment preallocated whole by an
+    /// older version, or a step taken just before a crash. Past the logical
+    /// end there are only zeros here (recovery discarded anything else), so
+    /// cutting them loses nothing; the cut need not be durable, since a
+    /// longer file after a crash only has more zeros for recovery to skip.
+    async fn fit_preallocation(&mut self, config: &SegmentConfig) -> LogResult<()> {
+        let target = config.preallocation_target(self.size);
+        if self.preallocated_bytes > target {
+            self.truncate_file(target).await?;
+            self.preallocated_bytes = target;
+        } else if self.preallocated_bytes < target {
+            self.preallocate(target).await?;
+        }
+        Ok(())
     }
 
     /// Finds the logical end: picks a trusted starting point from the
@@ -518,15 +573,13 @@ impl Segment {
         Ok(last_non_zero_end - self.size)
     }
 
-    /// Replaces everything after the logical end with zeros, durably, so a
-    /// later append can never end up next to stale bytes.
+    /// Cuts everything after the logical end off the file, durably, so a
+    /// later append can never end up next to stale bytes. The preallocation
+    /// goes with it; an active segment gets its step back from the caller
+    /// ([`Self::fit_preallocation`]), a sealed one needs none.
     async fn discard_tail(&mut self) -> LogResult<()> {
         self.truncate_file(self.size).await?;
-        let preallocated = self.preallocated_bytes;
         self.preallocated_bytes = self.size;
-        if preallocated > self.size {
-            self.preallocate(preallocated).await?;
-        }
         self.file.fdatasync().await
     }
 
@@ -538,11 +591,31 @@ impl Segment {
             .map_err(|e| LogError::glommio("truncate segment", &self.file.path, e))
     }
 
-    /// Preallocates up to `bytes`, best effort: see [`try_preallocate`].
+    /// Preallocates up to `bytes`, best effort: see [`SegmentFile::preallocate`].
     async fn preallocate(&mut self, bytes: u64) -> LogResult<()> {
-        let reached = try_preallocate(&self.file.file, &self.file.path, bytes).await?;
-        self.preallocated_bytes = reached.max(self.size);
+        let reached = self.file.preallocate(bytes).await?;
+        self.note_preallocated(reached);
         Ok(())
+    }
+
+    /// The preallocation an append of `next_batch_bytes` needs first, if
+    /// the active segment's preallocated end is short of it: the step
+    /// boundary to extend to. `None` when it fits (or preallocation is off).
+    pub(crate) fn preallocation_needed(
+        &self,
+        next_batch_bytes: u64,
+        config: &SegmentConfig,
+    ) -> Option<u64> {
+        let end = self.size.saturating_add(next_batch_bytes);
+        (config.preallocate && end > self.preallocated_bytes)
+            .then(|| config.preallocation_target(end))
+    }
+
+    /// Records that the file now spans `reached` bytes (what an extension
+    /// through the shared file handle reached; see
+    /// [`SegmentFile::preallocate`]).
+    pub(crate) fn note_preallocated(&mut self, reached: u64) {
+        self.preallocated_bytes = reached.max(self.size);
     }
 
     /// Appends one validated batch at the logical end. The bytes reach the
@@ -570,9 +643,9 @@ impl Segment {
     }
 
     /// Undoes a failed `pwrite` at the logical end by cutting the file there.
-    /// That also gives back this segment's preallocation (appends extend the
-    /// file from now on, until the next roll preallocates again): zeroing the
-    /// range instead could itself need space the disk does not have.
+    /// That also gives back this segment's preallocation (the next append
+    /// tries to preallocate its step again): zeroing the range instead could
+    /// itself need space the disk does not have.
     fn discard_failed_write(&mut self, err: LogError) -> SegmentAppendError {
         match crate::io::ftruncate(self.file.raw_fd(), self.size) {
             Ok(()) => {
@@ -659,8 +732,8 @@ impl Segment {
             .recover(file_bytes, RecoveryScan::FromLastIndexEntry)
             .await?;
         debug_assert_eq!(recovery.truncated_bytes, 0);
-        if config.preallocate && self.preallocated_bytes < config.segment_bytes {
-            self.preallocate(config.segment_bytes).await?;
+        if config.preallocate {
+            self.fit_preallocation(config).await?;
         }
         Ok(self.next_offset)
     }
@@ -857,29 +930,39 @@ pub(crate) async fn remove_if_exists(path: &Path) -> LogResult<()> {
     }
 }
 
-/// Preallocates `path` to `bytes` with `fallocate`, best effort: on a full
-/// disk (`ENOSPC`, `EDQUOT`) the segment simply stays shorter and appends
-/// extend it, each one failing cleanly when nothing fits. A full disk must
-/// never stop a log from opening or rolling while a small append would fit.
-/// Returns the file's size afterwards.
-async fn try_preallocate(file: &BufferedFile, path: &Path, bytes: u64) -> LogResult<u64> {
-    let preallocated = match fault::check(FaultPoint::Preallocate, path) {
-        Ok(()) => file
+impl SegmentFile {
+    /// `fallocate`s the file to `bytes` (it never shrinks it), or fails:
+    /// [`LogError::NoSpace`] on a full disk, in which case part of the range
+    /// may have been kept.
+    async fn preallocate_exactly(&self, bytes: u64) -> LogResult<()> {
+        fault::check(FaultPoint::Preallocate, &self.path)
+            .map_err(|e| LogError::io("preallocate segment", &self.path, e))?;
+        self.file
             .pre_allocate(bytes, false)
             .await
-            .map_err(|e| LogError::glommio("preallocate segment", path, e)),
-        Err(err) => Err(LogError::io("preallocate segment", path, err)),
-    };
-    match preallocated {
-        Ok(()) => Ok(bytes),
-        Err(LogError::NoSpace { .. }) => {
-            tracing::warn!(segment = %path.display(), bytes,
-                "no space to preallocate the segment; appending without preallocation");
-            // A failed fallocate may have kept part of the range.
-            file.file_size()
-                .await
-                .map_err(|e| LogError::glommio("stat segment", path, e))
+            .map_err(|e| LogError::glommio("preallocate segment", &self.path, e))
+    }
+
+    /// Preallocates the file to `bytes`, best effort: on a full disk
+    /// (`ENOSPC`, `EDQUOT`) the segment simply stays shorter and appends
+    /// extend it, each one failing cleanly when nothing fits. A full disk
+    /// must never stop a log from opening, rolling or appending while a
+    /// small append would fit. Returns the bytes the file spans afterwards.
+    /// Other errors (`EIO`) are returned: the caller refuses what needed
+    /// the space, and nothing was written.
+    pub(crate) async fn preallocate(&self, bytes: u64) -> LogResult<u64> {
+        match self.preallocate_exactly(bytes).await {
+            Ok(()) => Ok(bytes),
+            Err(LogError::NoSpace { .. }) => {
+                tracing::warn!(segment = %self.path.display(), bytes,
+                    "no space to preallocate the segment; appending without preallocation");
+                // A failed fallocate may have kept part of the range.
+                self.file
+                    .file_size()
+                    .await
+                    .map_err(|e| LogError::glommio("stat segment", &self.path, e))
+            }
+            Err(err) => Err(err),
         }
-        Err(err) => Err(err),
     }
 }

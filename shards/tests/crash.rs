@@ -45,6 +45,9 @@ const CYCLES_DEFAULT: u64 = 50;
 const SEED_DEFAULT: u64 = 0x5EED_C0DE;
 /// Small segments so that kills land during rolls too.
 const SEGMENT_BYTES: u64 = 64 << 10;
+/// A small preallocation step, so that kills land while the active
+/// segment's preallocation is being extended too (every few appends).
+const PREALLOCATE_STEP_BYTES: u64 = 4 << 10;
 const INDEX_INTERVAL_BYTES: u64 = 1024;
 /// Concurrent appending tasks in the child.
 const WRITER_TASKS: u64 = 4;
@@ -126,6 +129,7 @@ fn batch_ids(cycle: u64, task: u64, seq: u64) -> Vec<RecordId> {
 fn log_config(dir: &Path) -> LogConfig {
     let mut config = LogConfig::new(dir);
     config.segment_bytes = SEGMENT_BYTES;
+    config.preallocate_step_bytes = PREALLOCATE_STEP_BYTES;
     config.index_interval_bytes = INDEX_INTERVAL_BYTES;
     config.sync = SyncPolicy::EveryBatch;
     config

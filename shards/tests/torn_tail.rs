@@ -46,10 +46,16 @@ fn batches() -> Vec<Vec<Record>> {
         .collect()
 }
 
+/// Preallocation step of every fixture: small, so the active segment is
+/// extended many times while the fixture is written and the damaged tails
+/// sit at, before and after step boundaries.
+const PREALLOCATE_STEP_BYTES: u64 = 4096;
+
 fn config(dir: &Path, segment_bytes: u64, index_interval_bytes: u64) -> LogConfig {
     let mut config = LogConfig::new(dir);
     config.segment_bytes = segment_bytes;
     config.index_interval_bytes = index_interval_bytes;
+    config.preallocate_step_bytes = PREALLOCATE_STEP_BYTES;
     config.sync = SyncPolicy::EveryBatch;
     config
 }
@@ -388,6 +394,73 @@ fn c_garbage_after_the_last_batch_is_cut_off() {
     write_at(&segment, &random, file_len);
     let report = expect_recovered(fixture.config(&dir), BATCHES);
     assert!(!report.mid_log_corruption, "{report:?}");
+}
+
+/// A crash in the middle of extending the active segment's preallocation,
+/// for a batch that crosses a step boundary: whatever of the extension and
+/// of the batch reached the disk, recovery keeps exactly the batches before
+/// it, gives the segment one step past its end again, and appends go on.
+#[test]
+fn h_a_crash_during_a_preallocation_extension_keeps_the_batches_before_it() {
+    let fixture = single_segment_fixture();
+    let pristine = last_segment(&fixture.pristine);
+    let batches = layout(&pristine);
+    let step = PREALLOCATE_STEP_BYTES as usize;
+    let pristine_len = std::fs::metadata(&pristine).expect("stat").len() as usize;
+    assert_eq!(pristine_len % step, 0, "the fixture's segment is in steps");
+    assert!(
+        pristine_len < fixture.segment_bytes as usize,
+        "not preallocated whole"
+    );
+    // Batches that cross a step boundary: the append that wrote each one
+    // extended the preallocation first.
+    let crossing: Vec<(usize, usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .filter(|(_, (position, len))| position / step != (position + len - 1) / step)
+        .map(|(j, (position, len))| (j, *position, *len))
+        .collect();
+    assert!(crossing.len() >= 3, "{crossing:?}");
+    for &(j, position, len) in crossing.iter().take(4) {
+        let boundary = (position / step + 1) * step;
+        // (what reached the disk, file length, bytes zeroed from)
+        let states: [(&str, usize, Option<usize>); 5] = [
+            // The size change of the extension was lost: the batch is cut
+            // at the old end of the file.
+            ("extension lost", boundary, None),
+            // Only part of the extension reached the disk.
+            (
+                "extension partial",
+                boundary + (position + len - boundary) / 2,
+                None,
+            ),
+            // The extension reached the disk, the batch's pages past the
+            // old end did not (they read as zeros).
+            ("batch torn at the old end", boundary + step, Some(boundary)),
+            // The extension reached the disk, none of the batch did.
+            ("batch lost", boundary + step, Some(position)),
+            // Extended twice (the next append's extension too), both batches
+            // lost: zeros over more than a step.
+            (
+                "two extensions, batches lost",
+                boundary + 2 * step,
+                Some(position),
+            ),
+        ];
+        for (what, file_len, zero_from) in states {
+            let dir = fixture.copy(&format!("extension-{j}-{what}"), Shutdown::Crash);
+            let segment = last_segment(&dir);
+            if let Some(from) = zero_from {
+                set_len(&segment, from);
+            }
+            set_len(&segment, file_len);
+            let report = expect_recovered(fixture.config(&dir), j);
+            assert!(!report.mid_log_corruption, "batch {j}, {what}: {report:?}");
+            assert_eq!(layout(&segment).len(), j + 1, "batch {j}, {what}");
+            let len_now = std::fs::metadata(&segment).expect("stat").len() as usize;
+            assert_eq!(len_now % step, 0, "batch {j}, {what}: length {len_now}");
+        }
+    }
 }
 
 fn zero_crc(path: &Path, batch_position: usize) {
