@@ -26,23 +26,29 @@ pub const RECORD_HEADERS_MAX: usize = 1024;
 /// size (see [`SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT`]), never all at once.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
 
-/// How far ahead of its logical end the active segment is preallocated
-/// (`fallocate`), in whole steps of this size (16 MiB): a new segment gets
-/// one step, and an append that would pass the preallocated end first grows
-/// it to the next step boundary. Preallocating keeps the group commit's
-/// `fdatasync` from also having to journal a file-size change and a block
-/// allocation with every batch; doing it in steps keeps an empty partition
-/// from reserving a whole segment (1 GiB by default) of real disk blocks.
+/// What a new segment preallocates (`fallocate`) at first (256 KiB). An
+/// append that would pass the preallocated end first grows it: doubling
+/// from this size while the segment is small, then in whole steps of
+/// [`SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT`]. So an empty partition holds
+/// this much of the disk, not a whole segment (1 GiB by default), and a
+/// growing one never holds more unwritten space than it has data (or a
+/// step). Cost: 1,000 empty partitions hold 250 MiB; a segment reaches
+/// 16 MiB after six extensions.
+pub const SEGMENT_PREALLOCATE_FIRST_BYTES: u64 = 256 << 10;
+
+/// Largest step by which the active segment's preallocation grows (16 MiB),
+/// and the granularity of its preallocated end once the segment is past
+/// it. Preallocating keeps the group commit's `fdatasync` from also having
+/// to journal a file-size change and a block allocation with every batch;
+/// growing in bounded steps keeps a partition's reservation in proportion
+/// to what it stores.
 ///
-/// Cost: each partition holds up to one step of allocated but unwritten
-/// space in its active segment (16 MiB × partitions; 1,000 partitions hold
-/// 16 GiB at most), released when the segment is sealed; one `fallocate`
-/// per step of appended data (one per 16 MiB). Measured against whole-segment
-/// preallocation with `sluice-bench publish-direct` (128 B, 16 KiB) and
-/// `publish-nats` (128 B), 4, 16 and 64 MiB steps were all within run-to-run
-/// noise of it; 16 MiB is the smallest step that also keeps an extension
-/// rarer than one per second at a partition's full write speed on a fast
-/// disk.
+/// Cost: each partition holds at most one step of allocated but unwritten
+/// space in its active segment, released when the segment is sealed; one
+/// `fallocate` per step of appended data (64 per 1 GiB segment).
+/// Measured against whole-segment preallocation with `sluice-bench
+/// publish-direct` (128 B, 16 KiB) and `publish-nats` (128 B): see
+/// `bench/README.md` for the step sizes compared.
 pub const SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 16 << 20;
 
 /// Smallest preallocation step a configuration may ask for (one page):

@@ -29,8 +29,9 @@
 //!
 //! ## Files
 //!
-//! One directory per partition: `<base_offset:020>.log` segments (preallocated,
-//! sealed to their exact size on roll), each with a sparse `.index` (offset →
+//! One directory per partition: `<base_offset:020>.log` segments (the active
+//! one preallocated step by step as it grows, sealed to their exact size on
+//! roll), each with a sparse `.index` (offset →
 //! position) and `.timeindex` (timestamp → offset), plus a `high-watermark`
 //! checkpoint for replicated logs and a `leader-epoch-checkpoint` (where each
 //! leader epoch starts, [`epoch_cache`]).

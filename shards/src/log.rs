@@ -44,11 +44,13 @@
 //! never hold a step's worth of data is refused when it is created rather
 //! than accepted and then refusing appends.
 //!
-//! **Preallocation grows in steps.** The active segment is preallocated
-//! [`LogConfig::preallocate_step_bytes`] at a time: an append that would
-//! pass the preallocated end first extends it (under the write gate, before
-//! the `pwrite`) to the next step boundary; a sealed segment is cut to its
-//! logical end. So a partition holds at most one step of unwritten space.
+//! **Preallocation grows with the segment.** A new segment preallocates
+//! [`SEGMENT_PREALLOCATE_FIRST_BYTES`]; an append that would pass the
+//! preallocated end first extends it (under the write gate, before the
+//! `pwrite`), doubling while that is within one step
+//! ([`LogConfig::preallocate_step_bytes`]), then a step at a time; a sealed
+//! segment is cut to its logical end. So an active segment holds no more
+//! unwritten space than it holds data, or one step.
 //!
 //! All state lives in one `RefCell` on the owning shard; no borrow is held
 //! across an `.await`.
@@ -69,6 +71,8 @@ use crate::batch::{
     decode_batch, encode_batch, set_base_offset, set_leader_epoch, validate_records, BatchHeader,
     Record,
 };
+#[cfg(doc)]
+use crate::constants::SEGMENT_PREALLOCATE_FIRST_BYTES;
 use crate::constants::{
     INDEX_INTERVAL_BYTES_DEFAULT, SEGMENT_AGE_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT, SEGMENT_PREALLOCATE_STEP_BYTES_MIN,
@@ -132,9 +136,8 @@ pub struct LogConfig {
     /// end, so appends rarely extend the file (cheaper `fdatasync`, less
     /// fragmentation).
     pub preallocate: bool,
-    /// Size of one preallocation step (see
-    /// [`SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT`]); a step at or above
-    /// `segment_bytes` preallocates whole segments.
+    /// Largest preallocation step (see
+    /// [`SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT`]).
     pub preallocate_step_bytes: u64,
     /// A new log (a directory without segments) fails to open with
     /// [`LogError::NoSpace`] when its first segment's first preallocation
@@ -184,6 +187,16 @@ impl LogConfig {
             return Err(LogError::Config("index_interval_bytes must be > 0".into()));
         }
         Ok(())
+    }
+
+    /// Bytes a new segment preallocates first: what a new log needs free
+    /// under [`Self::require_first_preallocation`] (0 without preallocation).
+    pub fn first_preallocation_bytes(&self) -> u64 {
+        if self.preallocate {
+            self.segment_config().first_preallocation_bytes()
+        } else {
+            0
+        }
     }
 
     fn segment_config(&self) -> SegmentConfig {

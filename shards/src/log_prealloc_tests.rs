@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use super::tests::{read_all_in_reads_of, small_config};
 use super::*;
 use crate::batch::Record;
+use crate::constants::SEGMENT_PREALLOCATE_FIRST_BYTES;
 use crate::io::fault::{self, FaultPoint};
 use crate::testing::{run_on_executor, SmallTmpfs};
 use bytes::Bytes;
@@ -43,19 +44,77 @@ fn sizes(path: &Path) -> (u64, u64) {
 }
 
 #[test]
-fn a_new_log_preallocates_one_step_not_a_whole_segment() {
+fn a_new_log_preallocates_its_first_size_not_a_whole_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let mut config = small_config(&path);
-        config.segment_bytes = 64 << 20;
-        config.preallocate_step_bytes = 1 << 20;
-        let (log, _) = PartitionLog::open(config).await.expect("open");
+        let mut config = LogConfig::new(&path);
+        assert_eq!(config.segment_bytes, 1 << 30);
+        config.index_interval_bytes = 4096;
+        let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
         let (len, allocated) = sizes(&segment_path(&path, 0));
-        assert_eq!(len, 1 << 20, "one step, not the 64 MiB segment");
-        assert!(allocated <= 1 << 20, "{allocated} bytes allocated");
+        assert_eq!(
+            len, SEGMENT_PREALLOCATE_FIRST_BYTES,
+            "not the 1 GiB segment"
+        );
+        assert!(
+            allocated <= SEGMENT_PREALLOCATE_FIRST_BYTES,
+            "{allocated} bytes allocated"
+        );
+        assert_eq!(
+            config.first_preallocation_bytes(),
+            SEGMENT_PREALLOCATE_FIRST_BYTES
+        );
         log.close().await.expect("close");
     });
+}
+
+#[test]
+fn the_preallocation_target_doubles_while_small_then_takes_steps() {
+    use crate::segment::SegmentConfig;
+    let config = SegmentConfig {
+        segment_bytes: 40 << 20,
+        index_interval_bytes: 4096,
+        preallocate: true,
+        preallocate_step_bytes: 4 << 20,
+        first_step_required: false,
+    };
+    const K: u64 = 1024;
+    const M: u64 = 1 << 20;
+    let first = SEGMENT_PREALLOCATE_FIRST_BYTES;
+    assert_eq!(first, 256 * K);
+    let cases = [
+        (0, first),
+        (1, first),
+        (first, first),
+        (first + 1, 2 * first),
+        (600 * K, M),
+        (M + 1, 2 * M),
+        (3 * M, 4 * M),
+        (4 * M, 4 * M),
+        (4 * M + 1, 8 * M),
+        (9 * M, 12 * M),
+        (39 * M, 40 * M),
+        (40 * M, 40 * M),
+    ];
+    for (end, target) in cases {
+        assert_eq!(config.preallocation_target(end), target, "end {end}");
+    }
+    // A step below the first size: whole steps from the start.
+    let small = SegmentConfig {
+        preallocate_step_bytes: 8 * K,
+        ..config.clone()
+    };
+    assert_eq!(small.first_preallocation_bytes(), 8 * K);
+    assert_eq!(small.preallocation_target(8 * K + 1), 16 * K);
+    assert_eq!(small.preallocation_target(100 * K), 104 * K);
+    // A segment smaller than the first size: the segment.
+    let tiny = SegmentConfig {
+        segment_bytes: 16 * K,
+        ..config
+    };
+    assert_eq!(tiny.first_preallocation_bytes(), 16 * K);
+    assert_eq!(tiny.preallocation_target(10 * K), 16 * K);
 }
 
 #[test]
@@ -236,13 +295,15 @@ fn a_new_log_that_requires_its_first_step_does_not_open_without_it() {
     });
 }
 
-/// Runs only as root: a real 1 MiB tmpfs cannot hold a 4 MiB first step.
+/// Runs only as root: a real 1 MiB tmpfs, 896 KiB of it taken, has no
+/// room for a new segment's first 256 KiB.
 #[test]
 fn a_real_tmpfs_too_small_for_the_first_step_refuses_a_new_log() {
     let Some(mount) = SmallTmpfs::mount(1) else {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     };
+    std::fs::write(mount.dir().join("filler"), vec![1u8; 896 << 10]).expect("filler");
     let path = mount.dir().join("p0");
     run_on_executor(async move {
         let mut config = small_config(&path);
@@ -252,7 +313,7 @@ fn a_real_tmpfs_too_small_for_the_first_step_refuses_a_new_log() {
         let err = PartitionLog::open(config.clone())
             .await
             .err()
-            .expect("a 1 MiB disk has no room for a 4 MiB step");
+            .expect("no room for the first 256 KiB");
         assert!(matches!(err, LogError::NoSpace { .. }), "{err}");
         assert_eq!(std::fs::read_dir(&path).expect("list").count(), 0);
         // Without the requirement it opens and appends what fits.

@@ -3,11 +3,12 @@
 //!
 //! A segment file is a sequence of RecordBatch v2 batches with increasing
 //! offsets, starting at byte 0, followed (while active) by preallocated
-//! zeros. Preallocation grows in steps (`SegmentConfig::preallocate_step_bytes`):
-//! a new segment gets one step, an append that would pass the preallocated
-//! end first extends it to the next step boundary, so the file size of an
-//! active segment is any whole number of steps (or anything at all after a
-//! crash, a full disk or a failed extension). Its logical end is found by
+//! zeros. Preallocation grows with the segment
+//! ([`SegmentConfig::preallocation_target`]): a new segment gets a small
+//! first size, an append that would pass the preallocated end first extends
+//! it (doubling, then in steps of `preallocate_step_bytes`), so the file
+//! size of an active segment is one of those sizes (or anything at all
+//! after a crash, a full disk or a failed extension). Its logical end is found by
 //! scanning CRC-checked batches, never by trusting the file size: a zero
 //! length field, the end of the file, or a batch that fails its checks ends
 //! the log. When a segment is sealed it is truncated to its logical end and
@@ -22,7 +23,7 @@ use glommio::io::{BufferedFile, OpenOptions};
 use crate::batch::{peek_total_bytes, validate_batch, validate_records, BatchHeader};
 use crate::constants::{
     BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, HEADER_SCAN_CHUNK_BYTES,
-    RECOVERY_READ_CHUNK_BYTES,
+    RECOVERY_READ_CHUNK_BYTES, SEGMENT_PREALLOCATE_FIRST_BYTES,
 };
 use crate::error::{DecodeError, LogError, LogResult};
 use crate::index::OffsetIndex;
@@ -197,16 +198,29 @@ pub(crate) struct SegmentConfig {
 }
 
 impl SegmentConfig {
-    /// How far to preallocate so that `end` bytes fit: the step boundary at
-    /// or after `end` (at least one step), capped at the segment size. The
-    /// cap never cuts below `end`: a roll keeps `end ≤ segment_bytes`.
+    /// How far to preallocate so that `end` bytes fit: the first size
+    /// ([`SEGMENT_PREALLOCATE_FIRST_BYTES`], at most one step) doubled until
+    /// it holds `end` while that stays within one step, else the step
+    /// boundary at or after `end`; capped at the segment size. The cap
+    /// never cuts below `end`: a roll keeps `end ≤ segment_bytes`.
     pub(crate) fn preallocation_target(&self, end: u64) -> u64 {
         let step = self.preallocate_step_bytes.max(1);
-        end.max(1)
-            .div_ceil(step)
-            .saturating_mul(step)
+        let mut target = self.first_preallocation_bytes();
+        while target < end && target <= step / 2 {
+            target *= 2;
+        }
+        if target < end {
+            target = end.div_ceil(step).saturating_mul(step);
+        }
+        target.min(self.segment_bytes).max(end)
+    }
+
+    /// What a new segment preallocates.
+    pub(crate) fn first_preallocation_bytes(&self) -> u64 {
+        SEGMENT_PREALLOCATE_FIRST_BYTES
+            .min(self.preallocate_step_bytes)
             .min(self.segment_bytes)
-            .max(end)
+            .max(1)
     }
 }
 
@@ -302,7 +316,7 @@ impl Segment {
         let file = SegmentFile { path, file };
         let mut preallocated_bytes = 0;
         if config.preallocate {
-            let first_step = config.preallocation_target(0);
+            let first_step = config.first_preallocation_bytes();
             preallocated_bytes = if config.first_step_required {
                 file.preallocate_exactly(first_step).await?;
                 first_step
