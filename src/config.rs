@@ -95,6 +95,9 @@ pub struct FileConfig {
     pub spin_before_park_us: Option<u64>,
     pub io_memory_bytes: Option<usize>,
     pub segment_bytes: Option<u64>,
+    /// Bytes by which a partition's active segment is preallocated at a
+    /// time (`shards::constants::SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT`).
+    pub segment_preallocate_step_bytes: Option<u64>,
     /// Authentication and superusers (`crate::auth`); absent = off.
     pub auth: Option<crate::auth::AuthFileConfig>,
     /// Time between two retention/compaction rounds of a partition.
@@ -142,6 +145,8 @@ pub struct ServeConfig {
     pub spin_before_park: Option<Duration>,
     pub io_memory_bytes: usize,
     pub segment_bytes: u64,
+    /// Preallocation step of the active segments.
+    pub segment_preallocate_step_bytes: u64,
     /// Credential checks for the TCP protocol (off unless `[auth] enabled`).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     pub maintenance_interval: Duration,
@@ -296,6 +301,9 @@ impl ServeFlags {
             segment_bytes: file
                 .segment_bytes
                 .unwrap_or(shards::constants::SEGMENT_BYTES_DEFAULT),
+            segment_preallocate_step_bytes: preallocate_step_bytes(
+                file.segment_preallocate_step_bytes,
+            )?,
             auth: std::sync::Arc::new(auth),
             maintenance_interval: Duration::from_millis(
                 file.maintenance_interval_ms
@@ -306,6 +314,22 @@ impl ServeFlags {
             replica_lag_time_max: Duration::from_millis(replica_lag_time_max_ms),
         })
     }
+}
+
+/// `segment_preallocate_step_bytes`, checked here so that a bad value stops
+/// `sluice serve` at start-up rather than every partition open.
+fn preallocate_step_bytes(value: Option<u64>) -> Result<u64, ConfigError> {
+    use shards::constants::{
+        SEGMENT_BYTES_MAX, SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT,
+        SEGMENT_PREALLOCATE_STEP_BYTES_MIN,
+    };
+    let bytes = value.unwrap_or(SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT);
+    if !(SEGMENT_PREALLOCATE_STEP_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&bytes) {
+        return Err(ConfigError::Invalid(format!(
+            "segment_preallocate_step_bytes {bytes} outside [{SEGMENT_PREALLOCATE_STEP_BYTES_MIN}, {SEGMENT_BYTES_MAX}]"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn parse_addr(

@@ -320,6 +320,12 @@ pub struct PartitionStatus {
     pub replicas: Vec<ReplicaProgress>,
     /// Set once the partition's log fail-stopped.
     pub failure: Option<PartitionFailure>,
+    /// Set while the partition is placed on this shard but its log could
+    /// not be opened (no space for its directory or first preallocation
+    /// step, an I/O error): what appends to it are answered meanwhile. The
+    /// shard retries the open every second; the watermarks above mean
+    /// nothing then.
+    pub open_failure: Option<AppendFailure>,
 }
 
 /// One replica's progress as the partition leader sees it.
@@ -371,7 +377,9 @@ pub enum ToShard {
     Table(PartitionTable),
     Append(AppendRequest),
     /// What the shard knows of a partition now (describe, cluster status,
-    /// metrics); `None` when the partition is not open on this shard.
+    /// metrics, a create confirming its replicas opened); `None` when the
+    /// partition is not placed on this shard, `open_failure` set when it is
+    /// but could not be opened.
     PartitionStatus {
         key: PartitionKey,
         reply: oneshot::Sender<Option<PartitionStatus>>,

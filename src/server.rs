@@ -54,6 +54,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         shard_count: config.shard_count(),
         sync: config.sync,
         segment_bytes: config.segment_bytes,
+        segment_preallocate_step_bytes: config.segment_preallocate_step_bytes,
         auth: config.auth.clone(),
         maintenance_interval: config.maintenance_interval,
         limits: config.limits.clone(),

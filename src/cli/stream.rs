@@ -191,8 +191,9 @@ fn describe_text(stream: &StreamMetadata) -> String {
     text
 }
 
-/// `ok`, `failed: <cause> at <time>` after a fail-stop, or `-` when the
-/// owning shard did not report (e.g. the partition could not be opened).
+/// `ok`, `failed: <cause> at <time>` after a fail-stop, `failed: not open:
+/// <cause>` while the answering node cannot open its copy (retried every
+/// second), or `-` when no shard of the answering node holds it.
 fn partition_state(partition: &PartitionMetadata) -> String {
     match &partition.failure {
         Some(failure) => match failure.at_ms {

@@ -146,6 +146,20 @@ pub struct LocalPartitionStatus {
     pub log_end: u64,
     pub leader_epoch: u32,
     pub replicas: Vec<ReplicaLag>,
+    /// Set while the partition is placed on the node but could not be
+    /// opened (the numbers above mean nothing then). Absent from the JSON
+    /// of nodes that predate it, which read as "opened".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_failure: Option<OpenFailure>,
+}
+
+/// Why a node could not open a partition placed on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFailure {
+    /// Wire error code (`protocol::error_code`), e.g. 18 `DiskFull`.
+    pub code: u16,
+    /// E.g. "no space left on device creating partition orders/1 (...)".
+    pub message: String,
 }
 
 /// One replica's progress as its partition leader tracks it.

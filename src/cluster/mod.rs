@@ -64,7 +64,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use self::control_rpc::{LocalPartitionStatus, ReplicaLag};
+pub use self::control_rpc::{LocalPartitionStatus, OpenFailure, ReplicaLag};
 pub use self::error::ClusterError;
 pub use self::placement::{stream_hash, Placement, PlacementError, RoundRobinPlacement};
 pub use self::types::{

@@ -36,8 +36,10 @@ pub async fn gather(metadata: &MetadataNode) -> ClusterStatusView {
     for (node, report) in join_all(asks).await {
         match report {
             Ok(statuses) => {
+                // A replica that could not open has no numbers to show.
                 let by_key = statuses
                     .into_iter()
+                    .filter(|s| s.open_failure.is_none())
                     .map(|s| ((s.stream_id, s.partition), s))
                     .collect();
                 reports.insert(node, by_key);
@@ -170,6 +172,7 @@ mod tests {
             log_end,
             leader_epoch: 0,
             replicas,
+            open_failure: None,
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{
     Bootstrap, ClusterError, LocalPartitionStatus, MetadataCommand, MetadataConfig, MetadataNode,
-    MetadataResponse, ReplicaLag, StatusSource,
+    MetadataResponse, NodeId, OpenFailure, ReplicaLag, StatusSource, StreamRecord,
 };
 use crate::config::{Membership, ServeConfig};
 use crate::cores::{
@@ -49,6 +49,19 @@ pub const METADATA_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a create/delete (or start-up) waits for the shards to apply
 /// the new partition table.
 pub const SHARD_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a create waits for every replica of the new stream to report
+/// each of its partitions open or failed (this node's shards answer at
+/// once; other nodes once they applied the metadata and opened). A replica
+/// that has not answered by then does not fail the create: it opens (or
+/// reports DiskFull on appends, and in `stream describe` on its node) when
+/// it catches up. Cost: a create with an unreachable replica returns this
+/// much later.
+pub const CREATE_OPEN_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two rounds of asking the replicas of a new stream.
+pub const CREATE_OPEN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Replica failures quoted in a refused create's message (the rest are
+/// counted): a create of many partitions on a full disk fails for each.
+pub const CREATE_FAILURES_QUOTED_MAX: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -482,6 +495,10 @@ fn status_source(router: mpsc::Sender<RouterRequest>) -> StatusSource {
                 .into_iter()
                 .filter_map(|h| {
                     let status = h.status?;
+                    let open_failure = status.open_failure.as_ref().map(|f| OpenFailure {
+                        code: f.code.code(),
+                        message: f.message.clone(),
+                    });
                     Some(LocalPartitionStatus {
                         stream_id: h.key.stream_id,
                         partition: h.key.partition,
@@ -499,6 +516,7 @@ fn status_source(router: mpsc::Sender<RouterRequest>) -> StatusSource {
                                 in_sync: r.in_sync,
                             })
                             .collect(),
+                        open_failure,
                     })
                 })
                 .collect()
@@ -516,6 +534,12 @@ async fn create_stream(
             let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
             let record = creation.into_record();
             sync_shards(router).await;
+            if created {
+                let failures = replica_open_failures(metadata, router, &record).await;
+                if !failures.is_empty() {
+                    return undo_create(metadata, router, &record, failures).await;
+                }
+            }
             let nodes = metadata.metadata().nodes().clone();
             AdminReply::Created {
                 record,
@@ -525,6 +549,187 @@ async fn create_stream(
         }
         Err(err) => AdminReply::Error(cluster_failure(err)),
     }
+}
+
+/// One replica of a new stream that could not open its partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ReplicaOpenFailure {
+    node: NodeId,
+    partition: u32,
+    code: ErrorCode,
+    message: String,
+}
+
+/// Asks every replica of a just-created stream how opening each of its
+/// partitions went, until each has answered or [`CREATE_OPEN_WAIT`]
+/// passes; returns the failures (empty when every replica that answered
+/// opened). This node's shards are asked through the router (they applied
+/// the table before this is called), other nodes with the `LocalStatus`
+/// RPC. Stops at the first round that finds a failure.
+async fn replica_open_failures(
+    metadata: &MetadataNode,
+    router: &mpsc::Sender<RouterRequest>,
+    record: &StreamRecord,
+) -> Vec<ReplicaOpenFailure> {
+    let local = metadata.node_id();
+    let mut pending: HashMap<NodeId, Vec<u32>> = HashMap::new();
+    for assignment in &record.partitions {
+        for node in &assignment.replicas {
+            pending.entry(*node).or_default().push(assignment.partition);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + CREATE_OPEN_WAIT;
+    let mut failures = Vec::new();
+    loop {
+        let asks = pending.keys().map(|node| {
+            let node = *node;
+            async move {
+                let reports = if node == local {
+                    local_open_reports(router, record).await
+                } else {
+                    let wait = deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(cluster_status::STATUS_RPC_TIMEOUT);
+                    match metadata.node_status(node, wait).await {
+                        Ok(statuses) => statuses
+                            .into_iter()
+                            .filter(|s| s.stream_id == record.id)
+                            .map(|s| (s.partition, s.open_failure))
+                            .collect(),
+                        Err(err) => {
+                            tracing::debug!(node, error = %err, "no partition status yet");
+                            Vec::new()
+                        }
+                    }
+                };
+                (node, reports)
+            }
+        });
+        for (node, reports) in futures::future::join_all(asks).await {
+            let Some(partitions) = pending.get_mut(&node) else {
+                continue;
+            };
+            for (partition, open_failure) in reports {
+                if !partitions.contains(&partition) {
+                    continue;
+                }
+                partitions.retain(|p| *p != partition);
+                if let Some(failure) = open_failure {
+                    failures.push(ReplicaOpenFailure {
+                        node,
+                        partition,
+                        code: ErrorCode::from_wire(failure.code).unwrap_or(ErrorCode::Unknown),
+                        message: failure.message,
+                    });
+                }
+            }
+        }
+        pending.retain(|_, partitions| !partitions.is_empty());
+        if !failures.is_empty() || pending.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() + CREATE_OPEN_POLL_INTERVAL >= deadline {
+            tracing::warn!(stream = %record.spec.name, unconfirmed = ?pending,
+                "created; some replicas did not confirm their partitions open within {CREATE_OPEN_WAIT:?}");
+            break;
+        }
+        tokio::time::sleep(CREATE_OPEN_POLL_INTERVAL).await;
+    }
+    failures.sort_by_key(|f| (f.partition, f.node));
+    failures
+}
+
+/// How this node's shards opened the partitions of `record` they hold:
+/// (partition, failure if the open failed); partitions not placed here are
+/// left out.
+async fn local_open_reports(
+    router: &mpsc::Sender<RouterRequest>,
+    record: &StreamRecord,
+) -> Vec<(u32, Option<OpenFailure>)> {
+    let partitions = record
+        .partitions
+        .iter()
+        .map(|p| {
+            let key = PartitionKey {
+                stream_id: record.id,
+                partition: p.partition,
+            };
+            (key, p.shard)
+        })
+        .collect();
+    let (tx, rx) = oneshot::channel();
+    let asked = router
+        .send(RouterRequest::PartitionStatus {
+            partitions,
+            reply: tx,
+        })
+        .await;
+    if asked.is_err() {
+        return Vec::new();
+    }
+    rx.await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, status)| {
+            let failure = status.open_failure.map(|f| OpenFailure {
+                code: f.code.code(),
+                message: f.message,
+            });
+            (key.partition, failure)
+        })
+        .collect()
+}
+
+/// A create some replica could not carry out: deletes the stream again
+/// through the metadata leader (each replica's shard then drops the
+/// partition and whatever its open left on disk) and answers the error,
+/// naming each node and cause. `DiskFull` when every failure was a full
+/// disk, else `PartitionFailed`.
+async fn undo_create(
+    metadata: &MetadataNode,
+    router: &mpsc::Sender<RouterRequest>,
+    record: &StreamRecord,
+    failures: Vec<ReplicaOpenFailure>,
+) -> AdminReply {
+    let code = if failures.iter().all(|f| f.code == ErrorCode::DiskFull) {
+        ErrorCode::DiskFull
+    } else {
+        ErrorCode::PartitionFailed
+    };
+    let mut message = failures
+        .iter()
+        .take(CREATE_FAILURES_QUOTED_MAX)
+        .map(|f| format!("node {}: {}", f.node, f.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if failures.len() > CREATE_FAILURES_QUOTED_MAX {
+        message.push_str(&format!(
+            "; and {} more",
+            failures.len() - CREATE_FAILURES_QUOTED_MAX
+        ));
+    }
+    let name = &record.spec.name;
+    tracing::warn!(stream = %name, %message, "a replica could not open a partition; deleting the stream again");
+    // Only this incarnation: a stream re-created under the name meanwhile
+    // is someone else's.
+    let same = metadata.describe(name).is_some_and(|r| r.id == record.id);
+    let undone = if same {
+        metadata.delete_stream(name).await.map(|_| ())
+    } else {
+        Ok(())
+    };
+    match undone {
+        Ok(()) => {
+            sync_shards(router).await;
+            message = format!("stream {name} was not created: {message}");
+        }
+        Err(err) => {
+            message = format!(
+                "stream {name} was created but cannot be used: {message}; deleting it again failed ({err}): delete it with `sluice stream delete {name}`"
+            );
+        }
+    }
+    AdminReply::Error(AppendFailure { code, message })
 }
 
 /// `streams_max` and `partitions_max` (user streams; the internal cursor

@@ -1031,12 +1031,19 @@ fn encode_stream<'a>(
         let replicas = fbb.create_vector(&replicas);
         let isr = fbb.create_vector(&isr);
         let status = statuses.get(&key);
-        let (hw, start) = status.map_or((-1, -1), |s| {
+        // A partition placed here that could not be opened has no
+        // watermarks; its `failure` says why (no time: it is retried).
+        let opened = status.filter(|s| s.open_failure.is_none());
+        let (hw, start) = opened.map_or((-1, -1), |s| {
             (s.high_watermark.0 as i64, s.log_start.0 as i64)
         });
         let failure = status.and_then(|s| s.failure.as_ref());
         let failed_at_ms = failure.map_or(-1, |f| f.at.0);
-        let failure = failure.map(|f| fbb.create_string(&f.cause));
+        let cause = match status.and_then(|s| s.open_failure.as_ref()) {
+            Some(open_failure) => Some(format!("not open: {}", open_failure.message)),
+            None => failure.map(|f| f.cause.clone()),
+        };
+        let failure = cause.map(|cause| fbb.create_string(&cause));
         partitions.push(fb::PartitionMetadata::create(
             fbb,
             &fb::PartitionMetadataArgs {

@@ -81,6 +81,8 @@ pub struct ShardSettings {
     pub shard_count: u32,
     pub sync: SyncPolicy,
     pub segment_bytes: u64,
+    /// Preallocation step of the active segments.
+    pub segment_preallocate_step_bytes: u64,
     /// Credential checks of the TCP protocol (read-only, shared).
     pub auth: std::sync::Arc<crate::auth::Authenticator>,
     /// Time between retention/compaction rounds of each partition.
@@ -140,6 +142,16 @@ pub struct LocalPartition {
     pub replication: Replication,
 }
 
+/// A partition placed on this shard whose open failed.
+#[derive(Clone, Debug)]
+struct Unopened {
+    /// What appends to it are answered.
+    failure: AppendFailure,
+    /// Its directory, removed when the partition leaves the table (the open
+    /// may have made it, or part of a segment).
+    dir: PathBuf,
+}
+
 /// Where a (stream, partition) named by a client lives.
 pub enum Lookup {
     Local(Rc<LocalPartition>),
@@ -162,7 +174,7 @@ pub struct Shard {
     partitions: RefCell<HashMap<PartitionKey, Rc<LocalPartition>>>,
     /// Partitions placed on this shard whose open failed, with the error;
     /// a task per entry retries the open (see `retry_open`).
-    unopened: RefCell<HashMap<PartitionKey, AppendFailure>>,
+    unopened: RefCell<HashMap<PartitionKey, Unopened>>,
     /// The partition table applied last (a partition opened by a retry
     /// takes its role from it).
     last_table: RefCell<Option<Rc<PartitionTable>>>,
@@ -209,7 +221,7 @@ impl Shard {
             return Lookup::Local(local.clone());
         }
         match self.unopened.borrow().get(&entry.key) {
-            Some(failure) => Lookup::Unavailable(failure.clone()),
+            Some(unopened) => Lookup::Unavailable(unopened.failure.clone()),
             None => Lookup::PartitionNotFound,
         }
     }
@@ -256,8 +268,15 @@ impl Shard {
     }
 
     /// What this shard knows of partition `key` now: its own log's
-    /// watermarks and the epoch of the partition table it applied.
+    /// watermarks and the epoch of the partition table it applied, or why
+    /// it could not be opened.
     pub fn partition_status(&self, key: PartitionKey) -> Option<PartitionStatus> {
+        if let Some(unopened) = self.unopened.borrow().get(&key) {
+            return Some(PartitionStatus {
+                open_failure: Some(unopened.failure.clone()),
+                ..PartitionStatus::default()
+            });
+        }
         let local = self.partitions.borrow().get(&key).cloned()?;
         let leader_epoch = self
             .names
@@ -275,6 +294,7 @@ impl Shard {
                 cause: f.cause,
                 at: f.at,
             }),
+            open_failure: None,
         })
     }
 
@@ -480,7 +500,7 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
     let unopened = shard.unopened.borrow().get(&key).cloned();
     let bytes = batch.len() as u64;
     let result = match (local, unopened) {
-        (None, Some(failure)) => Err(failure),
+        (None, Some(unopened)) => Err(unopened.failure),
         (None, None) => Err(AppendFailure {
             code: ErrorCode::PartitionNotFound,
             message: format!("partition {partition} of stream {stream} is not on this shard"),
@@ -586,11 +606,24 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
             .get(key)
             .is_some_and(|entry| entry.leader == table.local_node)
     });
-    // A retry task notices its entry is gone and stops.
-    shard
-        .unopened
-        .borrow_mut()
-        .retain(|key, _| wanted.contains_key(key));
+    // A retry task notices its entry is gone and stops. What the failed
+    // open left on disk goes, as a deleted partition's directory does (a
+    // create undone because a replica could not open leaves nothing).
+    let abandoned: Vec<PathBuf> = {
+        let mut unopened = shard.unopened.borrow_mut();
+        let keys: Vec<PartitionKey> = unopened
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        keys.iter()
+            .filter_map(|k| unopened.remove(k))
+            .map(|u| u.dir)
+            .collect()
+    };
+    for dir in abandoned {
+        remove_partition_dir(shard, dir).await;
+    }
     for (key, entry) in &wanted {
         let known = shard.partitions.borrow().contains_key(key)
             || shard.unopened.borrow().contains_key(key);
@@ -605,10 +638,11 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
                 tracing::error!(shard = shard.id, stream = %entry.stream,
                     partition = entry.partition, error = %err,
                     "cannot open partition; retrying every {PARTITION_OPEN_RETRY_INTERVAL:?}");
-                shard
-                    .unopened
-                    .borrow_mut()
-                    .insert(*key, open_failure(entry, &err));
+                let unopened = Unopened {
+                    failure: open_failure(&shard.settings, entry, &err),
+                    dir: shard.settings.partition_dir(entry),
+                };
+                shard.unopened.borrow_mut().insert(*key, unopened);
                 glommio::spawn_local(retry_open(Rc::downgrade(shard), (*entry).clone())).detach();
             }
         }
@@ -647,14 +681,44 @@ fn install_partition(shard: &Rc<Shard>, local: LocalPartition, leads: bool) -> R
     local
 }
 
-/// What an append to a partition that could not be opened is told.
-fn open_failure(entry: &PartitionEntry, err: &shards::error::LogError) -> AppendFailure {
+/// What an append to a partition that could not be opened is told (and a
+/// create that placed it here): `DiskFull` when there was no space, which
+/// for a new partition means no room for its directory or the first
+/// preallocation step of its first segment.
+fn open_failure(
+    settings: &ShardSettings,
+    entry: &PartitionEntry,
+    err: &shards::error::LogError,
+) -> AppendFailure {
+    let name = format!("{}/{}", entry.stream, entry.partition);
+    let message = match err {
+        shards::error::LogError::NoSpace { .. } => {
+            // What a new partition needs first (see `log_config`).
+            let config = log_config(settings, &settings.partition_dir(entry), &entry.settings);
+            let need = config.first_preallocation_bytes();
+            format!(
+                "no space left on device creating partition {name} (need {need} bytes for its first segment): {err}"
+            )
+        }
+        _ => format!("cannot open partition {name}: {err}"),
+    };
     AppendFailure {
         code: connection::log_error_code(err),
-        message: format!(
-            "partition {} of stream {} cannot be opened: {err}",
-            entry.partition, entry.stream
-        ),
+        message,
+    }
+}
+
+/// Removes the directory of a partition that left this shard without ever
+/// opening (blocking, so off the shard).
+async fn remove_partition_dir(shard: &Rc<Shard>, dir: PathBuf) {
+    let result = glommio::executor()
+        .spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(shard = shard.id, error = %err, "cannot remove partition directory");
     }
 }
 
@@ -694,19 +758,23 @@ async fn retry_open(shard: std::rc::Weak<Shard>, entry: PartitionEntry) {
                 }
                 return;
             }
+            // It left the table while this open ran; `apply_table` may have
+            // removed its directory before the open made it again.
             Ok(local) => {
-                close_partition(Rc::new(local)).await;
+                delete_partition(&shard, Rc::new(local)).await;
                 return;
             }
             Err(err) if still_wanted => {
                 tracing::debug!(shard = shard.id, stream = %entry.stream,
                     partition = entry.partition, error = %err, "partition still cannot be opened");
-                shard
-                    .unopened
-                    .borrow_mut()
-                    .insert(entry.key, open_failure(&entry, &err));
+                if let Some(unopened) = shard.unopened.borrow_mut().get_mut(&entry.key) {
+                    unopened.failure = open_failure(&shard.settings, &entry, &err);
+                }
             }
-            Err(_) => return,
+            Err(_) => {
+                remove_partition_dir(&shard, shard.settings.partition_dir(&entry)).await;
+                return;
+            }
         }
     }
 }
@@ -805,6 +873,13 @@ fn log_config(
     let mut config = LogConfig::new(dir);
     config.sync = settings.sync;
     config.segment_bytes = settings.segment_bytes;
+    config.preallocate_step_bytes = settings.segment_preallocate_step_bytes;
+    // A new partition that cannot preallocate its first step is refused
+    // (its open fails with DiskFull, retried every second, and a create
+    // placing it here is undone) rather than opened to refuse appends:
+    // the creator learns now, and the step is small. A partition with data
+    // opens on a full disk all the same.
+    config.require_first_preallocation = true;
     if let Some(bytes) = partition.retention_bytes {
         let per_segment = (bytes / RETENTION_SEGMENTS_PER_LIMIT).max(SEGMENT_BYTES_FOR_LIMITS_MIN);
         config.segment_bytes = config.segment_bytes.min(per_segment);
