@@ -401,12 +401,16 @@ fn a_thousand_empty_partitions_hold_less_than_a_gibibyte_of_disk() {
 /// partitions cannot get each its first 256 KiB. The create is answered
 /// DiskFull naming the node and the cause, the stream is not in the
 /// metadata, its partition directories are gone, and a stream that fits is
-/// created and used afterwards. Needs root (tmpfs), skipped otherwise.
+/// created and used afterwards. Needs root (tmpfs; see README, Privileged
+/// tests).
 #[test]
 fn a_create_that_does_not_fit_on_disk_fails_clearly_and_leaves_nothing() {
-    let Some(tmpfs) = SmallTmpfs::mount(4) else {
-        eprintln!("skipped: mounting a size-capped tmpfs needs root");
-        return;
+    let tmpfs = match SmallTmpfs::mount(4) {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            shards::testing::privileged_unavailable("a_create_that_does_not_fit_on_disk", &reason);
+            return;
+        }
     };
     let nats_server = NatsServer::start();
     let options = SluiceOptions {

@@ -33,23 +33,29 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
 /// this much of the disk, not a whole segment (1 GiB by default), and a
 /// growing one never holds more unwritten space than it has data (or a
 /// step). Cost: 1,000 empty partitions hold 250 MiB; a segment reaches
-/// 16 MiB after six extensions.
+/// 64 MiB after eight extensions.
 pub const SEGMENT_PREALLOCATE_FIRST_BYTES: u64 = 256 << 10;
 
-/// Largest step by which the active segment's preallocation grows (16 MiB),
+/// Largest step by which the active segment's preallocation grows (64 MiB),
 /// and the granularity of its preallocated end once the segment is past
 /// it. Preallocating keeps the group commit's `fdatasync` from also having
 /// to journal a file-size change and a block allocation with every batch;
 /// growing in bounded steps keeps a partition's reservation in proportion
 /// to what it stores.
 ///
-/// Cost: each partition holds at most one step of allocated but unwritten
-/// space in its active segment, released when the segment is sealed; one
-/// `fallocate` per step of appended data (64 per 1 GiB segment).
-/// Measured against whole-segment preallocation with `sluice-bench
-/// publish-direct` (128 B, 16 KiB) and `publish-nats` (128 B): see
-/// `bench/README.md` for the step sizes compared.
-pub const SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 16 << 20;
+/// Chosen by measurement (`sluice-bench publish-direct` 128 B and 16 KiB,
+/// `publish-nats` 128 B, against whole-segment preallocation, alternating
+/// in one run; `docs/design.md` section 6): 64 MiB steps were within noise
+/// of whole segments in every case; 4 and 16 MiB steps were within noise
+/// at 16 KiB but had medians 10–16 % lower at 128 B direct (~300 MB/s, an
+/// extension every 50 ms at 16 MiB), where each extension holds the write
+/// gate for an `fallocate`.
+///
+/// Cost: each busy partition holds at most one step (64 MiB) of allocated
+/// but unwritten space in its active segment, released when the segment
+/// is sealed; one `fallocate` per step of appended data (16 per 1 GiB
+/// segment).
+pub const SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 64 << 20;
 
 /// Smallest preallocation step a configuration may ask for (one page):
 /// below it, every append would need its own `fallocate`.

@@ -295,13 +295,19 @@ fn a_new_log_that_requires_its_first_step_does_not_open_without_it() {
     });
 }
 
-/// Runs only as root: a real 1 MiB tmpfs, 896 KiB of it taken, has no
+/// Needs root (README, Privileged tests): a real 1 MiB tmpfs, 896 KiB of it taken, has no
 /// room for a new segment's first 256 KiB.
 #[test]
 fn a_real_tmpfs_too_small_for_the_first_step_refuses_a_new_log() {
-    let Some(mount) = SmallTmpfs::mount(1) else {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
+    let mount = match SmallTmpfs::mount(1) {
+        Ok(mount) => mount,
+        Err(reason) => {
+            crate::testing::privileged_unavailable(
+                "a_real_tmpfs_too_small_for_the_first_step",
+                &reason,
+            );
+            return;
+        }
     };
     std::fs::write(mount.dir().join("filler"), vec![1u8; 896 << 10]).expect("filler");
     let path = mount.dir().join("p0");
