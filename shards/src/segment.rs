@@ -4,7 +4,7 @@
 //! A segment file is a sequence of RecordBatch v2 batches with increasing
 //! offsets, starting at byte 0, followed (while active) by preallocated
 //! zeros. Preallocation grows with the segment
-//! ([`SegmentConfig::preallocation_target`]): a new segment gets a small
+//! (`SegmentConfig::preallocation_target`): a new segment gets a small
 //! first size, an append that would pass the preallocated end first extends
 //! it (doubling, then in steps of `preallocate_step_bytes`), so the file
 //! size of an active segment is one of those sizes (or anything at all
