@@ -80,12 +80,13 @@ use crate::constants::{
 use crate::epoch_cache::{read_checkpoint, write_checkpoint, EpochCache, EpochEntry};
 use crate::error::{LogError, LogResult};
 use crate::event::{LocalEvent, WakerList};
-use crate::io::pread_full;
 use crate::io::replace::{replace_file, ReplaceError};
+use crate::io::{pread_full, remove_if_exists, sync_directory};
+/// Re-exported where it has always been named: the log hands these out.
+pub use crate::segment::SegmentInfo;
 use crate::segment::{
-    cleaned_file_name, is_cleaned_file_name, parse_segment_file_name, remove_if_exists,
-    segment_file_name, RecoveryScan, Segment, SegmentAppendError, SegmentConfig, SegmentFile,
-    SegmentRecovery,
+    cleaned_file_name, is_cleaned_file_name, parse_segment_file_name, segment_file_name,
+    RecoveryScan, Segment, SegmentAppendError, SegmentConfig, SegmentFile, SegmentRecovery,
 };
 use crate::types::{LeaderEpoch, Offset, Position, TimestampMs};
 
@@ -277,21 +278,6 @@ impl ReadSlice {
         crate::io::pread_to_vec(self.file.raw_fd(), self.len as usize, self.position.0)
             .map_err(|e| LogError::io("read segment", self.file.path(), e))
     }
-}
-
-/// Summary of one segment for retention, compaction and `describe`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SegmentInfo {
-    /// Offset of the segment's first record (its file name).
-    pub base_offset: Offset,
-    /// Offset after its last record.
-    pub next_offset: Offset,
-    /// Bytes of batches in it (not the preallocated size).
-    pub size_bytes: u64,
-    /// The largest record timestamp in it (retention by age uses it).
-    pub max_timestamp: TimestampMs,
-    /// Whether this is the segment appends go to.
-    pub active: bool,
 }
 
 /// A segment as compaction reads it: the file is held open, so a segment
@@ -2015,16 +2001,6 @@ async fn remove_later(dir: &Path, bases: &[Offset], config: &SegmentConfig) -> L
         segment.remove_files().await?;
     }
     Ok(())
-}
-
-pub(crate) async fn sync_directory(dir: &Path) -> LogResult<()> {
-    let directory = Directory::open(dir)
-        .await
-        .map_err(|e| LogError::glommio("open partition directory", dir, e))?;
-    directory
-        .sync()
-        .await
-        .map_err(|e| LogError::glommio("sync partition directory", dir, e))
 }
 
 /// The leader-epoch cache on open: the checkpoint when it read back intact,

@@ -28,7 +28,7 @@ use crate::constants::{
 use crate::error::{DecodeError, LogError, LogResult};
 use crate::index::OffsetIndex;
 use crate::io::fault::{self, FaultPoint};
-use crate::io::{pread_full, pwrite_all};
+use crate::io::{pread_full, pwrite_all, remove_if_exists};
 use crate::time_index::TimeIndex;
 use crate::types::{Offset, Position, TimestampMs};
 
@@ -902,8 +902,8 @@ impl Segment {
         self.time_index.remove().await
     }
 
-    pub(crate) fn info(&self, active: bool) -> crate::log::SegmentInfo {
-        crate::log::SegmentInfo {
+    pub(crate) fn info(&self, active: bool) -> SegmentInfo {
+        SegmentInfo {
             base_offset: self.base,
             next_offset: self.next_offset,
             size_bytes: self.size,
@@ -929,19 +929,19 @@ impl Segment {
     }
 }
 
-/// Removes `path`; a file that is already gone is not an error.
-pub(crate) async fn remove_if_exists(path: &Path) -> LogResult<()> {
-    match glommio::io::remove(path).await {
-        Ok(()) => Ok(()),
-        Err(err) => {
-            let err = std::io::Error::from(err);
-            if err.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(LogError::io("remove file", path, err))
-            }
-        }
-    }
+/// Summary of one segment for retention, compaction and `describe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of the segment's first record (its file name).
+    pub base_offset: Offset,
+    /// Offset after its last record.
+    pub next_offset: Offset,
+    /// Bytes of batches in it (not the preallocated size).
+    pub size_bytes: u64,
+    /// The largest record timestamp in it (retention by age uses it).
+    pub max_timestamp: TimestampMs,
+    /// Whether this is the segment appends go to.
+    pub active: bool,
 }
 
 impl SegmentFile {

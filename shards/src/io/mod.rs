@@ -15,9 +15,40 @@
 
 use std::io;
 use std::os::unix::io::RawFd;
+use std::path::Path;
 
 pub mod fault;
 pub(crate) mod replace;
+
+/// Removes `path`; a file that is already gone is not an error.
+pub(crate) async fn remove_if_exists(path: &Path) -> crate::error::LogResult<()> {
+    match glommio::io::remove(path).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let err = std::io::Error::from(err);
+            if err.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(crate::error::LogError::io("remove file", path, err))
+            }
+        }
+    }
+}
+
+/// Makes the directory entries of `dir` durable (creations, renames and
+/// removals in it): `fsync` on the directory. Here, not in the log, because
+/// `replace` needs it too and `io` is the lowest layer: it depends on no
+/// other engine module but `error`.
+pub(crate) async fn sync_directory(dir: &Path) -> crate::error::LogResult<()> {
+    use crate::error::LogError;
+    let directory = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| LogError::glommio("open partition directory", dir, e))?;
+    directory
+        .sync()
+        .await
+        .map_err(|e| LogError::glommio("sync partition directory", dir, e))
+}
 
 /// Writes all of `buf` at `position`, retrying short writes and `EINTR`.
 pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {

@@ -51,7 +51,7 @@ pub(crate) async fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     if let Err(err) = write_synced(&tmp, bytes).await {
-        if let Err(cleanup) = crate::segment::remove_if_exists(&tmp).await {
+        if let Err(cleanup) = super::remove_if_exists(&tmp).await {
             tracing::warn!(path = %tmp.display(), error = %cleanup,
                 "cannot remove a failed checkpoint");
         }
@@ -60,7 +60,7 @@ pub(crate) async fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result
     glommio::io::rename(&tmp, &path)
         .await
         .map_err(|e| ReplaceError::Uncertain(LogError::glommio("rename checkpoint", &path, e)))?;
-    crate::log::sync_directory(dir)
+    super::sync_directory(dir)
         .await
         .map_err(ReplaceError::Uncertain)
 }
