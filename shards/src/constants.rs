@@ -61,8 +61,13 @@ pub const SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 64 << 20;
 /// below it, every append would need its own `fallocate`.
 pub const SEGMENT_PREALLOCATE_STEP_BYTES_MIN: u64 = 4096;
 
-/// Smallest segment size a configuration may ask for: one maximal batch must
-/// fit, so a roll can always make progress.
+/// Smallest segment size a configuration may ask for (one page; tests and
+/// small deployments use it). It holds any small batch (at least a batch
+/// header, asserted below), but not necessarily the largest one: a batch
+/// larger than the configured segment size is refused with
+/// `LogError::BatchTooLarge` instead of rolling, so a roll always makes
+/// progress. The default segment size holds the largest batch (asserted
+/// below).
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 
 /// Default age after which the active segment is rolled (7 days).
@@ -125,3 +130,41 @@ pub const MAINTENANCE_SHARES_DEFAULT: usize = 50;
 /// Shortest period the maintenance task accepts: a zero interval would make
 /// it spin through rounds that find nothing to do.
 pub const MAINTENANCE_INTERVAL_MS_MIN: u64 = 1;
+
+// How the limits relate, checked at compile time so that changing one
+// cannot silently break a promise another one's doc makes.
+
+// A batch header is part of a batch, and the length prefix part of a header.
+const _: () = assert!(BATCH_LENGTH_PREFIX_BYTES < BATCH_HEADER_BYTES);
+const _: () = assert!(BATCH_HEADER_BYTES <= BATCH_BYTES_MAX);
+// The smallest segment holds a batch (of small records), so a log
+// configured with it still takes appends.
+const _: () = assert!(BATCH_HEADER_BYTES as u64 <= SEGMENT_BYTES_MIN);
+// The largest batch fits a segment of the default size and of the largest
+// size, so under defaults no valid batch is `BatchTooLarge`.
+const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
+// Segment sizes: the default is a valid configuration.
+const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+// Positions in the offset index are u32.
+const _: () = assert!(SEGMENT_BYTES_MAX <= u32::MAX as u64);
+// Relative offsets in the index are u32: a segment rolls before its
+// offsets pass u32::MAX less one batch's worth of records.
+const _: () = assert!((BATCH_RECORDS_MAX as u64) < u32::MAX as u64);
+// Preallocation: first step ≥ the smallest step ≤ the default step ≤ a
+// segment, so the doubling from the first step reaches the step.
+const _: () = assert!(SEGMENT_PREALLOCATE_STEP_BYTES_MIN <= SEGMENT_PREALLOCATE_FIRST_BYTES);
+const _: () = assert!(SEGMENT_PREALLOCATE_FIRST_BYTES <= SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_PREALLOCATE_STEP_BYTES_DEFAULT <= SEGMENT_BYTES_DEFAULT);
+// A header scan window holds at least one index interval plus a header,
+// and recovery reads at least one batch header at a time.
+const _: () =
+    assert!(INDEX_INTERVAL_BYTES_DEFAULT as usize + BATCH_HEADER_BYTES <= HEADER_SCAN_CHUNK_BYTES);
+const _: () = assert!(BATCH_HEADER_BYTES <= RECOVERY_READ_CHUNK_BYTES);
+// Index entries are whole fields: u32 + u32, and i64 + u32.
+const _: () = assert!(OFFSET_INDEX_ENTRY_BYTES == 4 + 4);
+const _: () = assert!(TIME_INDEX_ENTRY_BYTES == 8 + 4);
+// Compaction's key map holds at least one entry; maintenance has a period.
+const _: () = assert!(COMPACTION_KEY_ENTRY_OVERHEAD_BYTES < COMPACTION_KEY_MAP_BYTES_MAX);
+const _: () = assert!(MAINTENANCE_INTERVAL_MS_MIN <= MAINTENANCE_INTERVAL_MS_DEFAULT);

@@ -5,13 +5,16 @@
 //! for its first step.
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use super::tests::{read_all_in_reads_of, small_config};
 use super::*;
 use crate::batch::Record;
 use crate::constants::SEGMENT_PREALLOCATE_FIRST_BYTES;
 use crate::io::fault::{self, FaultPoint};
+use crate::segment::segment_file_name;
 use crate::testing::{run_on_executor, SmallTmpfs};
+use crate::types::TimestampMs;
 use bytes::Bytes;
 
 const STEP: u64 = 8 * 1024;

@@ -1,6 +1,14 @@
+use std::path::Path;
+use std::time::Duration;
+
 use super::*;
+use crate::batch::encode_batch;
 use crate::batch::{decode_batch, BatchIter, Header, Record};
+use crate::epoch_cache::EpochCache;
+use crate::segment::segment_file_name;
 use crate::testing::run_on_executor;
+use crate::types::LeaderEpoch;
+use crate::types::TimestampMs;
 use bytes::Bytes;
 
 fn record(i: u64, size: usize) -> Record {
@@ -512,5 +520,58 @@ fn oversized_index_files_are_read_only_as_far_as_the_segment_allows() {
             assert!(len < 1 << 20, "{ext} left at {len} bytes");
         }
         log.close().await.expect("close");
+    });
+}
+
+/// `check_invariants` (run after every state change in debug builds) finds
+/// each broken invariant; a healthy log passes it.
+#[cfg(debug_assertions)]
+#[test]
+fn check_invariants_finds_each_broken_invariant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("p0");
+    run_on_executor(async move {
+        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        log.set_leader_epoch(LeaderEpoch(3));
+        for i in 0..80u64 {
+            log.append_records(&[record(i, 300)]).await.expect("append");
+        }
+        assert!(log.segments().len() > 1, "small segments must roll");
+        let mut state = log.state.borrow_mut();
+        assert_eq!(state.check_invariants(), Ok(()));
+
+        let hw = state.high_watermark;
+        state.high_watermark = state.stable.next();
+        assert!(
+            state.check_invariants().is_err(),
+            "high watermark above stable"
+        );
+        state.high_watermark = hw;
+
+        let end = state.log_end;
+        state.log_end = end.next();
+        let broken = state
+            .check_invariants()
+            .expect_err("log end past the active segment");
+        assert!(broken.contains("active segment"), "{broken}");
+        state.log_end = end;
+
+        let start = state.log_start;
+        state.log_start = start.next();
+        assert!(
+            state.check_invariants().is_err(),
+            "log start not at the first segment"
+        );
+        state.log_start = start;
+
+        let epochs = state.epochs.clone();
+        state.epochs = EpochCache::from_entries(&[(3, end.0 + 1), (4, end.0 + 2)]);
+        let broken = state
+            .check_invariants()
+            .expect_err("epoch past the log end");
+        assert!(broken.contains("epoch 3"), "{broken}");
+        state.epochs = epochs;
+
+        assert_eq!(state.check_invariants(), Ok(()));
     });
 }

@@ -3,11 +3,15 @@
 //! each test's own temporary directory, so parallel tests stay apart), and
 //! one test fills a real size-capped tmpfs when run as root.
 
+use std::path::Path;
+use std::time::Duration;
+
 use super::tests::{read_all_in_reads_of, small_config};
 use super::*;
 use crate::batch::Record;
 use crate::io::fault::{self, FaultPoint};
 use crate::testing::{run_on_executor, SmallTmpfs};
+use crate::types::TimestampMs;
 use bytes::Bytes;
 
 fn record(i: u64, size: usize) -> Record {
