@@ -52,6 +52,11 @@ pub mod retention;
 pub mod ring;
 pub mod segment;
 pub mod shard;
+// Test support (executors, tmpfs, free ports) is compiled only for this
+// crate's own tests and for builds that ask for the `testing` feature (the
+// dev-dependencies of `sluice`, `fuzz` and this crate's integration tests
+// and benches), so production builds do not carry it.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod time_index;
 pub mod types;
