@@ -12,8 +12,8 @@ use shards::types::{Offset, TimestampMs};
 
 use crate::cluster::acl::{AclRule, AclTable};
 use crate::cluster::{
-    ClusterError, Metadata, MetadataCommand, MetadataResponse, NodeId, NodeInfo, StreamId,
-    StreamRecord, StreamSpec,
+    ClusterError, Metadata, MetadataCommand, MetadataLease, MetadataResponse, NodeId, NodeInfo,
+    StreamId, StreamRecord, StreamSpec,
 };
 use crate::protocol::error_code::ErrorCode;
 
@@ -375,6 +375,11 @@ pub struct CursorRequest {
 #[derive(Debug)]
 pub enum ToShard {
     Table(PartitionTable),
+    /// This node's metadata lease, sent after every renewal and when it
+    /// expires: the shard leads a partition only while the lease it holds
+    /// is valid (`cluster::lease`), checked against its own clock at every
+    /// append, ack and replica fetch.
+    Lease(MetadataLease),
     Append(AppendRequest),
     /// What the shard knows of a partition now (describe, cluster status,
     /// metrics, a create confirming its replicas opened); `None` when the
@@ -404,13 +409,21 @@ pub enum ToShard {
 /// ten tiny ring messages a second per shard bound such a stall.
 pub const SHARD_NUDGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Where a leader committed an append: the first record's offset and the
+/// leader epoch it led (both go into the publishers' acks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub base_offset: Offset,
+    pub leader_epoch: u32,
+}
+
 /// Shard → control core.
 #[derive(Debug)]
 pub enum FromShard {
     Appended {
         stream: String,
         partition: u32,
-        result: Result<Offset, AppendFailure>,
+        result: Result<Committed, AppendFailure>,
         acks: Vec<Option<AckRoute>>,
     },
     Admin {

@@ -1060,6 +1060,7 @@ fn ack_sized_answer(case: &Case) -> Bytes {
         outcome: AckOutcome::Committed {
             offset: Offset(1_000_000),
             commit_timestamp_ms: TimestampMs::now(),
+            leader: Some(sluice::protocol::ack::AckLeader { node: 1, epoch: 1 }),
         },
     };
     Bytes::from(encode_ack(&ack).unwrap_or_else(|_| vec![0u8; 120]))

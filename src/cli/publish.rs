@@ -452,6 +452,7 @@ mod tests {
             outcome: AckOutcome::Committed {
                 offset: Offset(41),
                 commit_timestamp_ms: TimestampMs(0),
+                leader: None,
             },
         };
         assert_eq!(ack_line(&ack), "stream=orders partition=1 offset=41");

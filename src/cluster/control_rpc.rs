@@ -45,7 +45,9 @@ pub enum ControlOp {
         node_id: NodeId,
         node: ClusterNode,
     },
-    /// `node_id` is up; sent to the leader every heartbeat interval.
+    /// `node_id` is up; sent to the leader every heartbeat interval. Answered
+    /// with [`ControlReply::Confirmed`], which renews the sender's metadata
+    /// lease.
     Heartbeat {
         node_id: NodeId,
     },
@@ -72,7 +74,15 @@ pub enum ControlReply {
         index: u64,
     },
     Joined,
+    /// Sent by nodes before metadata leases: a heartbeat taken, no read
+    /// index (a node gets no lease from it).
     HeartbeatAck,
+    /// A heartbeat taken: the leader's read index, confirmed with a quorum
+    /// after the heartbeat arrived. The sender holds a metadata lease once
+    /// it has applied this index (`lease.rs`).
+    Confirmed {
+        read_index: u64,
+    },
     Liveness(BTreeMap<NodeId, bool>),
     LocalStatus(Vec<LocalPartitionStatus>),
     Failed(RemoteError),

@@ -11,7 +11,8 @@
 //!   lack acknowledged records and never leads.
 //!
 //! [`plan`] is the pure decision; [`run`] applies it every heartbeat
-//! interval while this node leads. Commands are conditional on the leader
+//! interval while this node leads, each time after a linearizable read
+//! (the leader confirmed by a quorum, everything committed applied). Commands are conditional on the leader
 //! epoch they were computed from, so a plan made from stale metadata is
 //! rejected by the state machine and recomputed next round.
 
@@ -104,6 +105,12 @@ pub async fn run(core: Arc<MetadataCore>) {
         }
         leading = now_leading;
         if !leading {
+            continue;
+        }
+        // Plan only from metadata known to be current: a new leader may not
+        // have applied what its predecessor committed yet.
+        if let Err(e) = core.confirm_current_as_leader(interval).await {
+            tracing::debug!(error = %e, "controller: metadata not confirmed current; not acting this round");
             continue;
         }
         let metadata = core.metadata();

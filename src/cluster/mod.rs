@@ -17,7 +17,9 @@
 //!   `control_rpc.rs`: Sluice's own RPCs on that transport (forwarding to
 //!   the leader, join, heartbeats, status).
 //! - `liveness.rs`: node heartbeats as the leader sees them;
-//!   `controller.rs`: moves partition leadership off dead nodes.
+//!   `controller.rs`: moves partition leadership off dead nodes;
+//!   `lease.rs`: how long this node may lead partitions on the metadata it
+//!   has applied (renewed by every heartbeat, see [`MetadataLease`]).
 //! - this file: [`MetadataNode`], the handle the server uses.
 //!
 //! Invariants: the metadata changes only by applying committed commands, in
@@ -37,6 +39,7 @@ pub mod control_rpc;
 pub mod controller;
 mod error;
 mod frame;
+pub mod lease;
 pub mod limits;
 pub mod liveness;
 pub mod network;
@@ -57,7 +60,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -66,6 +69,7 @@ use tokio::task::JoinHandle;
 
 pub use self::control_rpc::{LocalPartitionStatus, OpenFailure, ReplicaLag};
 pub use self::error::ClusterError;
+pub use self::lease::MetadataLease;
 pub use self::placement::{stream_hash, Placement, PlacementError, RoundRobinPlacement};
 pub use self::types::{
     ClusterNode, Metadata, MetadataCommand, MetadataRaft, MetadataResponse, NodeId, NodeInfo,
@@ -224,6 +228,9 @@ pub struct MetadataCore {
     /// changes anyway, this turns that into waiting.
     membership_changes: tokio::sync::Mutex<()>,
     status_source: OnceLock<StatusSource>,
+    /// Until when the applied metadata is confirmed current; renewed by
+    /// every successful confirmation round ([`keep_lease`]).
+    lease: watch::Sender<MetadataLease>,
 }
 
 impl std::ops::Deref for MetadataNode {
@@ -285,6 +292,7 @@ impl MetadataNode {
             ),
             membership_changes: tokio::sync::Mutex::new(()),
             status_source: OnceLock::new(),
+            lease: watch::Sender::new(MetadataLease::NONE),
         });
         let handler_core = core.clone();
         let handler: network::ControlHandler = Arc::new(move |request| {
@@ -307,7 +315,7 @@ impl MetadataNode {
             Ok(settle) => {
                 node.background.extend(settle);
                 node.background
-                    .push(tokio::spawn(heartbeats(node.core.clone())));
+                    .push(tokio::spawn(keep_lease(node.core.clone())));
                 node.background
                     .push(tokio::spawn(controller::run(node.core.clone())));
                 Ok(node)
@@ -861,8 +869,11 @@ impl MetadataCore {
             ControlOp::Heartbeat { node_id } => {
                 self.check_leader()?;
                 let now = self.liveness_clock();
+                // Heard first: the sender's lease counts from before it sent
+                // this, so the liveness entry must not be older than that.
                 self.liveness.heard_from(node_id, now);
-                Ok(ControlReply::HeartbeatAck)
+                let read_index = self.read_index().await?;
+                Ok(ControlReply::Confirmed { read_index })
             }
             ControlOp::LocalStatus => Ok(ControlReply::LocalStatus(self.local_status().await)),
         }
@@ -960,6 +971,116 @@ impl MetadataCore {
         if let Err(e) = waited {
             tracing::warn!(index, error = %e, "a committed change is not applied here yet");
         }
+    }
+
+    /// The metadata leader's read index: confirms with a quorum that this
+    /// node still leads (openraft's read-index round, started after this
+    /// call) and returns its commit index, at least its own term's first
+    /// entry. Bounded by the lease duration (a slower answer grants
+    /// nothing).
+    async fn read_index(&self) -> Result<u64, ClusterError> {
+        let budget = lease::lease_duration(self.liveness.timeout());
+        let read = tokio::time::timeout(budget, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| ClusterError::Unavailable {
+                reason: format!(
+                    "a majority of the voters did not confirm the metadata leader within {budget:?}"
+                ),
+            })?;
+        match read {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(ClusterError::NotLeader {
+                    leader: forward
+                        .leader_id
+                        .zip(forward.leader_node.map(|n| n.client_addr)),
+                })
+            }
+            Err(e) => Err(raft_error(e)),
+        }
+    }
+
+    /// One confirmation round of the metadata lease (see `lease.rs`): asks
+    /// the metadata leader (or this node, when it leads) for its read
+    /// index, waits until this node has applied it, and returns the lease
+    /// that grants, counted from before the question was asked.
+    async fn confirm_round(
+        &self,
+        client: &mut Option<PeerClient>,
+    ) -> Result<MetadataLease, ClusterError> {
+        let sent_at = Instant::now();
+        let lease = MetadataLease::granted(sent_at, self.liveness.timeout());
+        let budget = lease::lease_duration(self.liveness.timeout());
+        let (leader, addr) = self
+            .leader_target()
+            .ok_or(ClusterError::NotLeader { leader: None })?;
+        let read_index = if leader == self.node_id {
+            self.read_index().await?
+        } else {
+            let peer = match client {
+                Some(c) if c.addr() == addr => c,
+                slot => slot.insert(PeerClient::new(self.node_id, Some(leader), addr)),
+            };
+            let request = ControlRequest {
+                forwarded: true,
+                op: ControlOp::Heartbeat {
+                    node_id: self.node_id,
+                },
+            };
+            match peer.control(&request, budget).await? {
+                ControlReply::Confirmed { read_index } => read_index,
+                other => return Err(unexpected_reply("Heartbeat", other)),
+            }
+        };
+        let remaining = lease.valid_until().map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(Instant::now())
+        });
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(read_index), "the metadata leader's read index")
+            .await
+            .map_err(|e| ClusterError::Unavailable {
+                reason: format!(
+                    "metadata not caught up with the leader's read index {read_index}: {e}"
+                ),
+            })?;
+        Ok(lease)
+    }
+
+    /// This node's metadata lease now (see [`MetadataLease`]).
+    pub fn lease(&self) -> MetadataLease {
+        *self.lease.borrow()
+    }
+
+    /// A receiver that changes whenever the lease is renewed.
+    pub fn subscribe_lease(&self) -> watch::Receiver<MetadataLease> {
+        self.lease.subscribe()
+    }
+
+    /// Waits until this node holds a metadata lease, for at most `timeout`;
+    /// whether it does.
+    pub async fn wait_for_lease(&self, timeout: Duration) -> bool {
+        let mut lease = self.lease.subscribe();
+        let held = async move {
+            lease
+                .wait_for(|l| l.is_valid_at(Instant::now()))
+                .await
+                .is_ok()
+        };
+        matches!(tokio::time::timeout(timeout, held).await, Ok(true))
+    }
+
+    /// Confirms that this node leads the metadata and has applied
+    /// everything committed before this call (a linearizable read), within
+    /// `timeout`. The controller plans only from metadata confirmed so: a
+    /// new leader may not have applied its predecessor's last entries.
+    pub async fn confirm_current_as_leader(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let confirmed = tokio::time::timeout(timeout, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| ClusterError::Unavailable {
+                reason: format!("metadata leadership not confirmed within {timeout:?}"),
+            })?;
+        confirmed.map(|_| ()).map_err(raft_error)
     }
 
     /// Fails fast with `NotLeader` when metrics say another node leads, so a
@@ -1105,34 +1226,27 @@ impl MetadataCore {
     }
 }
 
-/// Tells the metadata leader every heartbeat interval that this node is
-/// up. Runs until the node shuts down.
-async fn heartbeats(core: Arc<MetadataCore>) {
+/// Every heartbeat interval, tells the metadata leader that this node is
+/// up and renews this node's metadata lease with the leader's read index
+/// (one confirmation round, see `lease.rs`). The first round runs at once,
+/// so a starting node gets its lease as soon as a leader answers. Runs
+/// until the node shuts down.
+async fn keep_lease(core: Arc<MetadataCore>) {
     let interval = liveness::heartbeat_interval(core.liveness.timeout());
-    let request = ControlRequest {
-        forwarded: true,
-        op: ControlOp::Heartbeat {
-            node_id: core.node_id,
-        },
-    };
     let mut client: Option<PeerClient> = None;
     loop {
+        match core.confirm_round(&mut client).await {
+            Ok(lease) => {
+                core.lease.send_if_modified(|current| {
+                    let renewed = current.max(lease);
+                    let changed = renewed != *current;
+                    *current = renewed;
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "metadata lease not renewed this round"),
+        }
         tokio::time::sleep(interval).await;
-        let Some((leader, addr)) = core.leader_target() else {
-            continue;
-        };
-        if leader == core.node_id {
-            continue;
-        }
-        let peer = match &mut client {
-            Some(c) if c.addr() == addr => c,
-            slot => slot.insert(PeerClient::new(core.node_id, Some(leader), addr)),
-        };
-        match peer.control(&request, core.liveness.timeout()).await {
-            Ok(ControlReply::HeartbeatAck) => {}
-            Ok(other) => tracing::debug!(reply = ?other, "heartbeat not taken"),
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-        }
     }
 }
 

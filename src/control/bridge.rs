@@ -12,10 +12,11 @@
 
 use bytes::Bytes;
 use shards::batch::{Header, Record};
-use shards::types::{Offset, TimestampMs};
+use shards::types::TimestampMs;
 
-use crate::cores::{AckRoute, AppendFailure, CommitLevel};
-use crate::protocol::ack::{encode_ack, Ack, AckOutcome};
+use crate::cluster::NodeId;
+use crate::cores::{AckRoute, AppendFailure, CommitLevel, Committed};
+use crate::protocol::ack::{encode_ack, Ack, AckLeader, AckOutcome};
 use crate::protocol::envelope::{has_envelope_cookie, AckPolicy, Envelope};
 
 /// Record header holding the NATS subject a message arrived on.
@@ -138,19 +139,36 @@ pub fn ingest(
     }
 }
 
-/// The ack payload for record `index` of an append of `stream`/`partition`.
+/// Which append an ack answers for: its partition and the node acking.
+#[derive(Clone, Copy, Debug)]
+pub struct AckContext<'a> {
+    pub stream: &'a str,
+    pub partition: u32,
+    /// This node's id (the leader that committed the append).
+    pub node: NodeId,
+}
+
+/// The ack payload for record `index` of an append.
 pub fn ack_payload(
-    stream: &str,
-    partition: u32,
-    result: &Result<Offset, AppendFailure>,
+    context: AckContext<'_>,
+    result: &Result<Committed, AppendFailure>,
     index: usize,
     route: &AckRoute,
     now: TimestampMs,
 ) -> Option<Vec<u8>> {
+    let AckContext {
+        stream,
+        partition,
+        node,
+    } = context;
     let outcome = match result {
-        Ok(base) => AckOutcome::Committed {
-            offset: base.plus(index as u64),
+        Ok(committed) => AckOutcome::Committed {
+            offset: committed.base_offset.plus(index as u64),
             commit_timestamp_ms: now,
+            leader: Some(AckLeader {
+                node,
+                epoch: committed.leader_epoch,
+            }),
         },
         Err(failure) => AckOutcome::Failed {
             code: failure.code,
@@ -187,6 +205,7 @@ pub fn partition_subject(subject: &str, partition: u32) -> String {
 mod tests {
     use super::*;
     use crate::protocol::envelope::{encode_envelope, Header as EnvelopeHeader};
+    use shards::types::Offset;
 
     fn header<'a>(record: &'a Record, key: &str) -> Option<&'a [u8]> {
         record
@@ -283,14 +302,24 @@ mod tests {
             inbox: "in".into(),
             correlation_id: Some("c".into()),
         };
-        let payload = ack_payload("s", 1, &Ok(Offset(10)), 3, &route, TimestampMs(7)).unwrap();
+        let context = AckContext {
+            stream: "s",
+            partition: 1,
+            node: 2,
+        };
+        let committed = Committed {
+            base_offset: Offset(10),
+            leader_epoch: 5,
+        };
+        let payload = ack_payload(context, &Ok(committed), 3, &route, TimestampMs(7)).unwrap();
         let ack = Ack::decode(&payload).unwrap();
         assert_eq!(ack.stream, "s");
         assert_eq!(
             ack.outcome,
             AckOutcome::Committed {
                 offset: Offset(13),
-                commit_timestamp_ms: TimestampMs(7)
+                commit_timestamp_ms: TimestampMs(7),
+                leader: Some(AckLeader { node: 2, epoch: 5 }),
             }
         );
     }

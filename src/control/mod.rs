@@ -180,14 +180,23 @@ async fn run_async(
     let router = Router::new(
         nats.clone(),
         to_shards,
-        metadata.subscribe(),
+        (metadata.subscribe(), metadata.subscribe_lease()),
         router_rx,
         config.node_id,
         (config.limits.clone(), limit_counters.clone()),
     );
     let mut router_task = tokio::task::spawn_local(router.run());
     // Ready (admin port answering) only once every shard has opened its
-    // partitions.
+    // partitions and, within a bound, once the metadata leader confirmed
+    // this node's metadata (until then it leads nothing: it may have
+    // restarted on metadata that is no longer current).
+    sync_shards(&router_tx).await;
+    if !metadata.wait_for_lease(config.node_timeout).await {
+        tracing::warn!(
+            waited = ?config.node_timeout,
+            "the metadata leader has not confirmed this node's metadata yet (is a majority of the nodes up?); leading no partition until it does"
+        );
+    }
     sync_shards(&router_tx).await;
     metadata.set_status_source(status_source(router_tx.clone()));
     let admin_task = tokio::spawn(admin_http::serve(
@@ -313,7 +322,14 @@ async fn shard_events(
                     partition,
                     result,
                     acks,
-                } => publish_acks(&nats, &stream, partition, &result, &acks).await,
+                } => {
+                    let ack = bridge::AckContext {
+                        stream: &stream,
+                        partition,
+                        node: view.node_id,
+                    };
+                    publish_acks(&nats, ack, &result, &acks).await
+                }
                 FromShard::Admin { request, reply } => {
                     let metadata = metadata.clone();
                     let router = router.clone();
@@ -351,15 +367,14 @@ async fn shard_events(
 
 async fn publish_acks(
     nats: &async_nats::Client,
-    stream: &str,
-    partition: u32,
-    result: &Result<shards::types::Offset, AppendFailure>,
+    ack: bridge::AckContext<'_>,
+    result: &Result<crate::cores::Committed, AppendFailure>,
     acks: &[Option<crate::cores::AckRoute>],
 ) {
     let now = TimestampMs::now();
     for (index, route) in acks.iter().enumerate() {
         let Some(route) = route else { continue };
-        if let Some(payload) = bridge::ack_payload(stream, partition, result, index, route, now) {
+        if let Some(payload) = bridge::ack_payload(ack, result, index, route, now) {
             if let Err(err) = nats.publish(route.inbox.clone(), payload.into()).await {
                 tracing::warn!(error = %err, "cannot publish ack");
             }

@@ -3,8 +3,14 @@
 //! RecordBatch per partition per wake-up.
 //!
 //! Single owner on purpose: each `RingSender` has exactly one producer, so
-//! everything that must reach a shard (appends, partition tables, stats
-//! requests, shutdown) goes through this task.
+//! everything that must reach a shard (appends, partition tables, metadata
+//! leases, stats requests, shutdown) goes through this task.
+//!
+//! It subscribes to a partition's subject only while this node leads the
+//! partition *and* holds its metadata lease (`cluster::lease`): a node that
+//! restarted, or was cut off, must not join a partition's queue group on
+//! metadata that may be stale, where it would take (and refuse, or worse,
+//! ack) messages meant for the real leader.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use shards::types::{Offset, TimestampMs};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bridge::{ingest, partition_subject};
-use crate::cluster::{Metadata, NodeId};
+use crate::cluster::{Metadata, MetadataLease, NodeId};
 use crate::cores::{
     AckRoute, AppendRequest, CommitLevel, PartitionKey, PartitionStatus, PartitionTable,
     ShardStats, ToShard, SHARD_NUDGE_INTERVAL,
@@ -43,8 +49,9 @@ pub enum RouterRequest {
     /// Every partition this node holds a replica of, with what its shard
     /// knows of it (for `/metrics` and `sluice cluster status`).
     Hosted(oneshot::Sender<Vec<HostedPartition>>),
-    /// Apply the newest metadata, then answer once every shard has applied
-    /// it: a client that created a stream can use it at once.
+    /// Apply the newest metadata (and metadata lease), then answer once
+    /// every shard has applied it: a client that created a stream can use
+    /// it at once.
     Sync(oneshot::Sender<()>),
     /// Hand a cursor request to the shard that owns its partition.
     Cursor(crate::cores::CursorRequest),
@@ -87,6 +94,14 @@ pub struct Router {
     subscribed: HashMap<PartitionKey, (String, String, futures::channel::oneshot::Sender<()>)>,
     incoming: SelectAll<Incoming>,
     metadata: watch::Receiver<Arc<Metadata>>,
+    /// The metadata applied last (subscriptions are recomputed from it when
+    /// the lease is gained or lost).
+    applied: Arc<Metadata>,
+    /// This node's metadata lease, renewed by the metadata node.
+    lease: watch::Receiver<MetadataLease>,
+    /// Whether the subscriptions (and the shards' roles) were last set with
+    /// the lease holding.
+    confirmed: bool,
     requests: mpsc::Receiver<RouterRequest>,
     /// This node's id (partition tables are relative to it).
     local_node: NodeId,
@@ -99,17 +114,24 @@ impl Router {
     pub fn new(
         nats: async_nats::Client,
         shards: Vec<RingSender<ToShard>>,
-        metadata: watch::Receiver<Arc<Metadata>>,
+        (metadata, lease): (
+            watch::Receiver<Arc<Metadata>>,
+            watch::Receiver<MetadataLease>,
+        ),
         requests: mpsc::Receiver<RouterRequest>,
         local_node: NodeId,
         (limits, limit_counters): (Limits, Arc<LimitCounters>),
     ) -> Router {
+        let applied = metadata.borrow().clone();
         Router {
             nats,
             shards,
             subscribed: HashMap::new(),
             incoming: SelectAll::new(),
+            applied,
             metadata,
+            lease,
+            confirmed: false,
             requests,
             local_node,
             limits,
@@ -119,10 +141,18 @@ impl Router {
 
     pub async fn run(mut self) {
         let initial = self.metadata.borrow_and_update().clone();
-        self.apply_metadata(&initial).await;
+        self.apply_metadata(initial).await;
+        self.take_lease().await;
         let mut nudge = tokio::time::interval(SHARD_NUDGE_INTERVAL);
         nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lease_open = true;
         loop {
+            let lease_ends = self
+                .lease
+                .borrow()
+                .valid_until()
+                .filter(|_| self.confirmed)
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 request = self.requests.recv() => match request {
@@ -142,7 +172,17 @@ impl Router {
                         continue;
                     }
                     let metadata = self.metadata.borrow_and_update().clone();
-                    self.apply_metadata(&metadata).await;
+                    self.apply_metadata(metadata).await;
+                }
+                changed = self.lease.changed(), if lease_open => {
+                    if changed.is_err() {
+                        lease_open = false;
+                        continue;
+                    }
+                    self.take_lease().await;
+                }
+                _ = sleep_until_some(lease_ends), if lease_ends.is_some() => {
+                    self.take_lease().await;
                 }
                 Some(first) = self.incoming.next(), if !self.incoming.is_empty() => {
                     self.route_round(first).await;
@@ -217,7 +257,10 @@ impl Router {
             RouterRequest::Sync(done) => {
                 if self.metadata.has_changed().unwrap_or(false) {
                     let metadata = self.metadata.borrow_and_update().clone();
-                    self.apply_metadata(&metadata).await;
+                    self.apply_metadata(metadata).await;
+                }
+                if self.lease.has_changed().unwrap_or(false) {
+                    self.take_lease().await;
                 }
                 let mut pending = Vec::new();
                 for sender in &mut self.shards {
@@ -277,11 +320,48 @@ impl Router {
     }
 
     /// Sends every shard the new partition table and (re)subscribes NATS.
-    async fn apply_metadata(&mut self, metadata: &Metadata) {
-        let table = PartitionTable::from_metadata(metadata, self.local_node);
+    async fn apply_metadata(&mut self, metadata: Arc<Metadata>) {
+        let table = PartitionTable::from_metadata(&metadata, self.local_node);
         for sender in &mut self.shards {
             let _ = sender.send(ToShard::Table(table.clone())).await;
         }
+        self.applied = metadata;
+        self.resubscribe().await;
+    }
+
+    /// Passes the current lease to every shard (after the metadata it
+    /// covers) and, when it was gained or lost, resubscribes: with it, the
+    /// partitions this node leads; without it, none. Called when the lease
+    /// is renewed and when it ends.
+    async fn take_lease(&mut self) {
+        // The lease covers the metadata applied before it was granted, which
+        // the metadata watch already shows: apply that first, so no shard
+        // leads on an older table with the new lease.
+        if self.metadata.has_changed().unwrap_or(false) {
+            let metadata = self.metadata.borrow_and_update().clone();
+            self.apply_metadata(metadata).await;
+        }
+        let lease = *self.lease.borrow_and_update();
+        for sender in &mut self.shards {
+            let _ = sender.send(ToShard::Lease(lease)).await;
+        }
+        let confirmed = lease.is_valid_at(std::time::Instant::now());
+        if confirmed == self.confirmed {
+            return;
+        }
+        self.confirmed = confirmed;
+        if confirmed {
+            tracing::info!("metadata confirmed current by the metadata leader (lease held): leading this node's partitions");
+        } else {
+            tracing::warn!("metadata lease ended (the metadata leader did not confirm this node's metadata in time): leading nothing, unsubscribing until it does");
+        }
+        self.resubscribe().await;
+    }
+
+    /// Subscribes to the partitions this node leads in the applied metadata
+    /// while the lease holds (none without it) and unsubscribes the rest.
+    async fn resubscribe(&mut self) {
+        let metadata = self.applied.clone();
         let mut wanted: HashMap<PartitionKey, (Arc<Route>, String, String)> = HashMap::new();
         for record in metadata.streams().values() {
             if crate::cursor::is_internal_stream(&record.spec.name) {
@@ -304,8 +384,9 @@ impl Router {
                     .collect(),
             );
             for assignment in &record.partitions {
-                // Only the partition leader takes a partition's messages.
-                if assignment.leader != self.local_node {
+                // Only the partition leader takes a partition's messages,
+                // and only on metadata confirmed current.
+                if assignment.leader != self.local_node || !self.confirmed {
                     continue;
                 }
                 let key = PartitionKey {
@@ -487,14 +568,14 @@ impl Router {
             code,
             message: format!("stream {}: {message}", route.stream),
         });
-        if let Some(payload) = super::bridge::ack_payload(
-            &route.stream,
-            route.partition,
-            &failure,
-            0,
-            &ack,
-            TimestampMs::now(),
-        ) {
+        let context = super::bridge::AckContext {
+            stream: &route.stream,
+            partition: route.partition,
+            node: self.local_node,
+        };
+        if let Some(payload) =
+            super::bridge::ack_payload(context, &failure, 0, &ack, TimestampMs::now())
+        {
             let _ = self.nats.publish(ack.inbox, payload.into()).await;
         }
     }
@@ -518,6 +599,14 @@ impl Router {
 /// moves (old leader not yet unsubscribed, new one subscribed) NATS hands
 /// each message to one of them only. Streams of a consumer group share the
 /// group's name, so a message lands in exactly one of those streams.
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn queue_group(stream: &str, group: Option<&str>, partition: u32) -> String {
     match group {
         Some(group) => group.to_owned(),

@@ -45,9 +45,21 @@ pub enum AckOutcome {
     Committed {
         offset: Offset,
         commit_timestamp_ms: TimestampMs,
+        /// The partition leader that committed it (absent in acks from a
+        /// Sluice that did not send it).
+        leader: Option<AckLeader>,
     },
     /// Not stored (or, for [`ErrorCode::Timeout`], outcome unknown).
     Failed { code: ErrorCode, message: String },
+}
+
+/// Which leader committed a record: a node and the leader epoch it led.
+/// A publisher can check that an ack came from the leader of a current
+/// epoch (the cluster tests do).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckLeader {
+    pub node: u64,
+    pub epoch: u32,
 }
 
 /// Why a payload is not a valid ack.
@@ -76,6 +88,8 @@ pub enum AckEncodeError {
     PartitionOutOfRange { partition: u32 },
     #[error("offset {offset} does not fit the wire's int64")]
     OffsetOutOfRange { offset: Offset },
+    #[error("leader epoch {epoch} does not fit the wire's int32")]
+    EpochOutOfRange { epoch: u32 },
 }
 
 impl Ack {
@@ -108,6 +122,13 @@ impl Ack {
                     }
                 })?),
                 commit_timestamp_ms: TimestampMs(ack.commit_timestamp_ms()),
+                // A negative epoch means "not sent".
+                leader: u32::try_from(ack.leader_epoch())
+                    .ok()
+                    .map(|epoch| AckLeader {
+                        node: ack.leader_node(),
+                        epoch,
+                    }),
             },
         };
         Ok(Ack {
@@ -147,16 +168,26 @@ pub fn encode_ack(ack: &Ack) -> Result<Vec<u8>, AckEncodeError> {
         i32::try_from(ack.partition).map_err(|_| AckEncodeError::PartitionOutOfRange {
             partition: ack.partition,
         })?;
-    let (offset, commit_timestamp_ms, error_code, error_message) = match &ack.outcome {
+    let (offset, commit_timestamp_ms, error_code, error_message, leader) = match &ack.outcome {
         AckOutcome::Committed {
             offset,
             commit_timestamp_ms,
+            leader,
         } => {
             let wire_offset = i64::try_from(offset.0)
                 .map_err(|_| AckEncodeError::OffsetOutOfRange { offset: *offset })?;
-            (wire_offset, commit_timestamp_ms.0, NO_ERROR, None)
+            (wire_offset, commit_timestamp_ms.0, NO_ERROR, None, *leader)
         }
-        AckOutcome::Failed { code, message } => (-1, 0, code.code(), Some(message.as_str())),
+        AckOutcome::Failed { code, message } => (-1, 0, code.code(), Some(message.as_str()), None),
+    };
+    let (leader_epoch, leader_node) = match leader {
+        Some(leader) => (
+            i32::try_from(leader.epoch).map_err(|_| AckEncodeError::EpochOutOfRange {
+                epoch: leader.epoch,
+            })?,
+            leader.node,
+        ),
+        None => (-1, 0),
     };
 
     let mut fbb = FlatBufferBuilder::with_capacity(bytes);
@@ -175,6 +206,8 @@ pub fn encode_ack(ack: &Ack) -> Result<Vec<u8>, AckEncodeError> {
             commit_timestamp_ms,
             error_code,
             error_message,
+            leader_epoch,
+            leader_node,
         },
     );
     fbb.finish_minimal(root);
@@ -195,6 +228,7 @@ mod tests {
             outcome: AckOutcome::Committed {
                 offset: Offset(41),
                 commit_timestamp_ms: TimestampMs(1_700_000_000_123),
+                leader: Some(AckLeader { node: 3, epoch: 9 }),
             },
         }
     }
@@ -205,6 +239,39 @@ mod tests {
         let payload = encode_ack(&ack).expect("encode");
         assert!(payload.starts_with(&ACK_COOKIE));
         assert_eq!(Ack::decode(&payload), Ok(ack));
+    }
+
+    #[test]
+    fn an_ack_without_its_leader_round_trips_as_without() {
+        let ack = Ack {
+            outcome: AckOutcome::Committed {
+                offset: Offset(41),
+                commit_timestamp_ms: TimestampMs(7),
+                leader: None,
+            },
+            ..committed()
+        };
+        let payload = encode_ack(&ack).expect("encode");
+        assert_eq!(Ack::decode(&payload), Ok(ack));
+    }
+
+    #[test]
+    fn epochs_beyond_int32_are_refused() {
+        let ack = Ack {
+            outcome: AckOutcome::Committed {
+                offset: Offset(1),
+                commit_timestamp_ms: TimestampMs(0),
+                leader: Some(AckLeader {
+                    node: 1,
+                    epoch: u32::MAX,
+                }),
+            },
+            ..committed()
+        };
+        assert_eq!(
+            encode_ack(&ack),
+            Err(AckEncodeError::EpochOutOfRange { epoch: u32::MAX })
+        );
     }
 
     #[test]
@@ -243,6 +310,7 @@ mod tests {
             outcome: AckOutcome::Committed {
                 offset: Offset(u64::MAX),
                 commit_timestamp_ms: TimestampMs(0),
+                leader: None,
             },
             ..committed()
         };

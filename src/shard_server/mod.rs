@@ -33,11 +33,11 @@ use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
 use shards::retention::RetentionPolicy;
 use shards::ring::{RingReceiver, RingSender};
 
-use crate::cluster::{ClusterError, MetadataCommand, MetadataResponse, NodeId};
+use crate::cluster::{ClusterError, MetadataCommand, MetadataLease, MetadataResponse, NodeId};
 use crate::cores::{
-    AdminReply, AdminRequest, AppendFailure, AppendRequest, CommitLevel, FromShard, PartitionEntry,
-    PartitionFailure, PartitionKey, PartitionSettings, PartitionStatus, PartitionTable, ShardStats,
-    ToShard, FSYNC_BUCKETS_US,
+    AdminReply, AdminRequest, AppendFailure, AppendRequest, CommitLevel, Committed, FromShard,
+    PartitionEntry, PartitionFailure, PartitionKey, PartitionSettings, PartitionStatus,
+    PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
 };
 use crate::limits::{ConnectionGate, Limits};
 use crate::protocol::error_code::ErrorCode;
@@ -193,6 +193,12 @@ pub struct Shard {
     access: access::ShardAccess,
     /// This node's id, from the last partition table.
     local_node: std::cell::Cell<NodeId>,
+    /// This node's metadata lease, as the control core last sent it: a
+    /// partition is led only while it holds (`cluster::lease`).
+    lease: std::cell::Cell<MetadataLease>,
+    /// Whether the roles were last assigned with the lease holding; when
+    /// that changes the roles are assigned again ([`apply_lease`]).
+    roles_confirmed: std::cell::Cell<bool>,
     /// Cursor maps of the cursor partitions this shard owns.
     cursors: cursors::CursorTables,
 }
@@ -245,6 +251,12 @@ impl Shard {
 
     pub fn local_node(&self) -> NodeId {
         self.local_node.get()
+    }
+
+    /// Whether this node's metadata is confirmed current now (its lease
+    /// holds): the condition of every leader action.
+    pub fn metadata_confirmed(&self) -> bool {
+        self.lease.get().is_valid_at(std::time::Instant::now())
     }
 
     /// Asks the control core (metadata) and waits for the answer.
@@ -393,6 +405,8 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         appends_in_flight: std::cell::Cell::new(0),
         access: access::ShardAccess::new(settings.auth.clone()),
         local_node: std::cell::Cell::new(0),
+        lease: std::cell::Cell::new(MetadataLease::NONE),
+        roles_confirmed: std::cell::Cell::new(false),
         cursors: cursors::CursorTables::default(),
     });
     let addr = SocketAddr::new(settings.base_addr.ip(), settings.port_of(shard_id));
@@ -425,6 +439,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         for command in commands.drain(..) {
             match command {
                 ToShard::Table(table) => apply_table(&shard, table).await,
+                ToShard::Lease(lease) => apply_lease(&shard, lease).await,
                 ToShard::Append(request) => {
                     shard
                         .appends_in_flight
@@ -507,7 +522,10 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
         }),
         (Some(local), _) => append_committed(&shard, &local, batch, level)
             .await
-            .map(|a| a.base_offset),
+            .map(|a| Committed {
+                base_offset: a.base_offset,
+                leader_epoch: a.leader_epoch,
+            }),
     };
     {
         let mut stats = shard.stats.borrow_mut();
@@ -541,16 +559,36 @@ pub async fn append_committed(
     local: &LocalPartition,
     batch: Vec<u8>,
     level: CommitLevel,
-) -> Result<shards::log::Appended, AppendFailure> {
-    let generation = replication::admit_append(local, level, || {
+) -> Result<LeaderCommit, AppendFailure> {
+    let admitted = replication::admit_append(shard, local, level, || {
         shard.leader_hint(&local.stream, local.partition)
     })?;
     let appended = local.log.append(batch).await.map_err(|err| AppendFailure {
         code: connection::log_error_code(&err),
         message: err.to_string(),
     })?;
-    replication::commit_appended(local, appended.last_offset, level, generation).await?;
-    Ok(appended)
+    replication::commit_appended(
+        shard,
+        local,
+        appended.last_offset,
+        level,
+        admitted.generation,
+    )
+    .await?;
+    Ok(LeaderCommit {
+        base_offset: appended.base_offset,
+        last_offset: appended.last_offset,
+        leader_epoch: admitted.epoch,
+    })
+}
+
+/// An append this node committed as the partition leader.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderCommit {
+    pub base_offset: shards::types::Offset,
+    pub last_offset: shards::types::Offset,
+    /// The leader epoch it was written and acked in.
+    pub leader_epoch: u32,
 }
 
 /// Opens the partitions newly placed on this shard and closes (and deletes)
@@ -650,14 +688,42 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
     *shard.node_client_addrs.borrow_mut() = table.node_client_addrs.clone();
     // Roles before names: a partition becomes reachable by clients only
     // once it knows whether it leads (and has set its leader epoch).
+    let confirmed = shard.metadata_confirmed();
+    shard.roles_confirmed.set(confirmed);
     for (key, entry) in &wanted {
         let local = shard.partitions.borrow().get(key).cloned();
         if let Some(local) = local {
-            replication::apply_entry(shard, &local, entry, &table).await;
+            replication::apply_entry(shard, &local, entry, &table, confirmed).await;
         }
     }
     *shard.names.borrow_mut() = names;
     *shard.last_table.borrow_mut() = Some(Rc::new(table));
+}
+
+/// Takes a renewed (or expired) metadata lease; when whether it holds
+/// differs from when the roles were last assigned, assigns them again from
+/// the last table: partitions this node leads start or stop leading.
+async fn apply_lease(shard: &Rc<Shard>, lease: MetadataLease) {
+    shard.lease.set(lease);
+    let confirmed = shard.metadata_confirmed();
+    if confirmed == shard.roles_confirmed.get() {
+        return;
+    }
+    shard.roles_confirmed.set(confirmed);
+    let Some(table) = shard.last_table.borrow().clone() else {
+        return;
+    };
+    tracing::debug!(
+        shard = shard.id,
+        confirmed,
+        "metadata lease changed; reassigning roles"
+    );
+    for entry in table.entries.iter().filter(|e| e.shard == shard.id) {
+        let local = shard.partitions.borrow().get(&entry.key).cloned();
+        if let Some(local) = local {
+            replication::apply_entry(shard, &local, entry, &table, confirmed).await;
+        }
+    }
 }
 
 /// Makes an opened partition visible to appends and fetches (`leads`:
@@ -754,7 +820,8 @@ async fn retry_open(shard: std::rc::Weak<Shard>, entry: PartitionEntry) {
                 };
                 let local = install_partition(&shard, local, leads);
                 if let (Some(table), Some(current)) = (table, current) {
-                    replication::apply_entry(&shard, &local, &current, &table).await;
+                    let confirmed = shard.roles_confirmed.get();
+                    replication::apply_entry(&shard, &local, &current, &table, confirmed).await;
                 }
                 return;
             }

@@ -16,9 +16,18 @@
 //! Everything here runs on the shard that owns the partition; state is
 //! `RefCell`/`Cell` on that executor, and no borrow is held across an
 //! `.await`. Roles change only in [`apply_entry`], from the partition table
-//! the metadata sends; each change bumps a generation that ends the old
-//! role's tasks and fails its ack-`all` waiters with NotLeader, so a node
-//! that lost leadership never acks a write it can no longer commit.
+//! the metadata sends and the node's metadata lease; each change bumps a
+//! generation that ends the old role's tasks and fails its ack-`all`
+//! waiters with NotLeader, so a node that lost leadership never acks a
+//! write it can no longer commit.
+//!
+//! A partition the table says this node leads is led only while the
+//! node's metadata lease holds (`cluster::lease`): without it (after a
+//! restart, while isolated) the metadata may be stale and another node may
+//! lead a newer epoch, so the partition takes no appends and serves no
+//! replica fetches ([`RoleKey::Unconfirmed`]). The lease is also checked
+//! against the clock at every append, ack and replica fetch, so a lease
+//! that ends between two tables stops the leader at once.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -73,6 +82,9 @@ pub struct Replication {
     generation: Cell<u64>,
     /// Tasks waiting for the generation to move (ack-`all` waiters).
     waiters: RefCell<Vec<Waker>>,
+    /// While [`Role::Inactive`] because the lease does not hold: the epoch
+    /// the table says this node leads (tells `Unconfirmed` from `Inactive`).
+    inactive_key: Cell<Option<u32>>,
 }
 
 #[derive(Default)]
@@ -116,6 +128,12 @@ enum RoleKey {
         epoch: u32,
         leader_addr: Option<SocketAddr>,
     },
+    /// The table says this node leads at `epoch`, but the node's metadata
+    /// lease does not hold: it may be stale, so nothing is led (the role is
+    /// [`Role::Inactive`]) until a confirmation round renews the lease.
+    Unconfirmed {
+        epoch: u32,
+    },
 }
 
 impl Replication {
@@ -147,7 +165,10 @@ impl Replication {
 
     fn key(&self) -> RoleKey {
         match &*self.role.borrow() {
-            Role::Inactive => RoleKey::Inactive,
+            Role::Inactive => self
+                .inactive_key
+                .get()
+                .map_or(RoleKey::Inactive, |epoch| RoleKey::Unconfirmed { epoch }),
             Role::Leader(leader) => RoleKey::Leader {
                 epoch: leader.epoch,
                 replicas: leader_replicas(&leader.tracker),
@@ -203,10 +224,16 @@ fn shard_addr(table: &PartitionTable, node: NodeId, shard: u32) -> Option<Socket
     Some(SocketAddr::new(base.ip(), port))
 }
 
-fn role_key(entry: &PartitionEntry, table: &PartitionTable) -> RoleKey {
+/// The role `table` gives this node for `entry`; `confirmed`: the node's
+/// metadata lease holds (else a partition it leads in `table` is not led).
+fn role_key(entry: &PartitionEntry, table: &PartitionTable, confirmed: bool) -> RoleKey {
     let local = table.local_node;
     if !entry.replicas.contains(&local) {
         RoleKey::Inactive
+    } else if entry.leader == local && !confirmed {
+        RoleKey::Unconfirmed {
+            epoch: entry.leader_epoch,
+        }
     } else if entry.leader == local {
         RoleKey::Leader {
             epoch: entry.leader_epoch,
@@ -221,8 +248,9 @@ fn role_key(entry: &PartitionEntry, table: &PartitionTable) -> RoleKey {
     }
 }
 
-/// Brings a local partition's role in line with its table entry: a new
-/// leader epoch or leader, new replicas or a new leader address restart
+/// Brings a local partition's role in line with its table entry and the
+/// metadata lease (`confirmed`: it holds): a new leader epoch or leader,
+/// new replicas, a new leader address or a lease gained or lost restart
 /// replication; an ISR or `min_insync_replicas` change updates the leader
 /// in place (and may advance the high watermark).
 pub async fn apply_entry(
@@ -230,8 +258,9 @@ pub async fn apply_entry(
     local: &Rc<LocalPartition>,
     entry: &PartitionEntry,
     table: &PartitionTable,
+    confirmed: bool,
 ) {
-    let key = role_key(entry, table);
+    let key = role_key(entry, table, confirmed);
     let replication = &local.replication;
     if replication.key() == key {
         if let Role::Leader(leader) = &mut *replication.role.borrow_mut() {
@@ -246,6 +275,13 @@ pub async fn apply_entry(
     let generation = replication.generation();
     let role = match key {
         RoleKey::Inactive => Role::Inactive,
+        RoleKey::Unconfirmed { epoch } => {
+            tracing::info!(stream = %local.stream, partition = local.partition, epoch,
+                "this node leads the partition in its metadata, which is not confirmed current \
+                 (no metadata lease): not leading until the metadata leader confirms it");
+            replication.inactive_key.set(Some(epoch));
+            Role::Inactive
+        }
         RoleKey::Leader { epoch, replicas } => {
             // Stamp the new epoch before the first append of this leader.
             local
@@ -319,6 +355,7 @@ fn epoch_on_disk(epoch: u32) -> i32 {
 pub async fn stop(local: &LocalPartition) {
     let replication = &local.replication;
     replication.bump();
+    replication.inactive_key.set(None);
     let old = std::mem::take(&mut *replication.role.borrow_mut());
     let task = match old {
         Role::Inactive => None,
@@ -341,13 +378,25 @@ pub fn advance_leader_high_watermark(local: &LocalPartition) {
     }
 }
 
+/// An append admitted by [`admit_append`]: the role generation it must
+/// still be in when it is acked, and the leader epoch it is written in.
+#[derive(Clone, Copy, Debug)]
+pub struct Admitted {
+    pub generation: u64,
+    pub epoch: u32,
+}
+
 /// Checks that this node may take an append at `level` now; returns the
 /// role generation the append must still be in when it is acked.
 pub fn admit_append(
+    shard: &Shard,
     local: &LocalPartition,
     level: CommitLevel,
     leader_hint: impl FnOnce() -> String,
-) -> Result<u64, AppendFailure> {
+) -> Result<Admitted, AppendFailure> {
+    if !shard.metadata_confirmed() {
+        return Err(unconfirmed(local));
+    }
     match &*local.replication.role.borrow() {
         Role::Leader(leader) => {
             let isr = leader.tracker.isr().len() as u32;
@@ -361,7 +410,10 @@ pub fn admit_append(
                     ),
                 });
             }
-            Ok(local.replication.generation())
+            Ok(Admitted {
+                generation: local.replication.generation(),
+                epoch: leader.epoch,
+            })
         }
         _ => Err(AppendFailure {
             code: ErrorCode::NotLeader,
@@ -375,10 +427,50 @@ pub fn admit_append(
     }
 }
 
+/// What an append is told when the node's metadata lease does not hold.
+fn unconfirmed(local: &LocalPartition) -> AppendFailure {
+    AppendFailure {
+        code: ErrorCode::NotLeader,
+        message: format!(
+            "this node cannot confirm it still leads partition {} of {}: its metadata is not \
+             confirmed current by the metadata leader (restarting or cut off); refresh \
+             metadata and retry",
+            local.partition, local.stream
+        ),
+    }
+}
+
+/// Whether an append admitted in `generation` may be acked now: the role
+/// is unchanged and the metadata lease still holds (a lease that ended
+/// while the append was being written means another node may lead by now).
+fn may_ack(shard: &Shard, local: &LocalPartition, generation: u64) -> Result<(), AppendFailure> {
+    if local.replication.generation() != generation {
+        return Err(AppendFailure {
+            code: ErrorCode::NotLeader,
+            message: format!(
+                "leadership of partition {} of {} moved before the write was committed; \
+                 its outcome is unknown (refresh metadata and retry on the new leader)",
+                local.partition, local.stream
+            ),
+        });
+    }
+    if !shard.metadata_confirmed() {
+        let mut failure = unconfirmed(local);
+        failure
+            .message
+            .push_str(" (the write's outcome is unknown)");
+        return Err(failure);
+    }
+    Ok(())
+}
+
 /// After a local append of offsets up to `last` resolved (durable here):
 /// advances the high watermark, and for `All` waits until it covers `last`
-/// while this node still leads in the same generation.
+/// while this node still leads in the same generation. Either way the
+/// append is acked only if the role is unchanged and the metadata lease
+/// still holds at that moment.
 pub async fn commit_appended(
+    shard: &Shard,
     local: &LocalPartition,
     last: Offset,
     level: CommitLevel,
@@ -386,21 +478,12 @@ pub async fn commit_appended(
 ) -> Result<(), AppendFailure> {
     advance_leader_high_watermark(local);
     if level == CommitLevel::Leader {
-        return Ok(());
+        return may_ack(shard, local, generation);
     }
     let deadline = glommio::timer::sleep(ACK_ALL_WAIT_MAX).fuse();
     futures::pin_mut!(deadline);
     loop {
-        if local.replication.generation() != generation {
-            return Err(AppendFailure {
-                code: ErrorCode::NotLeader,
-                message: format!(
-                    "leadership of partition {} of {} moved before the write was committed; \
-                     its outcome is unknown (refresh metadata and retry on the new leader)",
-                    local.partition, local.stream
-                ),
-            });
-        }
+        may_ack(shard, local, generation)?;
         if local.log.high_watermark() > last {
             return Ok(());
         }
@@ -441,11 +524,15 @@ pub fn admit_replica_fetch(
 ) -> Result<(), ErrorResponse> {
     {
         let mut role = local.replication.role.borrow_mut();
-        let Role::Leader(leader) = &mut *role else {
+        let leading = match &mut *role {
+            Role::Leader(leader) if shard.metadata_confirmed() => Some(leader),
+            _ => None,
+        };
+        let Some(leader) = leading else {
             return Err(ErrorResponse::new(
                 ErrorCode::NotLeader,
                 format!(
-                    "this node does not lead partition {} of {}",
+                    "this node does not lead partition {} of {} (or cannot confirm it does)",
                     local.partition, local.stream
                 ),
             ));
@@ -517,6 +604,10 @@ pub async fn read_for_replica(
 /// Proposes the ISR the tracker wants, if it differs from the committed
 /// one and no proposal is in flight or fresh.
 fn maybe_propose_isr(shard: &Rc<Shard>, local: &Rc<LocalPartition>) {
+    if !shard.metadata_confirmed() {
+        // The ISR this leader tracks may be stale; so may its leadership.
+        return;
+    }
     let now = Instant::now();
     let command = {
         let mut role = local.replication.role.borrow_mut();
@@ -901,7 +992,7 @@ mod tests {
     fn roles_follow_the_table() {
         let e = entry(1, 4, &[1, 2, 3]);
         assert_eq!(
-            role_key(&e, &table(1)),
+            role_key(&e, &table(1), true),
             RoleKey::Leader {
                 epoch: 4,
                 replicas: vec![1, 2, 3]
@@ -909,17 +1000,21 @@ mod tests {
         );
         // A follower fetches from the leader's port + the partition's shard.
         assert_eq!(
-            role_key(&e, &table(3)),
+            role_key(&e, &table(3), true),
             RoleKey::Follower {
                 leader: 1,
                 epoch: 4,
                 leader_addr: Some("127.0.0.1:9002".parse().unwrap()),
             }
         );
-        assert_eq!(role_key(&e, &table(9)), RoleKey::Inactive, "not a replica");
+        assert_eq!(
+            role_key(&e, &table(9), true),
+            RoleKey::Inactive,
+            "not a replica"
+        );
         let unreachable = entry(2, 5, &[1, 2]);
         assert_eq!(
-            role_key(&unreachable, &table(1)),
+            role_key(&unreachable, &table(1), true),
             RoleKey::Follower {
                 leader: 2,
                 epoch: 5,
@@ -929,5 +1024,26 @@ mod tests {
         );
         assert_eq!(epoch_on_disk(7), 7);
         assert_eq!(epoch_on_disk(u32::MAX), i32::MAX);
+    }
+
+    #[test]
+    fn without_a_metadata_lease_a_partition_is_followed_but_never_led() {
+        let e = entry(1, 4, &[1, 2, 3]);
+        assert_eq!(
+            role_key(&e, &table(1), false),
+            RoleKey::Unconfirmed { epoch: 4 },
+            "the table says node 1 leads, but its metadata may be stale"
+        );
+        // Following on unconfirmed metadata is safe: a leader serves
+        // replica fetches only while its own lease holds.
+        assert_eq!(
+            role_key(&e, &table(3), false),
+            RoleKey::Follower {
+                leader: 1,
+                epoch: 4,
+                leader_addr: Some("127.0.0.1:9002".parse().unwrap()),
+            }
+        );
+        assert_eq!(role_key(&e, &table(9), false), RoleKey::Inactive);
     }
 }

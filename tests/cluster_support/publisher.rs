@@ -281,6 +281,7 @@ mod tests {
                 0 => AckOutcome::Committed {
                     offset: Offset(n),
                     commit_timestamp_ms: TimestampMs(0),
+                    leader: None,
                 },
                 1 => AckOutcome::Failed {
                     code: ErrorCode::NotEnoughReplicas,
