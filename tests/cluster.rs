@@ -107,6 +107,8 @@ fn probe_publish(addr: String, partition: u32, payload: String) -> Attempt {
         sent: Duration::ZERO,
         answered: started.elapsed(),
         outcome,
+        answered_by: None,
+        leader_epoch: None,
     }
 }
 

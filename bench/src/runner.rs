@@ -1057,10 +1057,11 @@ fn ack_sized_answer(case: &Case) -> Bytes {
         partition: 0,
         correlation_id: None,
         ack_inbox: Some("_INBOX.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuv".into()),
+        node: Some(1),
         outcome: AckOutcome::Committed {
             offset: Offset(1_000_000),
             commit_timestamp_ms: TimestampMs::now(),
-            leader: Some(sluice::protocol::ack::AckLeader { node: 1, epoch: 1 }),
+            leader_epoch: Some(1),
         },
     };
     Bytes::from(encode_ack(&ack).unwrap_or_else(|_| vec![0u8; 120]))

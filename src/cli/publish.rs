@@ -449,10 +449,11 @@ mod tests {
             partition: 1,
             correlation_id: None,
             ack_inbox: None,
+            node: None,
             outcome: AckOutcome::Committed {
                 offset: Offset(41),
                 commit_timestamp_ms: TimestampMs(0),
-                leader: None,
+                leader_epoch: None,
             },
         };
         assert_eq!(ack_line(&ack), "stream=orders partition=1 offset=41");

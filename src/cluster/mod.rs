@@ -271,6 +271,7 @@ impl MetadataNode {
         validate::validate_node_info(&info).map_err(|e| ClusterError::Config {
             reason: e.to_string(),
         })?;
+        warn_if_leases_cannot_outlast_elections(&config);
         let raft_config = raft_config(&config.raft)?;
         let raft = Raft::new(
             config.node_id,
@@ -1244,9 +1245,34 @@ async fn keep_lease(core: Arc<MetadataCore>) {
                     changed
                 });
             }
-            Err(e) => tracing::debug!(error = %e, "metadata lease not renewed this round"),
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata lease not renewed this round");
+                tokio::time::sleep(lease::LEASE_RETRY_INTERVAL.min(interval)).await;
+                continue;
+            }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Says so at start-up when a metadata leader election would outlast the
+/// partition leaders' metadata leases (see `lease.rs`, "Cost"): every
+/// partition then pauses while the metadata elects a new leader.
+fn warn_if_leases_cannot_outlast_elections(config: &MetadataConfig) {
+    let timeout = Duration::from_millis(config.node_timeout_ms);
+    let lease = lease::lease_duration(timeout);
+    let election = liveness::heartbeat_interval(timeout)
+        + Duration::from_millis(config.raft.election_timeout_max_ms);
+    if lease <= election {
+        tracing::warn!(
+            node_timeout_ms = config.node_timeout_ms,
+            ?lease,
+            ?election,
+            "node_timeout is short for the metadata election timeout: partition leaders will \
+             stop taking writes while the metadata elects a new leader (raise node_timeout_ms \
+             above {} ms to avoid it)",
+            (election.as_millis() * 100 / u128::from(lease::LEASE_FRACTION_PERCENT)) + 1
+        );
     }
 }
 

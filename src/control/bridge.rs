@@ -16,7 +16,7 @@ use shards::types::TimestampMs;
 
 use crate::cluster::NodeId;
 use crate::cores::{AckRoute, AppendFailure, CommitLevel, Committed};
-use crate::protocol::ack::{encode_ack, Ack, AckLeader, AckOutcome};
+use crate::protocol::ack::{encode_ack, Ack, AckOutcome};
 use crate::protocol::envelope::{has_envelope_cookie, AckPolicy, Envelope};
 
 /// Record header holding the NATS subject a message arrived on.
@@ -165,10 +165,7 @@ pub fn ack_payload(
         Ok(committed) => AckOutcome::Committed {
             offset: committed.base_offset.plus(index as u64),
             commit_timestamp_ms: now,
-            leader: Some(AckLeader {
-                node,
-                epoch: committed.leader_epoch,
-            }),
+            leader_epoch: Some(committed.leader_epoch),
         },
         Err(failure) => AckOutcome::Failed {
             code: failure.code,
@@ -180,6 +177,7 @@ pub fn ack_payload(
         partition,
         correlation_id: route.correlation_id.clone(),
         ack_inbox: Some(route.inbox.clone()),
+        node: Some(node),
         outcome,
     };
     match encode_ack(&ack) {
@@ -319,9 +317,10 @@ mod tests {
             AckOutcome::Committed {
                 offset: Offset(13),
                 commit_timestamp_ms: TimestampMs(7),
-                leader: Some(AckLeader { node: 2, epoch: 5 }),
+                leader_epoch: Some(5),
             }
         );
+        assert_eq!(ack.node, Some(2));
     }
 
     #[test]

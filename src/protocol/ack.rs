@@ -35,6 +35,8 @@ pub struct Ack {
     pub correlation_id: Option<String>,
     /// The subject this ack is published to.
     pub ack_inbox: Option<String>,
+    /// The node that sent the ack (`None` from a Sluice that did not say).
+    pub node: Option<u64>,
     pub outcome: AckOutcome,
 }
 
@@ -45,21 +47,14 @@ pub enum AckOutcome {
     Committed {
         offset: Offset,
         commit_timestamp_ms: TimestampMs,
-        /// The partition leader that committed it (absent in acks from a
-        /// Sluice that did not send it).
-        leader: Option<AckLeader>,
+        /// The leader epoch it was committed in, by the sending node as
+        /// the partition leader (`None` from a Sluice that did not say).
+        /// A publisher can check that an ack came from the leader of a
+        /// current epoch (the cluster tests do).
+        leader_epoch: Option<u32>,
     },
     /// Not stored (or, for [`ErrorCode::Timeout`], outcome unknown).
     Failed { code: ErrorCode, message: String },
-}
-
-/// Which leader committed a record: a node and the leader epoch it led.
-/// A publisher can check that an ack came from the leader of a current
-/// epoch (the cluster tests do).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AckLeader {
-    pub node: u64,
-    pub epoch: u32,
 }
 
 /// Why a payload is not a valid ack.
@@ -77,6 +72,8 @@ pub enum AckDecodeError {
     BadPartition { partition: i32 },
     #[error("committed ack has negative offset {offset}")]
     BadOffset { offset: i64 },
+    #[error("committed ack has negative leader epoch {epoch}")]
+    BadEpoch { epoch: i32 },
 }
 
 /// Why an ack could not be encoded.
@@ -122,13 +119,12 @@ impl Ack {
                     }
                 })?),
                 commit_timestamp_ms: TimestampMs(ack.commit_timestamp_ms()),
-                // A negative epoch means "not sent".
-                leader: u32::try_from(ack.leader_epoch())
-                    .ok()
-                    .map(|epoch| AckLeader {
-                        node: ack.leader_node(),
-                        epoch,
-                    }),
+                leader_epoch: match ack.leader_epoch() {
+                    Some(epoch) => {
+                        Some(u32::try_from(epoch).map_err(|_| AckDecodeError::BadEpoch { epoch })?)
+                    }
+                    None => None,
+                },
             },
         };
         Ok(Ack {
@@ -136,6 +132,7 @@ impl Ack {
             partition,
             correlation_id: ack.correlation_id().map(str::to_owned),
             ack_inbox: ack.ack_inbox().map(str::to_owned),
+            node: ack.node_id(),
             outcome,
         })
     }
@@ -168,26 +165,29 @@ pub fn encode_ack(ack: &Ack) -> Result<Vec<u8>, AckEncodeError> {
         i32::try_from(ack.partition).map_err(|_| AckEncodeError::PartitionOutOfRange {
             partition: ack.partition,
         })?;
-    let (offset, commit_timestamp_ms, error_code, error_message, leader) = match &ack.outcome {
+    let (offset, commit_timestamp_ms, error_code, error_message, epoch) = match &ack.outcome {
         AckOutcome::Committed {
             offset,
             commit_timestamp_ms,
-            leader,
+            leader_epoch,
         } => {
             let wire_offset = i64::try_from(offset.0)
                 .map_err(|_| AckEncodeError::OffsetOutOfRange { offset: *offset })?;
-            (wire_offset, commit_timestamp_ms.0, NO_ERROR, None, *leader)
+            (
+                wire_offset,
+                commit_timestamp_ms.0,
+                NO_ERROR,
+                None,
+                *leader_epoch,
+            )
         }
         AckOutcome::Failed { code, message } => (-1, 0, code.code(), Some(message.as_str()), None),
     };
-    let (leader_epoch, leader_node) = match leader {
-        Some(leader) => (
-            i32::try_from(leader.epoch).map_err(|_| AckEncodeError::EpochOutOfRange {
-                epoch: leader.epoch,
-            })?,
-            leader.node,
-        ),
-        None => (-1, 0),
+    let leader_epoch = match epoch {
+        Some(epoch) => {
+            Some(i32::try_from(epoch).map_err(|_| AckEncodeError::EpochOutOfRange { epoch })?)
+        }
+        None => None,
     };
 
     let mut fbb = FlatBufferBuilder::with_capacity(bytes);
@@ -206,8 +206,8 @@ pub fn encode_ack(ack: &Ack) -> Result<Vec<u8>, AckEncodeError> {
             commit_timestamp_ms,
             error_code,
             error_message,
+            node_id: ack.node,
             leader_epoch,
-            leader_node,
         },
     );
     fbb.finish_minimal(root);
@@ -225,10 +225,11 @@ mod tests {
             partition: 2,
             correlation_id: Some("corr-7".to_owned()),
             ack_inbox: Some("_INBOX.xyz".to_owned()),
+            node: Some(3),
             outcome: AckOutcome::Committed {
                 offset: Offset(41),
                 commit_timestamp_ms: TimestampMs(1_700_000_000_123),
-                leader: Some(AckLeader { node: 3, epoch: 9 }),
+                leader_epoch: Some(9),
             },
         }
     }
@@ -242,12 +243,13 @@ mod tests {
     }
 
     #[test]
-    fn an_ack_without_its_leader_round_trips_as_without() {
+    fn an_ack_without_node_and_epoch_round_trips_without() {
         let ack = Ack {
+            node: None,
             outcome: AckOutcome::Committed {
                 offset: Offset(41),
                 commit_timestamp_ms: TimestampMs(7),
-                leader: None,
+                leader_epoch: None,
             },
             ..committed()
         };
@@ -261,10 +263,7 @@ mod tests {
             outcome: AckOutcome::Committed {
                 offset: Offset(1),
                 commit_timestamp_ms: TimestampMs(0),
-                leader: Some(AckLeader {
-                    node: 1,
-                    epoch: u32::MAX,
-                }),
+                leader_epoch: Some(u32::MAX),
             },
             ..committed()
         };
@@ -310,7 +309,7 @@ mod tests {
             outcome: AckOutcome::Committed {
                 offset: Offset(u64::MAX),
                 commit_timestamp_ms: TimestampMs(0),
-                leader: None,
+                leader_epoch: None,
             },
             ..committed()
         };

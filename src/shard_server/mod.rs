@@ -197,8 +197,10 @@ pub struct Shard {
     /// partition is led only while it holds (`cluster::lease`).
     lease: std::cell::Cell<MetadataLease>,
     /// Whether the roles were last assigned with the lease holding; when
-    /// that changes the roles are assigned again ([`apply_lease`]).
+    /// the lease is back the roles are assigned again ([`apply_lease`]).
     roles_confirmed: std::cell::Cell<bool>,
+    /// Tasks waiting for the next lease message (acks paused by a lapse).
+    lease_waiters: RefCell<Vec<std::task::Waker>>,
     /// Cursor maps of the cursor partitions this shard owns.
     cursors: cursors::CursorTables,
 }
@@ -257,6 +259,21 @@ impl Shard {
     /// holds): the condition of every leader action.
     pub fn metadata_confirmed(&self) -> bool {
         self.lease.get().is_valid_at(std::time::Instant::now())
+    }
+
+    /// Resolves at the next lease message the shard applies (renewed or
+    /// ended).
+    pub async fn lease_changed(&self) {
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if registered {
+                return std::task::Poll::Ready(());
+            }
+            registered = true;
+            self.lease_waiters.borrow_mut().push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     /// Asks the control core (metadata) and waits for the answer.
@@ -407,6 +424,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         local_node: std::cell::Cell::new(0),
         lease: std::cell::Cell::new(MetadataLease::NONE),
         roles_confirmed: std::cell::Cell::new(false),
+        lease_waiters: RefCell::new(Vec::new()),
         cursors: cursors::CursorTables::default(),
     });
     let addr = SocketAddr::new(settings.base_addr.ip(), settings.port_of(shard_id));
@@ -705,11 +723,19 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
 /// the last table: partitions this node leads start or stop leading.
 async fn apply_lease(shard: &Rc<Shard>, lease: MetadataLease) {
     shard.lease.set(lease);
+    for waker in shard.lease_waiters.borrow_mut().drain(..) {
+        waker.wake();
+    }
     let confirmed = shard.metadata_confirmed();
     if confirmed == shard.roles_confirmed.get() {
         return;
     }
     shard.roles_confirmed.set(confirmed);
+    if !confirmed {
+        // A lapse pauses leaders where they act (see `replication`); it
+        // does not end their roles.
+        return;
+    }
     let Some(table) = shard.last_table.borrow().clone() else {
         return;
     };

@@ -21,13 +21,21 @@
 //! waiters with NotLeader, so a node that lost leadership never acks a
 //! write it can no longer commit.
 //!
-//! A partition the table says this node leads is led only while the
-//! node's metadata lease holds (`cluster::lease`): without it (after a
-//! restart, while isolated) the metadata may be stale and another node may
-//! lead a newer epoch, so the partition takes no appends and serves no
-//! replica fetches ([`RoleKey::Unconfirmed`]). The lease is also checked
-//! against the clock at every append, ack and replica fetch, so a lease
-//! that ends between two tables stops the leader at once.
+//! A partition the table says this node leads is led only on metadata
+//! confirmed current, i.e. while the node's metadata lease holds
+//! (`cluster::lease`):
+//! - a leader role starts only with the lease: after a restart the
+//!   metadata may be stale and another node may lead a newer epoch, so
+//!   until the metadata leader confirms it the partition is
+//!   [`RoleKey::Unconfirmed`] (no appends, no replica fetches, no
+//!   OffsetForLeaderEpoch answers);
+//! - a leader whose lease lapses (a metadata election, a cut-off) keeps
+//!   its role and tasks, but the lease is checked against the clock where
+//!   it matters: no append is admitted, the high watermark does not move
+//!   (consumers read nothing new), no ISR change is proposed, and no append
+//!   is acked until the lease is back — in the same role generation, so
+//!   no other node can have led meanwhile — or the role changes
+//!   (NotLeader) or the ack wait times out.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -260,15 +268,32 @@ pub async fn apply_entry(
     table: &PartitionTable,
     confirmed: bool,
 ) {
-    let key = role_key(entry, table, confirmed);
+    let mut key = role_key(entry, table, confirmed);
     let replication = &local.replication;
+    if let (
+        RoleKey::Unconfirmed { epoch },
+        RoleKey::Leader {
+            epoch: led,
+            replicas,
+        },
+    ) = (&key, replication.key())
+    {
+        // Confirmed once at this epoch: a lapse of the lease does not end
+        // the role, it pauses it (checked at every use).
+        if *epoch == led && replicas == entry.replicas {
+            key = RoleKey::Leader {
+                epoch: led,
+                replicas,
+            };
+        }
+    }
     if replication.key() == key {
         if let Role::Leader(leader) = &mut *replication.role.borrow_mut() {
             leader.tracker.set_isr(&entry.isr);
             leader.isr_version = entry.isr_version;
             leader.min_insync_replicas = entry.min_insync_replicas;
         }
-        advance_leader_high_watermark(local);
+        advance_leader_high_watermark(shard, local);
         return;
     }
     stop(local).await;
@@ -341,7 +366,7 @@ pub async fn apply_entry(
         }
     };
     *replication.role.borrow_mut() = role;
-    advance_leader_high_watermark(local);
+    advance_leader_high_watermark(shard, local);
 }
 
 /// Leader epochs are `u32` in the metadata and `i32` on disk (Kafka's
@@ -367,8 +392,13 @@ pub async fn stop(local: &LocalPartition) {
     }
 }
 
-/// Leader: the high watermark the ISR allows, applied to the log.
-pub fn advance_leader_high_watermark(local: &LocalPartition) {
+/// Leader: the high watermark the ISR allows, applied to the log. Not
+/// while the metadata lease has lapsed: a successor may be chosen once it
+/// ends, and consumers must not see records it may not have.
+pub fn advance_leader_high_watermark(shard: &Shard, local: &LocalPartition) {
+    if !shard.metadata_confirmed() {
+        return;
+    }
     let hw = match &*local.replication.role.borrow() {
         Role::Leader(leader) => leader.tracker.high_watermark(local.log.stable_offset()),
         _ => None,
@@ -440,35 +470,13 @@ fn unconfirmed(local: &LocalPartition) -> AppendFailure {
     }
 }
 
-/// Whether an append admitted in `generation` may be acked now: the role
-/// is unchanged and the metadata lease still holds (a lease that ended
-/// while the append was being written means another node may lead by now).
-fn may_ack(shard: &Shard, local: &LocalPartition, generation: u64) -> Result<(), AppendFailure> {
-    if local.replication.generation() != generation {
-        return Err(AppendFailure {
-            code: ErrorCode::NotLeader,
-            message: format!(
-                "leadership of partition {} of {} moved before the write was committed; \
-                 its outcome is unknown (refresh metadata and retry on the new leader)",
-                local.partition, local.stream
-            ),
-        });
-    }
-    if !shard.metadata_confirmed() {
-        let mut failure = unconfirmed(local);
-        failure
-            .message
-            .push_str(" (the write's outcome is unknown)");
-        return Err(failure);
-    }
-    Ok(())
-}
-
 /// After a local append of offsets up to `last` resolved (durable here):
-/// advances the high watermark, and for `All` waits until it covers `last`
-/// while this node still leads in the same generation. Either way the
-/// append is acked only if the role is unchanged and the metadata lease
-/// still holds at that moment.
+/// waits until it is committed at `level` (for `All`, the high watermark
+/// covers it) *and* the metadata lease holds, while this node still leads
+/// in the same role generation. A lease that lapsed meanwhile (a metadata
+/// election) only delays the ack: if it comes back in the same generation
+/// no other node led in between. A role change answers NotLeader; after
+/// [`ACK_ALL_WAIT_MAX`] the answer is Timeout (outcome unknown).
 pub async fn commit_appended(
     shard: &Shard,
     local: &LocalPartition,
@@ -476,16 +484,19 @@ pub async fn commit_appended(
     level: CommitLevel,
     generation: u64,
 ) -> Result<(), AppendFailure> {
-    advance_leader_high_watermark(local);
-    if level == CommitLevel::Leader {
-        return may_ack(shard, local, generation);
-    }
+    advance_leader_high_watermark(shard, local);
     let deadline = glommio::timer::sleep(ACK_ALL_WAIT_MAX).fuse();
     futures::pin_mut!(deadline);
     loop {
-        may_ack(shard, local, generation)?;
-        if local.log.high_watermark() > last {
-            return Ok(());
+        if local.replication.generation() != generation {
+            return Err(AppendFailure {
+                code: ErrorCode::NotLeader,
+                message: format!(
+                    "leadership of partition {} of {} moved before the write was committed; \
+                     its outcome is unknown (refresh metadata and retry on the new leader)",
+                    local.partition, local.stream
+                ),
+            });
         }
         if local.log.is_failed() || local.log.is_closed() {
             return Err(AppendFailure {
@@ -493,20 +504,43 @@ pub async fn commit_appended(
                 message: "the partition stopped before the write was committed".into(),
             });
         }
-        let committed = local.log.wait_for_data(last).fuse();
+        let committed = level == CommitLevel::Leader || local.log.high_watermark() > last;
+        let confirmed = shard.metadata_confirmed();
+        if committed && confirmed {
+            return Ok(());
+        }
+        let replicated = async {
+            match committed {
+                false => local.log.wait_for_data(last).await,
+                true => std::future::pending().await,
+            }
+        }
+        .fuse();
+        let lease = async {
+            match confirmed {
+                false => shard.lease_changed().await,
+                true => std::future::pending().await,
+            }
+        }
+        .fuse();
         let moved = local.replication.changed_since(generation).fuse();
-        futures::pin_mut!(committed, moved);
+        futures::pin_mut!(replicated, lease, moved);
         futures::select! {
-            _ = committed => {}
+            _ = replicated => {}
+            _ = lease => {}
             _ = moved => {}
             _ = deadline => {
-                return Err(AppendFailure {
-                    code: ErrorCode::Timeout,
-                    message: format!(
+                let message = match confirmed {
+                    true => format!(
                         "the in-sync replicas did not confirm within {ACK_ALL_WAIT_MAX:?}; \
                          the write may or may not be committed"
                     ),
-                });
+                    false => format!(
+                        "the metadata leader did not confirm this node's leadership within \
+                         {ACK_ALL_WAIT_MAX:?}; the write may or may not be committed"
+                    ),
+                };
+                return Err(AppendFailure { code: ErrorCode::Timeout, message });
             }
         }
     }
@@ -524,15 +558,13 @@ pub fn admit_replica_fetch(
 ) -> Result<(), ErrorResponse> {
     {
         let mut role = local.replication.role.borrow_mut();
-        let leading = match &mut *role {
-            Role::Leader(leader) if shard.metadata_confirmed() => Some(leader),
-            _ => None,
-        };
-        let Some(leader) = leading else {
+        // Served while the lease has lapsed too (the follower keeps up and
+        // stays in sync), but the high watermark stays put meanwhile.
+        let Role::Leader(leader) = &mut *role else {
             return Err(ErrorResponse::new(
                 ErrorCode::NotLeader,
                 format!(
-                    "this node does not lead partition {} of {} (or cannot confirm it does)",
+                    "this node does not lead partition {} of {}",
                     local.partition, local.stream
                 ),
             ));
@@ -568,7 +600,7 @@ pub fn admit_replica_fetch(
             .tracker
             .record_fetch(node, offset, leader_end, Instant::now());
     }
-    advance_leader_high_watermark(local);
+    advance_leader_high_watermark(shard, local);
     maybe_propose_isr(shard, local);
     Ok(())
 }
@@ -684,7 +716,7 @@ async fn check_isr_loop(shard: Rc<Shard>, local: Rc<LocalPartition>, generation:
     let mut last_checkpoint = Instant::now();
     while local.replication.generation() == generation && !local.log.is_closed() {
         glommio::timer::sleep(interval).await;
-        advance_leader_high_watermark(&local);
+        advance_leader_high_watermark(&shard, &local);
         maybe_propose_isr(&shard, &local);
         let hw = local.log.high_watermark();
         if hw != checkpointed && last_checkpoint.elapsed() >= HW_CHECKPOINT_INTERVAL {

@@ -40,6 +40,10 @@ pub struct Attempt {
     pub sent: Duration,
     pub answered: Duration,
     pub outcome: Outcome,
+    /// The node that answered (acks say so), when known.
+    pub answered_by: Option<u64>,
+    /// The leader epoch an ack says the record was committed in.
+    pub leader_epoch: Option<u32>,
 }
 
 /// Every attempt of a run, in sending order.
@@ -329,6 +333,8 @@ mod tests {
             sent: Duration::ZERO,
             answered: Duration::ZERO,
             outcome,
+            answered_by: None,
+            leader_epoch: None,
         }
     }
 

@@ -367,11 +367,68 @@ impl Cluster {
         history: &History,
         live: ReplicaView,
     ) -> Report {
+        let views = self
+            .settle_and_read(&[(stream, partition)])
+            .pop()
+            .expect("one stream's views");
+        let mut views = views;
+        views.insert(1, live);
+        let report = checker::check(history, &views);
+        println!("{report}");
+        report
+    }
+
+    /// Waits until every node runs, each partition is back to a full ISR
+    /// and its high watermark is stable, reads each partition as a consumer
+    /// from its leader, stops every node gracefully (followers first) and
+    /// reads each node's copy from disk. Per partition: the consumer's view
+    /// first, then one view per node.
+    pub fn settle_and_read(&mut self, partitions: &[(&str, u32)]) -> Vec<Vec<ReplicaView>> {
         assert_eq!(
             self.running_ids().len(),
             NODES,
             "settle needs every node running"
         );
+        let mut consumers = Vec::new();
+        for &(stream, partition) in partitions {
+            self.settle(stream, partition);
+            consumers.push(self.consumer_view(stream, partition));
+        }
+        let leaders: Vec<u64> = partitions
+            .iter()
+            .filter_map(|&(stream, partition)| self.partition(stream, partition)?.leader)
+            .collect();
+        // Followers first, so the leaders see no ISR churn while they stop.
+        let mut order: Vec<u64> = (1..=NODES as u64)
+            .filter(|id| !leaders.contains(id))
+            .collect();
+        order.extend((1..=NODES as u64).filter(|id| leaders.contains(id)));
+        for id in order {
+            self.node_mut(id).stop();
+        }
+        partitions
+            .iter()
+            .zip(consumers)
+            .map(|(&(stream, partition), consumer)| {
+                let mut views = vec![consumer];
+                for node in &self.nodes {
+                    let dir = disk::partition_dir(&node.data_dir, stream, partition)
+                        .unwrap_or_else(|| {
+                            panic!("node {} has no directory for {stream}", node.id)
+                        });
+                    views.push(disk::read_partition(
+                        &format!("node {} (disk)", node.id),
+                        &dir,
+                    ));
+                }
+                views
+            })
+            .collect()
+    }
+
+    /// Waits until the partition has a full ISR and a high watermark that
+    /// stopped moving.
+    fn settle(&self, stream: &str, partition: u32) {
         self.wait_partition(stream, partition, "a full ISR", |p| {
             p.leader.is_some() && p.isr.len() == REPLICATION_FACTOR as usize
         });
@@ -394,31 +451,9 @@ impl Cluster {
         });
         assert!(
             stable.is_some(),
-            "the high watermark never settled\n{}",
+            "the high watermark of {stream}/{partition} never settled\n{}",
             self.logs()
         );
-        let consumer = self.consumer_view(stream, partition);
-        let leader = self.partition(stream, partition).and_then(|p| p.leader);
-        // Followers first, so the leader sees no ISR churn while it stops.
-        let mut order: Vec<u64> = (1..=NODES as u64)
-            .filter(|id| Some(*id) != leader)
-            .collect();
-        order.extend(leader);
-        for id in order {
-            self.node_mut(id).stop();
-        }
-        let mut views = vec![consumer, live];
-        for node in &self.nodes {
-            let dir = disk::partition_dir(&node.data_dir, stream, partition)
-                .unwrap_or_else(|| panic!("node {} has no directory for {stream}", node.id));
-            views.push(disk::read_partition(
-                &format!("node {} (disk)", node.id),
-                &dir,
-            ));
-        }
-        let report = checker::check(history, &views);
-        println!("{report}");
-        report
     }
 
     /// Restarts every stopped node (after [`Cluster::settle_and_check`],

@@ -1,7 +1,11 @@
 //! A continuous publisher: NATS requests with unique payloads to one
 //! subject, a few in flight, each attempt's outcome recorded for the
-//! checker. Never retries a payload, so a second stored copy is always the
-//! system's fault.
+//! checker (with the node and leader epoch the ack names). Never retries a
+//! payload, so a second stored copy is always the system's fault.
+//!
+//! Plain payloads are committed under ack policy `all`; [`Mode::Envelope`]
+//! wraps each payload in an envelope with the given ack policy (the stored
+//! value is still the payload).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +16,7 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use sluice::protocol::ack::{Ack, AckOutcome};
+use sluice::protocol::envelope::{encode_envelope, AckPolicy, Envelope};
 use sluice::protocol::error_code::ErrorCode;
 
 use super::checker::{Attempt, History, Outcome};
@@ -36,6 +41,15 @@ const NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(20);
 /// Longest the publisher waits to connect to NATS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How each payload is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The payload as the message (ack policy `all`).
+    Plain,
+    /// The payload as the value of an envelope asking for `policy`.
+    Envelope(AckPolicy),
+}
+
 /// What the test thread can see while the publisher runs.
 #[derive(Default)]
 struct Progress {
@@ -54,6 +68,11 @@ pub struct Publisher {
 impl Publisher {
     /// Starts publishing `"{prefix}-{n}"` to `subject` until stopped.
     pub fn start(nats_url: &str, subject: &str, prefix: &str) -> Publisher {
+        Self::start_with(nats_url, subject, prefix, Mode::Plain)
+    }
+
+    /// Starts publishing `"{prefix}-{n}"` to `subject` in `mode`.
+    pub fn start_with(nats_url: &str, subject: &str, prefix: &str, mode: Mode) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Mutex::new(Progress::default()));
         let started = Instant::now();
@@ -71,7 +90,7 @@ impl Publisher {
                         .enable_all()
                         .build()
                         .expect("tokio runtime");
-                    runtime.block_on(run(url, subject, prefix, started, stop, progress))
+                    runtime.block_on(run(url, subject, prefix, mode, started, stop, progress))
                 })
                 .expect("spawn publisher")
         };
@@ -163,6 +182,7 @@ async fn run(
     url: String,
     subject: String,
     prefix: String,
+    mode: Mode,
     started: Instant,
     stop: Arc<AtomicBool>,
     progress: Arc<Mutex<Progress>>,
@@ -189,14 +209,25 @@ async fn run(
                 sequence += 1;
                 progress.lock().expect("progress").attempts += 1;
                 let (nats, subject) = (nats.clone(), subject.clone());
+                let message = match mode {
+                    Mode::Plain => Bytes::from(payload.clone()),
+                    Mode::Envelope(policy) => Bytes::from(
+                        encode_envelope(&Envelope {
+                            value: Some(Bytes::from(payload.clone())),
+                            ack_policy: Some(policy),
+                            ..Envelope::default()
+                        })
+                        .expect("encode envelope"),
+                    ),
+                };
                 in_flight.push(async move {
                     let sent = Instant::now();
-                    let result = nats.request(subject, Bytes::from(payload.clone())).await;
+                    let result = nats.request(subject, message).await;
                     (payload, sent, Instant::now(), result)
                 });
             }
             Some((payload, sent, answered, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                let outcome = outcome(result);
+                let (outcome, answered_by, leader_epoch) = outcome(result);
                 if matches!(&outcome, Outcome::Unknown { reason } if reason == "no responders") {
                     pause_until = tokio::time::Instant::now() + NO_RESPONDERS_PAUSE;
                 }
@@ -208,6 +239,8 @@ async fn run(
                     sent: sent.duration_since(started),
                     answered: answered.duration_since(started),
                     outcome,
+                    answered_by,
+                    leader_epoch,
                 });
             }
             // Wake up now and then to notice `stop` with nothing in flight.
@@ -217,7 +250,11 @@ async fn run(
     history
 }
 
-fn outcome(result: Result<async_nats::Message, async_nats::RequestError>) -> Outcome {
+/// What one request's answer says: the outcome, the node that answered
+/// and the leader epoch of a commit.
+fn outcome(
+    result: Result<async_nats::Message, async_nats::RequestError>,
+) -> (Outcome, Option<u64>, Option<u32>) {
     use async_nats::RequestErrorKind;
     let message = match result {
         Ok(message) => message,
@@ -227,18 +264,23 @@ fn outcome(result: Result<async_nats::Message, async_nats::RequestError>) -> Out
                 RequestErrorKind::TimedOut => "no ack in time".to_string(),
                 _ => format!("request failed: {error}"),
             };
-            return Outcome::Unknown { reason };
+            return (Outcome::Unknown { reason }, None, None);
         }
     };
-    match Ack::decode(&message.payload) {
-        Ok(Ack {
-            outcome: AckOutcome::Committed { offset, .. },
+    let ack = match Ack::decode(&message.payload) {
+        Ok(ack) => ack,
+        Err(error) => {
+            let reason = format!("undecodable ack: {error}");
+            return (Outcome::Unknown { reason }, None, None);
+        }
+    };
+    let outcome = match ack.outcome {
+        AckOutcome::Committed {
+            offset,
+            leader_epoch,
             ..
-        }) => Outcome::Acked { offset: offset.0 },
-        Ok(Ack {
-            outcome: AckOutcome::Failed { code, message },
-            ..
-        }) => {
+        } => return (Outcome::Acked { offset: offset.0 }, ack.node, leader_epoch),
+        AckOutcome::Failed { code, message } => {
             if code == ErrorCode::Timeout {
                 Outcome::Unknown {
                     reason: format!("Timeout ack: {message}"),
@@ -249,10 +291,8 @@ fn outcome(result: Result<async_nats::Message, async_nats::RequestError>) -> Out
                 }
             }
         }
-        Err(error) => Outcome::Unknown {
-            reason: format!("undecodable ack: {error}"),
-        },
-    }
+    };
+    (outcome, ack.node, None)
 }
 
 #[cfg(test)]
@@ -281,7 +321,7 @@ mod tests {
                 0 => AckOutcome::Committed {
                     offset: Offset(n),
                     commit_timestamp_ms: TimestampMs(0),
-                    leader: None,
+                    leader_epoch: Some(7),
                 },
                 1 => AckOutcome::Failed {
                     code: ErrorCode::NotEnoughReplicas,
@@ -304,6 +344,7 @@ mod tests {
                 partition: 0,
                 correlation_id: None,
                 ack_inbox: None,
+                node: Some(5),
                 outcome,
             };
             let reply = message.reply.expect("reply subject");
@@ -352,7 +393,11 @@ mod tests {
                 .and_then(|s| s.parse().ok())
                 .expect("seq");
             match (n % 4, &attempt.outcome) {
-                (0, Outcome::Acked { offset }) => assert_eq!(*offset, n),
+                (0, Outcome::Acked { offset }) => {
+                    assert_eq!(*offset, n);
+                    assert_eq!(attempt.answered_by, Some(5), "the acking node is kept");
+                    assert_eq!(attempt.leader_epoch, Some(7), "the ack's epoch is kept");
+                }
                 (1, Outcome::Refused { code }) => {
                     assert!(code.contains("NotEnoughReplicas"), "{code}")
                 }

@@ -591,8 +591,8 @@ pub mod sluice {
             pub const VT_COMMIT_TIMESTAMP_MS: ::flatbuffers::VOffsetT = 14;
             pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 16;
             pub const VT_ERROR_MESSAGE: ::flatbuffers::VOffsetT = 18;
-            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 20;
-            pub const VT_LEADER_NODE: ::flatbuffers::VOffsetT = 22;
+            pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 20;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 22;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -609,10 +609,14 @@ pub mod sluice {
                 args: &'args AckArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<Ack<'bldr>> {
                 let mut builder = AckBuilder::new(_fbb);
-                builder.add_leader_node(args.leader_node);
+                if let Some(x) = args.node_id {
+                    builder.add_node_id(x);
+                }
                 builder.add_commit_timestamp_ms(args.commit_timestamp_ms);
                 builder.add_offset(args.offset);
-                builder.add_leader_epoch(args.leader_epoch);
+                if let Some(x) = args.leader_epoch {
+                    builder.add_leader_epoch(x);
+                }
                 if let Some(x) = args.error_message {
                     builder.add_error_message(x);
                 }
@@ -708,26 +712,23 @@ pub mod sluice {
                         .get::<::flatbuffers::ForwardsUOffset<&str>>(Ack::VT_ERROR_MESSAGE, None)
                 }
             }
-            /// The leader epoch of the partition leader that committed the record;
-            /// -1 when error_code != 0 (or from a Sluice before this field).
+            /// The id of the node that sent this ack (absent from a Sluice before
+            /// this field). For a committed record it is the partition leader.
             #[inline]
-            pub fn leader_epoch(&self) -> i32 {
+            pub fn node_id(&self) -> Option<u64> {
                 // Safety:
                 // Created from valid Table for this object
                 // which contains a valid value in this slot
-                unsafe {
-                    self._tab
-                        .get::<i32>(Ack::VT_LEADER_EPOCH, Some(-1))
-                        .unwrap()
-                }
+                unsafe { self._tab.get::<u64>(Ack::VT_NODE_ID, None) }
             }
-            /// The node id of that leader (meaningful when leader_epoch >= 0).
+            /// The leader epoch the record was committed in (absent when
+            /// error_code != 0, or from a Sluice before this field).
             #[inline]
-            pub fn leader_node(&self) -> u64 {
+            pub fn leader_epoch(&self) -> Option<i32> {
                 // Safety:
                 // Created from valid Table for this object
                 // which contains a valid value in this slot
-                unsafe { self._tab.get::<u64>(Ack::VT_LEADER_NODE, Some(0)).unwrap() }
+                unsafe { self._tab.get::<i32>(Ack::VT_LEADER_EPOCH, None) }
             }
         }
 
@@ -762,8 +763,8 @@ pub mod sluice {
                         Self::VT_ERROR_MESSAGE,
                         false,
                     )?
+                    .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
                     .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
-                    .visit_field::<u64>("leader_node", Self::VT_LEADER_NODE, false)?
                     .finish();
                 Ok(())
             }
@@ -777,8 +778,8 @@ pub mod sluice {
             pub commit_timestamp_ms: i64,
             pub error_code: u16,
             pub error_message: Option<::flatbuffers::WIPOffset<&'a str>>,
-            pub leader_epoch: i32,
-            pub leader_node: u64,
+            pub node_id: Option<u64>,
+            pub leader_epoch: Option<i32>,
         }
         impl<'a> Default for AckArgs<'a> {
             #[inline]
@@ -792,8 +793,8 @@ pub mod sluice {
                     commit_timestamp_ms: 0,
                     error_code: 0,
                     error_message: None,
-                    leader_epoch: -1,
-                    leader_node: 0,
+                    node_id: None,
+                    leader_epoch: None,
                 }
             }
         }
@@ -849,14 +850,13 @@ pub mod sluice {
                 );
             }
             #[inline]
-            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
-                self.fbb_
-                    .push_slot::<i32>(Ack::VT_LEADER_EPOCH, leader_epoch, -1);
+            pub fn add_node_id(&mut self, node_id: u64) {
+                self.fbb_.push_slot_always::<u64>(Ack::VT_NODE_ID, node_id);
             }
             #[inline]
-            pub fn add_leader_node(&mut self, leader_node: u64) {
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
                 self.fbb_
-                    .push_slot::<u64>(Ack::VT_LEADER_NODE, leader_node, 0);
+                    .push_slot_always::<i32>(Ack::VT_LEADER_EPOCH, leader_epoch);
             }
             #[inline]
             pub fn new(
@@ -886,8 +886,8 @@ pub mod sluice {
                 ds.field("commit_timestamp_ms", &self.commit_timestamp_ms());
                 ds.field("error_code", &self.error_code());
                 ds.field("error_message", &self.error_message());
+                ds.field("node_id", &self.node_id());
                 ds.field("leader_epoch", &self.leader_epoch());
-                ds.field("leader_node", &self.leader_node());
                 ds.finish()
             }
         }
