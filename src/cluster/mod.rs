@@ -49,6 +49,8 @@ mod types;
 mod validate;
 
 #[cfg(test)]
+mod lease_sim;
+#[cfg(test)]
 mod membership_tests;
 #[cfg(test)]
 mod tests;
