@@ -534,6 +534,18 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
             ))
         }
     };
+    // Answered only by the partition's leader on confirmed metadata: a
+    // node restarting on stale metadata (or cut off) may miss cursors its
+    // successor stored.
+    if !local.replication.is_leader() || !shard.metadata_confirmed() {
+        return Err(failure(
+            ErrorCode::NotLeader,
+            format!(
+                "this node does not lead cursor partition {index} on confirmed metadata; \
+                 refresh metadata and retry"
+            ),
+        ));
+    }
     catch_up(shard, &local).await?;
     match op {
         CursorOp::Fetch { key, stream_id } => {
