@@ -27,7 +27,7 @@
 //! - a leader role starts only with the lease: after a restart the
 //!   metadata may be stale and another node may lead a newer epoch, so
 //!   until the metadata leader confirms it the partition is
-//!   [`RoleKey::Unconfirmed`] (no appends, no replica fetches, no
+//!   `RoleKey::Unconfirmed` (no appends, no replica fetches, no
 //!   OffsetForLeaderEpoch answers);
 //! - a leader whose lease lapses (a metadata election, a cut-off) keeps
 //!   its role and tasks, but the lease is checked against the clock where
