@@ -37,6 +37,10 @@ pub const MESSAGES_PER_ROUND_MAX: usize = 4096;
 /// A partition's batch is cut at this size; the next messages start another.
 pub const ROUTED_BATCH_BYTES_MAX: usize = 1 << 20;
 
+/// The lease-expiry timer's first deadline, before any lease (its branch
+/// is disabled until the subscriptions rely on a lease).
+const LEASE_TIMER_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Requests other control-core tasks make of the router.
 pub enum RouterRequest {
     Stats(oneshot::Sender<Vec<ShardStats>>),
@@ -146,13 +150,19 @@ impl Router {
         let mut nudge = tokio::time::interval(SHARD_NUDGE_INTERVAL);
         nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lease_open = true;
+        // One timer for the end of the lease, moved only when the lease is
+        // (not re-armed per routing round).
+        let mut lease_ends = None;
+        let expiry = tokio::time::sleep(LEASE_TIMER_IDLE);
+        tokio::pin!(expiry);
         loop {
-            let lease_ends = self
-                .lease
-                .borrow()
-                .valid_until()
-                .filter(|_| self.confirmed)
-                .map(tokio::time::Instant::from_std);
+            let deadline = self.lease_deadline();
+            if deadline.is_some() && deadline != lease_ends {
+                lease_ends = deadline;
+                expiry
+                    .as_mut()
+                    .reset(deadline.unwrap_or_else(tokio::time::Instant::now));
+            }
             tokio::select! {
                 biased;
                 request = self.requests.recv() => match request {
@@ -181,7 +191,7 @@ impl Router {
                     }
                     self.take_lease().await;
                 }
-                _ = sleep_until_some(lease_ends), if lease_ends.is_some() => {
+                _ = &mut expiry, if self.confirmed => {
                     self.take_lease().await;
                 }
                 Some(first) = self.incoming.next(), if !self.incoming.is_empty() => {
@@ -327,6 +337,14 @@ impl Router {
         }
         self.applied = metadata;
         self.resubscribe().await;
+    }
+
+    /// When the lease the subscriptions rely on ends (`None` while they do
+    /// not rely on one).
+    fn lease_deadline(&self) -> Option<tokio::time::Instant> {
+        let until = self.lease.borrow().valid_until()?;
+        self.confirmed
+            .then(|| tokio::time::Instant::from_std(until))
     }
 
     /// Passes the current lease to every shard (after the metadata it
@@ -599,14 +617,6 @@ impl Router {
 /// moves (old leader not yet unsubscribed, new one subscribed) NATS hands
 /// each message to one of them only. Streams of a consumer group share the
 /// group's name, so a message lands in exactly one of those streams.
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn queue_group(stream: &str, group: Option<&str>, partition: u32) -> String {
     match group {
         Some(group) => group.to_owned(),
