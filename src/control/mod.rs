@@ -580,7 +580,9 @@ struct ReplicaOpenFailure {
 /// passes; returns the failures (empty when every replica that answered
 /// opened). This node's shards are asked through the router (they applied
 /// the table before this is called), other nodes with the `LocalStatus`
-/// RPC. Stops at the first round that finds a failure.
+/// RPC; a node that cannot be reached at all (down: placement counts a
+/// node alive for a while after it died) is not waited for. Stops at the
+/// first round that finds a failure.
 async fn replica_open_failures(
     metadata: &MetadataNode,
     router: &mpsc::Sender<RouterRequest>,
@@ -600,20 +602,27 @@ async fn replica_open_failures(
             let node = *node;
             async move {
                 let reports = if node == local {
-                    local_open_reports(router, record).await
+                    Some(local_open_reports(router, record).await)
                 } else {
                     let wait = deadline
                         .saturating_duration_since(tokio::time::Instant::now())
                         .min(cluster_status::STATUS_RPC_TIMEOUT);
                     match metadata.node_status(node, wait).await {
-                        Ok(statuses) => statuses
-                            .into_iter()
-                            .filter(|s| s.stream_id == record.id)
-                            .map(|s| (s.partition, s.open_failure))
-                            .collect(),
+                        Ok(statuses) => Some(
+                            statuses
+                                .into_iter()
+                                .filter(|s| s.stream_id == record.id)
+                                .map(|s| (s.partition, s.open_failure))
+                                .collect(),
+                        ),
+                        Err(err @ ClusterError::Unreachable { .. }) => {
+                            tracing::info!(node, error = %err,
+                                "not waiting for an unreachable replica to open the new partitions");
+                            None
+                        }
                         Err(err) => {
                             tracing::debug!(node, error = %err, "no partition status yet");
-                            Vec::new()
+                            Some(Vec::new())
                         }
                     }
                 };
@@ -621,6 +630,10 @@ async fn replica_open_failures(
             }
         });
         for (node, reports) in futures::future::join_all(asks).await {
+            let Some(reports) = reports else {
+                pending.remove(&node);
+                continue;
+            };
             let Some(partitions) = pending.get_mut(&node) else {
                 continue;
             };
