@@ -229,3 +229,229 @@ impl OffsetIndex {
         self.file.remove().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::run_on_executor;
+
+    const BASE: Offset = Offset(100);
+
+    fn entry(offset: u64, position: u64) -> OffsetIndexEntry {
+        OffsetIndexEntry {
+            offset: Offset(offset),
+            position: Position(position),
+        }
+    }
+
+    /// Raw on-disk bytes of entries `(relative offset, position)`.
+    fn raw(entries: &[(u32, u32)]) -> Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|(relative, position)| {
+                let mut bytes = relative.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&position.to_be_bytes());
+                bytes
+            })
+            .collect()
+    }
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).expect("stat index").len()
+    }
+
+    /// Index at `path` with entries at offsets 110, 120, 130 and positions
+    /// 200, 400, 600.
+    async fn three_entries(path: &Path) -> OffsetIndex {
+        let mut index = OffsetIndex::open(path, BASE, 0).await.expect("open");
+        for (offset, position) in [(110, 200), (120, 400), (130, 600)] {
+            index
+                .append(Offset(offset), Position(position))
+                .expect("append");
+        }
+        index
+    }
+
+    #[test]
+    fn lookups_take_the_last_entry_at_or_before_the_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.index");
+        run_on_executor(async move {
+            let index = three_entries(&path).await;
+            let start = entry(100, 0);
+            // Before the first entry: the segment start.
+            assert_eq!(index.floor_by_offset(Offset(100)), start);
+            assert_eq!(index.floor_by_offset(Offset(109)), start);
+            // Exact hits and between entries.
+            assert_eq!(index.floor_by_offset(Offset(110)), entry(110, 200));
+            assert_eq!(index.floor_by_offset(Offset(119)), entry(110, 200));
+            assert_eq!(index.floor_by_offset(Offset(120)), entry(120, 400));
+            assert_eq!(index.floor_by_offset(Offset(130)), entry(130, 600));
+            // After the last.
+            assert_eq!(index.floor_by_offset(Offset(1_000_000)), entry(130, 600));
+
+            assert_eq!(index.floor_by_position(Position(199)), start);
+            assert_eq!(index.floor_by_position(Position(200)), entry(110, 200));
+            assert_eq!(index.floor_by_position(Position(599)), entry(120, 400));
+            assert_eq!(index.floor_by_position(Position(u64::MAX)), entry(130, 600));
+            assert_eq!(index.last(), Some(entry(130, 600)));
+        });
+    }
+
+    #[test]
+    fn appended_entries_are_found_again_after_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.index");
+        run_on_executor(async move {
+            drop(three_entries(&path).await);
+            assert_eq!(file_len(&path), 3 * OFFSET_INDEX_ENTRY_BYTES as u64);
+            let index = OffsetIndex::open(&path, BASE, 10_000)
+                .await
+                .expect("reopen");
+            assert_eq!(
+                index.entries(),
+                &[entry(110, 200), entry(120, 400), entry(130, 600)]
+            );
+        });
+    }
+
+    #[test]
+    fn truncation_drops_entries_at_and_after_the_cut_on_disk_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.index");
+        run_on_executor(async move {
+            let mut index = three_entries(&path).await;
+            // A cut inside a batch keeps the entry of that batch.
+            index
+                .truncate_to_position(Position(401))
+                .await
+                .expect("cut");
+            assert_eq!(index.entries().len(), 2);
+            // A cut at a batch start drops that batch's entry.
+            index
+                .truncate_to_position(Position(400))
+                .await
+                .expect("cut");
+            assert_eq!(index.entries(), &[entry(110, 200)]);
+            assert_eq!(file_len(&path), OFFSET_INDEX_ENTRY_BYTES as u64);
+            // The next entry goes right after the kept one.
+            index.append(Offset(125), Position(450)).expect("append");
+            drop(index);
+            let mut index = OffsetIndex::open(&path, BASE, 10_000)
+                .await
+                .expect("reopen");
+            assert_eq!(index.entries(), &[entry(110, 200), entry(125, 450)]);
+
+            index.truncate_entries(0).await.expect("cut");
+            assert!(index.entries().is_empty());
+            assert_eq!(file_len(&path), 0);
+        });
+    }
+
+    #[test]
+    fn pop_last_forgets_the_entry_on_disk_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.index");
+        run_on_executor(async move {
+            let mut index = three_entries(&path).await;
+            index.pop_last();
+            assert_eq!(index.last(), Some(entry(120, 400)));
+            drop(index);
+            let index = OffsetIndex::open(&path, BASE, 10_000)
+                .await
+                .expect("reopen");
+            assert_eq!(index.entries(), &[entry(110, 200), entry(120, 400)]);
+        });
+    }
+
+    /// Opens an index file holding `bytes` for a segment of `file_bytes`;
+    /// returns its entries and the file's length afterwards.
+    fn open_raw(bytes: Vec<u8>, file_bytes: u64) -> (Vec<OffsetIndexEntry>, u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.index");
+        std::fs::write(&path, bytes).expect("write index");
+        run_on_executor(async move {
+            let index = OffsetIndex::open(&path, BASE, file_bytes)
+                .await
+                .expect("open");
+            (index.entries().to_vec(), file_len(&path))
+        })
+    }
+
+    #[test]
+    fn open_cuts_at_the_first_entry_that_does_not_increase() {
+        let entry_bytes = OFFSET_INDEX_ENTRY_BYTES as u64;
+        // Offset going back.
+        let (entries, len) = open_raw(raw(&[(10, 100), (20, 200), (15, 300), (30, 400)]), 1000);
+        assert_eq!(entries, [entry(110, 100), entry(120, 200)]);
+        assert_eq!(len, 2 * entry_bytes, "the bad suffix is cut from the file");
+        // Offset repeated.
+        let (entries, _) = open_raw(raw(&[(10, 100), (10, 200)]), 1000);
+        assert_eq!(entries, [entry(110, 100)]);
+        // Position not increasing.
+        let (entries, len) = open_raw(raw(&[(10, 100), (20, 100), (30, 300)]), 1000);
+        assert_eq!(entries, [entry(110, 100)]);
+        assert_eq!(len, entry_bytes);
+    }
+
+    #[test]
+    fn open_refuses_entries_pointing_at_or_past_the_segment_end() {
+        let (entries, len) = open_raw(raw(&[(10, 100), (20, 999), (30, 1000)]), 1000);
+        assert_eq!(entries, [entry(110, 100), entry(120, 999)]);
+        assert_eq!(len, 2 * OFFSET_INDEX_ENTRY_BYTES as u64);
+        let (entries, len) = open_raw(raw(&[(10, 100)]), 0);
+        assert!(
+            entries.is_empty(),
+            "an empty segment has no batches to index"
+        );
+        assert_eq!(len, 0);
+    }
+
+    #[test]
+    fn a_partial_trailing_entry_is_ignored_and_cut() {
+        let mut bytes = raw(&[(10, 100), (20, 200)]);
+        bytes.extend_from_slice(&[0, 0, 0, 30, 0]);
+        let (entries, len) = open_raw(bytes, 1000);
+        assert_eq!(entries, [entry(110, 100), entry(120, 200)]);
+        assert_eq!(len, 2 * OFFSET_INDEX_ENTRY_BYTES as u64);
+    }
+
+    #[test]
+    fn open_reads_no_more_entries_than_the_segment_can_have_batches() {
+        // A segment of 610 bytes holds at most 610 / 61 = 10 batches (+1
+        // for rounding); an index claiming 40 valid entries is cut there.
+        let file_bytes = 10 * BATCH_HEADER_BYTES as u64;
+        let max = index_entries_max(file_bytes);
+        assert_eq!(max, 11);
+        let claimed: Vec<(u32, u32)> = (1..=40).map(|i| (i, i * 10)).collect();
+        let (entries, len) = open_raw(raw(&claimed), file_bytes);
+        assert_eq!(entries.len() as u64, max);
+        assert_eq!(len, max * OFFSET_INDEX_ENTRY_BYTES as u64);
+        assert_eq!(index_entries_max(0), 1);
+    }
+
+    #[test]
+    fn garbage_opens_as_a_valid_prefix_without_panicking() {
+        // Deterministic pseudo-random bytes (xorshift), several seeds.
+        for seed in 1..=20u64 {
+            let mut state = seed;
+            let bytes: Vec<u8> = (0..4096)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let file_bytes = 1 << 20;
+            let (entries, len) = open_raw(bytes, file_bytes);
+            assert_eq!(len, (entries.len() * OFFSET_INDEX_ENTRY_BYTES) as u64);
+            for pair in entries.windows(2) {
+                assert!(pair[0].offset < pair[1].offset, "seed {seed}");
+                assert!(pair[0].position < pair[1].position, "seed {seed}");
+            }
+            assert!(entries.iter().all(|e| e.position.0 < file_bytes));
+            assert!(entries.iter().all(|e| e.offset >= BASE));
+        }
+    }
+}

@@ -122,3 +122,105 @@ impl TimeIndex {
         self.file.remove().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::run_on_executor;
+
+    const BASE: Offset = Offset(100);
+
+    fn raw(entries: &[(i64, u32)]) -> Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|(ts, relative)| {
+                let mut bytes = ts.to_be_bytes().to_vec();
+                bytes.extend_from_slice(&relative.to_be_bytes());
+                bytes
+            })
+            .collect()
+    }
+
+    fn entry(ts: i64, offset: u64) -> TimeIndexEntry {
+        TimeIndexEntry {
+            max_timestamp_before: TimestampMs(ts),
+            offset: Offset(offset),
+        }
+    }
+
+    #[test]
+    fn scan_start_is_the_last_entry_strictly_before_the_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.timeindex");
+        run_on_executor(async move {
+            let mut index = TimeIndex::open(&path, BASE, 0).await.expect("open");
+            index.append(TimestampMs(50), Offset(110)).expect("append");
+            index.append(TimestampMs(80), Offset(120)).expect("append");
+            // A smaller timestamp keeps the running maximum: records before
+            // offset 130 include one at 80.
+            index.append(TimestampMs(60), Offset(130)).expect("append");
+            assert_eq!(index.last(), Some(entry(80, 130)));
+            assert_eq!(index.scan_start(TimestampMs(10)), BASE);
+            assert_eq!(index.scan_start(TimestampMs(50)), BASE);
+            assert_eq!(index.scan_start(TimestampMs(51)), Offset(110));
+            // Records up to 130 may hold 80: a scan for 80 must start
+            // before the first entry that reached it.
+            assert_eq!(index.scan_start(TimestampMs(80)), Offset(110));
+            assert_eq!(index.scan_start(TimestampMs(81)), Offset(130));
+        });
+    }
+
+    #[test]
+    fn an_append_that_does_not_move_the_offset_forward_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.timeindex");
+        run_on_executor(async move {
+            let mut index = TimeIndex::open(&path, BASE, 0).await.expect("open");
+            index.append(TimestampMs(50), Offset(110)).expect("append");
+            index.append(TimestampMs(90), Offset(110)).expect("same");
+            index.append(TimestampMs(90), Offset(105)).expect("back");
+            assert_eq!(index.last(), Some(entry(50, 110)));
+            drop(index);
+            let index = TimeIndex::open(&path, BASE, 1000).await.expect("reopen");
+            assert_eq!(index.entries, [entry(50, 110)]);
+        });
+    }
+
+    #[test]
+    fn open_cuts_at_the_first_non_monotonic_entry_and_truncation_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.timeindex");
+        // Timestamp going back at the third entry.
+        std::fs::write(&path, raw(&[(50, 10), (80, 20), (70, 30), (90, 40)])).expect("write");
+        run_on_executor(async move {
+            let mut index = TimeIndex::open(&path, BASE, 1000).await.expect("open");
+            assert_eq!(index.entries, [entry(50, 110), entry(80, 120)]);
+            let len = std::fs::metadata(&path).expect("stat").len();
+            assert_eq!(len, 2 * TIME_INDEX_ENTRY_BYTES as u64);
+            index.truncate_to_offset(Offset(120)).await.expect("cut");
+            assert_eq!(index.entries, [entry(50, 110)]);
+            drop(index);
+            let index = TimeIndex::open(&path, BASE, 1000).await.expect("reopen");
+            assert_eq!(index.entries, [entry(50, 110)]);
+            // Offset repeated (equal timestamps are fine, equal offsets not).
+            std::fs::write(&path, raw(&[(50, 10), (50, 20), (60, 20)])).expect("write");
+            let index = TimeIndex::open(&path, BASE, 1000).await.expect("open");
+            assert_eq!(index.entries, [entry(50, 110), entry(50, 120)]);
+        });
+    }
+
+    #[test]
+    fn open_reads_no_more_entries_than_the_segment_can_have_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.timeindex");
+        let claimed: Vec<(i64, u32)> = (1..=40).map(|i| (i64::from(i), i)).collect();
+        std::fs::write(&path, raw(&claimed)).expect("write");
+        let file_bytes = 10 * crate::constants::BATCH_HEADER_BYTES as u64;
+        run_on_executor(async move {
+            let index = TimeIndex::open(&path, BASE, file_bytes)
+                .await
+                .expect("open");
+            assert_eq!(index.entries.len() as u64, index_entries_max(file_bytes));
+        });
+    }
+}
