@@ -752,8 +752,9 @@ impl Segment {
         Ok(self.next_offset)
     }
 
-    /// Scans batch headers from `from` (a batch start) while `keep_going`
-    /// says so; returns the last location visited and the one after it.
+    /// Scans batch headers from `from` (a batch start) until `stop_at`
+    /// says so; returns the location it stopped at, or `None` when it
+    /// reached the end of the segment's batches first.
     fn scan_headers(
         &self,
         from: Position,

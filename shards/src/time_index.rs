@@ -31,8 +31,9 @@ pub(crate) struct TimeIndex {
 
 impl TimeIndex {
     /// Opens the file, keeping the longest well-formed monotonic prefix of
-    /// entries below `next_offset`; reads at most as many entries as a
-    /// segment file of `file_bytes` can have batches.
+    /// entries; reads at most as many entries as a segment file of
+    /// `file_bytes` can have batches. Entries past the log's end are not
+    /// checked here: recovery compares the last entry with the offset index.
     pub(crate) async fn open(path: &Path, base: Offset, file_bytes: u64) -> LogResult<TimeIndex> {
         let bytes_max = index_entries_max(file_bytes).saturating_mul(TIME_INDEX_ENTRY_BYTES as u64);
         let (file, bytes) = IndexFile::open(path, bytes_max).await?;

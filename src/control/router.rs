@@ -92,7 +92,6 @@ type Incoming = BoxStream<'static, (Arc<Route>, async_nats::Message)>;
 pub struct Router {
     nats: async_nats::Client,
     shards: Vec<RingSender<ToShard>>,
-    /// Subscribed partitions and how to stop each subscription.
     /// Subscribed partitions (subject, queue group) and how to stop each
     /// subscription.
     subscribed: HashMap<PartitionKey, (String, String, futures::channel::oneshot::Sender<()>)>,
@@ -525,6 +524,19 @@ impl Router {
                             self.nack(&route, ack, ErrorCode::NotLeader, &reason).await;
                         }
                     }
+                    Some((_, shard, _)) if shard as usize >= self.shards.len() => {
+                        // Placed on a shard this node does not run (it was
+                        // restarted with fewer cores): refuse it, never
+                        // leave the publisher waiting for an ack.
+                        if let Some(ack) = ingested.ack {
+                            let reason = format!(
+                                "the partition is placed on shard {shard}, but this node runs {} shard(s) (see --cores)",
+                                self.shards.len()
+                            );
+                            self.nack(&route, ack, ErrorCode::PartitionNotFound, &reason)
+                                .await;
+                        }
+                    }
                     Some((partition_key, shard, _)) => {
                         let key = (partition_key, ingested.level);
                         // Cut the batch before a record that would overflow it.
@@ -634,14 +646,18 @@ fn flush_batch(
     key: BatchKey,
 ) {
     if let Some(batch) = groups.remove(&key) {
+        // `route_round` refuses records for shards this node does not run,
+        // so every batch has a slot.
+        debug_assert!(
+            (batch.shard as usize) < ready.len(),
+            "batch for a missing shard"
+        );
         if let Some(slot) = ready.get_mut(batch.shard as usize) {
             slot.push(ToShard::Append(batch.into_request()));
         }
     }
 }
 
-/// Why a record cannot be stored at all (it would fail the log's batch
-/// checks whatever it is batched with), if it cannot.
 /// The limit a message's record trips, if any: the configured header limits
 /// on the headers its publisher sent (NATS headers and envelope headers, not
 /// the bridge's own subject and reply headers), the engine's ceiling on all
