@@ -5,7 +5,10 @@
 //! client batch) gives exactly the result of `decode_batch` (what readers and
 //! compaction run) — same header on success, same error on failure; a decoded
 //! batch's records have strictly increasing offsets inside the batch's range
-//! and re-encode (offsets kept) to a batch that decodes to the same records.
+//! and re-encode (offsets kept) to a batch that decodes to the same records;
+//! the per-record report of `validate_records_with` (what the server's
+//! header limits are checked on) matches the decoded records' header counts
+//! and bytes, and a visitor that stops the walk stops it at that record.
 //!
 //! Half the inputs get a correct CRC-32C patched in, so the fuzzer reaches
 //! the record decoder instead of stopping at the checksum.
@@ -14,8 +17,23 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shards::batch::{
-    decode_batch, encode_batch_preserving_offsets, validate_batch, validate_records, BatchIter,
+    decode_batch, encode_batch_preserving_offsets, validate_batch, validate_records,
+    validate_records_with, BatchIter, RecordShape,
 };
+use shards::error::DecodeError;
+
+/// A visitor's own reason to stop the walk.
+#[derive(Debug, PartialEq)]
+enum Stopped {
+    At(usize),
+    Invalid(DecodeError),
+}
+
+impl From<DecodeError> for Stopped {
+    fn from(error: DecodeError) -> Self {
+        Stopped::Invalid(error)
+    }
+}
 
 /// Where the CRC sits in a batch and where the bytes it covers start.
 const CRC_AT: usize = 17;
@@ -39,6 +57,46 @@ fuzz_target!(|data: &[u8]| {
         decoded.as_ref().map(|(header, _)| *header).map_err(Clone::clone),
         "validate_records and decode_batch must agree"
     );
+    // The walk's report, record by record. Bounded: a batch holds at most
+    // BATCH_RECORDS_MAX records and the fuzzer's inputs are small.
+    let mut shapes: Vec<RecordShape> = Vec::new();
+    let reported = validate_records_with(&bytes, |shape| {
+        shapes.push(shape);
+        Ok::<(), DecodeError>(())
+    });
+    assert_eq!(reported, validated, "the visitor does not change the verdict");
+    if let Ok((_, records)) = &decoded {
+        let expected: Vec<RecordShape> = records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| RecordShape {
+                index,
+                headers: record.headers.len(),
+                header_bytes: record
+                    .headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                    .sum(),
+            })
+            .collect();
+        assert_eq!(shapes, expected, "the report matches the decoded headers");
+        // A visitor that refuses record `stop` ends the walk there, with
+        // its own error, having seen exactly the records before it.
+        if !records.is_empty() {
+            let stop = usize::from(mode >> 1) % records.len();
+            let mut seen = 0;
+            let stopped = validate_records_with(&bytes, |shape| {
+                seen += 1;
+                if shape.index == stop {
+                    Err(Stopped::At(shape.index))
+                } else {
+                    Ok(())
+                }
+            });
+            assert_eq!(stopped, Err(Stopped::At(stop)));
+            assert_eq!(seen, stop + 1);
+        }
+    }
     if let Ok((header, records)) = &decoded {
         assert_eq!(validate_batch(&bytes).as_ref(), Ok(header));
         assert_eq!(records.len(), header.records_count as usize);

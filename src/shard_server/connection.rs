@@ -18,7 +18,7 @@ use shards::log::PartitionLog;
 use shards::types::{LeaderEpoch, Offset, TimestampMs};
 
 use super::access::{self, Session};
-use super::limits::{check_publish_batch, exceeded, next_read_bytes, READ_BUFFER_KEEP_BYTES};
+use super::limits::{admit_publish_batch, exceeded, next_read_bytes, READ_BUFFER_KEEP_BYTES};
 use super::sendfile::send_file_range;
 use super::{append_committed, replication, LocalPartition, Lookup, Shard};
 use crate::cluster::{StreamRecord, StreamSpec};
@@ -542,10 +542,11 @@ impl Connection {
         let batch = request.batch().map(|b| b.bytes()).ok_or_else(|| {
             ErrorResponse::new(ErrorCode::InvalidBatch, "publish without a batch")
         })?;
-        check_publish_batch(&self.shard.settings.limits, batch).map_err(|(kind, detail)| {
-            exceeded(&self.shard.settings.gate.counters, kind, &detail)
-        })?;
-        let batch = batch.to_vec();
+        // The limits are checked in the walk that validates the batch; the
+        // log appends what that walk proved valid without a second one.
+        let batch = admit_publish_batch(&self.shard.settings.limits, batch.to_vec()).map_err(
+            |(kind, detail)| exceeded(&self.shard.settings.gate.counters, kind, &detail),
+        )?;
         use crate::protocol::generated::envelope::AckPolicy;
         let policy = request.ack_policy();
         let quiet = policy == Some(AckPolicy::None);
@@ -554,7 +555,7 @@ impl Connection {
             Some(AckPolicy::Leader) | Some(AckPolicy::None) => CommitLevel::Leader,
             _ => CommitLevel::All,
         };
-        let bytes = batch.len() as u64;
+        let bytes = batch.as_ref().map_or(0, |b| b.as_bytes().len()) as u64;
         let appended = match append_committed(&self.shard, &local, batch, level).await {
             Ok(appended) => appended,
             Err(failure) => {

@@ -598,6 +598,7 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
             let records = [record];
             let mut batch = Vec::with_capacity(shards::batch::encoded_len(&records));
             shards::batch::encode_batch(shards::types::Offset::ZERO, &records, &mut batch);
+            let batch = shards::batch::ValidBatch::check(batch);
             let appended =
                 super::append_committed(shard, &local, batch, crate::cores::CommitLevel::All)
                     .await?;

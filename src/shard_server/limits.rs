@@ -2,8 +2,8 @@
 //! error a client gets when one trips, the checks on a published batch, and
 //! the read buffer policy that keeps idle connections cheap.
 
-use shards::batch::BatchHeader;
-use shards::constants::BATCH_HEADER_BYTES;
+use shards::batch::{BatchHeader, RecordShape, ValidBatch};
+use shards::error::DecodeError;
 
 use crate::limits::{LimitCounters, LimitKind, Limits};
 use crate::protocol::error_code::ErrorCode;
@@ -48,11 +48,37 @@ pub fn next_read_bytes(buffered: &[u8]) -> usize {
         .clamp(READ_BUFFER_IDLE_BYTES, READ_CHUNK_BYTES_MAX)
 }
 
+/// A published batch that fit the batch limits: validated and ready for
+/// the log's [`append_valid`](shards::log::PartitionLog::append_valid), or
+/// the reason it is malformed. The log's error for a malformed batch is
+/// given only after the append is admitted (a follower answers `NotLeader`
+/// first, as before), so it travels with the batch instead of being sent
+/// here.
+pub type Admitted = Result<ValidBatch, DecodeError>;
+
+/// Why the walk of a published batch stopped: a limit tripped, or the batch
+/// is malformed.
+enum Stop {
+    Limit(LimitKind, String),
+    Invalid(DecodeError),
+}
+
+impl From<DecodeError> for Stop {
+    fn from(error: DecodeError) -> Self {
+        Stop::Invalid(error)
+    }
+}
+
 /// Checks a published batch against the batch limits before it is
 /// appended: bytes, records, headers per record and header bytes per
-/// record. A batch too malformed to walk passes here and is refused by the
-/// log's full validation (`InvalidBatch`).
-pub fn check_publish_batch(limits: &Limits, batch: &[u8]) -> Result<(), (LimitKind, String)> {
+/// record. The per-record limits are checked in the one validating walk of
+/// the batch (`ValidBatch::check_with`), which the log then trusts instead
+/// of walking it again. A batch too malformed to walk passes the limits and
+/// comes back as `Err` inside the `Ok`, for the log's `InvalidBatch`.
+pub fn admit_publish_batch(
+    limits: &Limits,
+    batch: Vec<u8>,
+) -> Result<Admitted, (LimitKind, String)> {
     if batch.len() > limits.batch_bytes_max {
         return Err((
             LimitKind::BatchBytes,
@@ -63,116 +89,78 @@ pub fn check_publish_batch(limits: &Limits, batch: &[u8]) -> Result<(), (LimitKi
             ),
         ));
     }
-    let Ok(header) = BatchHeader::parse(batch) else {
-        return Ok(());
-    };
-    let records = header.records_count.max(0) as usize;
-    if records > limits.batch_records_max {
-        return Err((
-            LimitKind::BatchRecords,
+    // The record count is in the fixed header: refuse on it before the
+    // CRC and the walk, as a batch that is over the limit need not be read.
+    if let Ok(header) = BatchHeader::parse(&batch) {
+        let records = header.records_count.max(0) as usize;
+        if records > limits.batch_records_max {
+            return Err((
+                LimitKind::BatchRecords,
+                format!(
+                    "the batch has {records} records, the limit is {}",
+                    limits.batch_records_max
+                ),
+            ));
+        }
+    }
+    let checked = ValidBatch::check_with(batch, |record| check_record(limits, record));
+    match checked {
+        Ok(valid) => Ok(Ok(valid)),
+        Err(Stop::Limit(kind, detail)) => Err((kind, detail)),
+        // More headers than the engine's ceiling stop the walk before the
+        // record is visited; the configured limit is at most that ceiling,
+        // so this is the same limit the client would hit with fewer.
+        Err(Stop::Invalid(DecodeError::TooManyHeaders { index, count, .. }))
+            if usize::try_from(count).is_ok_and(|c| c > limits.record_headers_max) =>
+        {
+            Err(record_headers_exceeded(limits, index, count))
+        }
+        Err(Stop::Invalid(error)) => Ok(Err(error)),
+    }
+}
+
+/// [`admit_publish_batch`] on a borrowed batch, keeping only the limit
+/// verdict: `Ok` also for a malformed batch (the log refuses that one).
+#[cfg(test)]
+pub fn check_publish_batch(limits: &Limits, batch: &[u8]) -> Result<(), (LimitKind, String)> {
+    admit_publish_batch(limits, batch.to_vec()).map(|_| ())
+}
+
+/// The per-record limits, on one record the validating walk has checked.
+fn check_record(limits: &Limits, record: RecordShape) -> Result<(), Stop> {
+    let RecordShape {
+        index,
+        headers,
+        header_bytes,
+    } = record;
+    if headers > limits.record_headers_max {
+        let (kind, detail) = record_headers_exceeded(limits, index, headers);
+        return Err(Stop::Limit(kind, detail));
+    }
+    if header_bytes > limits.record_header_bytes_max {
+        return Err(Stop::Limit(
+            LimitKind::RecordHeaderBytes,
             format!(
-                "the batch has {records} records, the limit is {}",
-                limits.batch_records_max
+                "record {index} has {header_bytes} bytes of headers, the limit is {}",
+                limits.record_header_bytes_max
             ),
         ));
-    }
-    let body = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
-    for (index, headers) in RecordHeaders::new(body).take(records).enumerate() {
-        let (count, bytes) = headers;
-        if count > limits.record_headers_max {
-            return Err((
-                LimitKind::RecordHeaders,
-                format!(
-                    "record {index} has {count} headers, the limit is {}",
-                    limits.record_headers_max
-                ),
-            ));
-        }
-        if bytes > limits.record_header_bytes_max {
-            return Err((
-                LimitKind::RecordHeaderBytes,
-                format!(
-                    "record {index} has {bytes} bytes of headers, the limit is {}",
-                    limits.record_header_bytes_max
-                ),
-            ));
-        }
     }
     Ok(())
 }
 
-/// Walks the records of a batch body (no allocation) yielding each record's
-/// header count and header bytes (keys + values); stops at the first thing
-/// that does not parse.
-struct RecordHeaders<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> RecordHeaders<'a> {
-    fn new(body: &'a [u8]) -> Self {
-        RecordHeaders { rest: body }
-    }
-}
-
-impl Iterator for RecordHeaders<'_> {
-    type Item = (usize, usize);
-
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let mut cursor = Cursor { buf: self.rest };
-        let length = usize::try_from(cursor.varint()?).ok()?;
-        let record = cursor.take(length)?;
-        self.rest = cursor.buf;
-        let mut r = Cursor { buf: record };
-        r.take(1)?; // attributes
-        r.varint()?; // timestamp delta (varlong)
-        r.varint()?; // offset delta
-        for _ in 0..2 {
-            // key, then value: length (-1 = null) and bytes
-            let len = r.varint()?;
-            if len > 0 {
-                r.take(usize::try_from(len).ok()?)?;
-            }
-        }
-        let count = usize::try_from(r.varint()?).ok()?;
-        let mut bytes = 0usize;
-        for _ in 0..count {
-            let key = usize::try_from(r.varint()?).ok()?;
-            r.take(key)?;
-            let value = r.varint()?;
-            let value = usize::try_from(value.max(0)).ok()?;
-            r.take(value)?;
-            bytes = bytes.saturating_add(key + value);
-        }
-        Some((count, bytes))
-    }
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.buf.len() {
-            return None;
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Some(head)
-    }
-
-    /// A zigzag LEB128 varint or varlong (at most 10 bytes).
-    fn varint(&mut self) -> Option<i64> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let byte = *self.take(1)?.first()?;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        None
-    }
+fn record_headers_exceeded(
+    limits: &Limits,
+    index: usize,
+    count: impl std::fmt::Display,
+) -> (LimitKind, String) {
+    (
+        LimitKind::RecordHeaders,
+        format!(
+            "record {index} has {count} headers, the limit is {}",
+            limits.record_headers_max
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -183,7 +171,14 @@ mod tests {
     use shards::types::{Offset, TimestampMs};
 
     fn batch(records: usize, headers: usize, header_value: usize) -> Vec<u8> {
-        let record = Record {
+        let record = record_with(headers, header_value);
+        let mut out = Vec::new();
+        encode_batch(Offset(0), &vec![record; records], &mut out);
+        out
+    }
+
+    fn record_with(headers: usize, header_value: usize) -> Record {
+        Record {
             timestamp: TimestampMs(1),
             key: Some(Bytes::from_static(b"k")),
             value: Some(Bytes::from_static(b"value")),
@@ -193,10 +188,7 @@ mod tests {
                     value: Some(Bytes::from(vec![b'x'; header_value])),
                 })
                 .collect(),
-        };
-        let mut out = Vec::new();
-        encode_batch(Offset(0), &vec![record; records], &mut out);
-        out
+        }
     }
 
     #[test]
@@ -225,15 +217,66 @@ mod tests {
     }
 
     #[test]
-    fn header_walk_matches_the_encoder_and_survives_garbage() {
+    fn the_walk_reports_each_record_and_survives_garbage() {
         let b = batch(3, 2, 7);
-        let found: Vec<(usize, usize)> = RecordHeaders::new(&b[BATCH_HEADER_BYTES..]).collect();
-        assert_eq!(found, vec![(2, 2 * (2 + 7)); 3]);
+        let mut found = Vec::new();
+        let header = shards::batch::validate_records_with(&b, |record| {
+            found.push(record);
+            Ok::<(), DecodeError>(())
+        })
+        .expect("an encoded batch is valid");
+        assert_eq!(header.records_count, 3);
+        let expected: Vec<RecordShape> = (0..3)
+            .map(|index| RecordShape {
+                index,
+                headers: 2,
+                header_bytes: 2 * (2 + 7),
+            })
+            .collect();
+        assert_eq!(found, expected);
         for cut in 0..b.len() {
             let _ = check_publish_batch(&Limits::default(), &b[..cut]);
-            let _ = RecordHeaders::new(&b[cut..]).count();
+            let _ = check_publish_batch(&Limits::default(), &b[cut..]);
         }
-        let _ = RecordHeaders::new(&[0xff; 64]).count();
+        let _ = check_publish_batch(&Limits::default(), &[0xff; 64]);
+    }
+
+    #[test]
+    fn a_batch_within_the_limits_comes_back_validated() {
+        let b = batch(2, 1, 3);
+        let admitted = admit_publish_batch(&Limits::default(), b.clone());
+        let valid = admitted.expect("within limits").expect("valid");
+        assert_eq!(valid.as_bytes(), &b[..]);
+        assert_eq!(valid.header().records_count, 2);
+        // A malformed batch passes the limits and carries the log's reason.
+        let mut corrupt = b;
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let admitted = admit_publish_batch(&Limits::default(), corrupt);
+        assert!(matches!(admitted, Ok(Err(DecodeError::CrcMismatch { .. }))));
+    }
+
+    #[test]
+    fn limits_trip_on_the_first_record_over_them() {
+        let limits = Limits {
+            record_headers_max: 2,
+            ..Limits::default()
+        };
+        let mut b = Vec::new();
+        let records = [
+            record_with(1, 1),
+            record_with(1, 1),
+            record_with(3, 1),
+            record_with(4, 1),
+        ];
+        encode_batch(Offset(0), &records, &mut b);
+        assert_eq!(
+            check_publish_batch(&limits, &b),
+            Err((
+                LimitKind::RecordHeaders,
+                "record 2 has 3 headers, the limit is 2".to_string()
+            ))
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::{Latency, Shares};
+use shards::batch::ValidBatch;
+use shards::error::{DecodeError, LogError};
 use shards::log::{CommitMode, LogConfig, PartitionLog, SyncPolicy};
 use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
 use shards::retention::RetentionPolicy;
@@ -538,7 +540,7 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
             code: ErrorCode::PartitionNotFound,
             message: format!("partition {partition} of stream {stream} is not on this shard"),
         }),
-        (Some(local), _) => append_committed(&shard, &local, batch, level)
+        (Some(local), _) => append_committed(&shard, &local, ValidBatch::check(batch), level)
             .await
             .map(|a| Committed {
                 base_offset: a.base_offset,
@@ -572,19 +574,26 @@ async fn append(shard: Rc<Shard>, request: AppendRequest) {
 /// Appends `batch` as the partition leader and waits until it is committed
 /// at `level`: refused on a non-leader (NotLeader) and, for `All`, when the
 /// ISR is smaller than `min_insync_replicas` (NotEnoughReplicas).
+///
+/// `batch` comes already validated ([`ValidBatch::check`]), or with the
+/// reason it is not: that reason is answered (`InvalidBatch`) only once the
+/// append is admitted, so a malformed batch sent to a follower still gets
+/// `NotLeader`, as when the log itself validated it.
 pub async fn append_committed(
     shard: &Shard,
     local: &LocalPartition,
-    batch: Vec<u8>,
+    batch: Result<ValidBatch, DecodeError>,
     level: CommitLevel,
 ) -> Result<LeaderCommit, AppendFailure> {
     let admitted = replication::admit_append(shard, local, level, || {
         shard.leader_hint(&local.stream, local.partition)
     })?;
-    let appended = local.log.append(batch).await.map_err(|err| AppendFailure {
+    let failure = |err: LogError| AppendFailure {
         code: connection::log_error_code(&err),
         message: err.to_string(),
-    })?;
+    };
+    let batch = batch.map_err(|err| failure(LogError::InvalidBatch(err)))?;
+    let appended = local.log.append_valid(batch).await.map_err(failure)?;
     replication::commit_appended(
         shard,
         local,

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::batch::{
-    encode_batch, set_base_offset, set_leader_epoch, validate_records, BatchHeader, Record,
+    encode_batch, set_base_offset, set_leader_epoch, BatchHeader, Record, ValidBatch,
 };
 use crate::epoch_cache::write_checkpoint;
 use crate::error::{LogError, LogResult};
@@ -29,10 +29,21 @@ impl PartitionLog {
     /// checks it fully, assigns its offsets and the current leader epoch, and
     /// resolves once it is durable per the sync policy. Dropping the future
     /// after its first poll does not undo the write.
-    pub async fn append(&self, mut batch: Vec<u8>) -> LogResult<Appended> {
-        // One full check (header, CRC, every record) before the write gate;
-        // base offset and epoch are stamped later, outside the CRC.
-        let header = validate_records(&batch).map_err(LogError::InvalidBatch)?;
+    pub async fn append(&self, batch: Vec<u8>) -> LogResult<Appended> {
+        // One full check (header, CRC, every record) before the write gate.
+        let batch = ValidBatch::check(batch).map_err(LogError::InvalidBatch)?;
+        self.append_valid(batch).await
+    }
+
+    /// [`Self::append`] for a batch already validated by
+    /// [`ValidBatch::check`] (e.g. by a caller that checked its own limits
+    /// in the same walk): the records are not walked again. Only the
+    /// validator builds a `ValidBatch` and its bytes cannot be changed
+    /// outside this crate, so nothing unchecked reaches a segment.
+    pub async fn append_valid(&self, batch: ValidBatch) -> LogResult<Appended> {
+        // Base offset and epoch are stamped below, outside the CRC, so the
+        // validated bytes stay valid.
+        let (mut batch, header) = batch.into_parts();
         if header.last_offset_delta.checked_add(1) != Some(header.records_count) {
             return Err(LogError::InvalidBatch(
                 crate::error::DecodeError::RecordCountMismatch {
