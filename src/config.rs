@@ -161,9 +161,10 @@ impl ServeConfig {
         self.shard_cpus.len() as u32
     }
 
-    /// The consumer port of shard `shard`.
-    pub fn shard_addr(&self, shard: u32) -> SocketAddr {
-        SocketAddr::new(self.listen.ip(), self.listen.port() + shard as u16)
+    /// The consumer address of shard `shard` (`None` past port 65535).
+    pub fn shard_addr(&self, shard: u32) -> Option<SocketAddr> {
+        let port = shards::types::ShardId(shard).port(self.listen.port())?;
+        Some(SocketAddr::new(self.listen.ip(), port))
     }
 }
 

@@ -773,10 +773,11 @@ fn check_leader_epoch(is_leader: bool, epoch: u32, current: i32) -> Result<(), E
     if !is_leader {
         return Err(ErrorCode::NotLeader);
     }
-    if current < 0 {
+    // A negative epoch means "unchecked".
+    let Ok(current) = u32::try_from(current) else {
         return Ok(());
-    }
-    match (current as u32).cmp(&epoch) {
+    };
+    match current.cmp(&epoch) {
         std::cmp::Ordering::Less => Err(ErrorCode::FencedLeaderEpoch),
         std::cmp::Ordering::Greater => Err(ErrorCode::UnknownLeaderEpoch),
         std::cmp::Ordering::Equal => Ok(()),
@@ -1050,10 +1051,11 @@ fn encode_stream<'a>(
             &fb::PartitionMetadataArgs {
                 partition: assignment.partition as i32,
                 leader: assignment.leader as i64,
-                leader_epoch: assignment.leader_epoch as i32,
+                leader_epoch: shards::types::LeaderEpoch::from_metadata(assignment.leader_epoch).0,
                 shard_index: assignment.shard as u16,
-                consumer_port: leader_port(assignment.leader)
-                    .saturating_add(assignment.shard.min(u32::from(u16::MAX)) as u16),
+                consumer_port: shards::types::ShardId(assignment.shard)
+                    .port(leader_port(assignment.leader))
+                    .unwrap_or(u16::MAX),
                 replicas: Some(replicas),
                 isr: Some(isr),
                 high_watermark: hw,

@@ -100,7 +100,7 @@ pub struct ShardSettings {
 /// a partition placed on nodes with more shards than this one names a
 /// shard this node's port range may not reach.
 fn shard_port(base: u16, shard: u32) -> u16 {
-    base.saturating_add(u16::try_from(shard).unwrap_or(u16::MAX))
+    shards::types::ShardId(shard).port(base).unwrap_or(u16::MAX)
 }
 
 impl ShardSettings {

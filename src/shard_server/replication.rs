@@ -228,7 +228,7 @@ fn leader_replicas(tracker: &ReplicaTracker) -> Vec<NodeId> {
 /// node registered no address or it is not an IP address and port).
 fn shard_addr(table: &PartitionTable, node: NodeId, shard: u32) -> Option<SocketAddr> {
     let base: SocketAddr = table.node_client_addrs.get(&node)?.parse().ok()?;
-    let port = base.port().checked_add(u16::try_from(shard).ok()?)?;
+    let port = shards::types::ShardId(shard).port(base.port())?;
     Some(SocketAddr::new(base.ip(), port))
 }
 
@@ -311,7 +311,7 @@ pub async fn apply_entry(
             // Stamp the new epoch before the first append of this leader.
             local
                 .log
-                .set_leader_epoch(LeaderEpoch(epoch_on_disk(epoch)));
+                .set_leader_epoch(LeaderEpoch::from_metadata(epoch));
             let tracker = ReplicaTracker::new(
                 table.local_node,
                 &replicas,
@@ -367,12 +367,6 @@ pub async fn apply_entry(
     };
     *replication.role.borrow_mut() = role;
     advance_leader_high_watermark(shard, local);
-}
-
-/// Leader epochs are `u32` in the metadata and `i32` on disk (Kafka's
-/// `partitionLeaderEpoch`); the metadata never gets near `i32::MAX`.
-fn epoch_on_disk(epoch: u32) -> i32 {
-    i32::try_from(epoch).unwrap_or(i32::MAX)
 }
 
 /// Ends the current role: its tasks are cancelled (and have stopped when
@@ -1054,8 +1048,8 @@ mod tests {
             },
             "an unusable address is no address"
         );
-        assert_eq!(epoch_on_disk(7), 7);
-        assert_eq!(epoch_on_disk(u32::MAX), i32::MAX);
+        assert_eq!(LeaderEpoch::from_metadata(7), LeaderEpoch(7));
+        assert_eq!(LeaderEpoch::from_metadata(u32::MAX), LeaderEpoch(i32::MAX));
     }
 
     #[test]
