@@ -49,7 +49,7 @@ mod types;
 mod validate;
 
 #[cfg(test)]
-mod lease_sim;
+mod lease_sim_tests;
 #[cfg(test)]
 mod membership_tests;
 #[cfg(test)]
