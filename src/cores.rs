@@ -24,6 +24,16 @@ pub struct PartitionKey {
     pub partition: u32,
 }
 
+impl PartitionKey {
+    /// The key of partition `partition` of the stream incarnation `record`.
+    pub fn of(record: &StreamRecord, partition: u32) -> PartitionKey {
+        PartitionKey {
+            stream_id: record.id,
+            partition,
+        }
+    }
+}
+
 /// Storage settings of a partition, taken from its stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionSettings {
@@ -99,10 +109,7 @@ impl PartitionTable {
             };
             for assignment in &record.partitions {
                 entries.push(PartitionEntry {
-                    key: PartitionKey {
-                        stream_id: record.id,
-                        partition: assignment.partition,
-                    },
+                    key: PartitionKey::of(record, assignment.partition),
                     stream: spec.name.clone(),
                     partition: assignment.partition,
                     shard: assignment.shard,

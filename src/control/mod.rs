@@ -678,10 +678,7 @@ async fn local_open_reports(
         .partitions
         .iter()
         .map(|p| {
-            let key = PartitionKey {
-                stream_id: record.id,
-                partition: p.partition,
-            };
+            let key = PartitionKey::of(record, p.partition);
             (key, p.shard)
         })
         .collect();

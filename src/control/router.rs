@@ -237,10 +237,7 @@ impl Router {
                             hosted.push((
                                 HostedPartition {
                                     stream: record.spec.name.clone(),
-                                    key: PartitionKey {
-                                        stream_id: record.id,
-                                        partition: a.partition,
-                                    },
+                                    key: PartitionKey::of(record, a.partition),
                                     leader: a.leader,
                                     replicas: a.replicas.clone(),
                                     isr: a.isr.clone(),
@@ -392,10 +389,7 @@ impl Router {
                     .partitions
                     .iter()
                     .map(|p| {
-                        let key = PartitionKey {
-                            stream_id: record.id,
-                            partition: p.partition,
-                        };
+                        let key = PartitionKey::of(record, p.partition);
                         (key, p.shard, p.leader)
                     })
                     .collect(),
@@ -406,10 +400,7 @@ impl Router {
                 if assignment.leader != self.local_node || !self.confirmed {
                     continue;
                 }
-                let key = PartitionKey {
-                    stream_id: record.id,
-                    partition: assignment.partition,
-                };
+                let key = PartitionKey::of(record, assignment.partition);
                 let route = Arc::new(Route {
                     key,
                     stream: stream.clone(),

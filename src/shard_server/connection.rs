@@ -1024,10 +1024,7 @@ fn encode_stream<'a>(
     let spec = &record.spec;
     let mut partitions = Vec::new();
     for assignment in &record.partitions {
-        let key = PartitionKey {
-            stream_id: record.id,
-            partition: assignment.partition,
-        };
+        let key = PartitionKey::of(record, assignment.partition);
         let replicas: Vec<i64> = assignment.replicas.iter().map(|n| *n as i64).collect();
         let isr: Vec<i64> = assignment.isr.iter().map(|n| *n as i64).collect();
         let replicas = fbb.create_vector(&replicas);
