@@ -479,8 +479,9 @@ pub async fn commit_appended(
     generation: u64,
 ) -> Result<(), AppendFailure> {
     advance_leader_high_watermark(shard, local);
-    let deadline = glommio::timer::sleep(ACK_ALL_WAIT_MAX).fuse();
-    futures::pin_mut!(deadline);
+    // Armed only once the append has to wait: an ack-`leader` append with
+    // the lease held (the common case) returns without a timer.
+    let mut deadline = None;
     loop {
         if local.replication.generation() != generation {
             return Err(AppendFailure {
@@ -518,6 +519,8 @@ pub async fn commit_appended(
         }
         .fuse();
         let moved = local.replication.changed_since(generation).fuse();
+        let mut deadline = deadline
+            .get_or_insert_with(|| Box::pin(glommio::timer::sleep(ACK_ALL_WAIT_MAX).fuse()));
         futures::pin_mut!(replicated, lease, moved);
         futures::select! {
             _ = replicated => {}
