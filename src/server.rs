@@ -61,11 +61,9 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         gate: ConnectionGate::new(&config.limits, limit_counters.clone()),
         replica_lag_time_max: config.replica_lag_time_max,
     };
-    let shards = ShardRuntime::start_with::<(), _, _, _>(
-        runtime_config,
-        shard_links,
-        move |context, link| run_shard(context.shard_id.0, settings, link),
-    )?;
+    let shards = ShardRuntime::start_with(runtime_config, shard_links, move |context, link| {
+        run_shard(context.shard_id.0, settings, link)
+    })?;
     let control_result = control::run(config, control_links, limit_counters);
     // The control core told every shard to stop (or dropped their rings on
     // error, which stops them too).

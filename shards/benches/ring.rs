@@ -103,7 +103,7 @@ fn run_shards(cpus: Vec<usize>, roles: Vec<Role>, mode: Mode) -> ShardRuntime {
     ShardRuntime::start_with(
         ShardRuntimeConfig::new(cpus),
         roles,
-        move |_: ShardContext<()>, role| async move {
+        move |_: ShardContext, role| async move {
             match role {
                 Role::Produce(tx) => produce(tx, mode).await,
                 Role::Consume(rx, mut report) => {

@@ -12,7 +12,7 @@
 //! executor alone. State is single-threaded (`Rc`/`RefCell`), so there are no
 //! locks on the data path. Work crosses cores only as owned values over the
 //! SPSC rings in [`ring`], one per (sender, receiver) pair; [`shard`] starts
-//! the pinned executors and wires the rings.
+//! the pinned executors, and the caller hands each its rings.
 //!
 //! ## Durability
 //!

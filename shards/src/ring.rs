@@ -1,7 +1,7 @@
 //! Bounded single-producer/single-consumer rings between cores.
 //!
-//! Every cross-core hop in Sluice (control core ↔ shard, shard ↔ shard) is one
-//! of these rings, carrying owned values, never references. glommio's own
+//! Every cross-core hop in Sluice (control core ↔ shard) is one of these
+//! rings, carrying owned values, never references. glommio's own
 //! `shared_channel` only works between two glommio executors (its `connect()`
 //! panics on a tokio thread), so this ring is runtime-agnostic: it only needs a
 //! [`Waker`], and glommio accepts wakes from foreign threads.

@@ -1,15 +1,17 @@
-//! The shard runtime: one pinned glommio executor per data core, and a full
-//! mesh of SPSC rings between them.
+//! The shard runtime: one pinned glommio executor per data core.
 //!
 //! A shard owns its partitions outright, so everything it touches lives on its
 //! own thread: [`ShardRuntime::start`] spawns one OS thread per configured CPU
 //! (`sluice-shard-{index}`), builds a glommio `LocalExecutor` pinned there
 //! (`Placement::Fixed`), and runs the caller's body in it. The body gets a
-//! [`ShardContext`]: its [`ShardId`], the shard count, and a [`ShardMesh`]
-//! holding one [`ring`] end per peer and direction, so shard↔shard traffic is
-//! single-producer/single-consumer with no locks. Rings to the control core
-//! (tokio) are made by the caller with [`ring`] and handed in as per-shard
-//! inputs ([`ShardRuntime::start_with`]).
+//! [`ShardContext`]: its [`ShardId`], the shard count and its CPU. Rings to
+//! the control core (tokio) are made by the caller with
+//! [`ring`](crate::ring::ring) and handed in as per-shard inputs
+//! ([`ShardRuntime::start_with`]).
+//!
+//! There are no shard↔shard rings: nothing crosses from one shard to another
+//! directly (a request for another shard's partition goes through the control
+//! core; ARCHITECTURE.md, "The cores", says why).
 //!
 //! # Start-up is all-or-nothing
 //!
@@ -17,8 +19,7 @@
 //! (below), then reports to [`ShardRuntime::start`] and waits. Only when every
 //! shard reported success are the bodies started; otherwise every thread is
 //! told to exit, and `start` returns the first error. A body therefore never
-//! runs next to a peer that failed to start, and never talks to a mesh ring
-//! whose other end is gone before it began.
+//! runs next to a peer that failed to start.
 //!
 //! # The glommio poll-probe pitfall
 //!
@@ -56,16 +57,7 @@ use glommio::io::{BufferedFile, DmaFile};
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
 use crate::constants::IO_MEMORY_BYTES_DEFAULT;
-use crate::ring::{ring, RingReceiver, RingSender};
 use crate::types::ShardId;
-
-/// Default capacity, in messages, of each shard↔shard ring. There are
-/// `n·(n−1)` of them and each preallocates `capacity · size_of::<M>()`
-/// bytes, so this is far below
-/// [`RING_CAPACITY_DEFAULT`](crate::constants::RING_CAPACITY_DEFAULT): with 64-byte
-/// messages and 16 shards the mesh takes 15 MiB. Messages are expected to be
-/// owned batches, so 1024 of them in flight is plenty.
-pub const MESH_RING_CAPACITY_DEFAULT: usize = 1024;
 
 /// Size of the file [`probe_device`] writes and reads back: one page, which
 /// is a multiple of every logical block size (512 or 4096) O_DIRECT needs.
@@ -87,8 +79,6 @@ pub struct ShardRuntimeConfig {
     /// Directories (one per data device) each executor probes before its
     /// body runs; created if missing. See the module docs.
     pub probe_dirs: Vec<PathBuf>,
-    /// Capacity of each shard↔shard ring.
-    pub mesh_ring_capacity: usize,
 }
 
 impl ShardRuntimeConfig {
@@ -99,61 +89,19 @@ impl ShardRuntimeConfig {
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             spin_before_park: None,
             probe_dirs: Vec::new(),
-            mesh_ring_capacity: MESH_RING_CAPACITY_DEFAULT,
         }
     }
 }
 
 /// What a shard's body is given.
-pub struct ShardContext<M> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardContext {
     /// This shard's index, `0..shard_count`.
     pub shard_id: ShardId,
     /// How many shards the runtime started.
     pub shard_count: u32,
     /// The CPU this shard's executor is pinned to.
     pub cpu: usize,
-    /// Rings to and from every other shard.
-    pub peers: ShardMesh<M>,
-}
-
-/// One shard's ends of the shard↔shard rings: for every other shard `j`, a
-/// sender to `j` and a receiver from `j` (one ring per ordered pair).
-pub struct ShardMesh<M> {
-    shard_id: ShardId,
-    /// Indexed by destination shard; `None` for this shard and once taken.
-    senders: Vec<Option<RingSender<M>>>,
-    /// Indexed by source shard; `None` for this shard and once taken.
-    receivers: Vec<Option<RingReceiver<M>>>,
-}
-
-impl<M: Send> ShardMesh<M> {
-    /// The ring to shard `to`; `None` for this shard itself, for a shard
-    /// that does not exist, or if the ring was taken by [`ShardMesh::into_parts`].
-    pub fn sender(&mut self, to: ShardId) -> Option<&mut RingSender<M>> {
-        self.senders.get_mut(to.0 as usize)?.as_mut()
-    }
-
-    /// The ring from shard `from`; `None` as for [`ShardMesh::sender`].
-    pub fn receiver(&mut self, from: ShardId) -> Option<&mut RingReceiver<M>> {
-        self.receivers.get_mut(from.0 as usize)?.as_mut()
-    }
-
-    /// Splits the mesh into owned ring ends labelled with the peer, e.g. to
-    /// give each inbound ring its own task.
-    #[allow(clippy::type_complexity)]
-    pub fn into_parts(
-        self,
-    ) -> (
-        Vec<(ShardId, RingSender<M>)>,
-        Vec<(ShardId, RingReceiver<M>)>,
-    ) {
-        (labelled(self.senders), labelled(self.receivers))
-    }
-
-    /// This shard's id.
-    pub fn shard_id(&self) -> ShardId {
-        self.shard_id
-    }
 }
 
 /// Why the shard runtime could not start, or how a shard ended.
@@ -261,10 +209,9 @@ struct ExecutorSetup {
 impl ShardRuntime {
     /// Starts one shard per entry of `config.cpus`, each running
     /// `body(context)`. See [`ShardRuntime::start_with`].
-    pub fn start<M, F, Fut>(config: ShardRuntimeConfig, body: F) -> Result<ShardRuntime, ShardError>
+    pub fn start<F, Fut>(config: ShardRuntimeConfig, body: F) -> Result<ShardRuntime, ShardError>
     where
-        M: Send + 'static,
-        F: FnOnce(ShardContext<M>) -> Fut + Send + Clone + 'static,
+        F: FnOnce(ShardContext) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         let inputs = vec![(); config.cpus.len()];
@@ -278,30 +225,25 @@ impl ShardRuntime {
     /// `config.probe_dirs`; returns the first failure, in which case no body
     /// runs. The bodies run until they return; tasks they spawn and did not
     /// await are dropped with the executor.
-    pub fn start_with<M, I, F, Fut>(
+    pub fn start_with<I, F, Fut>(
         config: ShardRuntimeConfig,
         inputs: Vec<I>,
         body: F,
     ) -> Result<ShardRuntime, ShardError>
     where
-        M: Send + 'static,
         I: Send + 'static,
-        F: FnOnce(ShardContext<M>, I) -> Fut + Send + Clone + 'static,
+        F: FnOnce(ShardContext, I) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         validate(&config, inputs.len())?;
         let shard_count = config.cpus.len();
-        let meshes = build_mesh(shard_count, config.mesh_ring_capacity);
         let mut starting = Vec::with_capacity(shard_count);
-        for (index, ((&cpu, peers), input)) in
-            config.cpus.iter().zip(meshes).zip(inputs).enumerate()
-        {
+        for (index, (&cpu, input)) in config.cpus.iter().zip(inputs).enumerate() {
             let shard = shard_id_of(index);
             let context = ShardContext {
                 shard_id: shard,
                 shard_count: shard_id_of(shard_count).0,
                 cpu,
-                peers,
             };
             let setup = ExecutorSetup {
                 shard,
@@ -363,12 +305,6 @@ fn validate(config: &ShardRuntimeConfig, input_count: usize) -> Result<(), Shard
             reason: "lists more shards than a ShardId can number",
         });
     }
-    if config.mesh_ring_capacity == 0 {
-        return Err(ShardError::InvalidConfig {
-            field: "mesh_ring_capacity",
-            reason: "must be at least 1",
-        });
-    }
     if input_count != config.cpus.len() {
         return Err(ShardError::InputCount {
             expected: config.cpus.len(),
@@ -382,33 +318,6 @@ fn validate(config: &ShardRuntimeConfig, input_count: usize) -> Result<(), Shard
 /// `validate`, before any index is converted.
 fn shard_id_of(index: usize) -> ShardId {
     ShardId(u32::try_from(index).expect("shard count validated to fit u32"))
-}
-
-/// The present entries of a by-shard table, with their shard ids.
-fn labelled<E>(ends: Vec<Option<E>>) -> Vec<(ShardId, E)> {
-    let present = ends.into_iter().enumerate();
-    present
-        .filter_map(|(peer, end)| Some((shard_id_of(peer), end?)))
-        .collect()
-}
-
-/// One mesh per shard: ring `i → j` for every ordered pair `i ≠ j`.
-fn build_mesh<M: Send>(shard_count: usize, capacity: usize) -> Vec<ShardMesh<M>> {
-    let mut meshes: Vec<ShardMesh<M>> = (0..shard_count)
-        .map(|index| ShardMesh {
-            shard_id: shard_id_of(index),
-            senders: (0..shard_count).map(|_| None).collect(),
-            receivers: (0..shard_count).map(|_| None).collect(),
-        })
-        .collect();
-    for from in 0..shard_count {
-        for to in (0..shard_count).filter(|&to| to != from) {
-            let (sender, receiver) = ring(capacity);
-            meshes[from].senders[to] = Some(sender);
-            meshes[to].receivers[from] = Some(receiver);
-        }
-    }
-    meshes
 }
 
 /// Waits for every shard to report, then starts all bodies or none.
@@ -463,15 +372,15 @@ fn abort(starting: Vec<Starting>) -> Option<ShardError> {
 
 /// The body of a shard thread: build, probe, report, wait for the decision,
 /// run the body.
-fn run_shard<M, I, F, Fut>(
+fn run_shard<I, F, Fut>(
     setup: ExecutorSetup,
-    context: ShardContext<M>,
+    context: ShardContext,
     input: I,
     body: F,
     ready: mpsc::Sender<Result<(), ShardError>>,
     go: mpsc::Receiver<bool>,
 ) where
-    F: FnOnce(ShardContext<M>, I) -> Fut,
+    F: FnOnce(ShardContext, I) -> Fut,
     Fut: Future<Output = ()>,
 {
     let started = build_executor(&setup).and_then(|executor| {
@@ -644,13 +553,13 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
     use std::time::Duration;
 
     use futures::executor::block_on;
     use glommio::io::{DmaStreamWriterBuilder, ImmutableFileBuilder, OpenOptions};
 
     use super::*;
+    use crate::ring::ring;
 
     /// Tests share the 8 MiB RLIMIT_MEMLOCK with each other and with other
     /// test binaries, so each executor registers only 256 KiB.
@@ -661,100 +570,58 @@ mod tests {
         }
     }
 
-    /// Starts `cpus.len()` shards; each sends its id to every peer and then
-    /// receives one message from each, reporting `(receiver, sender)` pairs
-    /// to the test thread over per-shard control rings.
-    fn exchange_ids(cpus: Vec<usize>) -> BTreeSet<(u32, u32)> {
+    /// Starts `cpus.len()` shards; each reports the context it was given to
+    /// the test thread over its own ring.
+    fn contexts(cpus: Vec<usize>) -> Vec<ShardContext> {
         let shard_count = cpus.len();
         let (reports, mut inbox): (Vec<_>, Vec<_>) =
-            (0..shard_count).map(|_| ring::<(u32, u32)>(64)).unzip();
+            (0..shard_count).map(|_| ring::<ShardContext>(1)).unzip();
         let runtime = ShardRuntime::start_with(
             test_config(cpus),
             reports,
-            |mut context: ShardContext<u32>, mut report| async move {
-                let me = context.shard_id;
-                for peer in (0..context.shard_count)
-                    .map(ShardId)
-                    .filter(|&peer| peer != me)
-                {
-                    let to_peer = context.peers.sender(peer).expect("a ring to every peer");
-                    to_peer
-                        .send(me.0)
-                        .await
-                        .expect("peers keep their receivers until they received");
-                }
-                for peer in (0..context.shard_count)
-                    .map(ShardId)
-                    .filter(|&peer| peer != me)
-                {
-                    let from_peer = context
-                        .peers
-                        .receiver(peer)
-                        .expect("a ring from every peer");
-                    let sender = from_peer.recv().await.expect("every peer sends once");
-                    assert_eq!(sender, peer.0, "ring {peer}→{me} carries {peer}'s messages");
-                    report
-                        .send((me.0, sender))
-                        .await
-                        .expect("the test thread listens");
-                }
-                assert!(context.peers.sender(me).is_none(), "no ring to itself");
+            |context, mut report| async move {
+                report.send(context).await.expect("the test thread listens");
             },
         )
         .expect("the shards start");
-        let mut received = BTreeSet::new();
-        for receiver in &mut inbox {
-            for _ in 0..shard_count - 1 {
-                received.insert(block_on(receiver.recv()).expect("a report per peer"));
-            }
-        }
+        let received = inbox
+            .iter_mut()
+            .map(|receiver| block_on(receiver.recv()).expect("a report per shard"))
+            .collect();
         runtime.join().expect("no shard panicked");
-        for mut receiver in inbox {
-            assert_eq!(block_on(receiver.recv()), None, "no extra messages");
-        }
         received
     }
 
-    fn all_pairs(shard_count: u32) -> BTreeSet<(u32, u32)> {
+    fn expected(cpus: &[usize]) -> Vec<ShardContext> {
+        let shard_count = u32::try_from(cpus.len()).expect("few shards");
         (0..shard_count)
-            .flat_map(|to| {
-                (0..shard_count)
-                    .filter(move |&from| from != to)
-                    .map(move |from| (to, from))
+            .zip(cpus)
+            .map(|(shard, &cpu)| ShardContext {
+                shard_id: ShardId(shard),
+                shard_count,
+                cpu,
             })
             .collect()
     }
 
     #[test]
-    fn mesh_delivers_every_shard_id_to_every_peer_on_cpus_0_and_1() {
-        assert_eq!(exchange_ids(vec![0, 1]), all_pairs(2));
+    fn every_shard_gets_its_id_on_cpus_0_and_1() {
+        assert_eq!(contexts(vec![0, 1]), expected(&[0, 1]));
     }
 
     #[test]
-    fn mesh_works_with_two_shards_on_one_cpu() {
-        assert_eq!(exchange_ids(vec![0, 0]), all_pairs(2));
+    fn two_shards_can_share_one_cpu() {
+        assert_eq!(contexts(vec![0, 0]), expected(&[0, 0]));
     }
 
     #[test]
-    fn mesh_works_with_three_shards_on_two_cpus() {
-        assert_eq!(exchange_ids(vec![0, 1, 1]), all_pairs(3));
+    fn three_shards_run_on_two_cpus() {
+        assert_eq!(contexts(vec![0, 1, 1]), expected(&[0, 1, 1]));
     }
 
     #[test]
-    fn a_single_shard_has_an_empty_mesh() {
-        let (report, mut inbox) = ring::<usize>(1);
-        let runtime = ShardRuntime::start_with(
-            test_config(vec![1]),
-            vec![report],
-            |context: ShardContext<()>, mut report| async move {
-                let (senders, receivers) = context.peers.into_parts();
-                let ends = senders.len() + receivers.len();
-                report.send(ends).await.expect("the test thread listens");
-            },
-        )
-        .expect("the shard starts");
-        assert_eq!(block_on(inbox.recv()), Some(0));
-        runtime.join().expect("no panic");
+    fn a_single_shard_runs() {
+        assert_eq!(contexts(vec![1]), expected(&[1]));
     }
 
     /// docs/design.md §13: starting from an empty data directory must work. The
@@ -776,7 +643,7 @@ mod tests {
         let runtime = ShardRuntime::start_with(
             config,
             reports,
-            move |context: ShardContext<()>, mut report| async move {
+            move |context: ShardContext, mut report| async move {
                 let outcome = write_and_read_fresh_file(&dir, context.shard_id).await;
                 report
                     .send(outcome.map_err(|error| error.to_string()))
@@ -875,7 +742,7 @@ mod tests {
         let (report, mut inbox) = ring::<()>(4);
         let reports = vec![Some(report), None];
         let error =
-            ShardRuntime::start_with(config, reports, |_: ShardContext<()>, report| async move {
+            ShardRuntime::start_with(config, reports, |_: ShardContext, report| async move {
                 if let Some(mut report) = report {
                     let _ = report.send(()).await;
                 }
@@ -896,23 +763,15 @@ mod tests {
 
     #[test]
     fn start_rejects_bad_configurations() {
-        let body = |_: ShardContext<()>| async {};
+        let body = |_: ShardContext| async {};
         assert!(matches!(
             ShardRuntime::start(test_config(vec![]), body),
             Err(ShardError::NoShards)
         ));
-        let config = ShardRuntimeConfig {
-            mesh_ring_capacity: 0,
-            ..test_config(vec![0])
-        };
-        assert!(matches!(
-            ShardRuntime::start(config, body),
-            Err(ShardError::InvalidConfig { .. })
-        ));
         let wrong_inputs = ShardRuntime::start_with(
             test_config(vec![0, 1]),
             vec![()],
-            |_: ShardContext<()>, ()| async {},
+            |_: ShardContext, ()| async {},
         );
         assert!(matches!(
             wrong_inputs,
@@ -932,7 +791,7 @@ mod tests {
     fn join_reports_a_panicking_shard() {
         let runtime = ShardRuntime::start(
             test_config(vec![0, 1]),
-            |context: ShardContext<()>| async move {
+            |context: ShardContext| async move {
                 if context.shard_id == ShardId(1) {
                     panic!("shard one gives up");
                 }
@@ -955,7 +814,7 @@ mod tests {
             ..test_config(vec![1])
         };
         let runtime =
-            ShardRuntime::start(config, |_: ShardContext<()>| async {}).expect("the shard starts");
+            ShardRuntime::start(config, |_: ShardContext| async {}).expect("the shard starts");
         assert_eq!(runtime.shard_count(), 1);
         runtime.join().expect("no panic");
     }
