@@ -10,6 +10,11 @@
 //! monotonic prefix, drops trailing entries that do not point at a valid
 //! batch, rescans the log from the last good entry and appends what is
 //! missing; an index that cannot be trusted is rebuilt from the log.
+//!
+//! What both indexes share lives here too: `IndexEntries<E>`, fixed-size
+//! entries kept in memory and mirrored into an append-only file, with `E`
+//! an `IndexEntry` that knows its layout and order (`OffsetIndexEntry`
+//! here, `TimeIndexEntry` in `time_index.rs`).
 
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -107,37 +112,52 @@ impl IndexFile {
     }
 }
 
-pub(crate) struct OffsetIndex {
+/// One fixed-size entry of an index file, stored relative to the segment's
+/// base offset.
+pub(crate) trait IndexEntry: Copy {
+    /// Bytes of one entry on disk.
+    const BYTES: usize;
+    /// The entry as written, `BYTES` long.
+    type Encoded: AsRef<[u8]>;
+    /// The entry stored in `chunk` (`BYTES` long) of the segment at `base`.
+    fn decode(chunk: &[u8], base: Offset) -> Self;
+    /// The entry as stored for the segment at `base`.
+    fn encode(&self, base: Offset) -> Self::Encoded;
+    /// Whether the entry may follow `previous` in the file.
+    fn follows(&self, previous: &Self) -> bool;
+}
+
+/// The entries of one index file, kept in memory and mirrored, append-only,
+/// on disk: what the offset and the time index share.
+pub(crate) struct IndexEntries<E> {
     base: Offset,
-    entries: Vec<OffsetIndexEntry>,
+    entries: Vec<E>,
     file: IndexFile,
 }
 
-impl OffsetIndex {
-    /// Opens the index file, keeping the longest prefix of well-formed,
-    /// strictly increasing entries that lie below `file_bytes`.
-    pub(crate) async fn open(path: &Path, base: Offset, file_bytes: u64) -> LogResult<OffsetIndex> {
-        let bytes_max =
-            index_entries_max(file_bytes).saturating_mul(OFFSET_INDEX_ENTRY_BYTES as u64);
+impl<E: IndexEntry> IndexEntries<E> {
+    /// Opens the file, keeping the longest prefix of well-formed entries
+    /// that each follow the one before and pass `keep`, and cuts the file to
+    /// it. Reads at most as many entries as a segment file of `file_bytes`
+    /// can have batches.
+    pub(crate) async fn open(
+        path: &Path,
+        base: Offset,
+        file_bytes: u64,
+        keep: impl Fn(&E) -> bool,
+    ) -> LogResult<IndexEntries<E>> {
+        let bytes_max = index_entries_max(file_bytes).saturating_mul(E::BYTES as u64);
         let (file, bytes) = IndexFile::open(path, bytes_max).await?;
-        let mut entries: Vec<OffsetIndexEntry> =
-            Vec::with_capacity(bytes.len() / OFFSET_INDEX_ENTRY_BYTES);
-        for chunk in bytes.chunks_exact(OFFSET_INDEX_ENTRY_BYTES) {
-            let relative = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-            let entry = OffsetIndexEntry {
-                offset: base.plus(u64::from(relative)),
-                position: Position(u64::from(position)),
-            };
-            let increasing = entries
-                .last()
-                .is_none_or(|last| entry.offset > last.offset && entry.position > last.position);
-            if !increasing || entry.position.0 >= file_bytes {
+        let mut entries: Vec<E> = Vec::with_capacity(bytes.len() / E::BYTES);
+        for chunk in bytes.chunks_exact(E::BYTES) {
+            let entry = E::decode(chunk, base);
+            let in_order = entries.last().is_none_or(|last| entry.follows(last));
+            if !in_order || !keep(&entry) {
                 break;
             }
             entries.push(entry);
         }
-        let mut index = OffsetIndex {
+        let mut index = IndexEntries {
             base,
             entries,
             file,
@@ -146,87 +166,154 @@ impl OffsetIndex {
         Ok(index)
     }
 
-    pub(crate) fn entries(&self) -> &[OffsetIndexEntry] {
+    /// The base offset of the segment.
+    pub(crate) fn base(&self) -> Offset {
+        self.base
+    }
+
+    pub(crate) fn as_slice(&self) -> &[E] {
         &self.entries
     }
 
-    pub(crate) fn last(&self) -> Option<OffsetIndexEntry> {
+    pub(crate) fn last(&self) -> Option<E> {
         self.entries.last().copied()
     }
 
-    /// Position of the last indexed batch starting at or before `offset`
-    /// (0 when none): where a scan for `offset` begins.
-    pub(crate) fn floor_by_offset(&self, offset: Offset) -> OffsetIndexEntry {
-        let at = self.entries.partition_point(|e| e.offset <= offset);
-        if at == 0 {
-            return self.segment_start();
-        }
-        self.entries[at - 1]
-    }
-
-    /// Last indexed batch starting at or before `position`.
-    pub(crate) fn floor_by_position(&self, position: Position) -> OffsetIndexEntry {
-        let at = self.entries.partition_point(|e| e.position <= position);
-        if at == 0 {
-            return self.segment_start();
-        }
-        self.entries[at - 1]
-    }
-
-    fn segment_start(&self) -> OffsetIndexEntry {
-        OffsetIndexEntry {
-            offset: self.base,
-            position: Position(0),
-        }
-    }
-
-    pub(crate) fn append(&mut self, offset: Offset, position: Position) -> LogResult<()> {
-        debug_assert!(offset >= self.base);
-        debug_assert!(self
-            .entries
-            .last()
-            .is_none_or(|last| offset > last.offset && position > last.position));
-        let relative = u32::try_from(offset.0 - self.base.0).unwrap_or(u32::MAX);
-        let position_u32 = u32::try_from(position.0).unwrap_or(u32::MAX);
-        let mut bytes = [0u8; OFFSET_INDEX_ENTRY_BYTES];
-        bytes[..4].copy_from_slice(&relative.to_be_bytes());
-        bytes[4..].copy_from_slice(&position_u32.to_be_bytes());
-        let file_position = (self.entries.len() * OFFSET_INDEX_ENTRY_BYTES) as u64;
-        self.file.write_at(&bytes, file_position)?;
-        self.entries.push(OffsetIndexEntry { offset, position });
+    /// Writes `entry` after the last one and keeps it.
+    pub(crate) fn push(&mut self, entry: E) -> LogResult<()> {
+        let file_position = (self.entries.len() * E::BYTES) as u64;
+        self.file
+            .write_at(entry.encode(self.base).as_ref(), file_position)?;
+        self.entries.push(entry);
         Ok(())
     }
 
-    /// Forgets the last entry, in memory and (best effort) on disk: the time
-    /// index could not take its twin.
+    /// Forgets the last entry, in memory and (best effort) on disk.
     pub(crate) fn pop_last(&mut self) {
         if self.entries.pop().is_some() {
-            self.file
-                .cut_to((self.entries.len() * OFFSET_INDEX_ENTRY_BYTES) as u64);
+            self.file.cut_to((self.entries.len() * E::BYTES) as u64);
         }
     }
 
-    /// Drops every entry at or after `position` (the log was truncated there).
-    pub(crate) async fn truncate_to_position(&mut self, position: Position) -> LogResult<()> {
-        let keep = self.entries.partition_point(|e| e.position < position);
-        self.entries.truncate(keep);
-        self.persist_truncation().await
-    }
-
-    /// Keeps only the first `len` entries (recovery found the rest stale).
-    pub(crate) async fn truncate_entries(&mut self, len: usize) -> LogResult<()> {
+    /// Keeps only the first `len` entries, in memory and on disk.
+    pub(crate) async fn truncate(&mut self, len: usize) -> LogResult<()> {
         self.entries.truncate(len);
         self.persist_truncation().await
     }
 
     async fn persist_truncation(&mut self) -> LogResult<()> {
         self.file
-            .truncate((self.entries.len() * OFFSET_INDEX_ENTRY_BYTES) as u64)
+            .truncate((self.entries.len() * E::BYTES) as u64)
             .await
     }
 
     pub(crate) async fn remove(&self) -> LogResult<()> {
         self.file.remove().await
+    }
+}
+
+impl IndexEntry for OffsetIndexEntry {
+    const BYTES: usize = OFFSET_INDEX_ENTRY_BYTES;
+    type Encoded = [u8; OFFSET_INDEX_ENTRY_BYTES];
+
+    fn decode(chunk: &[u8], base: Offset) -> OffsetIndexEntry {
+        let relative = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+        OffsetIndexEntry {
+            offset: base.plus(u64::from(relative)),
+            position: Position(u64::from(position)),
+        }
+    }
+
+    fn encode(&self, base: Offset) -> Self::Encoded {
+        let relative = u32::try_from(self.offset.0 - base.0).unwrap_or(u32::MAX);
+        let position = u32::try_from(self.position.0).unwrap_or(u32::MAX);
+        let mut bytes = [0u8; OFFSET_INDEX_ENTRY_BYTES];
+        bytes[..4].copy_from_slice(&relative.to_be_bytes());
+        bytes[4..].copy_from_slice(&position.to_be_bytes());
+        bytes
+    }
+
+    fn follows(&self, previous: &OffsetIndexEntry) -> bool {
+        self.offset > previous.offset && self.position > previous.position
+    }
+}
+
+pub(crate) struct OffsetIndex {
+    entries: IndexEntries<OffsetIndexEntry>,
+}
+
+impl OffsetIndex {
+    /// Opens the index file, keeping the longest prefix of well-formed,
+    /// strictly increasing entries that lie below `file_bytes`.
+    pub(crate) async fn open(path: &Path, base: Offset, file_bytes: u64) -> LogResult<OffsetIndex> {
+        let entries = IndexEntries::open(path, base, file_bytes, |entry: &OffsetIndexEntry| {
+            entry.position.0 < file_bytes
+        })
+        .await?;
+        Ok(OffsetIndex { entries })
+    }
+
+    pub(crate) fn entries(&self) -> &[OffsetIndexEntry] {
+        self.entries.as_slice()
+    }
+
+    pub(crate) fn last(&self) -> Option<OffsetIndexEntry> {
+        self.entries.last()
+    }
+
+    /// Position of the last indexed batch starting at or before `offset`
+    /// (0 when none): where a scan for `offset` begins.
+    pub(crate) fn floor_by_offset(&self, offset: Offset) -> OffsetIndexEntry {
+        let at = self.entries().partition_point(|e| e.offset <= offset);
+        if at == 0 {
+            return self.segment_start();
+        }
+        self.entries()[at - 1]
+    }
+
+    /// Last indexed batch starting at or before `position`.
+    pub(crate) fn floor_by_position(&self, position: Position) -> OffsetIndexEntry {
+        let at = self.entries().partition_point(|e| e.position <= position);
+        if at == 0 {
+            return self.segment_start();
+        }
+        self.entries()[at - 1]
+    }
+
+    fn segment_start(&self) -> OffsetIndexEntry {
+        OffsetIndexEntry {
+            offset: self.entries.base(),
+            position: Position(0),
+        }
+    }
+
+    pub(crate) fn append(&mut self, offset: Offset, position: Position) -> LogResult<()> {
+        debug_assert!(offset >= self.entries.base());
+        let entry = OffsetIndexEntry { offset, position };
+        debug_assert!(self.last().is_none_or(|last| entry.follows(&last)));
+        self.entries.push(entry)
+    }
+
+    /// Forgets the last entry, in memory and (best effort) on disk: the time
+    /// index could not take its twin.
+    pub(crate) fn pop_last(&mut self) {
+        self.entries.pop_last();
+    }
+
+    /// Drops every entry at or after `position` (the log was truncated there).
+    pub(crate) async fn truncate_to_position(&mut self, position: Position) -> LogResult<()> {
+        let keep = self.entries().partition_point(|e| e.position < position);
+        self.entries.truncate(keep).await
+    }
+
+    /// Keeps only the first `len` entries (recovery found the rest stale).
+    pub(crate) async fn truncate_entries(&mut self, len: usize) -> LogResult<()> {
+        self.entries.truncate(len).await
+    }
+
+    pub(crate) async fn remove(&self) -> LogResult<()> {
+        self.entries.remove().await
     }
 }
 

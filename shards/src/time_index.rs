@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::constants::TIME_INDEX_ENTRY_BYTES;
 use crate::error::LogResult;
-use crate::index::{index_entries_max, IndexFile};
+use crate::index::{IndexEntries, IndexEntry};
 use crate::types::{Offset, TimestampMs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,10 +23,35 @@ pub(crate) struct TimeIndexEntry {
     pub(crate) offset: Offset,
 }
 
+impl IndexEntry for TimeIndexEntry {
+    const BYTES: usize = TIME_INDEX_ENTRY_BYTES;
+    type Encoded = [u8; TIME_INDEX_ENTRY_BYTES];
+
+    fn decode(chunk: &[u8], base: Offset) -> TimeIndexEntry {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&chunk[..8]);
+        let relative = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
+        TimeIndexEntry {
+            max_timestamp_before: TimestampMs(i64::from_be_bytes(ts)),
+            offset: base.plus(u64::from(relative)),
+        }
+    }
+
+    fn encode(&self, base: Offset) -> Self::Encoded {
+        let relative = u32::try_from(self.offset.0 - base.0).unwrap_or(u32::MAX);
+        let mut bytes = [0u8; TIME_INDEX_ENTRY_BYTES];
+        bytes[..8].copy_from_slice(&self.max_timestamp_before.0.to_be_bytes());
+        bytes[8..].copy_from_slice(&relative.to_be_bytes());
+        bytes
+    }
+
+    fn follows(&self, previous: &TimeIndexEntry) -> bool {
+        self.offset > previous.offset && self.max_timestamp_before >= previous.max_timestamp_before
+    }
+}
+
 pub(crate) struct TimeIndex {
-    base: Offset,
-    entries: Vec<TimeIndexEntry>,
-    file: IndexFile,
+    entries: IndexEntries<TimeIndexEntry>,
 }
 
 impl TimeIndex {
@@ -35,49 +60,28 @@ impl TimeIndex {
     /// `file_bytes` can have batches. Entries past the log's end are not
     /// checked here: recovery compares the last entry with the offset index.
     pub(crate) async fn open(path: &Path, base: Offset, file_bytes: u64) -> LogResult<TimeIndex> {
-        let bytes_max = index_entries_max(file_bytes).saturating_mul(TIME_INDEX_ENTRY_BYTES as u64);
-        let (file, bytes) = IndexFile::open(path, bytes_max).await?;
-        let mut entries: Vec<TimeIndexEntry> =
-            Vec::with_capacity(bytes.len() / TIME_INDEX_ENTRY_BYTES);
-        for chunk in bytes.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&chunk[..8]);
-            let relative = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
-            let entry = TimeIndexEntry {
-                max_timestamp_before: TimestampMs(i64::from_be_bytes(ts)),
-                offset: base.plus(u64::from(relative)),
-            };
-            let monotonic = entries.last().is_none_or(|last| {
-                entry.offset > last.offset
-                    && entry.max_timestamp_before >= last.max_timestamp_before
-            });
-            if !monotonic {
-                break;
-            }
-            entries.push(entry);
-        }
-        let mut index = TimeIndex {
-            base,
-            entries,
-            file,
-        };
-        index.persist_truncation().await?;
-        Ok(index)
+        let entries = IndexEntries::open(path, base, file_bytes, |_: &TimeIndexEntry| true).await?;
+        Ok(TimeIndex { entries })
     }
 
     /// Where a scan for the first record with timestamp ≥ `target` starts.
     pub(crate) fn scan_start(&self, target: TimestampMs) -> Offset {
-        let at = self
-            .entries
-            .partition_point(|e| e.max_timestamp_before < target);
+        let entries = self.entries.as_slice();
+        let at = entries.partition_point(|e| e.max_timestamp_before < target);
         if at == 0 {
-            return self.base;
+            return self.entries.base();
         }
-        self.entries[at - 1].offset
+        entries[at - 1].offset
     }
 
     pub(crate) fn last(&self) -> Option<TimeIndexEntry> {
-        self.entries.last().copied()
+        self.entries.last()
+    }
+
+    /// Entries in file order.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> &[TimeIndexEntry] {
+        self.entries.as_slice()
     }
 
     pub(crate) fn append(
@@ -85,48 +89,38 @@ impl TimeIndex {
         max_timestamp_before: TimestampMs,
         offset: Offset,
     ) -> LogResult<()> {
-        if let Some(last) = self.entries.last() {
+        if let Some(last) = self.last() {
             if offset <= last.offset {
                 return Ok(());
             }
         }
-        let max_timestamp_before = self.entries.last().map_or(max_timestamp_before, |last| {
+        let max_timestamp_before = self.last().map_or(max_timestamp_before, |last| {
             max_timestamp_before.max(last.max_timestamp_before)
         });
-        let relative = u32::try_from(offset.0 - self.base.0).unwrap_or(u32::MAX);
-        let mut bytes = [0u8; TIME_INDEX_ENTRY_BYTES];
-        bytes[..8].copy_from_slice(&max_timestamp_before.0.to_be_bytes());
-        bytes[8..].copy_from_slice(&relative.to_be_bytes());
-        let file_position = (self.entries.len() * TIME_INDEX_ENTRY_BYTES) as u64;
-        self.file.write_at(&bytes, file_position)?;
         self.entries.push(TimeIndexEntry {
             max_timestamp_before,
             offset,
-        });
-        Ok(())
+        })
     }
 
     /// Drops entries at or after `offset`.
     pub(crate) async fn truncate_to_offset(&mut self, offset: Offset) -> LogResult<()> {
-        let keep = self.entries.partition_point(|e| e.offset < offset);
-        self.entries.truncate(keep);
-        self.persist_truncation().await
-    }
-
-    async fn persist_truncation(&mut self) -> LogResult<()> {
-        self.file
-            .truncate((self.entries.len() * TIME_INDEX_ENTRY_BYTES) as u64)
-            .await
+        let keep = self
+            .entries
+            .as_slice()
+            .partition_point(|e| e.offset < offset);
+        self.entries.truncate(keep).await
     }
 
     pub(crate) async fn remove(&self) -> LogResult<()> {
-        self.file.remove().await
+        self.entries.remove().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::index_entries_max;
     use crate::testing::run_on_executor;
 
     const BASE: Offset = Offset(100);
@@ -183,7 +177,7 @@ mod tests {
             assert_eq!(index.last(), Some(entry(50, 110)));
             drop(index);
             let index = TimeIndex::open(&path, BASE, 1000).await.expect("reopen");
-            assert_eq!(index.entries, [entry(50, 110)]);
+            assert_eq!(index.entries(), [entry(50, 110)]);
         });
     }
 
@@ -195,18 +189,18 @@ mod tests {
         std::fs::write(&path, raw(&[(50, 10), (80, 20), (70, 30), (90, 40)])).expect("write");
         run_on_executor(async move {
             let mut index = TimeIndex::open(&path, BASE, 1000).await.expect("open");
-            assert_eq!(index.entries, [entry(50, 110), entry(80, 120)]);
+            assert_eq!(index.entries(), [entry(50, 110), entry(80, 120)]);
             let len = std::fs::metadata(&path).expect("stat").len();
             assert_eq!(len, 2 * TIME_INDEX_ENTRY_BYTES as u64);
             index.truncate_to_offset(Offset(120)).await.expect("cut");
-            assert_eq!(index.entries, [entry(50, 110)]);
+            assert_eq!(index.entries(), [entry(50, 110)]);
             drop(index);
             let index = TimeIndex::open(&path, BASE, 1000).await.expect("reopen");
-            assert_eq!(index.entries, [entry(50, 110)]);
+            assert_eq!(index.entries(), [entry(50, 110)]);
             // Offset repeated (equal timestamps are fine, equal offsets not).
             std::fs::write(&path, raw(&[(50, 10), (50, 20), (60, 20)])).expect("write");
             let index = TimeIndex::open(&path, BASE, 1000).await.expect("open");
-            assert_eq!(index.entries, [entry(50, 110), entry(50, 120)]);
+            assert_eq!(index.entries(), [entry(50, 110), entry(50, 120)]);
         });
     }
 
@@ -221,7 +215,7 @@ mod tests {
             let index = TimeIndex::open(&path, BASE, file_bytes)
                 .await
                 .expect("open");
-            assert_eq!(index.entries.len() as u64, index_entries_max(file_bytes));
+            assert_eq!(index.entries().len() as u64, index_entries_max(file_bytes));
         });
     }
 }
