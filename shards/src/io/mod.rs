@@ -50,27 +50,35 @@ pub(crate) async fn sync_directory(dir: &Path) -> crate::error::LogResult<()> {
         .map_err(|e| LogError::glommio("sync partition directory", dir, e))
 }
 
+/// Runs `call`, a syscall returning a count or -1 with `errno` set, again
+/// for as long as it fails with `EINTR`; returns the count or the error.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let count = call();
+        if let Ok(count) = usize::try_from(count) {
+            return Ok(count);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Writes all of `buf` at `position`, retrying short writes and `EINTR`.
 pub(crate) fn pwrite_all(fd: RawFd, mut buf: &[u8], mut position: u64) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is a live, initialised slice for the duration of the
-        // call and the kernel only reads `buf.len()` bytes from it.
-        let written =
-            unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), position as libc::off_t) };
-        if written < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
+        let written = retry_eintr(|| {
+            // SAFETY: `buf` is a live, initialised slice for the duration of
+            // the call and the kernel only reads `buf.len()` bytes from it.
+            unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), position as libc::off_t) }
+        })?;
         if written == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "pwrite wrote 0 bytes",
             ));
         }
-        let written = written as usize;
         buf = &buf[written..];
         position += written as u64;
     }
@@ -83,27 +91,22 @@ pub fn pread_full(fd: RawFd, buf: &mut [u8], position: u64) -> io::Result<usize>
     let mut filled = 0;
     while filled < buf.len() {
         let rest = &mut buf[filled..];
-        // SAFETY: `rest` is a live, writable slice; the kernel writes at most
-        // `rest.len()` bytes into it.
-        let read = unsafe {
-            libc::pread(
-                fd,
-                rest.as_mut_ptr().cast(),
-                rest.len(),
-                (position + filled as u64) as libc::off_t,
-            )
-        };
-        if read < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let read = retry_eintr(|| {
+            // SAFETY: `rest` is a live, writable slice; the kernel writes at
+            // most `rest.len()` bytes into it.
+            unsafe {
+                libc::pread(
+                    fd,
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    (position + filled as u64) as libc::off_t,
+                )
             }
-            return Err(err);
-        }
+        })?;
         if read == 0 {
             break;
         }
-        filled += read as usize;
+        filled += read;
     }
     Ok(filled)
 }
@@ -114,28 +117,24 @@ pub fn pread_to_vec(fd: RawFd, len: usize, position: u64) -> io::Result<Vec<u8>>
     let mut out: Vec<u8> = Vec::with_capacity(len);
     let mut filled = 0usize;
     while filled < len {
-        // SAFETY: the pointer is `filled` bytes into a buffer of capacity
-        // `len`, so the kernel may write the `len - filled` bytes after it;
-        // `set_len` below only covers bytes the kernel reported as written.
-        let read = unsafe {
-            libc::pread(
-                fd,
-                out.as_mut_ptr().add(filled).cast(),
-                len - filled,
-                (position + filled as u64) as libc::off_t,
-            )
-        };
-        if read < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let read = retry_eintr(|| {
+            // SAFETY: the pointer is `filled` bytes into a buffer of capacity
+            // `len`, so the kernel may write the `len - filled` bytes after
+            // it; `set_len` below only covers bytes the kernel reported as
+            // written.
+            unsafe {
+                libc::pread(
+                    fd,
+                    out.as_mut_ptr().add(filled).cast(),
+                    len - filled,
+                    (position + filled as u64) as libc::off_t,
+                )
             }
-            return Err(err);
-        }
+        })?;
         if read == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
-        filled += read as usize;
+        filled += read;
         // SAFETY: the first `filled` bytes were written by pread above.
         unsafe { out.set_len(filled) };
     }
@@ -165,18 +164,13 @@ pub fn fadvise_dont_need(fd: RawFd, position: u64, len: u64) -> io::Result<()> {
 /// thread. Used only on error paths that hold a `RefCell` borrow and cannot
 /// await (undoing a failed append); shrinking a file needs no free space.
 pub(crate) fn ftruncate(fd: RawFd, len: u64) -> io::Result<()> {
-    loop {
+    retry_eintr(|| {
         // SAFETY: ftruncate only takes plain integers; a bad fd is an error
         // return, not undefined behaviour.
         let rc = unsafe { libc::ftruncate(fd, len as libc::off_t) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+        rc as isize
+    })
+    .map(drop)
 }
 
 /// Short name of an errno for operators (`EIO`, `ENOSPC`, ...), or `None`
