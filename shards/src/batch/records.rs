@@ -27,30 +27,15 @@ pub fn decode_batch(buf: &Bytes) -> Result<(BatchHeader, Vec<DecodedRecord>), De
     let header = validate_batch(buf)?;
     // parse() bounded the count to [0, BATCH_RECORDS_MAX].
     let declared = header.records_count as usize;
-    let mut cursor = Cursor {
-        buf,
-        pos: BATCH_HEADER_BYTES,
-        end: buf.len(),
-    };
     // The declared count is untrusted: reserve no more than the bytes allow.
-    let mut records = Vec::with_capacity(declared.min(cursor.remaining() / RECORD_BYTES_MIN));
-    let mut prev_offset_delta = None;
-    while records.len() < declared && cursor.remaining() > 0 {
-        let record = decode_record(&mut cursor, buf, &header, records.len(), prev_offset_delta)?;
-        prev_offset_delta = Some(record.offset.0 - header.base_offset.0);
+    let record_bytes = buf.len().saturating_sub(BATCH_HEADER_BYTES);
+    let mut records = Vec::with_capacity(declared.min(record_bytes / RECORD_BYTES_MIN));
+    walk_records(buf, &header, |cursor, index, prev_offset_delta| {
+        let record = decode_record(cursor, buf, &header, index, prev_offset_delta)?;
+        let offset_delta = record.offset.0 - header.base_offset.0;
         records.push(record);
-    }
-    if records.len() < declared {
-        return Err(DecodeError::RecordCountMismatch {
-            declared,
-            found: records.len(),
-        });
-    }
-    if cursor.remaining() > 0 {
-        return Err(DecodeError::TrailingBytes {
-            trailing: cursor.remaining(),
-        });
-    }
+        Ok::<_, DecodeError>(offset_delta)
+    })?;
     Ok((header, records))
 }
 
@@ -86,6 +71,40 @@ pub fn validate_records_with<E: From<DecodeError>>(
     mut visit: impl FnMut(RecordShape) -> Result<(), E>,
 ) -> Result<BatchHeader, E> {
     let header = validate_batch(buf)?;
+    walk_records(
+        buf,
+        &header,
+        |cursor, index, prev_offset_delta| -> Result<u64, E> {
+            let mut headers = 0usize;
+            let mut header_bytes = 0usize;
+            let spans = walk_record(cursor, &header, index, prev_offset_delta, |key, value| {
+                headers += 1;
+                // Both spans lie inside a batch of at most BATCH_BYTES_MAX
+                // bytes, so the sum cannot overflow; saturate anyway.
+                let value_len = value.map_or(0, |v| v.len());
+                header_bytes = header_bytes.saturating_add(key.len() + value_len);
+            })?;
+            visit(RecordShape {
+                index,
+                headers,
+                header_bytes,
+            })?;
+            Ok(spans.offset_delta)
+        },
+    )?;
+    Ok(header)
+}
+
+/// Steps through the records of the batch `buf`, whose header `header`
+/// has been validated: `step(cursor, index, previous offset delta)` checks
+/// the record at the cursor, moves the cursor past it and returns its
+/// offset delta. Then checks that the batch held the declared number of
+/// records and nothing after them.
+fn walk_records<E: From<DecodeError>>(
+    buf: &[u8],
+    header: &BatchHeader,
+    mut step: impl FnMut(&mut Cursor<'_>, usize, Option<u64>) -> Result<u64, E>,
+) -> Result<(), E> {
     let declared = header.records_count as usize;
     let mut cursor = Cursor {
         buf,
@@ -95,27 +114,7 @@ pub fn validate_records_with<E: From<DecodeError>>(
     let mut found = 0;
     let mut prev_offset_delta = None;
     while found < declared && cursor.remaining() > 0 {
-        let mut headers = 0usize;
-        let mut header_bytes = 0usize;
-        let spans = walk_record(
-            &mut cursor,
-            &header,
-            found,
-            prev_offset_delta,
-            |key, value| {
-                headers += 1;
-                // Both spans lie inside a batch of at most BATCH_BYTES_MAX
-                // bytes, so the sum cannot overflow; saturate anyway.
-                let value_len = value.map_or(0, |v| v.len());
-                header_bytes = header_bytes.saturating_add(key.len() + value_len);
-            },
-        )?;
-        visit(RecordShape {
-            index: found,
-            headers,
-            header_bytes,
-        })?;
-        prev_offset_delta = Some(spans.offset_delta);
+        prev_offset_delta = Some(step(&mut cursor, found, prev_offset_delta)?);
         found += 1;
     }
     if found < declared {
@@ -127,7 +126,7 @@ pub fn validate_records_with<E: From<DecodeError>>(
         }
         .into());
     }
-    Ok(header)
+    Ok(())
 }
 
 /// A read position in `buf[..end]`; every read stays below `end`, so a record
