@@ -1,4 +1,4 @@
-//! Unit tests of `segment.rs`.
+//! Unit tests of `segment/`.
 
 use std::os::unix::fs::FileExt;
 
