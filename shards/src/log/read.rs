@@ -7,10 +7,11 @@ use std::task::Poll;
 
 use crate::batch::decode_batch;
 use crate::error::{LogError, LogResult};
+use crate::event::WakerList;
 use crate::segment::SegmentFile;
 use crate::types::{Offset, Position, TimestampMs};
 
-use super::PartitionLog;
+use super::{LogState, PartitionLog};
 
 /// Whole committed batches of one segment, ready for `sendfile`: the file
 /// stays open (even if retention deletes it) for as long as this lives.
@@ -138,13 +139,8 @@ impl PartitionLog {
     /// something to read at `offset`), or the log is closed or failed.
     /// Callers race it with their max-wait timer.
     pub async fn wait_for_data(&self, offset: Offset) {
-        poll_fn(|cx| {
-            let state = self.state.borrow();
-            if state.high_watermark > offset || state.closed || state.failure.is_some() {
-                return Poll::Ready(());
-            }
-            self.high_watermark_moved.register(cx.waker());
-            Poll::Pending
+        self.wait_until(&self.high_watermark_moved, |state| {
+            state.high_watermark > offset
         })
         .await
     }
@@ -153,12 +149,19 @@ impl PartitionLog {
     /// `offset` has something to copy), or the log is closed or failed.
     /// Callers race it with their max-wait timer.
     pub async fn wait_for_log_end(&self, offset: Offset) {
+        self.wait_until(&self.log_end_moved, |state| state.log_end > offset)
+            .await
+    }
+
+    /// Resolves once `reached` holds, or the log is closed or failed;
+    /// registers with `moved`, the wakers of what `reached` looks at.
+    async fn wait_until(&self, moved: &WakerList, reached: impl Fn(&LogState) -> bool) {
         poll_fn(|cx| {
             let state = self.state.borrow();
-            if state.log_end > offset || state.closed || state.failure.is_some() {
+            if reached(&state) || state.closed || state.failure.is_some() {
                 return Poll::Ready(());
             }
-            self.log_end_moved.register(cx.waker());
+            moved.register(cx.waker());
             Poll::Pending
         })
         .await
