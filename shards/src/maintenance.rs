@@ -101,10 +101,9 @@ async fn maintenance_loop(log: Weak<PartitionLog>, policy: MaintenancePolicy) {
 /// (closed or fail-stopped) and the task should end.
 async fn run_round(log: &PartitionLog, policy: &MaintenancePolicy) -> bool {
     if let Err(err) = log.roll_if_due().await {
-        if is_terminal(&err) {
+        if !retry_next_round(log, "roll", &err) {
             return false;
         }
-        tracing::warn!(dir = %log.dir().display(), error = %err, "roll failed; retrying next round");
     }
     if !policy.retention.is_unlimited() {
         match enforce_retention(log, &policy.retention, TimestampMs::now()).await {
@@ -115,11 +114,9 @@ async fn run_round(log: &PartitionLog, policy: &MaintenancePolicy) -> bool {
             }
             Ok(_) => {}
             Err(err) => {
-                if is_terminal(&err) {
+                if !retry_next_round(log, "retention", &err) {
                     return false;
                 }
-                tracing::warn!(dir = %log.dir().display(), error = %err,
-                    "retention failed; retrying next round");
             }
         }
     }
@@ -132,19 +129,24 @@ async fn run_round(log: &PartitionLog, policy: &MaintenancePolicy) -> bool {
             }
             Ok(_) => {}
             Err(err) => {
-                if is_terminal(&err) {
+                if !retry_next_round(log, "compaction", &err) {
                     return false;
                 }
-                tracing::warn!(dir = %log.dir().display(), error = %err,
-                    "compaction failed; retrying next round");
             }
         }
     }
     true
 }
 
-fn is_terminal(err: &LogError) -> bool {
-    matches!(err, LogError::Closed | LogError::FailStopped { .. })
+/// After `job` failed with `err`: `false` when the log is gone (closed or
+/// fail-stopped) and maintenance should end; otherwise logs the failure
+/// and returns `true`, the job is tried again next round.
+fn retry_next_round(log: &PartitionLog, job: &str, err: &LogError) -> bool {
+    if matches!(err, LogError::Closed | LogError::FailStopped { .. }) {
+        return false;
+    }
+    tracing::warn!(dir = %log.dir().display(), error = %err, "{job} failed; retrying next round");
+    true
 }
 
 #[cfg(test)]
