@@ -9,6 +9,7 @@ use serde::Deserialize;
 use shards::log::SyncPolicy;
 
 use crate::limits::Limits;
+use crate::model::{InvalidNodeId, NodeId};
 
 /// Default consumer/producer port of shard 0; shard `k` listens on
 /// `base + k`.
@@ -132,7 +133,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub raft: SocketAddr,
-    pub node_id: u64,
+    pub node_id: NodeId,
     /// How this node becomes a member: alone, by joining, or from a static
     /// peer list.
     pub membership: Membership,
@@ -176,7 +177,7 @@ pub enum Membership {
     /// Ask the member at this raft address to add this node.
     Join(String),
     /// Form the cluster of these voters (node id → raft address).
-    Peers(std::collections::BTreeMap<u64, String>),
+    Peers(std::collections::BTreeMap<NodeId, String>),
 }
 
 /// Default `node_timeout_ms`.
@@ -247,6 +248,9 @@ impl ServeFlags {
             None => SyncPolicy::EveryBatch,
         };
         let node_id = self.node_id.or(file.node_id).unwrap_or(1);
+        let node_id = NodeId::new(node_id).ok_or_else(|| {
+            ConfigError::Invalid(format!("node_id: {}", InvalidNodeId(node_id.into())))
+        })?;
         let membership = match (self.join.or(file.join), file.peers) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
@@ -351,7 +355,7 @@ fn parse_addr(
 /// Parses a static peer list `["1@127.0.0.1:9281", "2@10.0.0.2:9281"]`.
 pub fn parse_peers(
     peers: &[String],
-) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+) -> Result<std::collections::BTreeMap<NodeId, String>, ConfigError> {
     let mut parsed = std::collections::BTreeMap::new();
     for peer in peers {
         let bad = |reason: &str| {
@@ -364,6 +368,7 @@ pub fn parse_peers(
             .trim()
             .parse()
             .map_err(|_| bad("the id is not a number"))?;
+        let id = NodeId::new(id).ok_or_else(|| bad(&InvalidNodeId(id.into()).to_string()))?;
         parse_addr("peers", Some(addr.to_owned()), RAFT_DEFAULT)
             .map_err(|e| bad(&e.to_string()))?;
         if parsed.insert(id, addr.to_owned()).is_some() {
@@ -466,8 +471,12 @@ mod tests {
     #[test]
     fn peers_join_and_node_timeout() {
         let peers = parse_peers(&["1@127.0.0.1:9281".into(), "2@127.0.0.1:9381".into()]).unwrap();
-        assert_eq!(peers[&2], "127.0.0.1:9381");
+        assert_eq!(peers[&NodeId::new(2).unwrap()], "127.0.0.1:9381");
         assert!(parse_peers(&["1@x".into()]).is_err());
+        assert!(
+            parse_peers(&["9223372036854775808@127.0.0.1:1".into()]).is_err(),
+            "an id past the wire's int64"
+        );
         assert!(parse_peers(&["127.0.0.1:9281".into()]).is_err());
         assert!(parse_peers(&["1@127.0.0.1:1".into(), "1@127.0.0.1:2".into()]).is_err());
         let dir = tempfile::tempdir().unwrap();
@@ -483,7 +492,7 @@ mod tests {
             ..Default::default()
         };
         let config = flags.resolve().unwrap();
-        assert_eq!(config.node_id, 2);
+        assert_eq!(config.node_id.get(), 2);
         assert_eq!(config.node_timeout, Duration::from_millis(1500));
         assert!(matches!(config.membership, Membership::Peers(ref p) if p.len() == 2));
         let both = ServeFlags {

@@ -10,10 +10,11 @@
 use futures::channel::oneshot;
 use shards::types::{Offset, TimestampMs};
 
-use crate::cluster::acl::{AclRule, AclTable};
-use crate::cluster::{
-    ClusterError, Metadata, MetadataCommand, MetadataLease, MetadataResponse, NodeId, NodeInfo,
-    StreamId, StreamRecord, StreamSpec,
+use crate::cluster::{ClusterError, MetadataLease};
+use crate::model::acl::{AclRule, AclTable};
+use crate::model::{
+    Metadata, MetadataCommand, MetadataResponse, NodeId, NodeInfo, StreamId, StreamRecord,
+    StreamSpec,
 };
 use crate::protocol::error_code::ErrorCode;
 
@@ -300,7 +301,7 @@ pub struct PartitionFailure {
 /// lives, and watermarks when known.
 #[derive(Clone, Debug, Default)]
 pub struct MetadataView {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub host: String,
     pub base_port: u16,
     pub shard_count: u32,

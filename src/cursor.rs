@@ -28,11 +28,7 @@
 
 use bytes::Bytes;
 
-use crate::cluster::{StreamId, StreamSpec};
-
-/// Name of the internal stream that holds every cursor. Names starting with
-/// `_` are reserved for internal streams: users cannot create them.
-pub const CURSORS_STREAM: &str = "__cursors";
+use crate::model::{StreamId, StreamSpec, CURSORS_STREAM};
 
 /// NATS subject recorded for the cursor stream. Internal streams take no
 /// NATS messages (the router does not subscribe them); the subject only

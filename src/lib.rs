@@ -8,6 +8,7 @@ pub mod control;
 pub mod cores;
 pub mod cursor;
 pub mod limits;
+pub mod model;
 pub mod process;
 pub mod protocol;
 pub mod server;

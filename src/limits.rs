@@ -40,8 +40,8 @@ pub const RECORD_HEADERS_MAX_DEFAULT: usize = shards::constants::RECORD_HEADERS_
 /// Default most bytes of one record's headers (keys + values).
 pub const RECORD_HEADER_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Default most streams in the cluster (the metadata's own ceiling is
-/// `cluster::limits::STREAMS_MAX`).
-pub const STREAMS_MAX_DEFAULT: usize = crate::cluster::limits::STREAMS_MAX;
+/// `model::limits::STREAMS_MAX`).
+pub const STREAMS_MAX_DEFAULT: usize = crate::model::limits::STREAMS_MAX;
 /// Default most partitions in the cluster, all streams together. Each
 /// costs a directory, open files and a few hundred bytes of metadata.
 pub const PARTITIONS_MAX_DEFAULT: usize = 100_000;
@@ -210,7 +210,7 @@ impl Limits {
             (
                 LimitKind::Streams,
                 self.streams_max as u64,
-                crate::cluster::limits::STREAMS_MAX as u64,
+                crate::model::limits::STREAMS_MAX as u64,
             ),
             (
                 LimitKind::Partitions,

@@ -15,7 +15,7 @@ use common::{NatsServer, Sluice};
 use shards::batch::Record;
 use shards::types::TimestampMs;
 use sluice::client::{Client, ClientError, Credentials, FetchStart, StreamConfig};
-use sluice::cluster::acl::{AclOperation, AclOperations, AclRule};
+use sluice::model::acl::{AclOperation, AclOperations, AclRule};
 use sluice::protocol::error_code::ErrorCode;
 use sluice::protocol::error_response::ErrorResponse;
 use sluice::protocol::frame::FrameKind;

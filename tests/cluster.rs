@@ -24,6 +24,7 @@ use cluster_support::{figure, serial, summarize, Cluster, Soak, REACT_TIMEOUT};
 use shards::batch::Record;
 use shards::types::TimestampMs;
 use sluice::client::{Client, ClientConfig, ClientError};
+use sluice::model::NodeId;
 use sluice::protocol::envelope::AckPolicy;
 
 const STREAM: &str = "chaos";
@@ -135,7 +136,7 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
         let old = before.leader.expect("leader");
         let metadata_leader = cluster.metadata_leader();
         let killed_at = Instant::now();
-        cluster.node_mut(old).kill();
+        cluster.node_mut(old.get()).kill();
         let after = cluster.wait_partition(STREAM, 0, "a new leader", |p| {
             p.leader.is_some_and(|l| l != old) && p.leader_epoch > before.leader_epoch
         });
@@ -163,8 +164,8 @@ fn partition_leader_sigkill_fails_over_without_losing_acked_messages() {
         );
         publish_phase(SCENARIO, &cluster, &publisher, soak, "after the failover");
         let restarted_at = Instant::now();
-        cluster.node_mut(old).spawn();
-        cluster.node_mut(old).wait_healthy();
+        cluster.node_mut(old.get()).spawn();
+        cluster.node_mut(old.get()).wait_healthy();
         cluster.wait_partition(STREAM, 0, "the restarted node back in the ISR", |p| {
             p.isr.contains(&old) && full_isr(p)
         });
@@ -207,7 +208,7 @@ fn killed_follower_restarts_catches_up_and_rejoins_the_isr() {
             .find(|&&r| r != leader)
             .expect("a follower");
         let killed_at = Instant::now();
-        cluster.node_mut(follower).kill();
+        cluster.node_mut(follower.get()).kill();
         let shrunk = cluster.wait_partition(STREAM, 0, "the dead follower out of the ISR", |p| {
             !p.isr.contains(&follower) && p.leader.is_some()
         });
@@ -237,8 +238,8 @@ fn killed_follower_restarts_catches_up_and_rejoins_the_isr() {
             "with the follower down",
         );
         let restarted_at = Instant::now();
-        cluster.node_mut(follower).spawn();
-        cluster.node_mut(follower).wait_healthy();
+        cluster.node_mut(follower.get()).spawn();
+        cluster.node_mut(follower.get()).wait_healthy();
         let rejoined = cluster.wait_partition(STREAM, 0, "the follower back in the ISR", |p| {
             p.isr.contains(&follower) && full_isr(p)
         });
@@ -408,6 +409,7 @@ fn metadata_leader_sigkill_keeps_metadata_operations_working() {
 fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
     const SCENARIO: &str = "network-isolation";
     const ISOLATED: u64 = 3;
+    let isolated_node = NodeId::new(ISOLATED).expect("a node id");
     let _serial = serial();
     if let Some(reason) = NetLab::unavailable() {
         shards::testing::privileged_unavailable(SCENARIO, &reason);
@@ -421,7 +423,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
     // first cycle, so later soak cycles isolate a follower of it instead.
     cluster.create_stream(STREAM, STREAM, 3, ISOLATED);
     let partition = (0..3)
-        .find(|&p| cluster.partition(STREAM, p).and_then(|m| m.leader) == Some(ISOLATED))
+        .find(|&p| cluster.partition(STREAM, p).and_then(|m| m.leader) == Some(isolated_node))
         .unwrap_or_else(|| {
             panic!("[{SCENARIO}] placement gave node {ISOLATED} no partition to lead")
         });
@@ -445,7 +447,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
             partition,
             &[ISOLATED],
             "the isolated node out of the ISR",
-            |p| !p.isr.contains(&ISOLATED) && p.leader.is_some_and(|l| l != ISOLATED),
+            |p| !p.isr.contains(&isolated_node) && p.leader.is_some_and(|l| l != isolated_node),
         );
         leaves.push(isolated_at.elapsed());
         let failover = publisher.wait_for_ack_sent_after(isolated_at, REACT_TIMEOUT);
@@ -459,7 +461,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
         // Writes sent straight to the isolated node (from inside its
         // namespace, side by side) must not be acked: it cannot reach its
         // ISR.
-        let was_leader = before.leader == Some(ISOLATED);
+        let was_leader = before.leader == Some(isolated_node);
         let addr = cluster.node(ISOLATED).listen.to_string();
         let lab = cluster.lab.as_ref().expect("lab");
         let attempts: Vec<Attempt> = std::thread::scope(|scope| {
@@ -503,7 +505,7 @@ fn isolated_node_leaves_the_isr_acks_nothing_alone_and_rejoins_after_healing() {
         let healed_at = Instant::now();
         cluster.lab.as_ref().expect("lab").heal();
         cluster.wait_partition(STREAM, partition, "the healed node back in the ISR", |p| {
-            p.isr.contains(&ISOLATED) && full_isr(p)
+            p.isr.contains(&isolated_node) && full_isr(p)
         });
         rejoins.push(healed_at.elapsed());
     }
@@ -546,8 +548,8 @@ fn sigstopped_leader_is_fenced_after_resuming() {
         let old = before.leader.expect("leader");
         let metadata_leader = cluster.metadata_leader();
         let paused_at = Instant::now();
-        cluster.node(old).pause();
-        let after = cluster.wait_partition_from(STREAM, 0, &[old], "a new leader", |p| {
+        cluster.node(old.get()).pause();
+        let after = cluster.wait_partition_from(STREAM, 0, &[old.get()], "a new leader", |p| {
             p.leader.is_some_and(|l| l != old) && p.leader_epoch > before.leader_epoch
         });
         elections.push(paused_at.elapsed());
@@ -570,9 +572,9 @@ fn sigstopped_leader_is_fenced_after_resuming() {
         // still think it leads; whatever it answers, the checker holds it
         // to the ISR's log.
         let resumed_at = Instant::now();
-        cluster.node(old).resume();
+        cluster.node(old.get()).resume();
         let attempt = probe_publish(
-            cluster.node(old).listen.to_string(),
+            cluster.node(old.get()).listen.to_string(),
             0,
             format!("stale-probe-{cycle}"),
         );

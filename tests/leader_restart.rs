@@ -38,6 +38,7 @@ use cluster_support::checker::{self, Attempt, History, Outcome, ReplicaView};
 use cluster_support::publisher::{Mode, Publisher};
 use cluster_support::{figure, serial, summarize, Cluster, Soak, REACT_TIMEOUT};
 use sluice::client::PartitionMetadata;
+use sluice::model::NodeId;
 use sluice::protocol::envelope::AckPolicy;
 
 /// Kill-and-restart cycles of the main stream's partition leader, at least.
@@ -67,7 +68,7 @@ fn epoch_of(partition: &PartitionMetadata) -> u32 {
 
 impl Epochs {
     fn observe(&mut self, partition: &PartitionMetadata) {
-        if let Some(leader) = partition.leader {
+        if let Some(leader) = partition.leader.map(NodeId::get) {
             self.seen
                 .entry(epoch_of(partition))
                 .or_insert((Instant::now(), leader));
@@ -155,7 +156,7 @@ fn kill_and_restart(
     for run in runs.iter_mut() {
         let p = cluster.wait_partition(&run.name, 0, "a full ISR", full_isr);
         run.epochs.observe(&p);
-        if p.leader == Some(node) {
+        if p.leader.map(NodeId::get) == Some(node) {
             led.push((run.name.clone(), epoch_of(&p)));
         }
     }
@@ -165,7 +166,7 @@ fn kill_and_restart(
     for run in runs.iter_mut() {
         let before = led.iter().find(|(name, _)| *name == run.name).map(|l| l.1);
         let after = cluster.wait_partition_from(&run.name, 0, &[node], "a leader", |p| {
-            p.leader.is_some_and(|l| l != node) && before.is_none_or(|e| epoch_of(p) > e)
+            p.leader.is_some_and(|l| l.get() != node) && before.is_none_or(|e| epoch_of(p) > e)
         });
         run.epochs.observe(&after);
         if before.is_some() {
@@ -178,7 +179,7 @@ fn kill_and_restart(
     cluster.node_mut(node).wait_healthy();
     for run in runs.iter_mut() {
         let p = cluster.wait_partition(&run.name, 0, "the restarted node back in the ISR", |p| {
-            full_isr(p) && p.isr.contains(&node)
+            full_isr(p) && p.isr.iter().any(|id| id.get() == node)
         });
         run.epochs.observe(&p);
     }
@@ -311,7 +312,7 @@ fn scenario(name: &str, policy: AckPolicy) {
     for cycle in 0..cycles {
         publish_phase(&cluster, &[&main_publisher], "before the kill", soak);
         let p = cluster.wait_partition(MAIN, 0, "a full ISR", full_isr);
-        let leader = p.leader.expect("leader");
+        let leader = p.leader.expect("leader").get();
         let (new, restart, failover) = kill_and_restart(
             &mut cluster,
             leader,
@@ -339,7 +340,7 @@ fn scenario(name: &str, policy: AckPolicy) {
         cluster.create_stream(&stream, &stream, 1, metadata_leader);
         let p = cluster.wait_partition(&stream, 0, "a full ISR", full_isr);
         assert_eq!(
-            p.leader,
+            p.leader.map(NodeId::get),
             Some(metadata_leader),
             "placement gives partition 0 to the node asked (the metadata leader)"
         );

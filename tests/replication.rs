@@ -21,6 +21,7 @@ use replicas::{
 };
 use shards::types::Offset;
 use sluice::client::ClientError;
+use sluice::model::NodeId;
 use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
 
@@ -220,7 +221,7 @@ fn a_paused_leader_never_acks_after_resuming_and_its_tail_is_truncated() {
     let observer = nodes.iter().find(|n| n.id != old_leader).expect("node").id;
     let new_leader = wait_for("a new leader", || {
         let state = partition_state(by_id(&mut nodes, observer), "payments", 0)?;
-        state.leader.filter(|l| *l != old_leader)
+        state.leader.map(NodeId::get).filter(|l| *l != old_leader)
     });
     publish(
         by_id(&mut nodes, new_leader),

@@ -1057,7 +1057,7 @@ fn ack_sized_answer(case: &Case) -> Bytes {
         partition: 0,
         correlation_id: None,
         ack_inbox: Some("_INBOX.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuv".into()),
-        node: Some(1),
+        node: sluice::model::NodeId::new(1),
         outcome: AckOutcome::Committed {
             offset: Offset(1_000_000),
             commit_timestamp_ms: TimestampMs::now(),

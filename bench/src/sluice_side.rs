@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
 use sluice::client::{Client, Limit, OffsetQuery, StreamConfig};
+use sluice::model::NodeId;
 use sluice::protocol::ack::{Ack, AckOutcome};
 
 use crate::direct::{run_direct_producer, DirectJob, DirectSlot};
@@ -93,7 +94,7 @@ impl SluiceStreams {
     ) -> Result<()> {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let metadata = client.metadata_for(&names)?;
-        let hosts: HashMap<u64, IpAddr> = metadata
+        let hosts: HashMap<NodeId, IpAddr> = metadata
             .brokers
             .iter()
             .map(|b| (b.node_id, broker_ip(&b.host, bootstrap.ip())))

@@ -16,7 +16,8 @@
 use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
-use sluice::cluster::{controller, Metadata, MetadataCommand, MetadataResponse};
+use sluice::cluster::controller;
+use sluice::model::{Metadata, MetadataCommand, MetadataResponse};
 
 /// Bounds the work per input (each command may scan every stream).
 const COMMANDS_MAX: usize = 64;

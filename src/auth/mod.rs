@@ -4,7 +4,7 @@
 //! ([`AuthFileConfig`]) and are turned once, at start-up, into an
 //! [`Authenticator`] that every data shard holds (read-only, shared by
 //! `Arc`). Authorization — what a principal may do — is the per-stream ACLs
-//! of `cluster::acl`, replicated in the metadata; the superusers named here
+//! of `model::acl`, replicated in the metadata; the superusers named here
 //! bypass them (so an empty cluster can be administered at all).
 //!
 //! Secrets:
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::cluster::acl::validate_principal;
+use crate::model::acl::validate_principal;
 
 /// The principal of every connection when authentication is off.
 pub const ANONYMOUS_PRINCIPAL: &str = "anonymous";

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use sluice::auth::{hash_password as argon2_hash, PASSWORD_SALT_BYTES};
-use sluice::cluster::acl::{AclOperations, AclRule};
+use sluice::model::acl::{AclOperations, AclRule};
 
 use super::hints::{connect, explain, Subject, Target};
 use super::AclCommand;
@@ -105,7 +105,7 @@ pub fn hash_password() -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice::cluster::acl::AclOperation;
+    use sluice::model::acl::AclOperation;
 
     #[test]
     fn rules_list_in_aligned_columns() {

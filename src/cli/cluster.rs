@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use sluice::client::{ClusterStatus, PartitionState};
+use sluice::model::NodeId;
 
 use super::hints::{connect, explain, Subject, Target};
 use super::table::{optional, row, table};
@@ -106,8 +107,8 @@ fn yes_no(value: bool) -> String {
     if value { "yes" } else { "no" }.into()
 }
 
-fn ids(ids: &[u64]) -> String {
-    let joined: Vec<String> = ids.iter().map(u64::to_string).collect();
+fn ids(ids: &[NodeId]) -> String {
+    let joined: Vec<String> = ids.iter().map(NodeId::to_string).collect();
     joined.join(",")
 }
 
@@ -116,13 +117,17 @@ mod tests {
     use super::*;
     use sluice::client::{NodeState, ReplicaState};
 
+    fn nid(raw: u64) -> NodeId {
+        NodeId::new(raw).unwrap()
+    }
+
     #[test]
     fn status_text_shows_nodes_and_partitions_with_lag() {
         let status = ClusterStatus {
-            metadata_leader: Some(1),
+            metadata_leader: Some(nid(1)),
             liveness_known: true,
             nodes: vec![NodeState {
-                node_id: 1,
+                node_id: nid(1),
                 raft_addr: "127.0.0.1:9281".into(),
                 client_addr: "127.0.0.1:9292".into(),
                 shard_count: 2,
@@ -132,22 +137,22 @@ mod tests {
             partitions: vec![PartitionState {
                 stream: "orders".into(),
                 partition: 0,
-                leader: Some(1),
+                leader: Some(nid(1)),
                 leader_epoch: Some(3),
-                replicas: vec![1, 2],
-                isr: vec![1],
+                replicas: vec![nid(1), nid(2)],
+                isr: vec![nid(1)],
                 high_watermark: Some(10),
                 log_start_offset: Some(0),
                 log_end_offset: Some(12),
                 replica_status: vec![
                     ReplicaState {
-                        node_id: 1,
+                        node_id: nid(1),
                         log_end_offset: Some(12),
                         lag: Some(0),
                         in_sync: true,
                     },
                     ReplicaState {
-                        node_id: 2,
+                        node_id: nid(2),
                         log_end_offset: None,
                         lag: None,
                         in_sync: false,

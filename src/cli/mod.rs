@@ -287,7 +287,7 @@ pub struct AclGrantArgs {
     /// Example: --ops publish,fetch
     #[arg(long, value_name = "OPS", value_delimiter = ',', required = true,
           value_parser = parse::parse_acl_operation)]
-    pub ops: Vec<sluice::cluster::acl::AclOperation>,
+    pub ops: Vec<sluice::model::acl::AclOperation>,
 }
 
 #[derive(Debug, Args)]
@@ -309,7 +309,7 @@ pub struct AclRevokeArgs {
     /// Example: --ops publish
     #[arg(long, value_name = "OPS", value_delimiter = ',',
           value_parser = parse::parse_acl_operation)]
-    pub ops: Vec<sluice::cluster::acl::AclOperation>,
+    pub ops: Vec<sluice::model::acl::AclOperation>,
 }
 
 /// `sluice serve` flags. Unset flags fall back to the config file, then to
@@ -724,7 +724,7 @@ mod tests {
 
     #[test]
     fn acl_commands_and_credentials_parse() {
-        use sluice::cluster::acl::AclOperation;
+        use sluice::model::acl::AclOperation;
         let cli = Cli::try_parse_from([
             "sluice",
             "--token",

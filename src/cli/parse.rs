@@ -205,8 +205,8 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 /// An ACL operation name: publish, fetch, create, delete or admin.
-pub fn parse_acl_operation(text: &str) -> Result<sluice::cluster::acl::AclOperation, String> {
-    sluice::cluster::acl::AclOperation::from_name(text.trim()).ok_or_else(|| {
+pub fn parse_acl_operation(text: &str) -> Result<sluice::model::acl::AclOperation, String> {
+    sluice::model::acl::AclOperation::from_name(text.trim()).ok_or_else(|| {
         format!("{text:?} is not an operation: use publish, fetch, create, delete or admin")
     })
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use sluice::client::{Limit, PartitionMetadata, StreamConfig, StreamMetadata};
+use sluice::model::NodeId;
 use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
 
@@ -231,11 +232,14 @@ fn ack_policy(policy: Option<AckPolicy>) -> String {
     .into()
 }
 
-fn ids(ids: &[u64]) -> String {
+fn ids(ids: &[NodeId]) -> String {
     if ids.is_empty() {
         return "-".into();
     }
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(NodeId::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -243,6 +247,10 @@ mod tests {
     use super::*;
     use shards::types::Offset;
     use sluice::client::PartitionFailure;
+
+    fn nid(raw: u64) -> NodeId {
+        NodeId::new(raw).unwrap()
+    }
 
     fn stream() -> StreamMetadata {
         StreamMetadata {
@@ -257,11 +265,11 @@ mod tests {
             partitions: vec![
                 PartitionMetadata {
                     partition: 0,
-                    leader: Some(1),
+                    leader: Some(nid(1)),
                     consumer_port: 9293,
                     shard_index: 1,
-                    replicas: vec![1],
-                    isr: vec![1],
+                    replicas: vec![nid(1)],
+                    isr: vec![nid(1)],
                     high_watermark: Some(Offset(12)),
                     log_start_offset: Some(Offset(0)),
                     ..PartitionMetadata::default()
@@ -273,10 +281,10 @@ mod tests {
                 },
                 PartitionMetadata {
                     partition: 2,
-                    leader: Some(1),
+                    leader: Some(nid(1)),
                     consumer_port: 9292,
-                    replicas: vec![1],
-                    isr: vec![1],
+                    replicas: vec![nid(1)],
+                    isr: vec![nid(1)],
                     high_watermark: Some(Offset(7)),
                     log_start_offset: Some(Offset(0)),
                     failure: Some(PartitionFailure {

@@ -12,7 +12,7 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::connection::{Connection, Response};
 use super::{Client, ClientError};
-use crate::cluster::acl::AclRule;
+use crate::model::acl::AclRule;
 use crate::protocol::acl::{decode_acl_rule, encode_acl_rule};
 use crate::protocol::body::read_body;
 use crate::protocol::frame::FrameKind;

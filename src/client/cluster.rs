@@ -5,6 +5,7 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
 use super::{Client, ClientError};
+use crate::model::NodeId;
 use crate::protocol::body::read_body;
 use crate::protocol::frame::FrameKind;
 use crate::protocol::generated::protocol as fb;
@@ -13,7 +14,7 @@ use crate::protocol::generated::protocol as fb;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterStatus {
     /// The metadata (raft) leader, when one is known.
-    pub metadata_leader: Option<u64>,
+    pub metadata_leader: Option<NodeId>,
     /// Whether the metadata leader answered the liveness question (if not,
     /// every `alive` is false).
     pub liveness_known: bool,
@@ -23,7 +24,7 @@ pub struct ClusterStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NodeState {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub raft_addr: String,
     pub client_addr: String,
     pub shard_count: u16,
@@ -35,10 +36,10 @@ pub struct NodeState {
 pub struct PartitionState {
     pub stream: String,
     pub partition: u32,
-    pub leader: Option<u64>,
+    pub leader: Option<NodeId>,
     pub leader_epoch: Option<u32>,
-    pub replicas: Vec<u64>,
-    pub isr: Vec<u64>,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
     /// `None` when the partition leader did not answer.
     pub high_watermark: Option<u64>,
     pub log_start_offset: Option<u64>,
@@ -48,7 +49,7 @@ pub struct PartitionState {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaState {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub log_end_offset: Option<u64>,
     /// Records it lacks behind the leader's log end.
     pub lag: Option<u64>,
@@ -80,8 +81,11 @@ fn known(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
 }
 
-fn ids(v: Option<flatbuffers::Vector<'_, i64>>) -> Vec<u64> {
-    v.into_iter().flatten().filter_map(known).collect()
+fn ids(v: Option<flatbuffers::Vector<'_, i64>>) -> Vec<NodeId> {
+    v.into_iter()
+        .flatten()
+        .filter_map(NodeId::from_wire)
+        .collect()
 }
 
 fn decode(body: &Bytes) -> Result<ClusterStatus, String> {
@@ -91,7 +95,7 @@ fn decode(body: &Bytes) -> Result<ClusterStatus, String> {
         .into_iter()
         .flatten()
         .map(|n| NodeState {
-            node_id: known(n.node_id()).unwrap_or(0),
+            node_id: NodeId::from_wire(n.node_id()).unwrap_or_default(),
             raft_addr: n.raft_addr().unwrap_or_default().to_owned(),
             client_addr: n.client_addr().unwrap_or_default().to_owned(),
             shard_count: n.shard_count(),
@@ -106,7 +110,7 @@ fn decode(body: &Bytes) -> Result<ClusterStatus, String> {
         .map(|p| PartitionState {
             stream: p.stream().unwrap_or_default().to_owned(),
             partition: u32::try_from(p.partition()).unwrap_or(0),
-            leader: known(p.leader()),
+            leader: NodeId::from_wire(p.leader()),
             leader_epoch: u32::try_from(p.leader_epoch()).ok(),
             replicas: ids(p.replicas()),
             isr: ids(p.isr()),
@@ -118,7 +122,7 @@ fn decode(body: &Bytes) -> Result<ClusterStatus, String> {
                 .into_iter()
                 .flatten()
                 .map(|r| ReplicaState {
-                    node_id: known(r.node_id()).unwrap_or(0),
+                    node_id: NodeId::from_wire(r.node_id()).unwrap_or_default(),
                     log_end_offset: known(r.log_end_offset()),
                     lag: known(r.lag()),
                     in_sync: r.in_sync(),
@@ -127,7 +131,7 @@ fn decode(body: &Bytes) -> Result<ClusterStatus, String> {
         })
         .collect();
     Ok(ClusterStatus {
-        metadata_leader: known(response.metadata_leader()),
+        metadata_leader: NodeId::from_wire(response.metadata_leader()),
         liveness_known: response.liveness_known(),
         nodes,
         partitions,

@@ -59,7 +59,8 @@ pub use self::types::{
     BrokerMetadata, ClusterMetadata, CreatedStream, FetchResult, FetchStart, Limit, ListedOffset,
     OffsetQuery, PartitionFailure, PartitionMetadata, StreamConfig, StreamMetadata,
 };
-use crate::cursor::{cursor_partition, CursorKey, CURSORS_STREAM};
+use crate::cursor::{cursor_partition, CursorKey};
+use crate::model::{NodeId, CURSORS_STREAM};
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::frame::FrameKind;
@@ -223,7 +224,7 @@ impl Client {
         stream: &str,
         partition: u32,
         leader_epoch: LeaderEpoch,
-        replica_id: Option<u64>,
+        replica_id: Option<NodeId>,
         current_leader_epoch: Option<u32>,
     ) -> Result<Option<(LeaderEpoch, Offset)>, ClientError> {
         wire_partition(partition)?;
@@ -579,7 +580,7 @@ impl Client {
     }
 
     fn learn_routes(&mut self, metadata: &ClusterMetadata) {
-        let hosts: HashMap<u64, IpAddr> = metadata
+        let hosts: HashMap<NodeId, IpAddr> = metadata
             .brokers
             .iter()
             .map(|broker| (broker.node_id, self.broker_ip(&broker.host)))
@@ -591,7 +592,7 @@ impl Client {
 
     /// Records each partition's `leader host : consumer_port`. A leader whose
     /// host is unknown is assumed to be the node this client talks to.
-    fn learn_stream_routes(&mut self, stream: &StreamMetadata, hosts: &HashMap<u64, IpAddr>) {
+    fn learn_stream_routes(&mut self, stream: &StreamMetadata, hosts: &HashMap<NodeId, IpAddr>) {
         if stream.error.is_some() {
             return;
         }

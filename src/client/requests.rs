@@ -13,6 +13,7 @@ use super::types::{
     BrokerMetadata, ClusterMetadata, CreatedStream, FetchStart, Limit, ListedOffset, OffsetQuery,
     PartitionFailure, PartitionMetadata, StreamConfig, StreamMetadata,
 };
+use crate::model::NodeId;
 use crate::protocol::body::read_body;
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
@@ -347,7 +348,7 @@ fn partition_metadata(partition: fb::PartitionMetadata<'_>) -> Result<PartitionM
         ids.iter()
             .flatten()
             .map(|id| node_id(id, what))
-            .collect::<Result<Vec<u64>, String>>()
+            .collect::<Result<Vec<NodeId>, String>>()
     };
     Ok(PartitionMetadata {
         partition: u32::try_from(partition.partition())
@@ -382,12 +383,12 @@ fn optional_offset(value: i64, what: &str) -> Result<Option<Offset>, String> {
     }
 }
 
-fn node_id(value: i64, what: &str) -> Result<u64, String> {
-    u64::try_from(value).map_err(|_| format!("{what} {value} is negative"))
+fn node_id(value: i64, what: &str) -> Result<NodeId, String> {
+    NodeId::from_wire(value).ok_or_else(|| format!("{what} {value} is negative"))
 }
 
 /// A node id where -1 means "none".
-fn optional_node_id(value: i64, what: &str) -> Result<Option<u64>, String> {
+fn optional_node_id(value: i64, what: &str) -> Result<Option<NodeId>, String> {
     match value {
         -1 => Ok(None),
         value => node_id(value, what).map(Some),

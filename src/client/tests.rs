@@ -11,6 +11,7 @@ use shards::batch::{decode_batch, Header};
 use shards::types::TimestampMs;
 
 use super::*;
+use crate::model::nid;
 use crate::protocol::body::read_body;
 use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::frame::{encode_frame, FrameKind};
@@ -379,7 +380,7 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
     assert_eq!(
         metadata.brokers,
         vec![BrokerMetadata {
-            node_id: 1,
+            node_id: nid(1),
             host: "127.0.0.1".into(),
             port_base: 0,
             shard_count: 2,
@@ -398,13 +399,13 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
             partition.shard_index,
             partition.consumer_port
         ),
-        (Some(1), 1, shard1_port)
+        (Some(nid(1)), 1, shard1_port)
     );
     assert_eq!(partition.high_watermark, Some(Offset(10)));
     assert_eq!(partition.log_start_offset, None);
     assert_eq!(
         (partition.replicas.clone(), partition.isr.clone()),
-        (vec![1], vec![1])
+        (vec![nid(1)], vec![nid(1)])
     );
 
     let listed = client

@@ -5,7 +5,7 @@
 use shards::batch::DecodedRecord;
 use shards::types::{Offset, TimestampMs};
 
-use crate::cluster::StreamSpec;
+use crate::model::{NodeId, StreamSpec};
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
 
@@ -118,7 +118,7 @@ impl ClusterMetadata {
             .find(|stream| stream.config.name == name)
     }
 
-    pub fn broker(&self, node_id: u64) -> Option<&BrokerMetadata> {
+    pub fn broker(&self, node_id: NodeId) -> Option<&BrokerMetadata> {
         self.brokers.iter().find(|broker| broker.node_id == node_id)
     }
 }
@@ -126,7 +126,7 @@ impl ClusterMetadata {
 /// One node of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BrokerMetadata {
-    pub node_id: u64,
+    pub node_id: NodeId,
     pub host: String,
     /// Shard `i` of this node listens on `port_base + i`.
     pub port_base: u16,
@@ -149,13 +149,13 @@ pub struct StreamMetadata {
 pub struct PartitionMetadata {
     pub partition: u32,
     /// `None` while the partition has no leader.
-    pub leader: Option<u64>,
+    pub leader: Option<NodeId>,
     pub leader_epoch: Option<i32>,
     pub shard_index: u16,
     /// The leader's port for this partition (`port_base + shard_index`).
     pub consumer_port: u16,
-    pub replicas: Vec<u64>,
-    pub isr: Vec<u64>,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
     pub high_watermark: Option<Offset>,
     pub log_start_offset: Option<Offset>,
     /// Set when the partition fail-stopped (e.g. after a failed fsync).

@@ -9,12 +9,11 @@
 
 use std::collections::BTreeSet;
 
-use super::limits::{NODES_MAX, STREAMS_MAX};
-use super::types::{
-    Metadata, MetadataCommand, MetadataResponse, NodeId, NodeInfo, PartitionAssignment, StreamId,
-    StreamRecord, StreamSpec,
+use crate::model::limits::{NODES_MAX, STREAMS_MAX};
+use crate::model::{
+    validate_node_info, validate_spec, Metadata, MetadataCommand, MetadataResponse, NodeId,
+    NodeInfo, PartitionAssignment, StreamId, StreamRecord, StreamSpec,
 };
-use super::validate::{validate_node_info, validate_spec};
 
 /// A response, and whether the metadata changed (subscribers are only
 /// notified of changes).
@@ -324,7 +323,7 @@ impl Metadata {
             let (Some(successor), Some(next_epoch)) =
                 (successor, candidate.leader_epoch.checked_add(1))
             else {
-                tracing::error!(%stream, partition, node, isr = ?assignment.isr,
+                tracing::error!(%stream, partition, node = node.get(), isr = ?assignment.isr,
                     "the only in-sync replica lost acknowledged data; it stays leader \
                      (unclean election is off): acknowledged records may be missing");
                 return Applied::unchanged(MetadataResponse::Ok);
@@ -335,7 +334,8 @@ impl Metadata {
         if let Err(reason) = check_replica_set(partition, &candidate) {
             return Applied::invalid(reason);
         }
-        tracing::warn!(%stream, partition, node, isr = ?candidate.isr, leader = candidate.leader,
+        tracing::warn!(%stream, partition, node = node.get(), isr = ?candidate.isr,
+            leader = candidate.leader.get(),
             leader_epoch = candidate.leader_epoch,
             "replica lost acknowledged data and left the ISR until it has re-fetched");
         *assignment = candidate;
@@ -457,6 +457,7 @@ fn spec_differences(old: &StreamSpec, new: &StreamSpec) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{nid, nids};
 
     fn node(shards: u32) -> NodeInfo {
         NodeInfo {
@@ -470,7 +471,7 @@ mod tests {
         let mut m = Metadata::default();
         for id in 1..=count {
             let applied = m.apply(&MetadataCommand::RegisterNode {
-                node_id: id,
+                node_id: nid(id),
                 info: node(2),
             });
             assert_eq!(applied.response, MetadataResponse::Ok);
@@ -504,13 +505,13 @@ mod tests {
     fn register_same_node_twice_changes_nothing() {
         let mut m = metadata_with_nodes(1);
         let again = m.apply(&MetadataCommand::RegisterNode {
-            node_id: 1,
+            node_id: nid(1),
             info: node(2),
         });
         assert_eq!(again.response, MetadataResponse::Ok);
         assert!(!again.changed);
         let bad = m.apply(&MetadataCommand::RegisterNode {
-            node_id: 2,
+            node_id: nid(2),
             info: node(0),
         });
         assert!(matches!(bad.response, MetadataResponse::Invalid { .. }));
@@ -521,12 +522,12 @@ mod tests {
         let mut m = metadata_with_nodes(1);
         let spec = StreamSpec::new("s", "a.b");
         let MetadataResponse::StreamCreated(first) =
-            create(&mut m, &spec, vec![assignment("s", 0, &[1])]).response
+            create(&mut m, &spec, vec![assignment("s", 0, &[nid(1)])]).response
         else {
             panic!("not created");
         };
         assert_eq!(first.id, StreamId::FIRST);
-        let again = create(&mut m, &spec, vec![assignment("s", 0, &[1])]);
+        let again = create(&mut m, &spec, vec![assignment("s", 0, &[nid(1)])]);
         assert_eq!(
             again.response,
             MetadataResponse::StreamExists(first.clone())
@@ -535,7 +536,7 @@ mod tests {
 
         let mut other = spec.clone();
         other.subject = "a.c".into();
-        let conflict = create(&mut m, &other, vec![assignment("s", 0, &[1])]);
+        let conflict = create(&mut m, &other, vec![assignment("s", 0, &[nid(1)])]);
         assert!(matches!(
             conflict.response,
             MetadataResponse::Conflict { .. }
@@ -544,7 +545,7 @@ mod tests {
         let deleted = m.apply(&MetadataCommand::DeleteStream { name: "s".into() });
         assert_eq!(deleted.response, MetadataResponse::StreamDeleted(first));
         let MetadataResponse::StreamCreated(second) =
-            create(&mut m, &spec, vec![assignment("s", 0, &[1])]).response
+            create(&mut m, &spec, vec![assignment("s", 0, &[nid(1)])]).response
         else {
             panic!("not re-created");
         };
@@ -558,7 +559,7 @@ mod tests {
         let mut m = metadata_with_nodes(1);
         m.next_stream_id = StreamId::new(u64::MAX);
         let spec = StreamSpec::new("s", "a.b");
-        let applied = create(&mut m, &spec, vec![assignment("s", 0, &[1])]);
+        let applied = create(&mut m, &spec, vec![assignment("s", 0, &[nid(1)])]);
         assert!(
             matches!(&applied.response, MetadataResponse::Invalid { reason } if reason.contains("exhausted")),
             "{:?}",
@@ -576,18 +577,18 @@ mod tests {
         spec.replication_factor = 2;
         let cases = [
             vec![],
-            vec![assignment("s", 0, &[1])],
-            vec![assignment("s", 0, &[1, 1])],
-            vec![assignment("s", 0, &[1, 9])],
-            vec![assignment("t", 0, &[1, 2])],
-            vec![assignment("s", 1, &[1, 2])],
+            vec![assignment("s", 0, &[nid(1)])],
+            vec![assignment("s", 0, &[nid(1), nid(1)])],
+            vec![assignment("s", 0, &[nid(1), nid(9)])],
+            vec![assignment("t", 0, &[nid(1), nid(2)])],
+            vec![assignment("s", 1, &[nid(1), nid(2)])],
             vec![PartitionAssignment {
                 shard: 2,
-                ..assignment("s", 0, &[1, 2])
+                ..assignment("s", 0, &[nid(1), nid(2)])
             }],
             vec![PartitionAssignment {
-                isr: vec![2],
-                ..assignment("s", 0, &[1, 2])
+                isr: vec![nid(2)],
+                ..assignment("s", 0, &[nid(1), nid(2)])
             }],
         ];
         for placement in cases {
@@ -599,7 +600,7 @@ mod tests {
             assert!(!applied.changed);
         }
         spec.replication_factor = 3;
-        let too_many = create(&mut m, &spec, vec![assignment("s", 0, &[1, 2])]);
+        let too_many = create(&mut m, &spec, vec![assignment("s", 0, &[nid(1), nid(2)])]);
         assert!(matches!(
             too_many.response,
             MetadataResponse::Invalid { .. }
@@ -613,8 +614,12 @@ mod tests {
         let mut m = metadata_with_nodes(3);
         let mut spec = StreamSpec::new("s", "s");
         spec.replication_factor = 3;
-        let MetadataResponse::StreamCreated(record) =
-            create(&mut m, &spec, vec![assignment("s", 0, &[1, 2, 3])]).response
+        let MetadataResponse::StreamCreated(record) = create(
+            &mut m,
+            &spec,
+            vec![assignment("s", 0, &[nid(1), nid(2), nid(3)])],
+        )
+        .response
         else {
             panic!("not created");
         };
@@ -628,17 +633,17 @@ mod tests {
                 isr,
             }
         };
-        let shrink = m.apply(&update(vec![1, 2], 0, record.id, 0));
+        let shrink = m.apply(&update(vec![nid(1), nid(2)], 0, record.id, 0));
         assert_eq!(shrink.response, MetadataResponse::Ok);
         assert!(shrink.changed);
-        let stale = m.apply(&update(vec![1], 5, record.id, 1));
+        let stale = m.apply(&update(vec![nid(1)], 5, record.id, 1));
         assert!(matches!(stale.response, MetadataResponse::Conflict { .. }));
-        let wrong_incarnation = m.apply(&update(vec![1], 0, StreamId::new(99), 1));
+        let wrong_incarnation = m.apply(&update(vec![nid(1)], 0, StreamId::new(99), 1));
         assert!(matches!(
             wrong_incarnation.response,
             MetadataResponse::Conflict { .. }
         ));
-        let no_leader = m.apply(&update(vec![2], 0, record.id, 1));
+        let no_leader = m.apply(&update(vec![nid(2)], 0, record.id, 1));
         assert!(matches!(
             no_leader.response,
             MetadataResponse::Invalid { .. }
@@ -651,17 +656,17 @@ mod tests {
             leader_epoch: 0,
             leader,
         };
-        let unclean = m.apply(&change(3));
+        let unclean = m.apply(&change(nid(3)));
         assert!(matches!(unclean.response, MetadataResponse::Invalid { .. }));
-        assert_eq!(m.apply(&change(2)).response, MetadataResponse::Ok);
+        assert_eq!(m.apply(&change(nid(2))).response, MetadataResponse::Ok);
         let p = &m.stream("s").unwrap().partitions[0];
         assert_eq!(
             (p.leader, p.leader_epoch, p.isr.clone()),
-            (2, 1, vec![1, 2])
+            (nid(2), 1, nids(&[1, 2]))
         );
         // The old epoch no longer applies.
         assert!(matches!(
-            m.apply(&change(1)).response,
+            m.apply(&change(nid(1))).response,
             MetadataResponse::Conflict { .. }
         ));
     }
@@ -679,34 +684,34 @@ mod tests {
             isr,
         };
         assert_eq!(
-            m.apply(&update(vec![1, 2], 0)).response,
+            m.apply(&update(vec![nid(1), nid(2)], 0)).response,
             MetadataResponse::Ok
         );
         assert_eq!(
-            m.apply(&update(vec![1, 2, 3], 1)).response,
+            m.apply(&update(vec![nid(1), nid(2), nid(3)], 1)).response,
             MetadataResponse::Ok
         );
         // A shrink computed from version 0 (node 3 lagging then), delayed
         // past the expand: applying it would drop a caught-up follower.
-        let late = m.apply(&update(vec![1, 2], 0));
+        let late = m.apply(&update(vec![nid(1), nid(2)], 0));
         assert!(
             matches!(late.response, MetadataResponse::Conflict { .. }),
             "{late:?}"
         );
         assert!(!late.changed);
         let p = &m.stream("s").unwrap().partitions[0];
-        assert_eq!((p.isr.clone(), p.isr_version), (vec![1, 2, 3], 2));
+        assert_eq!((p.isr.clone(), p.isr_version), (nids(&[1, 2, 3]), 2));
         // An unchanged ISR keeps its version; LeaveIsr bumps it.
-        assert!(!m.apply(&update(vec![1, 2, 3], 2)).changed);
-        assert_eq!(m.apply(&leave(id, 3)).response, MetadataResponse::Ok);
+        assert!(!m.apply(&update(vec![nid(1), nid(2), nid(3)], 2)).changed);
+        assert_eq!(m.apply(&leave(id, nid(3))).response, MetadataResponse::Ok);
         assert_eq!(m.stream("s").unwrap().partitions[0].isr_version, 3);
         assert!(matches!(
-            m.apply(&update(vec![1, 2, 3], 2)).response,
+            m.apply(&update(vec![nid(1), nid(2), nid(3)], 2)).response,
             MetadataResponse::Conflict { .. }
         ));
 
         // An entry from before ISR versions (no field) applies as it did then.
-        let mut legacy = serde_json::to_value(update(vec![1], 0)).unwrap();
+        let mut legacy = serde_json::to_value(update(vec![nid(1)], 0)).unwrap();
         legacy["UpdateIsr"]
             .as_object_mut()
             .unwrap()
@@ -721,14 +726,18 @@ mod tests {
             }
         ));
         assert_eq!(m.apply(&legacy).response, MetadataResponse::Ok);
-        assert_eq!(m.stream("s").unwrap().partitions[0].isr, vec![1]);
+        assert_eq!(m.stream("s").unwrap().partitions[0].isr, nids(&[1]));
     }
 
     fn three_replicas(m: &mut Metadata) -> StreamId {
         let mut spec = StreamSpec::new("s", "s");
         spec.replication_factor = 3;
-        let MetadataResponse::StreamCreated(record) =
-            create(m, &spec, vec![assignment("s", 0, &[1, 2, 3])]).response
+        let MetadataResponse::StreamCreated(record) = create(
+            m,
+            &spec,
+            vec![assignment("s", 0, &[nid(1), nid(2), nid(3)])],
+        )
+        .response
         else {
             panic!("not created");
         };
@@ -753,12 +762,12 @@ mod tests {
     fn a_follower_that_lost_data_leaves_the_isr_without_an_epoch_bump() {
         let mut m = metadata_with_nodes(3);
         let id = three_replicas(&mut m);
-        let left = m.apply(&leave(id, 3));
+        let left = m.apply(&leave(id, nid(3)));
         assert_eq!(left.response, MetadataResponse::Ok);
         assert!(left.changed);
-        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1, 2]));
+        assert_eq!(leader_epoch_isr(&m), (nid(1), 0, nids(&[1, 2])));
         // Reported again (a retry): nothing changes.
-        let again = m.apply(&leave(id, 3));
+        let again = m.apply(&leave(id, nid(3)));
         assert_eq!(again.response, MetadataResponse::Ok);
         assert!(!again.changed);
     }
@@ -767,29 +776,29 @@ mod tests {
     fn a_leader_that_lost_data_hands_over_to_the_next_isr_member_in_replica_order() {
         let mut m = metadata_with_nodes(3);
         let id = three_replicas(&mut m);
-        assert!(m.apply(&leave(id, 1)).changed);
-        assert_eq!(leader_epoch_isr(&m), (2, 1, vec![2, 3]));
+        assert!(m.apply(&leave(id, nid(1))).changed);
+        assert_eq!(leader_epoch_isr(&m), (nid(2), 1, nids(&[2, 3])));
         // The same commands give the same result on every node.
         let mut replica = metadata_with_nodes(3);
         let replica_id = three_replicas(&mut replica);
-        replica.apply(&leave(replica_id, 1));
+        replica.apply(&leave(replica_id, nid(1)));
         assert_eq!(leader_epoch_isr(&replica), leader_epoch_isr(&m));
         // The new leader loses its data too: the last ISR member takes over.
-        assert!(m.apply(&leave(id, 2)).changed);
-        assert_eq!(leader_epoch_isr(&m), (3, 2, vec![3]));
+        assert!(m.apply(&leave(id, nid(2))).changed);
+        assert_eq!(leader_epoch_isr(&m), (nid(3), 2, nids(&[3])));
     }
 
     #[test]
     fn the_only_isr_member_stays_because_unclean_election_is_off() {
         let mut m = metadata_with_nodes(3);
         let id = three_replicas(&mut m);
-        m.apply(&leave(id, 2));
-        m.apply(&leave(id, 3));
-        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1]));
-        let sole = m.apply(&leave(id, 1));
+        m.apply(&leave(id, nid(2)));
+        m.apply(&leave(id, nid(3)));
+        assert_eq!(leader_epoch_isr(&m), (nid(1), 0, nids(&[1])));
+        let sole = m.apply(&leave(id, nid(1)));
         assert_eq!(sole.response, MetadataResponse::Ok);
         assert!(!sole.changed);
-        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1]));
+        assert_eq!(leader_epoch_isr(&m), (nid(1), 0, nids(&[1])));
     }
 
     #[test]
@@ -797,21 +806,21 @@ mod tests {
         let mut m = metadata_with_nodes(4);
         let id = three_replicas(&mut m);
         assert!(matches!(
-            m.apply(&leave(StreamId::new(99), 2)).response,
+            m.apply(&leave(StreamId::new(99), nid(2))).response,
             MetadataResponse::Conflict { .. }
         ));
         assert!(matches!(
-            m.apply(&leave(id, 4)).response,
+            m.apply(&leave(id, nid(4))).response,
             MetadataResponse::Invalid { .. }
         ));
         let missing = MetadataCommand::LeaveIsr {
             stream: "s".into(),
             stream_id: id,
             partition: 7,
-            node: 1,
+            node: nid(1),
         };
         assert_eq!(m.apply(&missing).response, MetadataResponse::NotFound);
-        assert_eq!(leader_epoch_isr(&m), (1, 0, vec![1, 2, 3]));
+        assert_eq!(leader_epoch_isr(&m), (nid(1), 0, nids(&[1, 2, 3])));
     }
 }
 
@@ -821,7 +830,8 @@ mod tests {
 #[cfg(test)]
 mod fuzz_seed_tests {
     use super::*;
-    use crate::cluster::acl::AclOperations;
+    use crate::model::acl::AclOperations;
+    use crate::model::{nid, nids};
     use std::path::PathBuf;
 
     fn seed_dir() -> PathBuf {
@@ -830,7 +840,7 @@ mod fuzz_seed_tests {
 
     fn node(id: u64) -> MetadataCommand {
         MetadataCommand::RegisterNode {
-            node_id: id,
+            node_id: nid(id),
             info: NodeInfo {
                 raft_addr: format!("127.0.0.1:{}", 9000 + id),
                 client_addr: format!("127.0.0.1:{}", 7000 + 100 * id),
@@ -876,8 +886,8 @@ mod fuzz_seed_tests {
                     node(1),
                     node(2),
                     node(3),
-                    create("orders", &[1, 2, 3], 3),
-                    create("logs", &[2], 1),
+                    create("orders", &nids(&[1, 2, 3]), 3),
+                    create("logs", &nids(&[2]), 1),
                 ],
             ),
             (
@@ -886,21 +896,21 @@ mod fuzz_seed_tests {
                     node(1),
                     node(2),
                     node(3),
-                    create("orders", &[1, 2, 3], 1),
+                    create("orders", &nids(&[1, 2, 3]), 1),
                     MetadataCommand::UpdateIsr {
                         stream: "orders".into(),
                         stream_id: first,
                         partition: 0,
                         leader_epoch: 0,
                         isr_version: Some(0),
-                        isr: vec![1, 2],
+                        isr: nids(&[1, 2]),
                     },
                     MetadataCommand::ChangeLeader {
                         stream: "orders".into(),
                         stream_id: first,
                         partition: 0,
                         leader_epoch: 0,
-                        leader: 2,
+                        leader: nid(2),
                     },
                     MetadataCommand::UpdateIsr {
                         stream: "orders".into(),
@@ -908,13 +918,13 @@ mod fuzz_seed_tests {
                         partition: 0,
                         leader_epoch: 1,
                         isr_version: Some(1),
-                        isr: vec![1, 2, 3],
+                        isr: nids(&[1, 2, 3]),
                     },
                     MetadataCommand::LeaveIsr {
                         stream: "orders".into(),
                         stream_id: first,
                         partition: 0,
-                        node: 2,
+                        node: nid(2),
                     },
                 ],
             ),
@@ -922,7 +932,7 @@ mod fuzz_seed_tests {
                 "acls-and-delete",
                 vec![
                     node(1),
-                    create("orders", &[1], 2),
+                    create("orders", &[nid(1)], 2),
                     MetadataCommand::GrantAcl {
                         principal: "alice".into(),
                         stream_pattern: "ord*".into(),
@@ -936,7 +946,7 @@ mod fuzz_seed_tests {
                     MetadataCommand::DeleteStream {
                         name: "orders".into(),
                     },
-                    create("orders", &[1], 1),
+                    create("orders", &[nid(1)], 1),
                 ],
             ),
         ]

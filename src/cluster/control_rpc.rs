@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::ClusterError;
-use super::types::{
-    ClusterNode, MetadataCommand, MetadataResponse, NodeId, StreamId, StreamRecord, StreamSpec,
-};
+use super::types::ClusterNode;
 use super::StreamCreation;
+use crate::model::{MetadataCommand, MetadataResponse, NodeId, StreamId, StreamRecord, StreamSpec};
 
 /// One control request.
 #[derive(Debug, Clone, Serialize, Deserialize)]

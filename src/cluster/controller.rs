@@ -19,8 +19,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::types::{Metadata, MetadataCommand, MetadataResponse, NodeId};
 use super::MetadataCore;
+use crate::model::{Metadata, MetadataCommand, MetadataResponse, NodeId};
 
 /// The commands that bring `metadata` in line with the live nodes, in the
 /// order they must be applied (a `ChangeLeader` before the `UpdateIsr` at
@@ -94,12 +94,12 @@ pub async fn run(core: Arc<MetadataCore>) {
         let now_leading = core.is_leader();
         if now_leading && !leading {
             tracing::info!(
-                node_id = core.node_id,
+                node_id = core.node_id.get(),
                 "metadata leader: controller started"
             );
         } else if !now_leading && leading {
             tracing::info!(
-                node_id = core.node_id,
+                node_id = core.node_id.get(),
                 "no longer the metadata leader: controller stopped"
             );
         }
@@ -143,9 +143,9 @@ pub async fn run(core: Arc<MetadataCore>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::types::{PartitionAssignment, StreamRecord, StreamSpec};
     use super::*;
-    use crate::cluster::StreamId;
+    use crate::model::{nid, nids};
+    use crate::model::{PartitionAssignment, StreamId, StreamRecord, StreamSpec};
 
     fn metadata(leader: NodeId, replicas: &[NodeId], isr: &[NodeId]) -> Metadata {
         let mut m = Metadata::default();
@@ -176,8 +176,8 @@ mod tests {
 
     #[test]
     fn dead_leader_is_replaced_by_the_first_live_isr_member_then_leaves_the_isr() {
-        let m = metadata(1, &[1, 2, 3], &[1, 3]);
-        let commands = plan(&m, |n| n != 1);
+        let m = metadata(nid(1), &[nid(1), nid(2), nid(3)], &[nid(1), nid(3)]);
+        let commands = plan(&m, |n| n != nid(1));
         assert_eq!(
             commands,
             vec![
@@ -186,7 +186,7 @@ mod tests {
                     stream_id: StreamId::new(7),
                     partition: 0,
                     leader_epoch: 4,
-                    leader: 3,
+                    leader: nid(3),
                 },
                 MetadataCommand::UpdateIsr {
                     stream: "s".into(),
@@ -194,7 +194,7 @@ mod tests {
                     partition: 0,
                     leader_epoch: 5,
                     isr_version: Some(0),
-                    isr: vec![3],
+                    isr: vec![nid(3)],
                 },
             ],
             "node 2 is alive but not in the ISR: never elected"
@@ -205,33 +205,42 @@ mod tests {
             assert_eq!(applied.apply(c).response, MetadataResponse::Ok);
         }
         let a = &applied.streams()["s"].partitions[0];
-        assert_eq!((a.leader, a.leader_epoch, a.isr.clone()), (3, 5, vec![3]));
+        assert_eq!(
+            (a.leader, a.leader_epoch, a.isr.clone()),
+            (nid(3), 5, nids(&[3]))
+        );
         assert!(
-            plan(&applied, |n| n != 1).is_empty(),
+            plan(&applied, |n| n != nid(1)).is_empty(),
             "a settled plan is empty"
         );
     }
 
     #[test]
     fn no_live_isr_member_leaves_the_partition_offline() {
-        let m = metadata(1, &[1, 2, 3], &[1]);
-        assert!(plan(&m, |n| n != 1).is_empty(), "unclean election is off");
-        assert_eq!(offline(&m, |n| n != 1), BTreeSet::from(["s/0".to_owned()]));
+        let m = metadata(nid(1), &[nid(1), nid(2), nid(3)], &[nid(1)]);
+        assert!(
+            plan(&m, |n| n != nid(1)).is_empty(),
+            "unclean election is off"
+        );
+        assert_eq!(
+            offline(&m, |n| n != nid(1)),
+            BTreeSet::from(["s/0".to_owned()])
+        );
         assert!(offline(&m, |_| true).is_empty());
     }
 
     #[test]
     fn dead_follower_leaves_the_isr_at_the_current_epoch() {
-        let m = metadata(1, &[1, 2, 3], &[1, 2, 3]);
+        let m = metadata(nid(1), &[nid(1), nid(2), nid(3)], &[nid(1), nid(2), nid(3)]);
         assert_eq!(
-            plan(&m, |n| n != 2),
+            plan(&m, |n| n != nid(2)),
             vec![MetadataCommand::UpdateIsr {
                 stream: "s".into(),
                 stream_id: StreamId::new(7),
                 partition: 0,
                 leader_epoch: 4,
                 isr_version: Some(0),
-                isr: vec![1, 3],
+                isr: vec![nid(1), nid(3)],
             }]
         );
         assert!(plan(&m, |_| true).is_empty());

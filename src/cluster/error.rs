@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use super::placement::PlacementError;
-use super::types::NodeId;
-use super::validate::InvalidSpec;
+use crate::model::{InvalidSpec, NodeId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -26,9 +26,12 @@ use proptest::prelude::*;
 use super::controller;
 use super::lease::MetadataLease;
 use super::liveness::{heartbeat_interval, Liveness};
-use super::types::{Metadata, NodeId, PartitionAssignment, StreamId, StreamRecord, StreamSpec};
+use crate::model::{
+    nid, Metadata, MetadataResponse, NodeId, PartitionAssignment, StreamId, StreamRecord,
+    StreamSpec,
+};
 
-const NODES: [NodeId; 3] = [1, 2, 3];
+const NODES: [NodeId; 3] = [nid(1), nid(2), nid(3)];
 const NODE_TIMEOUT: Duration = Duration::from_millis(2000);
 const TICK: Duration = Duration::from_millis(1);
 /// A metadata election completes this long after the leader is gone.
@@ -146,7 +149,7 @@ impl Sim {
                     // Everyone starts confirmed: the faults come later.
                     lease: MetadataLease::granted(start, NODE_TIMEOUT),
                     liveness: Liveness::new(id, NODE_TIMEOUT),
-                    next_round: start + Duration::from_millis(id * 7),
+                    next_round: start + Duration::from_millis(id.get() * 7),
                     round: None,
                 };
                 (id, node)
@@ -157,7 +160,7 @@ impl Sim {
             now: start,
             rng: seed | 1,
             log: vec![initial_metadata()],
-            leader: Some(1),
+            leader: Some(nid(1)),
             term: 1,
             leaderless_since: None,
             next_controller_run: start,
@@ -394,7 +397,7 @@ impl Sim {
         let mut metadata = self.log[self.last()].clone();
         let commands = controller::plan(&metadata, |n| liveness.is_alive(n, now));
         for command in commands {
-            if metadata.apply(&command).response == super::types::MetadataResponse::Ok {
+            if metadata.apply(&command).response == MetadataResponse::Ok {
                 self.log.push(metadata.clone());
             }
         }
@@ -469,13 +472,16 @@ fn secs(s: f64) -> Duration {
 fn a_restarted_leader_waits_for_confirmation_and_follows_the_new_epoch() {
     let mut sim = Sim::new(7, false);
     // Node 2 (leader of partition 1) is down long enough to be deposed.
-    sim.run(&[(secs(1.0), Fault::Restart(2, secs(4.0)))], secs(12.0))
-        .expect("invariant");
+    sim.run(
+        &[(secs(1.0), Fault::Restart(nid(2), secs(4.0)))],
+        secs(12.0),
+    )
+    .expect("invariant");
     let epochs = sim.epochs();
-    assert_ne!(epochs[1].0, 2, "partition 1 moved away from node 2");
+    assert_ne!(epochs[1].0, nid(2), "partition 1 moved away from node 2");
     assert_eq!(epochs[1].1, 1, "one new epoch");
     assert!(
-        sim.nodes[&2].lease.is_valid_at(sim.now),
+        sim.nodes[&nid(2)].lease.is_valid_at(sim.now),
         "the restarted node is confirmed again"
     );
 }
@@ -483,14 +489,18 @@ fn a_restarted_leader_waits_for_confirmation_and_follows_the_new_epoch() {
 #[test]
 fn a_healed_leader_stopped_before_it_was_replaced() {
     let mut sim = Sim::new(11, false);
-    sim.run(&[(secs(1.0), Fault::Isolate(3, secs(5.0)))], secs(12.0))
-        .expect("invariant");
+    sim.run(
+        &[(secs(1.0), Fault::Isolate(nid(3), secs(5.0)))],
+        secs(12.0),
+    )
+    .expect("invariant");
     let epochs = sim.epochs();
     assert_ne!(
-        epochs[2].0, 3,
+        epochs[2].0,
+        nid(3),
         "partition 2 moved away from the cut-off node"
     );
-    assert!(sim.nodes[&3].lease.is_valid_at(sim.now));
+    assert!(sim.nodes[&nid(3)].lease.is_valid_at(sim.now));
 }
 
 #[test]
@@ -500,7 +510,7 @@ fn a_metadata_leader_change_keeps_one_leader_per_partition() {
         &[
             (secs(1.0), Fault::RestartMetadataLeader(secs(0.5))),
             (secs(5.0), Fault::RestartMetadataLeader(secs(4.0))),
-            (secs(12.0), Fault::Isolate(2, secs(3.0))),
+            (secs(12.0), Fault::Isolate(nid(2), secs(3.0))),
         ],
         secs(20.0),
     )
@@ -513,7 +523,10 @@ fn a_metadata_leader_change_keeps_one_leader_per_partition() {
 #[test]
 fn without_the_lease_a_restarted_leader_acts_on_stale_metadata() {
     let mut sim = Sim::new(7, true);
-    let verdict = sim.run(&[(secs(1.0), Fault::Restart(2, secs(4.0)))], secs(12.0));
+    let verdict = sim.run(
+        &[(secs(1.0), Fault::Restart(nid(2), secs(4.0)))],
+        secs(12.0),
+    );
     let error = verdict.expect_err("a stale leader is caught");
     assert!(
         error.contains("node 2 acts as leader of partition 1 in epoch 0"),
@@ -526,8 +539,8 @@ fn fault() -> impl Strategy<Value = (Duration, Fault)> {
     let node = 1u64..=3;
     let span = (10u64..6_000).prop_map(Duration::from_millis);
     let kind = prop_oneof![
-        (node.clone(), span.clone()).prop_map(|(n, d)| Fault::Restart(n, d)),
-        (node, span.clone()).prop_map(|(n, d)| Fault::Isolate(n, d)),
+        (node.clone(), span.clone()).prop_map(|(n, d)| Fault::Restart(nid(n), d)),
+        (node, span.clone()).prop_map(|(n, d)| Fault::Isolate(nid(n), d)),
         span.prop_map(Fault::RestartMetadataLeader),
     ];
     (at, kind)

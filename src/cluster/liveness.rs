@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::types::NodeId;
+use crate::model::NodeId;
 
 /// Heartbeats per node timeout: a node is declared dead only after several
 /// consecutive heartbeats were missed.
@@ -115,30 +115,31 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::nid;
 
     #[test]
     fn grace_period_then_timeout_then_heartbeat() {
         let t0 = Instant::now();
         let timeout = Duration::from_millis(1000);
-        let liveness = Liveness::new(1, timeout);
+        let liveness = Liveness::new(nid(1), timeout);
         liveness.leading_in(6, t0);
         assert!(
-            liveness.is_alive(2, t0 + Duration::from_millis(900)),
+            liveness.is_alive(nid(2), t0 + Duration::from_millis(900)),
             "grace period"
         );
-        assert!(!liveness.is_alive(2, t0 + Duration::from_millis(1100)));
+        assert!(!liveness.is_alive(nid(2), t0 + Duration::from_millis(1100)));
         assert!(
-            liveness.is_alive(1, t0 + Duration::from_secs(100)),
+            liveness.is_alive(nid(1), t0 + Duration::from_secs(100)),
             "self is alive"
         );
-        liveness.heard_from(2, t0 + Duration::from_millis(1500));
-        assert!(liveness.is_alive(2, t0 + Duration::from_millis(2400)));
-        assert!(!liveness.is_alive(2, t0 + Duration::from_millis(2600)));
+        liveness.heard_from(nid(2), t0 + Duration::from_millis(1500));
+        assert!(liveness.is_alive(nid(2), t0 + Duration::from_millis(2400)));
+        assert!(!liveness.is_alive(nid(2), t0 + Duration::from_millis(2600)));
         // A new leadership forgets old heartbeats but grants a new grace.
         liveness.leading_in(7, t0 + Duration::from_secs(10));
         liveness.leading_in(7, t0 + Duration::from_secs(11));
-        assert!(liveness.is_alive(2, t0 + Duration::from_millis(10_500)));
-        assert!(!liveness.is_alive(2, t0 + Duration::from_millis(11_100)));
+        assert!(liveness.is_alive(nid(2), t0 + Duration::from_millis(10_500)));
+        assert!(!liveness.is_alive(nid(2), t0 + Duration::from_millis(11_100)));
     }
 
     #[test]

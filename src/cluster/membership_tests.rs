@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
+use crate::model::nid;
 
 /// Raft timings that tolerate a loaded 2-CPU test machine.
 fn tuning() -> RaftTuning {
@@ -21,10 +22,10 @@ fn tuning() -> RaftTuning {
 /// Node ids of these tests start above this, so they never equal the ids
 /// of the other tests' nodes (which run in parallel and whose freed ports
 /// may be handed out again): raft requests are addressed by node id.
-const ID_BASE: NodeId = 40;
-const N1: NodeId = ID_BASE + 1;
-const N2: NodeId = ID_BASE + 2;
-const N3: NodeId = ID_BASE + 3;
+const ID_BASE: u64 = 40;
+const N1: NodeId = nid(ID_BASE + 1);
+const N2: NodeId = nid(ID_BASE + 2);
+const N3: NodeId = nid(ID_BASE + 3);
 const ALL: [NodeId; 3] = [N1, N2, N3];
 
 /// Node timeout of these tests: failures are noticed in about a second.
@@ -46,7 +47,13 @@ fn config(id: NodeId, dir: &Path, raft_addr: &str, bootstrap: Bootstrap) -> Meta
         raft: tuning(),
         bootstrap,
         node_timeout_ms: NODE_TIMEOUT_MS,
-        ..MetadataConfig::new(id, dir, raft_addr, format!("127.0.0.1:{}", 9500 + id), 2)
+        ..MetadataConfig::new(
+            id,
+            dir,
+            raft_addr,
+            format!("127.0.0.1:{}", 9500 + id.get()),
+            2,
+        )
     }
 }
 
@@ -81,8 +88,9 @@ impl Cluster {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
         let mut nodes = Vec::new();
-        for id in ID_BASE + 1..=ID_BASE + 3 {
-            let i = (id - ID_BASE - 1) as usize;
+        for raw in ID_BASE + 1..=ID_BASE + 3 {
+            let id = nid(raw);
+            let i = (raw - ID_BASE - 1) as usize;
             let bootstrap = match i {
                 0 => Bootstrap::IfPristine,
                 1 => Bootstrap::Join(addrs[0].clone()),
@@ -97,7 +105,7 @@ impl Cluster {
     }
 
     fn node(&self, id: NodeId) -> &MetadataNode {
-        self.nodes[(id - ID_BASE - 1) as usize]
+        self.nodes[(id.get() - ID_BASE - 1) as usize]
             .as_ref()
             .expect("node running")
     }
@@ -111,7 +119,7 @@ impl Cluster {
     }
 
     async fn stop(&mut self, id: NodeId) {
-        let node = self.nodes[(id - ID_BASE - 1) as usize]
+        let node = self.nodes[(id.get() - ID_BASE - 1) as usize]
             .take()
             .expect("node running");
         node.shutdown().await.unwrap();
@@ -137,7 +145,10 @@ async fn join_through_a_follower_makes_three_registered_voters_and_is_idempotent
     }
     let registered = cluster.node(N1).metadata().nodes()[&N3].clone();
     assert_eq!(registered.raft_addr, cluster.addrs[2]);
-    assert_eq!(registered.client_addr, format!("127.0.0.1:{}", 9500 + N3));
+    assert_eq!(
+        registered.client_addr,
+        format!("127.0.0.1:{}", 9500 + N3.get())
+    );
 
     // Restart node 3 with the same --join: nothing changes, it settles.
     cluster.stop(N3).await;
@@ -409,7 +420,7 @@ async fn static_peers_form_one_cluster() {
     // A peer list that does not name this node at its address is refused.
     let wrong_dir = tempfile::tempdir().unwrap();
     let wrong = MetadataNode::start(config(
-        ID_BASE + 4,
+        nid(ID_BASE + 4),
         wrong_dir.path(),
         &free_addr(),
         Bootstrap::StaticPeers(peers.clone()),

@@ -2,13 +2,14 @@
 //! replicated with openraft (storage-v2) on the tokio control core.
 //!
 //! Raft is used for metadata only; partition data is replicated by the data
-//! shards (ISR, docs/design.md §10). The pieces:
+//! shards (ISR, docs/design.md §10). The metadata model it replicates
+//! ([`Metadata`], [`StreamRecord`], [`MetadataCommand`], the rules a valid
+//! spec keeps) is plain data in `crate::model`; this module is the
+//! machinery around it:
 //!
-//! - `types.rs`: the openraft type configuration and the metadata model
-//!   ([`Metadata`], [`StreamRecord`], [`MetadataCommand`], ...).
-//! - `apply.rs`: the deterministic state-machine transition,
-//!   `validate.rs`: the rules it enforces, `placement.rs`: where a new
-//!   stream's partitions go.
+//! - `types.rs`: the openraft type configuration.
+//! - `apply.rs`: the deterministic state-machine transition (`acl.rs`:
+//!   its ACL commands), `placement.rs`: where a new stream's partitions go.
 //! - `storage.rs`: durable log, vote and snapshot files under
 //!   `<data_dir>/raft/` (layouts documented there and in
 //!   `storage/log_file.rs`); `frame.rs`: the CRC'd framing they and the
@@ -33,7 +34,7 @@
 //! a follower forwards them over the raft transport, retrying across
 //! elections, and returns once it has applied the change itself.
 
-pub mod acl;
+mod acl;
 mod apply;
 pub mod control_rpc;
 pub mod controller;
@@ -46,7 +47,6 @@ pub mod network;
 mod placement;
 mod storage;
 mod types;
-mod validate;
 
 #[cfg(test)]
 mod lease_sim_tests;
@@ -73,11 +73,7 @@ pub use self::control_rpc::{LocalPartitionStatus, OpenFailure, ReplicaLag};
 pub use self::error::ClusterError;
 pub use self::lease::MetadataLease;
 pub use self::placement::{stream_hash, Placement, PlacementError, RoundRobinPlacement};
-pub use self::types::{
-    ClusterNode, Metadata, MetadataCommand, MetadataRaft, MetadataResponse, NodeId, NodeInfo,
-    PartitionAssignment, StreamId, StreamRecord, StreamSpec, TypeConfig,
-};
-pub use self::validate::{validate_spec, validate_stream_name, validate_subject, InvalidSpec};
+pub use self::types::{ClusterNode, MetadataRaft, TypeConfig};
 
 use self::control_rpc::{ControlOp, ControlReply, ControlRequest, RemoteError};
 use self::limits::{
@@ -90,6 +86,10 @@ use self::limits::{
 };
 use self::liveness::Liveness;
 use self::network::PeerClient;
+use crate::model::{
+    validate_node_info, validate_spec, validate_stream_name, Metadata, MetadataCommand,
+    MetadataResponse, NodeId, NodeInfo, StreamRecord, StreamSpec, INTERNAL_STREAM_NAMES,
+};
 
 /// Subdirectory of the data directory holding the raft files.
 pub const RAFT_DIR: &str = "raft";
@@ -270,7 +270,7 @@ impl MetadataNode {
             client_addr: config.client_addr.clone(),
             shard_count: config.shard_count,
         };
-        validate::validate_node_info(&info).map_err(|e| ClusterError::Config {
+        validate_node_info(&info).map_err(|e| ClusterError::Config {
             reason: e.to_string(),
         })?;
         warn_if_leases_cannot_outlast_elections(&config);
@@ -370,7 +370,7 @@ impl MetadataCore {
             match &bootstrap {
                 Bootstrap::Never => {
                     tracing::info!(
-                        node_id = self.node_id,
+                        node_id = self.node_id.get(),
                         "pristine node waiting to be added to a cluster"
                     );
                     return Ok(None);
@@ -467,7 +467,7 @@ impl MetadataCore {
         match self.raft.initialize(members).await {
             Ok(()) => {
                 tracing::info!(
-                    node_id = self.node_id,
+                    node_id = self.node_id.get(),
                     voters = count,
                     "bootstrapped the metadata cluster"
                 );
@@ -493,17 +493,17 @@ impl MetadataCore {
                     Ok(()) => return,
                     Err(e) => {
                         if attempt.is_multiple_of(SETTLE_LOG_EVERY) {
-                            tracing::warn!(node_id = self.node_id, error = %e, "cannot register with the metadata leader yet; retrying");
+                            tracing::warn!(node_id = self.node_id.get(), error = %e, "cannot register with the metadata leader yet; retrying");
                         }
                     }
                 },
                 Err(ClusterError::JoinRefused { reason }) => {
-                    tracing::error!(node_id = self.node_id, %reason, "join refused; this node stays out of the cluster");
+                    tracing::error!(node_id = self.node_id.get(), %reason, "join refused; this node stays out of the cluster");
                     return;
                 }
                 Err(e) => {
                     if attempt.is_multiple_of(SETTLE_LOG_EVERY) {
-                        tracing::warn!(node_id = self.node_id, error = %e, "cannot join yet; retrying");
+                        tracing::warn!(node_id = self.node_id.get(), error = %e, "cannot join yet; retrying");
                     }
                 }
             }
@@ -534,7 +534,7 @@ impl MetadataCore {
             {
                 Ok(ControlReply::Joined) => {
                     tracing::info!(
-                        node_id = self.node_id,
+                        node_id = self.node_id.get(),
                         via = addr,
                         "joined the metadata cluster as a voter"
                     );
@@ -617,7 +617,7 @@ impl MetadataCore {
         &self,
         spec: StreamSpec,
     ) -> Result<StreamCreation, ClusterError> {
-        debug_assert!(validate::INTERNAL_STREAM_NAMES.contains(&spec.name.as_str()));
+        debug_assert!(INTERNAL_STREAM_NAMES.contains(&spec.name.as_str()));
         self.create_any_stream(spec).await
     }
 
@@ -945,7 +945,7 @@ impl MetadataCore {
         if membership.voter_ids().any(|id| id == node_id) {
             return Ok(());
         }
-        tracing::info!(node_id, raft = %node.raft_addr, "adding a node: learner first");
+        tracing::info!(node_id = node_id.get(), raft = %node.raft_addr, "adding a node: learner first");
         tokio::time::timeout(
             Duration::from_millis(JOIN_TIMEOUT_MS),
             self.raft.add_learner(node_id, node, true),
@@ -959,7 +959,7 @@ impl MetadataCore {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
             .await
             .map_err(raft_error)?;
-        tracing::info!(node_id, "node is a voter");
+        tracing::info!(node_id = node_id.get(), "node is a voter");
         Ok(())
     }
 

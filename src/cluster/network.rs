@@ -48,7 +48,8 @@ use super::limits::{
     RAFT_CONNECTIONS_MAX, RAFT_CONNECT_TIMEOUT_MS, RAFT_FRAME_BYTES_MAX, RAFT_IDLE_TIMEOUT_MS,
     SNAPSHOT_BYTES_MAX,
 };
-use super::types::{ClusterNode, MetadataRaft, NodeId, TypeConfig};
+use super::types::{ClusterNode, MetadataRaft, TypeConfig};
+use crate::model::NodeId;
 
 /// A raft RPC request on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,7 +148,7 @@ impl PeerClient {
     pub fn new(local: NodeId, target: Option<NodeId>, addr: impl Into<String>) -> PeerClient {
         PeerClient {
             local,
-            target: target.unwrap_or(0),
+            target: target.unwrap_or_default(),
             addressed_to: target,
             addr: addr.into(),
             stream: None,
@@ -269,7 +270,7 @@ impl PeerClient {
         action: RPCTypes,
         ttl: Duration,
     ) -> RPCError<NodeId, ClusterNode, E> {
-        tracing::debug!(target_node = self.target, addr = %self.addr, %error, ?action, "raft RPC failed");
+        tracing::debug!(target_node = self.target.get(), addr = %self.addr, %error, ?action, "raft RPC failed");
         match error {
             CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&error)),
             CallError::Timeout => RPCError::Timeout(Timeout {
@@ -435,7 +436,7 @@ async fn serve_connection(
             None => matches!(request, RaftRequest::Control(_)),
         };
         if !meant_for_us {
-            tracing::warn!(%peer, local, to = ?to, "raft request meant for another node (a stale peer of a replaced node?); closing the connection");
+            tracing::warn!(%peer, local = local.get(), to = ?to, "raft request meant for another node (a stale peer of a replaced node?); closing the connection");
             return;
         }
         let reply = match request {
@@ -472,6 +473,7 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId, Vote};
 
     use super::*;
+    use crate::model::nid;
 
     /// A peer that answers an AppendEntries whose `prev_log_id` is at index
     /// `slow` only after `delay`, with `Conflict`, and every other one at
@@ -510,8 +512,8 @@ mod tests {
 
     fn append_after(index: u64) -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
-            vote: Vote::new_committed(1, 1),
-            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            vote: Vote::new_committed(1, nid(1)),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, nid(1)), index)),
             leader_commit: None,
             entries: Vec::new(),
         }
@@ -525,7 +527,7 @@ mod tests {
     #[tokio::test]
     async fn the_reply_to_a_cancelled_call_is_never_read_as_the_next_reply() {
         let addr = peer_slow_at(17, Duration::from_millis(300)).await;
-        let mut client = PeerClient::new(1, Some(2), addr);
+        let mut client = PeerClient::new(nid(1), Some(nid(2)), addr);
         let option = RPCOption::new(Duration::from_secs(5));
 
         // The probe after entry 17: the caller gives up before the peer

@@ -5,7 +5,7 @@
 //! log; the state machine only checks the result (`apply.rs`), so a future
 //! smarter placement (load-aware, rack-aware) needs no log format change.
 
-use super::types::{Metadata, NodeId, PartitionAssignment, StreamSpec};
+use crate::model::{Metadata, NodeId, PartitionAssignment, StreamSpec};
 
 /// Decides the assignments of a new stream from the current metadata.
 pub trait Placement {
@@ -101,7 +101,8 @@ pub fn stream_hash(name: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::types::{MetadataCommand, NodeInfo};
+    use crate::model::{nid, nids};
+    use crate::model::{MetadataCommand, NodeInfo};
 
     fn metadata(nodes: &[(NodeId, u32)]) -> Metadata {
         let mut m = Metadata::default();
@@ -120,10 +121,10 @@ mod tests {
 
     #[test]
     fn single_node_leads_everything_and_spreads_shards() {
-        let m = metadata(&[(1, 4)]);
+        let m = metadata(&[(nid(1), 4)]);
         let mut spec = StreamSpec::new("orders", "orders");
         spec.partitions = 8;
-        let placement = RoundRobinPlacement::starting_at(1)
+        let placement = RoundRobinPlacement::starting_at(nid(1))
             .place(&spec, &m)
             .unwrap();
         let h = u64::from(stream_hash("orders"));
@@ -131,7 +132,7 @@ mod tests {
             assert_eq!(a.partition as usize, p);
             assert_eq!(
                 (a.leader, a.replicas.clone(), a.isr.clone()),
-                (1, vec![1], vec![1])
+                (nid(1), nids(&[1]), nids(&[1]))
             );
             assert_eq!(u64::from(a.shard), (p as u64 + h) % 4);
         }
@@ -139,27 +140,27 @@ mod tests {
 
     #[test]
     fn replicas_are_distinct_and_leaders_rotate() {
-        let m = metadata(&[(1, 2), (2, 3), (3, 2)]);
+        let m = metadata(&[(nid(1), 2), (nid(2), 3), (nid(3), 2)]);
         let mut spec = StreamSpec::new("s", "s");
         spec.partitions = 3;
         spec.replication_factor = 2;
-        let placement = RoundRobinPlacement::starting_at(2)
+        let placement = RoundRobinPlacement::starting_at(nid(2))
             .place(&spec, &m)
             .unwrap();
         let leaders: Vec<NodeId> = placement.iter().map(|a| a.leader).collect();
-        assert_eq!(leaders, vec![2, 3, 1]);
-        assert_eq!(placement[0].replicas, vec![2, 3]);
-        assert_eq!(placement[2].replicas, vec![1, 2]);
+        assert_eq!(leaders, nids(&[2, 3, 1]));
+        assert_eq!(placement[0].replicas, nids(&[2, 3]));
+        assert_eq!(placement[2].replicas, nids(&[1, 2]));
         assert!(placement.iter().all(|a| a.shard < 2));
     }
 
     #[test]
     fn too_few_nodes_is_an_error() {
-        let m = metadata(&[(1, 1)]);
+        let m = metadata(&[(nid(1), 1)]);
         let mut spec = StreamSpec::new("s", "s");
         spec.replication_factor = 3;
         assert_eq!(
-            RoundRobinPlacement::starting_at(1).place(&spec, &m),
+            RoundRobinPlacement::starting_at(nid(1)).place(&spec, &m),
             Err(PlacementError::NotEnoughNodes {
                 replication_factor: 3,
                 nodes: 1

@@ -51,10 +51,8 @@ use super::frame::{self, ReadError, ReadFrame};
 use super::limits::{
     LOG_RECORD_BYTES_MAX, LOG_REWRITE_DEAD_BYTES_MIN, SMALL_RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX,
 };
-use super::types::{
-    Entry, LogId, Metadata, MetadataResponse, NodeId, SnapshotMeta, StoredMembership, TypeConfig,
-    Vote,
-};
+use super::types::{Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig, Vote};
+use crate::model::{Metadata, MetadataResponse, NodeId};
 
 const LOG_FILE: &str = "log";
 const VOTE_FILE: &str = "vote";

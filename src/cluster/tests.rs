@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::network::TcpNetwork;
 use super::*;
+use crate::model::{nid, nids, StreamId};
 
 fn fast_tuning() -> RaftTuning {
     RaftTuning {
@@ -24,7 +25,7 @@ fn fast_tuning() -> RaftTuning {
 fn config(dir: &Path) -> MetadataConfig {
     MetadataConfig {
         raft: fast_tuning(),
-        ..MetadataConfig::new(1, dir, "127.0.0.1:0", "127.0.0.1:9400", 4)
+        ..MetadataConfig::new(nid(1), dir, "127.0.0.1:0", "127.0.0.1:9400", 4)
     }
 }
 
@@ -55,9 +56,9 @@ async fn bootstrap_registers_the_node_and_leads() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
     assert!(node.is_leader());
-    assert_eq!(node.leader(), Some((1, "127.0.0.1:9400".to_owned())));
+    assert_eq!(node.leader(), Some((nid(1), "127.0.0.1:9400".to_owned())));
     let metadata = node.metadata();
-    let me = &metadata.nodes()[&1];
+    let me = &metadata.nodes()[&nid(1)];
     assert_eq!(me.client_addr, "127.0.0.1:9400");
     assert_eq!(me.shard_count, 4);
     assert_ne!(me.raft_addr, "127.0.0.1:0", "the bound port is announced");
@@ -83,7 +84,10 @@ async fn created_stream_is_listed_described_and_published() {
     let hash = u64::from(stream_hash("orders"));
     for (p, a) in record.partitions.iter().enumerate() {
         assert_eq!(a.partition as usize, p);
-        assert_eq!((a.leader, &a.replicas, &a.isr), (1, &vec![1], &vec![1]));
+        assert_eq!(
+            (a.leader, &a.replicas, &a.isr),
+            (nid(1), &nids(&[1]), &nids(&[1]))
+        );
         assert_eq!(u64::from(a.shard), (p as u64 + hash) % 4);
         assert_eq!(a.leader_epoch, 0);
     }
@@ -185,7 +189,7 @@ async fn invalid_specs_are_rejected() {
     }
     let too_many = node
         .create_stream(StreamSpec {
-            partitions: limits::MAX_PARTITIONS_PER_STREAM + 1,
+            partitions: crate::model::limits::MAX_PARTITIONS_PER_STREAM + 1,
             ..StreamSpec::new("big", "big")
         })
         .await;
@@ -364,8 +368,8 @@ async fn raft_rpc_over_tcp_survives_a_bad_frame() {
 
     let term_before = node.raft().metrics().borrow().current_term;
     // A real client: a stale vote request is answered (and refused).
-    let mut client = TcpNetwork::new(2).new_client(1, &peer).await;
-    let stale = VoteRequest::new(openraft::Vote::new(0, 2), None);
+    let mut client = TcpNetwork::new(nid(2)).new_client(nid(1), &peer).await;
+    let stale = VoteRequest::new(openraft::Vote::new(0, nid(2)), None);
     let reply = client
         .vote(stale, RPCOption::new(Duration::from_secs(5)))
         .await
@@ -375,10 +379,10 @@ async fn raft_rpc_over_tcp_survives_a_bad_frame() {
 
     // A request meant for another node id (a stale peer of a node that
     // used this address before) is refused: the connection is closed.
-    let mut misaddressed = TcpNetwork::new(2).new_client(7, &peer).await;
+    let mut misaddressed = TcpNetwork::new(nid(2)).new_client(nid(7), &peer).await;
     let refused = misaddressed
         .vote(
-            VoteRequest::new(openraft::Vote::new(9, 2), None),
+            VoteRequest::new(openraft::Vote::new(9, nid(2)), None),
             RPCOption::new(Duration::from_secs(5)),
         )
         .await;
@@ -394,10 +398,10 @@ async fn raft_rpc_over_tcp_survives_a_bad_frame() {
         raft_addr: "127.0.0.1:1".to_owned(),
         client_addr: String::new(),
     };
-    let mut client = TcpNetwork::new(2).new_client(3, &nowhere).await;
+    let mut client = TcpNetwork::new(nid(2)).new_client(nid(3), &nowhere).await;
     let unreachable = client
         .vote(
-            VoteRequest::new(openraft::Vote::new(0, 2), None),
+            VoteRequest::new(openraft::Vote::new(0, nid(2)), None),
             RPCOption::new(Duration::from_secs(5)),
         )
         .await;
@@ -442,13 +446,13 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
         bootstrap,
         ..MetadataConfig::new(
             id,
-            dirs[id as usize - 1].path(),
+            dirs[id.get() as usize - 1].path(),
             "127.0.0.1:0",
             format!("127.0.0.1:94{id:02}"),
             2,
         )
     };
-    let leader = MetadataNode::start(node_config(1, Bootstrap::IfPristine))
+    let leader = MetadataNode::start(node_config(nid(1), Bootstrap::IfPristine))
         .await
         .unwrap();
     for i in 0..25 {
@@ -468,7 +472,7 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
     // the leader, so they can only catch up through InstallSnapshot.
     let mut followers = Vec::new();
     for id in [2, 3] {
-        let node = MetadataNode::start(node_config(id, Bootstrap::Never))
+        let node = MetadataNode::start(node_config(nid(id), Bootstrap::Never))
             .await
             .unwrap();
         assert!(node.list_streams().is_empty());
@@ -477,7 +481,7 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
     }
     leader
         .raft()
-        .change_membership([1, 2, 3], false)
+        .change_membership([nid(1), nid(2), nid(3)], false)
         .await
         .unwrap();
 
@@ -508,10 +512,13 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
         let installed = follower.raft().metrics().borrow().snapshot;
         assert!(installed.is_some(), "caught up through a snapshot");
         let here = follower
-            .create_stream_with(spec("elsewhere", "e"), &RoundRobinPlacement::starting_at(1))
+            .create_stream_with(
+                spec("elsewhere", "e"),
+                &RoundRobinPlacement::starting_at(nid(1)),
+            )
             .await;
         assert!(
-            matches!(&here, Err(ClusterError::NotLeader { leader: Some((1, addr)) }) if addr == "127.0.0.1:9401"),
+            matches!(&here, Err(ClusterError::NotLeader { leader: Some((id, addr)) }) if *id == nid(1) && addr == "127.0.0.1:9401"),
             "placing on a follower is refused: {here:?}"
         );
     }
@@ -523,7 +530,7 @@ async fn three_nodes_replicate_over_tcp_and_a_lagging_learner_gets_a_snapshot() 
 
 #[tokio::test]
 async fn acls_survive_restart() {
-    use super::acl::{AclOperation, AclOperations};
+    use crate::model::acl::{AclOperation, AclOperations};
     let dir = tempfile::tempdir().unwrap();
     // Default snapshot policy: the rules come back from the log. (An
     // in-process restart while a snapshot build is still running races the

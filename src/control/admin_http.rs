@@ -13,9 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::router::{HostedPartition, RouterRequest};
-use crate::cluster::NodeId;
 use crate::cores::{ShardStats, FSYNC_BUCKETS_US};
 use crate::limits::{LimitCounters, LimitKind};
+use crate::model::NodeId;
 
 /// Largest request head read before answering 431.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
@@ -414,6 +414,7 @@ pub fn render_limit_metrics(limits: &LimitCounters, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::nid;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -451,7 +452,7 @@ mod tests {
                 }
             });
             let limits = Arc::new(LimitCounters::default());
-            tokio::spawn(serve_with(listener, router, 1, limits, 2));
+            tokio::spawn(serve_with(listener, router, nid(1), limits, 2));
 
             // Two silent clients hold both slots (for up to REQUEST_TIMEOUT).
             let mut first = TcpStream::connect(addr).await.expect("connect");
@@ -527,15 +528,15 @@ mod tests {
 
     #[test]
     fn replication_metrics_count_under_replicated_led_partitions_and_lag() {
-        use crate::cluster::StreamId;
         use crate::cores::{PartitionKey, PartitionStatus, ReplicaProgress};
+        use crate::model::StreamId;
         let key = |p| PartitionKey {
             stream_id: StreamId::new(3),
             partition: p,
         };
         let status = PartitionStatus {
             replicas: vec![ReplicaProgress {
-                node: 2,
+                node: nid(2),
                 log_end: shards::types::Offset(7),
                 lag: 3,
                 in_sync: false,
@@ -546,23 +547,23 @@ mod tests {
             HostedPartition {
                 stream: "orders".into(),
                 key: key(0),
-                leader: 1,
-                replicas: vec![1, 2, 3],
-                isr: vec![1, 3],
+                leader: nid(1),
+                replicas: vec![nid(1), nid(2), nid(3)],
+                isr: vec![nid(1), nid(3)],
                 status: Some(status),
             },
             // Led elsewhere: not this node's to report.
             HostedPartition {
                 stream: "orders".into(),
                 key: key(1),
-                leader: 2,
-                replicas: vec![1, 2, 3],
-                isr: vec![2],
+                leader: nid(2),
+                replicas: vec![nid(1), nid(2), nid(3)],
+                isr: vec![nid(2)],
                 status: None,
             },
         ];
         let mut out = String::new();
-        render_replication(&mut out, &hosted, 1);
+        render_replication(&mut out, &hosted, nid(1));
         assert!(
             out.contains("sluice_under_replicated_partitions 1\n"),
             "{out}"

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use shards::batch::{Header, Record};
 use shards::types::TimestampMs;
 
-use crate::cluster::NodeId;
 use crate::cores::{AckRoute, AppendFailure, CommitLevel, Committed};
+use crate::model::NodeId;
 use crate::protocol::ack::{encode_ack, Ack, AckOutcome};
 use crate::protocol::envelope::{has_envelope_cookie, AckPolicy, Envelope};
 
@@ -202,6 +202,7 @@ pub fn partition_subject(subject: &str, partition: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::nid;
     use crate::protocol::envelope::{encode_envelope, Header as EnvelopeHeader};
     use shards::types::Offset;
 
@@ -303,7 +304,7 @@ mod tests {
         let context = AckContext {
             stream: "s",
             partition: 1,
-            node: 2,
+            node: nid(2),
         };
         let committed = Committed {
             base_offset: Offset(10),
@@ -320,7 +321,7 @@ mod tests {
                 leader_epoch: Some(5),
             }
         );
-        assert_eq!(ack.node, Some(2));
+        assert_eq!(ack.node, Some(nid(2)));
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::cluster::{LocalPartitionStatus, Metadata, MetadataNode, NodeId, StreamId};
+use crate::cluster::{LocalPartitionStatus, MetadataNode};
 use crate::cores::{ClusterStatusView, NodeRow, PartitionRow, ReplicaRow};
+use crate::model::{Metadata, NodeId, StreamId};
 
 /// How long the whole status may wait for the leader or for one node.
 pub const STATUS_RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,7 +45,7 @@ pub async fn gather(metadata: &MetadataNode) -> ClusterStatusView {
                     .collect();
                 reports.insert(node, by_key);
             }
-            Err(e) => tracing::debug!(node, error = %e, "no status from node"),
+            Err(e) => tracing::debug!(node = node.get(), error = %e, "no status from node"),
         }
     }
     build(&snapshot, leader, liveness.as_ref(), &reports)
@@ -128,13 +129,15 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{MetadataCommand, NodeInfo, PartitionAssignment, ReplicaLag, StreamSpec};
+    use crate::cluster::ReplicaLag;
+    use crate::model::nid;
+    use crate::model::{MetadataCommand, NodeInfo, PartitionAssignment, StreamSpec};
 
     fn metadata() -> Metadata {
         let mut m = Metadata::default();
         for id in 1..=3 {
             m.apply(&MetadataCommand::RegisterNode {
-                node_id: id,
+                node_id: nid(id),
                 info: NodeInfo {
                     raft_addr: format!("127.0.0.1:{}", 9000 + id),
                     client_addr: format!("127.0.0.1:{}", 9100 + id),
@@ -151,9 +154,9 @@ mod tests {
             placement: vec![PartitionAssignment {
                 stream: "s".into(),
                 partition: 0,
-                leader: 1,
-                replicas: vec![1, 2, 3],
-                isr: vec![1, 2],
+                leader: nid(1),
+                replicas: vec![nid(1), nid(2), nid(3)],
+                isr: vec![nid(1), nid(2)],
                 leader_epoch: 0,
                 isr_version: 0,
                 shard: 0,
@@ -182,16 +185,16 @@ mod tests {
         let key = (StreamId::FIRST, 0);
         let mut reports: Reports = HashMap::new();
         let tracked = ReplicaLag {
-            node: 2,
+            node: nid(2),
             log_end: 9,
             lag: 1,
             in_sync: true,
         };
-        reports.insert(1, HashMap::from([(key, report(10, vec![tracked]))]));
-        reports.insert(3, HashMap::from([(key, report(4, vec![]))]));
-        let liveness = BTreeMap::from([(1, true), (2, true), (3, false)]);
-        let view = build(&m, Some(1), Some(&liveness), &reports);
-        assert_eq!(view.metadata_leader, Some(1));
+        reports.insert(nid(1), HashMap::from([(key, report(10, vec![tracked]))]));
+        reports.insert(nid(3), HashMap::from([(key, report(4, vec![]))]));
+        let liveness = BTreeMap::from([(nid(1), true), (nid(2), true), (nid(3), false)]);
+        let view = build(&m, Some(nid(1)), Some(&liveness), &reports);
+        assert_eq!(view.metadata_leader, Some(nid(1)));
         assert!(view.liveness_known);
         assert_eq!(
             view.nodes.iter().map(|n| n.alive).collect::<Vec<_>>(),
@@ -207,9 +210,9 @@ mod tests {
         assert_eq!(
             rows,
             [
-                (1, Some(10), Some(0), true),
-                (2, Some(9), Some(1), true),
-                (3, Some(4), Some(6), false)
+                (nid(1), Some(10), Some(0), true),
+                (nid(2), Some(9), Some(1), true),
+                (nid(3), Some(4), Some(6), false)
             ]
         );
         // Nothing answered: numbers unknown, placement still shown.
@@ -217,7 +220,7 @@ mod tests {
         assert!(!view.liveness_known);
         assert!(view.nodes.iter().all(|n| !n.alive));
         let p = &view.partitions[0];
-        assert_eq!((p.leader, p.high_watermark), (1, None));
+        assert_eq!((p.leader, p.high_watermark), (nid(1), None));
         assert!(p.replica_rows.iter().all(|r| r.lag.is_none()));
     }
 }

@@ -18,14 +18,15 @@ use shards::types::TimestampMs;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{
-    Bootstrap, ClusterError, LocalPartitionStatus, MetadataCommand, MetadataConfig, MetadataNode,
-    MetadataResponse, NodeId, OpenFailure, ReplicaLag, StatusSource, StreamRecord,
+    Bootstrap, ClusterError, LocalPartitionStatus, MetadataConfig, MetadataNode, OpenFailure,
+    ReplicaLag, StatusSource,
 };
 use crate::config::{Membership, ServeConfig};
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, FromShard, MetadataView, PartitionKey, ToShard,
 };
 use crate::limits::{LimitCounters, LimitKind, Limits};
+use crate::model::{MetadataCommand, MetadataResponse, NodeId, StreamRecord};
 use crate::protocol::error_code::ErrorCode;
 use nats_server::ManagedNatsServer;
 use router::{Router, RouterRequest};
@@ -292,7 +293,7 @@ async fn wait_for_signal() {
 
 #[derive(Clone, Debug)]
 struct ViewBase {
-    node_id: u64,
+    node_id: NodeId,
     host: String,
     base_port: u16,
     shard_count: u32,
@@ -542,7 +543,7 @@ fn status_source(router: mpsc::Sender<RouterRequest>) -> StatusSource {
 async fn create_stream(
     metadata: &MetadataNode,
     router: &mpsc::Sender<RouterRequest>,
-    spec: crate::cluster::StreamSpec,
+    spec: crate::model::StreamSpec,
 ) -> AdminReply {
     match metadata.create_stream(spec).await {
         Ok(creation) => {
@@ -616,12 +617,12 @@ async fn replica_open_failures(
                                 .collect(),
                         ),
                         Err(err @ ClusterError::Unreachable { .. }) => {
-                            tracing::info!(node, error = %err,
+                            tracing::info!(node = node.get(), error = %err,
                                 "not waiting for an unreachable replica to open the new partitions");
                             None
                         }
                         Err(err) => {
-                            tracing::debug!(node, error = %err, "no partition status yet");
+                            tracing::debug!(node = node.get(), error = %err, "no partition status yet");
                             Some(Vec::new())
                         }
                     }
@@ -763,7 +764,7 @@ async fn undo_create(
 /// refused (it is idempotent and adds nothing).
 fn check_cluster_limits(
     metadata: &MetadataNode,
-    spec: &crate::cluster::StreamSpec,
+    spec: &crate::model::StreamSpec,
     view: &ViewBase,
 ) -> Result<(), AppendFailure> {
     let current = metadata.metadata();
@@ -816,7 +817,7 @@ async fn ensure_cursor_stream(
     router: &mpsc::Sender<RouterRequest>,
     view: &ViewBase,
 ) -> AdminReply {
-    if let Some(record) = metadata.describe(crate::cursor::CURSORS_STREAM) {
+    if let Some(record) = metadata.describe(crate::model::CURSORS_STREAM) {
         return AdminReply::Created {
             record,
             created: false,
@@ -830,7 +831,7 @@ async fn ensure_cursor_stream(
             let created = matches!(creation, crate::cluster::StreamCreation::Created(_));
             if created {
                 tracing::info!(
-                    stream = crate::cursor::CURSORS_STREAM,
+                    stream = crate::model::CURSORS_STREAM,
                     "created the cursor stream"
                 );
             }

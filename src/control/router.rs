@@ -24,12 +24,13 @@ use shards::types::{Offset, TimestampMs};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bridge::{ingest, partition_subject};
-use crate::cluster::{Metadata, MetadataLease, NodeId};
+use crate::cluster::MetadataLease;
 use crate::cores::{
     AckRoute, AppendRequest, CommitLevel, PartitionKey, PartitionStatus, PartitionTable,
     ShardStats, ToShard, SHARD_NUDGE_INTERVAL,
 };
 use crate::limits::{LimitCounters, LimitKind, Limits};
+use crate::model::{Metadata, NodeId};
 use crate::protocol::error_code::ErrorCode;
 
 /// Most NATS messages gathered into one routing round.

@@ -1,7 +1,7 @@
 //! Unit tests of the router (`router.rs`).
 
 use super::*;
-use crate::cluster::StreamId;
+use crate::model::StreamId;
 use bytes::Bytes;
 use shards::batch::{decode_batch, Header};
 

@@ -17,6 +17,7 @@ use super::envelope::with_cookie;
 use super::error_code::{ErrorCode, NO_ERROR};
 use super::generated::envelope as fb;
 use super::limits::NATS_PAYLOAD_BYTES_MAX;
+use crate::model::NodeId;
 
 /// First bytes of an ack payload: `0xAB "SLCACK" 0x01` (see
 /// [`ENVELOPE_COOKIE`](super::envelope::ENVELOPE_COOKIE) for the rationale).
@@ -36,7 +37,7 @@ pub struct Ack {
     /// The subject this ack is published to.
     pub ack_inbox: Option<String>,
     /// The node that sent the ack (`None` from a Sluice that did not say).
-    pub node: Option<u64>,
+    pub node: Option<NodeId>,
     pub outcome: AckOutcome,
 }
 
@@ -74,6 +75,8 @@ pub enum AckDecodeError {
     BadOffset { offset: i64 },
     #[error("committed ack has negative leader epoch {epoch}")]
     BadEpoch { epoch: i32 },
+    #[error("ack names node {node}, above the largest node id")]
+    BadNode { node: u64 },
 }
 
 /// Why an ack could not be encoded.
@@ -132,7 +135,10 @@ impl Ack {
             partition,
             correlation_id: ack.correlation_id().map(str::to_owned),
             ack_inbox: ack.ack_inbox().map(str::to_owned),
-            node: ack.node_id(),
+            node: match ack.node_id() {
+                Some(node) => Some(NodeId::new(node).ok_or(AckDecodeError::BadNode { node })?),
+                None => None,
+            },
             outcome,
         })
     }
@@ -206,7 +212,7 @@ pub fn encode_ack(ack: &Ack) -> Result<Vec<u8>, AckEncodeError> {
             commit_timestamp_ms,
             error_code,
             error_message,
-            node_id: ack.node,
+            node_id: ack.node.map(NodeId::get),
             leader_epoch,
         },
     );
@@ -225,7 +231,7 @@ mod tests {
             partition: 2,
             correlation_id: Some("corr-7".to_owned()),
             ack_inbox: Some("_INBOX.xyz".to_owned()),
-            node: Some(3),
+            node: NodeId::new(3),
             outcome: AckOutcome::Committed {
                 offset: Offset(41),
                 commit_timestamp_ms: TimestampMs(1_700_000_000_123),

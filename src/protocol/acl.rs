@@ -5,7 +5,7 @@
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
 use super::generated::protocol as fb;
-use crate::cluster::acl::{AclOperation, AclOperations, AclRule};
+use crate::model::acl::{AclOperation, AclOperations, AclRule};
 
 /// The wire value of an operation.
 pub fn wire_operation(op: AclOperation) -> fb::AclOperation {

@@ -7,6 +7,7 @@
 use flatbuffers::FlatBufferBuilder;
 use shards::types::{LeaderEpoch, Offset};
 
+use crate::model::NodeId;
 use crate::protocol::body::{read_body, BodyError};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::protocol as fb;
@@ -17,7 +18,7 @@ pub struct EpochQuery<'a> {
     pub stream: &'a str,
     pub partition: u32,
     /// The asking node; `None` for a non-replica (wire -1).
-    pub replica_id: Option<u64>,
+    pub replica_id: Option<NodeId>,
     /// The epoch to look up: the follower's latest epoch.
     pub leader_epoch: LeaderEpoch,
     /// The partition's leader epoch as the sender knows it: the leader
@@ -44,9 +45,7 @@ pub fn encode_request(query: &EpochQuery<'_>) -> Vec<u8> {
         &fb::OffsetForLeaderEpochRequestArgs {
             stream,
             partition: query.partition.min(i32::MAX as u32) as i32,
-            replica_id: query
-                .replica_id
-                .map_or(-1, |id| id.min(i64::MAX as u64) as i64),
+            replica_id: query.replica_id.map_or(-1, NodeId::to_wire),
             leader_epoch: query.leader_epoch.0,
             current_leader_epoch: query
                 .current_leader_epoch
@@ -103,7 +102,7 @@ mod tests {
         let query = EpochQuery {
             stream: "orders",
             partition: 3,
-            replica_id: Some(2),
+            replica_id: NodeId::new(2),
             leader_epoch: LeaderEpoch(7),
             current_leader_epoch: Some(9),
         };

@@ -27,9 +27,9 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::Shard;
 use crate::auth::{Authenticator, Presented, ANONYMOUS_PRINCIPAL, CREDENTIAL_BYTES_MAX};
-use crate::cluster::acl::{AclOperation, AclOperations, AclTable};
 use crate::cores::{AdminReply, AdminRequest};
 use crate::cursor::is_internal_stream;
+use crate::model::acl::{AclOperation, AclOperations, AclTable};
 use crate::protocol::acl::{decode_acl_rule, encode_acl_rule};
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
@@ -466,6 +466,7 @@ mod tests {
         publish_request,
     };
     use crate::client::{FetchStart, StreamConfig};
+    use crate::model::nid;
 
     fn frame(kind: FrameKind, body: Vec<u8>) -> Frame {
         Frame {
@@ -481,7 +482,7 @@ mod tests {
             stream,
             partition: 0,
             offset: Offset::ZERO,
-            replica_id: 2,
+            replica_id: nid(2),
             leader_epoch: 0,
             max_bytes: 0,
             max_wait: Duration::ZERO,
@@ -550,7 +551,7 @@ mod tests {
     #[test]
     fn superusers_bypass_acls_and_internal_streams_need_one() {
         use crate::auth::AuthFileConfig;
-        use crate::cluster::acl::AclRules;
+        use crate::model::acl::AclRules;
         let section: AuthFileConfig = toml::from_str(
             r#"
             enabled = true

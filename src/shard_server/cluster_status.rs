@@ -6,6 +6,7 @@ use flatbuffers::FlatBufferBuilder;
 
 use super::Shard;
 use crate::cores::{AdminReply, AdminRequest, ClusterStatusView, PartitionRow};
+use crate::model::NodeId;
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
@@ -57,7 +58,7 @@ fn encode(view: &ClusterStatusView, shown: impl Fn(&PartitionRow) -> bool) -> Ve
             fb::NodeStatus::create(
                 &mut fbb,
                 &fb::NodeStatusArgs {
-                    node_id: node.node_id as i64,
+                    node_id: node.node_id.to_wire(),
                     raft_addr: Some(raft_addr),
                     client_addr: Some(client_addr),
                     shard_count: node.shard_count.min(u32::from(u16::MAX)) as u16,
@@ -78,7 +79,7 @@ fn encode(view: &ClusterStatusView, shown: impl Fn(&PartitionRow) -> bool) -> Ve
                 fb::ReplicaStatus::create(
                     &mut fbb,
                     &fb::ReplicaStatusArgs {
-                        node_id: r.node as i64,
+                        node_id: r.node.to_wire(),
                         log_end_offset: wire(r.log_end),
                         lag: wire(r.lag),
                         in_sync: r.in_sync,
@@ -87,9 +88,9 @@ fn encode(view: &ClusterStatusView, shown: impl Fn(&PartitionRow) -> bool) -> Ve
             })
             .collect();
         let replica_rows = fbb.create_vector(&replica_rows);
-        let replicas: Vec<i64> = row.replicas.iter().map(|n| *n as i64).collect();
+        let replicas: Vec<i64> = row.replicas.iter().map(|n| n.to_wire()).collect();
         let replicas = fbb.create_vector(&replicas);
-        let isr: Vec<i64> = row.isr.iter().map(|n| *n as i64).collect();
+        let isr: Vec<i64> = row.isr.iter().map(|n| n.to_wire()).collect();
         let isr = fbb.create_vector(&isr);
         let stream = fbb.create_string(&row.stream);
         partitions.push(fb::PartitionStatus::create(
@@ -97,7 +98,7 @@ fn encode(view: &ClusterStatusView, shown: impl Fn(&PartitionRow) -> bool) -> Ve
             &fb::PartitionStatusArgs {
                 stream: Some(stream),
                 partition: row.partition.min(i32::MAX as u32) as i32,
-                leader: row.leader as i64,
+                leader: row.leader.to_wire(),
                 leader_epoch: row.leader_epoch.min(i32::MAX as u32) as i32,
                 replicas: Some(replicas),
                 isr: Some(isr),
@@ -112,7 +113,7 @@ fn encode(view: &ClusterStatusView, shown: impl Fn(&PartitionRow) -> bool) -> Ve
     let root = fb::ClusterStatusResponse::create(
         &mut fbb,
         &fb::ClusterStatusResponseArgs {
-            metadata_leader: view.metadata_leader.map_or(-1, |n| n as i64),
+            metadata_leader: view.metadata_leader.map_or(-1, NodeId::to_wire),
             liveness_known: view.liveness_known,
             nodes: Some(nodes),
             partitions: Some(partitions),

@@ -21,11 +21,11 @@ use super::access::{self, Session};
 use super::limits::{admit_publish_batch, exceeded, next_read_bytes, READ_BUFFER_KEEP_BYTES};
 use super::sendfile::send_file_range;
 use super::{append_committed, replication, LocalPartition, Lookup, Shard};
-use crate::cluster::{StreamRecord, StreamSpec};
 use crate::cores::{
     AdminReply, AdminRequest, CommitLevel, MetadataView, PartitionKey, PartitionStatus,
 };
 use crate::limits::{ConnectionPermit, LimitKind, ANONYMOUS_PRINCIPAL};
+use crate::model::{NodeId, NodeInfo, StreamRecord, StreamSpec};
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
@@ -463,7 +463,7 @@ impl Connection {
         };
         // A follower (replica_id = its node id) reads up to the log end;
         // consumers only what is committed.
-        let replica = u64::try_from(request.replica_id()).ok();
+        let replica = NodeId::from_wire(request.replica_id());
         if let Some(node) = replica {
             let admitted = replication::admit_replica_fetch(
                 &self.shard,
@@ -915,7 +915,7 @@ fn encode_metadata(
     let mut fbb = FlatBufferBuilder::with_capacity(1024);
     // Every registered node; this node from its own settings (it may not be
     // registered yet right after start-up).
-    let mut listed: Vec<(u64, &str, u16, u32)> =
+    let mut listed: Vec<(NodeId, &str, u16, u32)> =
         vec![(view.node_id, &view.host, view.base_port, view.shard_count)];
     for (id, info) in view.nodes.iter().filter(|(id, _)| **id != view.node_id) {
         if let Some((host, port)) = split_addr(&info.client_addr) {
@@ -929,7 +929,7 @@ fn encode_metadata(
             fb::Broker::create(
                 &mut fbb,
                 &fb::BrokerArgs {
-                    node_id: id as i64,
+                    node_id: id.to_wire(),
                     host: Some(host),
                     port_base: port,
                     shard_count: shards.min(u32::from(u16::MAX)) as u16,
@@ -1003,10 +1003,7 @@ fn split_addr(addr: &str) -> Option<(&str, u16)> {
 }
 
 /// The base (shard 0) client port node `node` registered.
-fn client_port(
-    nodes: &std::collections::BTreeMap<crate::cluster::NodeId, crate::cluster::NodeInfo>,
-    node: crate::cluster::NodeId,
-) -> Option<u16> {
+fn client_port(nodes: &std::collections::BTreeMap<NodeId, NodeInfo>, node: NodeId) -> Option<u16> {
     nodes
         .get(&node)
         .and_then(|info| split_addr(&info.client_addr))
@@ -1018,15 +1015,15 @@ fn client_port(
 fn encode_stream<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     record: &StreamRecord,
-    leader_port: impl Fn(crate::cluster::NodeId) -> u16,
+    leader_port: impl Fn(NodeId) -> u16,
     statuses: &std::collections::HashMap<PartitionKey, PartitionStatus>,
 ) -> flatbuffers::WIPOffset<fb::StreamMetadata<'a>> {
     let spec = &record.spec;
     let mut partitions = Vec::new();
     for assignment in &record.partitions {
         let key = PartitionKey::of(record, assignment.partition);
-        let replicas: Vec<i64> = assignment.replicas.iter().map(|n| *n as i64).collect();
-        let isr: Vec<i64> = assignment.isr.iter().map(|n| *n as i64).collect();
+        let replicas: Vec<i64> = assignment.replicas.iter().map(|n| n.to_wire()).collect();
+        let isr: Vec<i64> = assignment.isr.iter().map(|n| n.to_wire()).collect();
         let replicas = fbb.create_vector(&replicas);
         let isr = fbb.create_vector(&isr);
         let status = statuses.get(&key);
@@ -1047,7 +1044,7 @@ fn encode_stream<'a>(
             fbb,
             &fb::PartitionMetadataArgs {
                 partition: assignment.partition as i32,
-                leader: assignment.leader as i64,
+                leader: assignment.leader.to_wire(),
                 leader_epoch: shards::types::LeaderEpoch::from_metadata(assignment.leader_epoch).0,
                 shard_index: assignment.shard as u16,
                 consumer_port: shards::types::ShardId(assignment.shard)

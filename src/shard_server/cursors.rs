@@ -53,16 +53,16 @@ use shards::types::{Offset, TimestampMs};
 use super::connection::{log_error_code, request_body};
 use super::limits::exceeded;
 use super::{LocalPartition, Lookup, Shard};
-use crate::cluster::StreamId;
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, CursorAnswer, CursorOp, CursorRequest, FromShard,
     PartitionEntry, PartitionKey,
 };
 use crate::cursor::{
     cursor_partition, decode_value, encode_value, validate_cursor_id, CursorKey, CursorValue,
-    StoredCursor, CURSORS_STREAM,
+    StoredCursor,
 };
 use crate::limits::LimitKind;
+use crate::model::{StreamId, CURSORS_STREAM};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::frame::{Frame, FrameKind};
@@ -615,6 +615,7 @@ async fn execute(shard: &Shard, op: CursorOp) -> CursorAnswer {
 mod tests {
     use super::*;
     use crate::cores::PartitionSettings;
+    use crate::model::nid;
 
     fn key(id: &str) -> CursorKey {
         CursorKey {
@@ -686,7 +687,7 @@ mod tests {
                         retention_messages: None,
                         compact: false,
                     },
-                    leader: 1,
+                    leader: nid(1),
                     leader_epoch: 0,
                     replicas: Vec::new(),
                     isr: Vec::new(),

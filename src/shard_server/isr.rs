@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use shards::types::Offset;
 
-use crate::cluster::NodeId;
+use crate::model::NodeId;
 
 /// What the leader knows of one follower.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +227,7 @@ impl ReplicaTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{nid, nids};
     use proptest::prelude::*;
 
     const LAG: Duration = Duration::from_secs(2);
@@ -236,7 +237,13 @@ mod tests {
     }
 
     fn tracker(start: Instant) -> ReplicaTracker {
-        ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], Offset(10), start)
+        ReplicaTracker::new(
+            nid(1),
+            &[nid(1), nid(2), nid(3)],
+            &[nid(1), nid(2), nid(3)],
+            Offset(10),
+            start,
+        )
     }
 
     #[test]
@@ -248,29 +255,30 @@ mod tests {
             None,
             "no follower fetched yet"
         );
-        tracker.record_fetch(2, Offset(15), Offset(20), t0);
+        tracker.record_fetch(nid(2), Offset(15), Offset(20), t0);
         assert_eq!(
             tracker.high_watermark(Offset(20)),
             None,
             "follower 3 unknown"
         );
-        tracker.record_fetch(3, Offset(12), Offset(20), t0);
+        tracker.record_fetch(nid(3), Offset(12), Offset(20), t0);
         assert_eq!(tracker.high_watermark(Offset(20)), Some(Offset(12)));
-        tracker.record_fetch(3, Offset(20), Offset(20), t0);
+        tracker.record_fetch(nid(3), Offset(20), Offset(20), t0);
         assert_eq!(tracker.high_watermark(Offset(20)), Some(Offset(15)));
         // The leader's own stable offset bounds it too.
-        tracker.record_fetch(2, Offset(20), Offset(20), t0);
+        tracker.record_fetch(nid(2), Offset(20), Offset(20), t0);
         assert_eq!(tracker.high_watermark(Offset(18)), Some(Offset(18)));
         // Out of the ISR, a follower no longer holds the watermark back.
-        tracker.record_fetch(3, Offset(19), Offset(25), t0);
+        tracker.record_fetch(nid(3), Offset(19), Offset(25), t0);
         assert_eq!(tracker.high_watermark(Offset(25)), Some(Offset(19)));
-        tracker.set_isr(&[1, 2]);
+        tracker.set_isr(&[nid(1), nid(2)]);
         assert_eq!(tracker.high_watermark(Offset(25)), Some(Offset(20)));
     }
 
     #[test]
     fn sole_leader_commits_what_it_has_synced() {
-        let tracker = ReplicaTracker::new(1, &[1], &[1], Offset::ZERO, Instant::now());
+        let tracker =
+            ReplicaTracker::new(nid(1), &[nid(1)], &[nid(1)], Offset::ZERO, Instant::now());
         assert_eq!(tracker.high_watermark(Offset(7)), Some(Offset(7)));
         assert_eq!(tracker.proposed_isr(Instant::now(), LAG, Offset(7)), None);
     }
@@ -279,14 +287,14 @@ mod tests {
     fn silent_follower_is_shrunk_after_the_lag_time() {
         let t0 = Instant::now();
         let mut tracker = tracker(t0);
-        tracker.record_fetch(2, Offset(10), Offset(10), at(t0, 100));
-        tracker.record_fetch(3, Offset(10), Offset(10), at(t0, 100));
+        tracker.record_fetch(nid(2), Offset(10), Offset(10), at(t0, 100));
+        tracker.record_fetch(nid(3), Offset(10), Offset(10), at(t0, 100));
         assert_eq!(tracker.proposed_isr(at(t0, 2000), LAG, Offset(10)), None);
         // Follower 2 keeps fetching; 3 goes silent after 100 ms.
-        tracker.record_fetch(2, Offset(10), Offset(10), at(t0, 2500));
+        tracker.record_fetch(nid(2), Offset(10), Offset(10), at(t0, 2500));
         assert_eq!(
             tracker.proposed_isr(at(t0, 2101), LAG, Offset(10)),
-            Some(vec![1, 2])
+            Some(nids(&[1, 2]))
         );
     }
 
@@ -294,23 +302,28 @@ mod tests {
     fn slow_follower_that_keeps_fetching_is_shrunk_too() {
         let t0 = Instant::now();
         let mut tracker = tracker(t0);
-        tracker.record_fetch(3, Offset(10), Offset(10), at(t0, 0));
+        tracker.record_fetch(nid(3), Offset(10), Offset(10), at(t0, 0));
         // The leader's log end runs ahead; follower 3 fetches but never
         // reaches even the previous fetch's log end.
         let mut leader_end = 10;
         for step in 1..=30u64 {
             leader_end += 100;
             tracker.record_fetch(
-                2,
+                nid(2),
                 Offset(leader_end),
                 Offset(leader_end),
                 at(t0, step * 100),
             );
-            tracker.record_fetch(3, Offset(10 + step), Offset(leader_end), at(t0, step * 100));
+            tracker.record_fetch(
+                nid(3),
+                Offset(10 + step),
+                Offset(leader_end),
+                at(t0, step * 100),
+            );
         }
         assert_eq!(
             tracker.proposed_isr(at(t0, 3000), LAG, Offset(11)),
-            Some(vec![1, 2])
+            Some(nids(&[1, 2]))
         );
     }
 
@@ -318,17 +331,22 @@ mod tests {
     fn follower_reaching_previous_log_end_counts_as_caught_up() {
         let t0 = Instant::now();
         let mut tracker = tracker(t0);
-        tracker.record_fetch(2, Offset(10), Offset(10), at(t0, 0));
-        tracker.record_fetch(3, Offset(10), Offset(10), at(t0, 0));
+        tracker.record_fetch(nid(2), Offset(10), Offset(10), at(t0, 0));
+        tracker.record_fetch(nid(3), Offset(10), Offset(10), at(t0, 0));
         // Under load the follower is always one fetch behind the log end,
         // but it reaches the log end of its previous fetch every time.
         let mut leader_end = 10;
         for step in 1..=50u64 {
             let previous = leader_end;
             leader_end += 5;
-            tracker.record_fetch(2, Offset(previous), Offset(leader_end), at(t0, step * 100));
             tracker.record_fetch(
-                3,
+                nid(2),
+                Offset(previous),
+                Offset(leader_end),
+                at(t0, step * 100),
+            );
+            tracker.record_fetch(
+                nid(3),
                 Offset(leader_end),
                 Offset(leader_end),
                 at(t0, step * 100),
@@ -340,33 +358,45 @@ mod tests {
     #[test]
     fn expansion_needs_the_high_watermark_and_the_epoch_start() {
         let t0 = Instant::now();
-        let mut tracker = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2], Offset(10), t0);
-        tracker.record_fetch(2, Offset(30), Offset(30), t0);
-        tracker.record_fetch(3, Offset(8), Offset(30), t0);
+        let mut tracker = ReplicaTracker::new(
+            nid(1),
+            &[nid(1), nid(2), nid(3)],
+            &[nid(1), nid(2)],
+            Offset(10),
+            t0,
+        );
+        tracker.record_fetch(nid(2), Offset(30), Offset(30), t0);
+        tracker.record_fetch(nid(3), Offset(8), Offset(30), t0);
         assert_eq!(
             tracker.proposed_isr(t0, LAG, Offset(8)),
             None,
             "below epoch start"
         );
-        tracker.record_fetch(3, Offset(25), Offset(30), t0);
+        tracker.record_fetch(nid(3), Offset(25), Offset(30), t0);
         assert_eq!(tracker.proposed_isr(t0, LAG, Offset(30)), None, "below HW");
         assert_eq!(
             tracker.proposed_isr(t0, LAG, Offset(25)),
-            Some(vec![1, 2, 3])
+            Some(nids(&[1, 2, 3]))
         );
     }
 
     #[test]
     fn progress_reports_lag_and_membership() {
         let t0 = Instant::now();
-        let mut tracker = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2], Offset(0), t0);
-        tracker.record_fetch(2, Offset(40), Offset(50), t0);
+        let mut tracker = ReplicaTracker::new(
+            nid(1),
+            &[nid(1), nid(2), nid(3)],
+            &[nid(1), nid(2)],
+            Offset(0),
+            t0,
+        );
+        tracker.record_fetch(nid(2), Offset(40), Offset(50), t0);
         let progress = tracker.progress(Offset(50));
         assert_eq!(progress.len(), 3);
-        assert_eq!((progress[0].node, progress[0].lag), (1, 0));
+        assert_eq!((progress[0].node, progress[0].lag), (nid(1), 0));
         assert_eq!(
             (progress[1].node, progress[1].lag, progress[1].in_sync),
-            (2, 10, true)
+            (nid(2), 10, true)
         );
         assert_eq!(
             (
@@ -375,7 +405,7 @@ mod tests {
                 progress[2].lag,
                 progress[2].in_sync
             ),
-            (3, None, 50, false)
+            (nid(3), None, 50, false)
         );
     }
 
@@ -390,7 +420,10 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             (1u64..50).prop_map(Step::Append),
-            (2u64..=3, 0u64..100).prop_map(|(node, behind)| Step::Fetch { node, behind }),
+            (2u64..=3, 0u64..100).prop_map(|(node, behind)| Step::Fetch {
+                node: nid(node),
+                behind
+            }),
             (1u64..1500).prop_map(Step::Sleep),
         ]
     }
@@ -407,11 +440,11 @@ mod tests {
             let t0 = Instant::now();
             let mut now = t0;
             let mut leader_end = 0u64;
-            let mut tracker = ReplicaTracker::new(1, &[1, 2, 3], &[1, 2, 3], Offset(0), t0);
+            let mut tracker = ReplicaTracker::new(nid(1), &[nid(1), nid(2), nid(3)], &[nid(1), nid(2), nid(3)], Offset(0), t0);
             // Model: last fetch offset and last caught-up time per follower.
             let mut ends: BTreeMap<NodeId, u64> = BTreeMap::new();
             let mut previous_end: BTreeMap<NodeId, (u64, Instant)> = BTreeMap::new();
-            let mut caught_up: BTreeMap<NodeId, Instant> = [(2, t0), (3, t0)].into();
+            let mut caught_up: BTreeMap<NodeId, Instant> = [(nid(2), t0), (nid(3), t0)].into();
             for step in steps {
                 match step {
                     Step::Append(n) => leader_end += n,
@@ -433,19 +466,19 @@ mod tests {
                 }
                 let stable = leader_end;
                 let isr: Vec<NodeId> = tracker.isr().to_vec();
-                let model_hw = isr.iter().filter(|n| **n != 1)
+                let model_hw = isr.iter().filter(|n| **n != nid(1))
                     .map(|n| ends.get(n).copied())
                     .try_fold(stable, |hw, end| end.map(|e| hw.min(e)));
                 prop_assert_eq!(tracker.high_watermark(Offset(stable)), model_hw.map(Offset));
                 let hw = model_hw.unwrap_or(0);
                 if let Some(proposed) = tracker.proposed_isr(now, LAG, Offset(hw)) {
-                    prop_assert!(proposed.contains(&1));
+                    prop_assert!(proposed.contains(&nid(1)));
                     for node in [2, 3] {
-                        let silent = now.saturating_duration_since(caught_up[&node]) > LAG;
-                        if isr.contains(&node) {
-                            prop_assert_eq!(proposed.contains(&node), !silent);
-                        } else if proposed.contains(&node) {
-                            prop_assert!(ends[&node] >= hw);
+                        let silent = now.saturating_duration_since(caught_up[&nid(node)]) > LAG;
+                        if isr.contains(&nid(node)) {
+                            prop_assert_eq!(proposed.contains(&nid(node)), !silent);
+                        } else if proposed.contains(&nid(node)) {
+                            prop_assert!(ends[&nid(node)] >= hw);
                         }
                     }
                     // Apply it, as the metadata would.

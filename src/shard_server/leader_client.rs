@@ -16,7 +16,7 @@ use glommio::net::TcpStream;
 use shards::constants::BATCH_BYTES_MAX;
 use shards::types::Offset;
 
-use crate::cluster::NodeId;
+use crate::model::NodeId;
 use crate::protocol::body::read_body;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
@@ -328,7 +328,7 @@ pub(super) fn fetch_request(request: &ReplicaFetch<'_>) -> Vec<u8> {
             start_value: request.offset.0.min(i64::MAX as u64) as i64,
             max_bytes: request.max_bytes,
             max_wait_ms: request.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
-            replica_id: request.replica_id.min(i64::MAX as u64) as i64,
+            replica_id: request.replica_id.to_wire(),
             current_leader_epoch: request.leader_epoch.min(i32::MAX as u32) as i32,
         },
     );

@@ -35,13 +35,14 @@ use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
 use shards::retention::RetentionPolicy;
 use shards::ring::{RingReceiver, RingSender};
 
-use crate::cluster::{ClusterError, MetadataCommand, MetadataLease, MetadataResponse, NodeId};
+use crate::cluster::{ClusterError, MetadataLease};
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, AppendRequest, CommitLevel, Committed, FromShard,
     PartitionEntry, PartitionFailure, PartitionKey, PartitionSettings, PartitionStatus,
     PartitionTable, ShardStats, ToShard, FSYNC_BUCKETS_US,
 };
 use crate::limits::{ConnectionGate, Limits};
+use crate::model::{MetadataCommand, MetadataResponse, NodeId};
 use crate::protocol::error_code::ErrorCode;
 use replication::Replication;
 
@@ -423,7 +424,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
         maintenance_queue,
         appends_in_flight: std::cell::Cell::new(0),
         access: access::ShardAccess::new(settings.auth.clone()),
-        local_node: std::cell::Cell::new(0),
+        local_node: std::cell::Cell::new(NodeId::default()),
         lease: std::cell::Cell::new(MetadataLease::NONE),
         roles_confirmed: std::cell::Cell::new(false),
         lease_waiters: RefCell::new(Vec::new()),
@@ -769,7 +770,7 @@ fn install_partition(shard: &Rc<Shard>, local: LocalPartition, leads: bool) -> R
         .partitions
         .borrow_mut()
         .insert(local.key, local.clone());
-    if local.stream == crate::cursor::CURSORS_STREAM && leads {
+    if local.stream == crate::model::CURSORS_STREAM && leads {
         // Rebuild the cursor map now rather than on first use.
         let (shard, local) = (shard.clone(), local.clone());
         glommio::spawn_local(async move {
@@ -949,7 +950,7 @@ async fn leave_isr(shard: Rc<Shard>, entry: PartitionEntry) {
         };
         match shard.propose(command).await {
             Ok(response) => {
-                tracing::warn!(stream = %entry.stream, partition = entry.partition, node,
+                tracing::warn!(stream = %entry.stream, partition = entry.partition, node = node.get(),
                     ?response, "replica lost acknowledged data: reported LeaveIsr; it re-fetches before it may rejoin");
                 return;
             }
@@ -960,7 +961,7 @@ async fn leave_isr(shard: Rc<Shard>, entry: PartitionEntry) {
             }
         }
     }
-    tracing::error!(stream = %entry.stream, partition = entry.partition, node,
+    tracing::error!(stream = %entry.stream, partition = entry.partition, node = node.get(),
         "gave up reporting LeaveIsr: this replica lost acknowledged data and is still in the ISR");
 }
 

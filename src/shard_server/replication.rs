@@ -52,8 +52,8 @@ use shards::types::{LeaderEpoch, Offset};
 use super::isr::{ReplicaLag, ReplicaTracker};
 use super::leader_client::{Fetched, LeaderClientError, LeaderConnection, ReplicaFetch};
 use super::{LocalPartition, Shard};
-use crate::cluster::{MetadataCommand, MetadataResponse, NodeId};
 use crate::cores::{AppendFailure, CommitLevel, PartitionEntry, PartitionTable, ReplicaProgress};
+use crate::model::{MetadataCommand, MetadataResponse, NodeId};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
 
@@ -338,7 +338,7 @@ pub async fn apply_entry(
             epoch,
             leader_addr,
         } => {
-            tracing::info!(stream = %local.stream, partition = local.partition, leader, epoch,
+            tracing::info!(stream = %local.stream, partition = local.partition, leader = leader.get(), epoch,
                 addr = ?leader_addr, "following partition");
             let task = leader_addr.map(|addr| {
                 glommio::spawn_local(follow(
@@ -354,7 +354,8 @@ pub async fn apply_entry(
                 ))
             });
             if leader_addr.is_none() {
-                tracing::warn!(stream = %local.stream, partition = local.partition, leader,
+                tracing::warn!(stream = %local.stream, partition = local.partition,
+                    leader = leader.get(),
                     "the leader has no usable client address in the metadata; not fetching");
             }
             Role::Follower(FollowerRole {
@@ -784,7 +785,7 @@ async fn follow(shard: Rc<Shard>, local: Rc<LocalPartition>, following: Followin
             SessionEnd::Stop => return,
             SessionEnd::Retry(reason) => {
                 tracing::debug!(stream = %local.stream, partition = local.partition,
-                    leader = following.leader, %reason, ?backoff, "replica fetch interrupted");
+                    leader = following.leader.get(), %reason, ?backoff, "replica fetch interrupted");
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             }
@@ -978,8 +979,9 @@ async fn out_of_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::StreamId;
     use crate::cores::{PartitionKey, PartitionSettings};
+    use crate::model::nid;
+    use crate::model::StreamId;
 
     fn entry(leader: NodeId, epoch: u32, replicas: &[NodeId]) -> PartitionEntry {
         PartitionEntry {
@@ -1009,8 +1011,8 @@ mod tests {
         PartitionTable {
             local_node: local,
             node_client_addrs: [
-                (1, "127.0.0.1:9000".to_string()),
-                (2, "not an address".to_string()),
+                (nid(1), "127.0.0.1:9000".to_string()),
+                (nid(2), "not an address".to_string()),
             ]
             .into(),
             ..PartitionTable::default()
@@ -1019,33 +1021,33 @@ mod tests {
 
     #[test]
     fn roles_follow_the_table() {
-        let e = entry(1, 4, &[1, 2, 3]);
+        let e = entry(nid(1), 4, &[nid(1), nid(2), nid(3)]);
         assert_eq!(
-            role_key(&e, &table(1), true),
+            role_key(&e, &table(nid(1)), true),
             RoleKey::Leader {
                 epoch: 4,
-                replicas: vec![1, 2, 3]
+                replicas: vec![nid(1), nid(2), nid(3)]
             }
         );
         // A follower fetches from the leader's port + the partition's shard.
         assert_eq!(
-            role_key(&e, &table(3), true),
+            role_key(&e, &table(nid(3)), true),
             RoleKey::Follower {
-                leader: 1,
+                leader: nid(1),
                 epoch: 4,
                 leader_addr: Some("127.0.0.1:9002".parse().unwrap()),
             }
         );
         assert_eq!(
-            role_key(&e, &table(9), true),
+            role_key(&e, &table(nid(9)), true),
             RoleKey::Inactive,
             "not a replica"
         );
-        let unreachable = entry(2, 5, &[1, 2]);
+        let unreachable = entry(nid(2), 5, &[nid(1), nid(2)]);
         assert_eq!(
-            role_key(&unreachable, &table(1), true),
+            role_key(&unreachable, &table(nid(1)), true),
             RoleKey::Follower {
-                leader: 2,
+                leader: nid(2),
                 epoch: 5,
                 leader_addr: None,
             },
@@ -1057,22 +1059,22 @@ mod tests {
 
     #[test]
     fn without_a_metadata_lease_a_partition_is_followed_but_never_led() {
-        let e = entry(1, 4, &[1, 2, 3]);
+        let e = entry(nid(1), 4, &[nid(1), nid(2), nid(3)]);
         assert_eq!(
-            role_key(&e, &table(1), false),
+            role_key(&e, &table(nid(1)), false),
             RoleKey::Unconfirmed { epoch: 4 },
             "the table says node 1 leads, but its metadata may be stale"
         );
         // Following on unconfirmed metadata is safe: a leader serves
         // replica fetches only while its own lease holds.
         assert_eq!(
-            role_key(&e, &table(3), false),
+            role_key(&e, &table(nid(3)), false),
             RoleKey::Follower {
-                leader: 1,
+                leader: nid(1),
                 epoch: 4,
                 leader_addr: Some("127.0.0.1:9002".parse().unwrap()),
             }
         );
-        assert_eq!(role_key(&e, &table(9), false), RoleKey::Inactive);
+        assert_eq!(role_key(&e, &table(nid(9)), false), RoleKey::Inactive);
     }
 }

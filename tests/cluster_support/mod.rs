@@ -308,7 +308,7 @@ impl Cluster {
     /// A client connected straight to the partition's current leader (the
     /// metadata's word), so nothing depends on the client's routing.
     pub fn leader_client(&self, stream: &str, partition: u32) -> Option<(u64, Client)> {
-        let leader = self.partition(stream, partition)?.leader?;
+        let leader = self.partition(stream, partition)?.leader?.get();
         if !self.node(leader).is_running() {
             return None;
         }
@@ -396,7 +396,9 @@ impl Cluster {
         }
         let leaders: Vec<u64> = partitions
             .iter()
-            .filter_map(|&(stream, partition)| self.partition(stream, partition)?.leader)
+            .filter_map(|&(stream, partition)| {
+                Some(self.partition(stream, partition)?.leader?.get())
+            })
             .collect();
         // Followers first, so the leaders see no ISR churn while they stop.
         let mut order: Vec<u64> = (1..=NODES as u64)

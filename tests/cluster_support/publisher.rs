@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use sluice::model::NodeId;
 use sluice::protocol::ack::{Ack, AckOutcome};
 use sluice::protocol::envelope::{encode_envelope, AckPolicy, Envelope};
 use sluice::protocol::error_code::ErrorCode;
@@ -279,7 +280,13 @@ fn outcome(
             offset,
             leader_epoch,
             ..
-        } => return (Outcome::Acked { offset: offset.0 }, ack.node, leader_epoch),
+        } => {
+            return (
+                Outcome::Acked { offset: offset.0 },
+                ack.node.map(NodeId::get),
+                leader_epoch,
+            )
+        }
         AckOutcome::Failed { code, message } => {
             if code == ErrorCode::Timeout {
                 Outcome::Unknown {
@@ -292,7 +299,7 @@ fn outcome(
             }
         }
     };
-    (outcome, ack.node, None)
+    (outcome, ack.node.map(NodeId::get), None)
 }
 
 #[cfg(test)]
@@ -344,7 +351,7 @@ mod tests {
                 partition: 0,
                 correlation_id: None,
                 ack_inbox: None,
-                node: Some(5),
+                node: NodeId::new(5),
                 outcome,
             };
             let reply = message.reply.expect("reply subject");

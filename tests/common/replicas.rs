@@ -216,7 +216,11 @@ pub fn wait_for_isr(node: &ReplicaNode, stream: &str, partition: u32, isr: &[u64
     let mut want = isr.to_vec();
     want.sort_unstable();
     wait_for(&format!("ISR {want:?}"), || {
-        let mut have = partition_state(node, stream, partition)?.isr;
+        let mut have: Vec<u64> = partition_state(node, stream, partition)?
+            .isr
+            .iter()
+            .map(|id| id.get())
+            .collect();
         have.sort_unstable();
         (have == want).then_some(())
     });
@@ -323,7 +327,7 @@ fn read_prefix(path: &Path) -> Vec<u8> {
 /// The partition leader's node as `node` reports it.
 pub fn leader_of(node: &ReplicaNode, stream: &str) -> u64 {
     wait_for("a partition leader", || {
-        partition_state(node, stream, 0)?.leader
+        partition_state(node, stream, 0)?.leader.map(|id| id.get())
     })
 }
 

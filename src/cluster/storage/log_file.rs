@@ -375,11 +375,12 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
-    use crate::cluster::types::MetadataCommand;
+    use crate::model::nid;
+    use crate::model::MetadataCommand;
 
     fn entry(index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(CommittedLeaderId::new(1, nid(1)), index),
             payload: EntryPayload::Normal(MetadataCommand::DeleteStream {
                 name: format!("s{index}"),
             }),

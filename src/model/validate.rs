@@ -6,7 +6,7 @@ use super::limits::{
     GROUP_BYTES_MAX, MAX_PARTITIONS_PER_STREAM, NODE_ADDR_BYTES_MAX, SHARDS_PER_NODE_MAX,
     STREAM_NAME_BYTES_MAX, SUBJECT_BYTES_MAX,
 };
-use super::types::{NodeInfo, StreamSpec};
+use super::{NodeInfo, StreamSpec, CURSORS_STREAM};
 
 /// A field of a spec or announcement breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +82,7 @@ pub fn validate_spec(spec: &StreamSpec) -> Result<(), InvalidSpec> {
 /// Internal streams the server creates itself (names users may not take).
 /// The state machine accepts these names; users' requests are checked with
 /// [`validate_stream_name`], which refuses every name starting with `_`.
-pub const INTERNAL_STREAM_NAMES: &[&str] = &[crate::cursor::CURSORS_STREAM];
+pub const INTERNAL_STREAM_NAMES: &[&str] = &[CURSORS_STREAM];
 
 /// 1..=255 bytes of `[A-Za-z0-9_.-]`, not starting with `.` or `_`: names
 /// starting with those are reserved for internal streams (cursors, ...).
