@@ -72,24 +72,3 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
     shards_result?;
     Ok(())
 }
-
-/// Pins the calling thread (the control core) to `cpu`; a failure is logged,
-/// not fatal (containers may forbid it). Called once the managed nats-server
-/// child is running, so the child does not inherit the pin.
-#[allow(unsafe_code)] // sched_setaffinity
-pub(crate) fn pin_current_thread(cpu: usize) {
-    // SAFETY: `cpu_set_t` is plain data; zeroed is its empty state, CPU_SET
-    // writes within it (cpu is bounds-checked against CPU_SETSIZE first) and
-    // sched_setaffinity only reads `size_of::<cpu_set_t>()` bytes of it.
-    let result = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return;
-        }
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if result != 0 {
-        tracing::warn!(cpu, error = %std::io::Error::last_os_error(), "cannot pin the control core");
-    }
-}

@@ -4,6 +4,7 @@
 //! file. It talks to the shards only through their rings.
 
 pub mod admin_http;
+mod affinity;
 pub mod bridge;
 pub mod cluster_status;
 pub mod nats_server;
@@ -121,7 +122,7 @@ async fn run_async(
             (Some(server), url)
         }
     };
-    crate::server::pin_current_thread(config.control_cpu);
+    affinity::pin_current_thread(config.control_cpu);
     let nats = async_nats::ConnectOptions::new()
         .name("sluice")
         .connect(nats_url.as_str())
