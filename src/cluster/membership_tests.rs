@@ -3,11 +3,12 @@
 //! static peers, forwarding changes to the leader across a leader loss, and
 //! the controller moving partition leadership off a dead node.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::*;
-use crate::model::nid;
+use crate::model::{nid, MetadataCommand, StreamSpec};
 
 /// Raft timings that tolerate a loaded 2-CPU test machine.
 fn tuning() -> RaftTuning {

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::network::TcpNetwork;
 use super::*;
-use crate::model::{nid, nids, StreamId};
+use crate::model::{nid, nids, MetadataCommand, StreamId, StreamSpec};
 
 fn fast_tuning() -> RaftTuning {
     RaftTuning {
