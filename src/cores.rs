@@ -8,7 +8,7 @@
 //! works across both runtimes).
 
 use futures::channel::oneshot;
-use shards::types::{Offset, TimestampMs};
+use shards::types::{Offset, ShardId, TimestampMs};
 
 use crate::cluster::{ClusterError, MetadataLease};
 use crate::model::acl::{AclRule, AclTable};
@@ -50,7 +50,7 @@ pub struct PartitionEntry {
     pub key: PartitionKey,
     pub stream: String,
     pub partition: u32,
-    pub shard: u32,
+    pub shard: ShardId,
     pub settings: PartitionSettings,
     /// Current partition leader (node id) and its epoch; replication and
     /// fencing key on the epoch.
@@ -113,7 +113,7 @@ impl PartitionTable {
                     key: PartitionKey::of(record, assignment.partition),
                     stream: spec.name.clone(),
                     partition: assignment.partition,
-                    shard: assignment.shard,
+                    shard: ShardId(assignment.shard),
                     settings: settings.clone(),
                     leader: assignment.leader,
                     leader_epoch: assignment.leader_epoch,
@@ -173,7 +173,7 @@ pub struct AppendFailure {
 /// Counters of one shard, for `/metrics`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
-    pub shard: u32,
+    pub shard: ShardId,
     pub partitions: u64,
     pub appends: u64,
     pub append_records: u64,
@@ -374,7 +374,7 @@ pub type CursorAnswer = Result<Option<u64>, AppendFailure>;
 #[derive(Debug)]
 pub struct CursorRequest {
     /// Shard that owns the cursor partition.
-    pub shard: u32,
+    pub shard: ShardId,
     pub op: CursorOp,
     pub reply: oneshot::Sender<CursorAnswer>,
 }
@@ -448,5 +448,5 @@ pub enum FromShard {
     /// A cursor request for another shard, to be forwarded by the router.
     Cursor(CursorRequest),
     /// The shard closed every log and is about to stop.
-    Stopped { shard: u32 },
+    Stopped { shard: ShardId },
 }

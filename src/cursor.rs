@@ -179,7 +179,9 @@ pub fn cursor_partition(key: &CursorKey, partitions: u32) -> u32 {
 pub fn cursors_stream_spec(shard_count: u32, nodes: usize) -> StreamSpec {
     let mut spec = StreamSpec::new(CURSORS_STREAM, CURSORS_SUBJECT);
     spec.partitions = shard_count.clamp(1, CURSOR_PARTITIONS_MAX);
-    spec.replication_factor = (nodes as u32).clamp(1, CURSOR_REPLICATION_FACTOR_MAX);
+    spec.replication_factor = u32::try_from(nodes)
+        .unwrap_or(u32::MAX)
+        .clamp(1, CURSOR_REPLICATION_FACTOR_MAX);
     spec.compact = true;
     spec
 }

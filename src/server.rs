@@ -62,7 +62,7 @@ pub fn run(config: ServeConfig) -> Result<(), ServerError> {
         replica_lag_time_max: config.replica_lag_time_max,
     };
     let shards = ShardRuntime::start_with(runtime_config, shard_links, move |context, link| {
-        run_shard(context.shard_id.0, settings, link)
+        run_shard(context.shard_id, settings, link)
     })?;
     let control_result = control::run(config, control_links, limit_counters);
     // The control core told every shard to stop (or dropped their rings on

@@ -415,6 +415,7 @@ pub fn render_limit_metrics(limits: &LimitCounters, out: &mut String) {
 mod tests {
     use super::*;
     use crate::model::nid;
+    use shards::types::ShardId;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -588,7 +589,7 @@ mod tests {
     #[test]
     fn metrics_text_has_counters_and_histogram() {
         let stats = ShardStats {
-            shard: 1,
+            shard: ShardId(1),
             appends: 5,
             sendfile_bytes: 1000,
             fsync_buckets: vec![1; FSYNC_BUCKETS_US.len() + 1],

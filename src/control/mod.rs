@@ -358,7 +358,7 @@ async fn shard_events(
                     }
                 }
                 FromShard::Stopped { shard } => {
-                    tracing::info!(shard, "shard stopped");
+                    tracing::info!(shard = shard.0, "shard stopped");
                     let _ = tokio::time::timeout(NATS_FLUSH_TIMEOUT, nats.flush()).await;
                     return;
                 }

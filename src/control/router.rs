@@ -282,7 +282,10 @@ impl Router {
                 let _ = done.send(());
             }
             RouterRequest::Cursor(request) => {
-                let Some(sender) = self.shards.get_mut(request.shard as usize) else {
+                let sender = usize::try_from(request.shard.0)
+                    .ok()
+                    .and_then(|index| self.shards.get_mut(index));
+                let Some(sender) = sender else {
                     let _ = request.reply.send(Err(crate::cores::AppendFailure {
                         code: ErrorCode::PartitionNotFound,
                         message: format!("no shard {} on this node", request.shard),

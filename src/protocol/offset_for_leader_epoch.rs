@@ -49,7 +49,7 @@ pub fn encode_request(query: &EpochQuery<'_>) -> Vec<u8> {
             leader_epoch: query.leader_epoch.0,
             current_leader_epoch: query
                 .current_leader_epoch
-                .map_or(-1, |epoch| epoch.min(i32::MAX as u32) as i32),
+                .map_or(-1, |epoch| LeaderEpoch::from_metadata(epoch).0),
         },
     );
     fbb.finish_minimal(root);

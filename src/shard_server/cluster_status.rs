@@ -99,7 +99,7 @@ fn encode(view: &ClusterStatusView, shown: impl Fn(&PartitionRow) -> bool) -> Ve
                 stream: Some(stream),
                 partition: row.partition.min(i32::MAX as u32) as i32,
                 leader: row.leader.to_wire(),
-                leader_epoch: row.leader_epoch.min(i32::MAX as u32) as i32,
+                leader_epoch: shards::types::LeaderEpoch::from_metadata(row.leader_epoch).0,
                 replicas: Some(replicas),
                 isr: Some(isr),
                 high_watermark: wire(row.high_watermark),

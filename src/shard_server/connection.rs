@@ -46,7 +46,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
             }
             Err(err) => {
-                tracing::warn!(shard = shard.id, error = %err, "accept failed");
+                tracing::warn!(shard = shard.id.0, error = %err, "accept failed");
                 glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
             }
         }
@@ -106,7 +106,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         Err(Close::Protocol) => shard.stats.borrow_mut().protocol_errors += 1,
         Err(Close::WriteTimeout) => {
             shard.settings.gate.counters.record(LimitKind::WriteTimeout);
-            tracing::debug!(shard = shard.id, "client stopped reading; connection cut");
+            tracing::debug!(shard = shard.id.0, "client stopped reading; connection cut");
         }
         _ => {}
     }

@@ -48,7 +48,7 @@ use flatbuffers::FlatBufferBuilder;
 use futures::channel::oneshot;
 use shards::batch::{decode_batch, BatchIter, Record};
 use shards::log::PartitionLog;
-use shards::types::{Offset, TimestampMs};
+use shards::types::{Offset, ShardId, TimestampMs};
 
 use super::connection::{log_error_code, request_body};
 use super::limits::exceeded;
@@ -496,7 +496,7 @@ async fn route(
     })
 }
 
-async fn forward(shard: &Shard, owner: u32, op: CursorOp) -> CursorAnswer {
+async fn forward(shard: &Shard, owner: ShardId, op: CursorOp) -> CursorAnswer {
     let (reply, answer) = oneshot::channel();
     let request = CursorRequest {
         shard: owner,
@@ -680,7 +680,7 @@ mod tests {
                     },
                     stream: (*name).into(),
                     partition: 0,
-                    shard: 0,
+                    shard: ShardId(0),
                     settings: PartitionSettings {
                         retention_age_ms: None,
                         retention_bytes: None,

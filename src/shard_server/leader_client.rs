@@ -329,7 +329,7 @@ pub(super) fn fetch_request(request: &ReplicaFetch<'_>) -> Vec<u8> {
             max_bytes: request.max_bytes,
             max_wait_ms: request.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
             replica_id: request.replica_id.to_wire(),
-            current_leader_epoch: request.leader_epoch.min(i32::MAX as u32) as i32,
+            current_leader_epoch: LeaderEpoch::from_metadata(request.leader_epoch).0,
         },
     );
     fbb.finish(root, None);

@@ -34,6 +34,7 @@ use shards::log::{CommitMode, LogConfig, PartitionLog, SyncPolicy};
 use shards::maintenance::{spawn_maintenance, MaintenancePolicy};
 use shards::retention::RetentionPolicy;
 use shards::ring::{RingReceiver, RingSender};
+use shards::types::ShardId;
 
 use crate::cluster::{ClusterError, MetadataLease};
 use crate::cores::{
@@ -100,12 +101,12 @@ pub struct ShardSettings {
 /// `base + shard`, saturating. `shard` comes from the cluster metadata:
 /// a partition placed on nodes with more shards than this one names a
 /// shard this node's port range may not reach.
-fn shard_port(base: u16, shard: u32) -> u16 {
-    shards::types::ShardId(shard).port(base).unwrap_or(u16::MAX)
+fn shard_port(base: u16, shard: ShardId) -> u16 {
+    shard.port(base).unwrap_or(u16::MAX)
 }
 
 impl ShardSettings {
-    pub fn port_of(&self, shard: u32) -> u16 {
+    pub fn port_of(&self, shard: ShardId) -> u16 {
         shard_port(self.base_addr.port(), shard)
     }
 
@@ -172,7 +173,7 @@ pub enum Lookup {
 }
 
 pub struct Shard {
-    pub id: u32,
+    pub id: ShardId,
     pub settings: ShardSettings,
     partitions: RefCell<HashMap<PartitionKey, Rc<LocalPartition>>>,
     /// Partitions placed on this shard whose open failed, with the error;
@@ -364,7 +365,7 @@ impl Shard {
             .borrow()
             .get(&entry.leader)
             .and_then(|a| a.parse::<SocketAddr>().ok())
-            .map(|a| SocketAddr::new(a.ip(), a.port().saturating_add(entry.shard as u16)));
+            .and_then(|a| Some(SocketAddr::new(a.ip(), entry.shard.port(a.port())?)));
         match addr {
             Some(addr) => format!("it is led by node {} at {addr}", entry.leader),
             None => format!("it is led by node {}", entry.leader),
@@ -399,7 +400,7 @@ impl Shard {
 }
 
 /// Runs one shard until the control core says `Shutdown` (or goes away).
-pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) {
+pub async fn run_shard(shard_id: ShardId, settings: ShardSettings, link: ShardLink) {
     let ShardLink {
         mut from_control,
         to_control,
@@ -434,7 +435,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(listener) => listener,
         Err(err) => {
-            tracing::error!(shard = shard_id, %addr, error = %err,
+            tracing::error!(shard = shard_id.0, %addr, error = %err,
                 "cannot listen; is another process using the port? (see --listen)");
             shard
                 .send_to_control(FromShard::Stopped { shard: shard_id })
@@ -444,7 +445,7 @@ pub async fn run_shard(shard_id: u32, settings: ShardSettings, link: ShardLink) 
             return;
         }
     };
-    tracing::info!(shard = shard_id, %addr, "shard listening");
+    tracing::info!(shard = shard_id.0, %addr, "shard listening");
     let acceptor = glommio::spawn_local(connection::accept_loop(shard.clone(), listener)).detach();
 
     let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE_MAX);
@@ -640,7 +641,7 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
         .set_incarnations(cursors::Incarnations::of(&names));
     if forgotten > 0 {
         tracing::debug!(
-            shard = shard.id,
+            shard = shard.id.0,
             forgotten,
             "forgot cursors of deleted or re-created streams"
         );
@@ -701,7 +702,7 @@ async fn apply_table(shard: &Rc<Shard>, mut table: PartitionTable) {
                 install_partition(shard, local, entry.leader == table.local_node);
             }
             Err(err) => {
-                tracing::error!(shard = shard.id, stream = %entry.stream,
+                tracing::error!(shard = shard.id.0, stream = %entry.stream,
                     partition = entry.partition, error = %err,
                     "cannot open partition; retrying every {PARTITION_OPEN_RETRY_INTERVAL:?}");
                 let unopened = Unopened {
@@ -750,7 +751,7 @@ async fn apply_lease(shard: &Rc<Shard>, lease: MetadataLease) {
         return;
     };
     tracing::debug!(
-        shard = shard.id,
+        shard = shard.id.0,
         confirmed,
         "metadata lease changed; reassigning roles"
     );
@@ -820,7 +821,7 @@ async fn remove_partition_dir(shard: &Rc<Shard>, dir: PathBuf) {
         })
         .await;
     if let Err(err) = result {
-        tracing::warn!(shard = shard.id, error = %err, "cannot remove partition directory");
+        tracing::warn!(shard = shard.id.0, error = %err, "cannot remove partition directory");
     }
 }
 
@@ -842,7 +843,7 @@ async fn retry_open(shard: std::rc::Weak<Shard>, entry: PartitionEntry) {
         match opened {
             Ok(local) if still_wanted => {
                 shard.unopened.borrow_mut().remove(&entry.key);
-                tracing::info!(shard = shard.id, stream = %entry.stream,
+                tracing::info!(shard = shard.id.0, stream = %entry.stream,
                     partition = entry.partition, "partition opened after a retry");
                 // Its role (leader or follower, epoch) from the table the
                 // shard applied last, as `apply_table` gives every partition.
@@ -868,7 +869,7 @@ async fn retry_open(shard: std::rc::Weak<Shard>, entry: PartitionEntry) {
                 return;
             }
             Err(err) if still_wanted => {
-                tracing::debug!(shard = shard.id, stream = %entry.stream,
+                tracing::debug!(shard = shard.id.0, stream = %entry.stream,
                     partition = entry.partition, error = %err, "partition still cannot be opened");
                 if let Some(unopened) = shard.unopened.borrow_mut().get_mut(&entry.key) {
                     unopened.failure = open_failure(&shard.settings, &entry, &err);
@@ -922,7 +923,7 @@ async fn open_partition(
     if settings.compact || !policy.retention.is_unlimited() {
         spawn_maintenance(log.clone(), policy, shard.maintenance_queue);
     }
-    tracing::info!(shard = shard.id, stream = %entry.stream, partition = entry.partition,
+    tracing::info!(shard = shard.id.0, stream = %entry.stream, partition = entry.partition,
         log_end = log.log_end_offset().0, "partition open");
     Ok(LocalPartition {
         key: entry.key,
@@ -1020,7 +1021,7 @@ async fn delete_partition(shard: &Rc<Shard>, partition: Rc<LocalPartition>) {
         .spawn_blocking(move || std::fs::remove_dir_all(dir))
         .await;
     if let Err(err) = result {
-        tracing::warn!(shard = shard.id, error = %err, "cannot remove partition directory");
+        tracing::warn!(shard = shard.id.0, error = %err, "cannot remove partition directory");
     }
 }
 
@@ -1067,14 +1068,14 @@ async fn close_all(shard: &Rc<Shard>) {
 
 #[cfg(test)]
 mod tests {
-    use super::shard_port;
+    use super::{shard_port, ShardId};
 
     #[test]
     fn shard_port_of_a_bigger_node_saturates_not_a_panic() {
         // This node listens at 65000; the metadata places a partition on
         // shard 600 of nodes with more shards: 65000 + 600 overflowed u16.
-        assert_eq!(shard_port(7400, 3), 7403);
-        assert_eq!(shard_port(65_000, 600), u16::MAX);
-        assert_eq!(shard_port(1, u32::MAX), u16::MAX);
+        assert_eq!(shard_port(7400, ShardId(3)), 7403);
+        assert_eq!(shard_port(65_000, ShardId(600)), u16::MAX);
+        assert_eq!(shard_port(1, ShardId(u32::MAX)), u16::MAX);
     }
 }

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use shards::error::LogError;
 use shards::log::PartitionLog;
-use shards::types::{LeaderEpoch, Offset};
+use shards::types::{LeaderEpoch, Offset, ShardId};
 
 use super::isr::{ReplicaLag, ReplicaTracker};
 use super::leader_client::{Fetched, LeaderClientError, LeaderConnection, ReplicaFetch};
@@ -226,9 +226,9 @@ fn leader_replicas(tracker: &ReplicaTracker) -> Vec<NodeId> {
 
 /// The address of `node`'s shard `shard` from the table (`None` when the
 /// node registered no address or it is not an IP address and port).
-fn shard_addr(table: &PartitionTable, node: NodeId, shard: u32) -> Option<SocketAddr> {
+fn shard_addr(table: &PartitionTable, node: NodeId, shard: ShardId) -> Option<SocketAddr> {
     let base: SocketAddr = table.node_client_addrs.get(&node)?.parse().ok()?;
-    let port = shards::types::ShardId(shard).port(base.port())?;
+    let port = shard.port(base.port())?;
     Some(SocketAddr::new(base.ip(), port))
 }
 
@@ -991,7 +991,7 @@ mod tests {
             },
             stream: "s".into(),
             partition: 0,
-            shard: 2,
+            shard: ShardId(2),
             settings: PartitionSettings {
                 retention_age_ms: None,
                 retention_bytes: None,
