@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(restored, metadata, "snapshot round trip");
 
     // The controller on the same metadata, with every other node dead.
-    let plan = controller::plan(&metadata, |node| node % 2 == 1);
+    let plan = controller::plan(&metadata, |node| node.get() % 2 == 1);
     for command in &plan {
         metadata.apply_command(command);
         check(&metadata);
