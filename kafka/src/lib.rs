@@ -24,4 +24,6 @@
 
 #![warn(missing_docs)]
 
+pub mod fetch;
+
 pub use kafka_protocol;
