@@ -25,5 +25,6 @@
 #![warn(missing_docs)]
 
 pub mod fetch;
+pub mod producer;
 
 pub use kafka_protocol;
