@@ -20,11 +20,17 @@
 //!
 //! ## Code map
 //!
-//! Filled in as the modules land; see each module's documentation.
+//! - [`fetch`]: the FetchResponse laid out for `sendfile`: encoded fields
+//!   with a slot for each partition's file range.
+//! - [`producer`]: idempotent-producer sequence state per partition.
+//! - [`broker`]: the Kafka broker id of each (node, shard).
+//! - [`sasl`]: SASL PLAIN parsing.
 
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod fetch;
 pub mod producer;
+pub mod sasl;
 
 pub use kafka_protocol;
