@@ -34,3 +34,5 @@ pub mod producer;
 pub mod sasl;
 
 pub use kafka_protocol;
+
+pub mod group;
