@@ -25,14 +25,14 @@
 //! - [`producer`]: idempotent-producer sequence state per partition.
 //! - [`broker`]: the Kafka broker id of each (node, shard).
 //! - [`sasl`]: SASL PLAIN parsing.
+//! - [`group`]: the classic consumer-group coordinator, a pure state machine the shard drives.
 
 #![warn(missing_docs)]
 
 pub mod broker;
 pub mod fetch;
+pub mod group;
 pub mod producer;
 pub mod sasl;
 
 pub use kafka_protocol;
-
-pub mod group;
