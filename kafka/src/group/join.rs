@@ -126,10 +126,9 @@ impl Coordinator {
         if req.group_id.0.is_empty() {
             return Err(ResponseError::InvalidGroupId.into());
         }
-        let session = i64::from(req.session_timeout_ms);
-        if session < self.cfg.min_session_timeout_ms as i64
-            || session > self.cfg.max_session_timeout_ms as i64
-        {
+        // Negative timeouts are below any minimum; compare in u64.
+        let session = u64::try_from(req.session_timeout_ms).unwrap_or(0);
+        if session < self.cfg.min_session_timeout_ms || session > self.cfg.max_session_timeout_ms {
             return Err(ResponseError::InvalidSessionTimeout.into());
         }
         if !self.groups.contains_key(&req.group_id) {

@@ -91,11 +91,6 @@ impl Coordinator {
             req.group_id.0.len(),
             limits.group_id_bytes,
         )?;
-        check_len(
-            Limit::MembersPerGroup,
-            req.members.len(),
-            limits.members_per_group,
-        )?;
         let mut out = Vec::new();
         let resp = match self.with_group(now, &req.group_id, &mut out, |g, ctx| g.leave(ctx, req)) {
             Some(r) => r,

@@ -1047,3 +1047,59 @@ fn three_members_six_partitions_leave_and_silent_death() {
     assert_eq!(gen, 3);
     assert_eq!(parts[&m1], Bytes::from((0..6).collect::<Vec<u8>>()));
 }
+
+#[test]
+fn a_rejoin_in_completing_rebalance_with_the_same_metadata_gets_the_generation_again() {
+    let mut h = Harness::new(0);
+    let (a, ta) = h.join_new("a");
+    let first = h.join_reply(ta);
+    // The leader lost its answer and joins again: same generation, same
+    // member list, no new rebalance.
+    let ta = h.join(join_req(&a.0)).unwrap();
+    let again = h.join_reply(ta);
+    assert_eq!(again, first);
+    assert_eq!(h.state(), GroupState::CompletingRebalance);
+}
+
+#[test]
+fn a_second_join_from_the_same_member_replaces_the_first() {
+    let mut h = Harness::new(0);
+    let (a, b, _) = stable_pair(&mut h);
+    let t1 = h.join(join_req(&a.0)).unwrap();
+    let t2 = h.join(join_req(&a.0)).unwrap();
+    assert_eq!(h.join_reply(t1).error, Some(E::RebalanceInProgress));
+    let tb = h.join(join_req(&b.0)).unwrap();
+    assert_eq!(h.join_reply(t2).generation_id, GenerationId(3));
+    assert_eq!(h.join_reply(tb).generation_id, GenerationId(3));
+}
+
+#[test]
+fn tick_does_nothing_before_the_next_deadline() {
+    let mut h = Harness::new(0);
+    let (a, b, _) = stable_pair(&mut h);
+    let d = h.c.next_deadline().unwrap();
+    assert_eq!(d, Millis(h.now + 10_000), "the earliest session expiry");
+    assert!(h.c.tick(Millis(d.0 - 1)).is_empty());
+    assert_eq!(h.state(), GroupState::Stable);
+    h.now = d.0 - 1;
+    assert_eq!(h.heartbeat(&a, 2), Ok(()));
+    assert_eq!(h.heartbeat(&b, 2), Ok(()));
+    assert_eq!(h.c.next_deadline(), Some(Millis(d.0 - 1 + 10_000)));
+}
+
+#[test]
+fn leaving_with_someone_elses_instance_id_is_fenced() {
+    let mut h = Harness::new(0);
+    let t = h.join(static_join("i1", "")).unwrap();
+    let m = h.join_reply(t).member_id;
+    let r = h.leave(vec![LeaveMember {
+        member_id: MemberId("impostor".into()),
+        group_instance_id: Some(InstanceId("i1".into())),
+    }]);
+    assert_eq!(r.members[0].error, Some(E::FencedInstanceId));
+    let r = h.leave(vec![LeaveMember {
+        member_id: m,
+        group_instance_id: Some(InstanceId("i1".into())),
+    }]);
+    assert_eq!(r.members[0].error, None);
+}
