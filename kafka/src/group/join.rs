@@ -551,17 +551,28 @@ impl Group {
         self.complete_join(ctx);
     }
 
-    /// Ends the join phase: members that did not rejoin are removed, the
-    /// generation advances, every waiting join is answered together.
+    /// Ends the join phase: dynamic members that did not rejoin are
+    /// removed, the generation advances, every waiting join is answered
+    /// together. Static members that did not rejoin stay (KIP-345: a
+    /// static member restarting within its session timeout keeps its
+    /// place); their session timeout removes them if they never return.
     pub(crate) fn complete_join(&mut self, ctx: &mut Ctx<'_>) {
         let gone: Vec<MemberId> = self
             .members
             .values()
-            .filter(|m| m.awaiting_join.is_none())
+            .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
             self.remove_member_raw(ctx, &id, ResponseError::UnknownMemberId);
+        }
+        if !self.members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_none()) {
+            // Only absent static members are left: nobody could lead or
+            // receive the new generation. Wait another rebalance timeout,
+            // as Kafka does; sessions expire the absent meanwhile.
+            self.join_deadline = Some(ctx.now.plus(self.rebalance_timeout().max(1)));
+            self.initial_delay_remaining = None;
+            return;
         }
         self.join_deadline = None;
         self.initial_delay_remaining = None;
@@ -574,12 +585,18 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
+        // The leader must be someone who receives this answer.
         let leader_ok = self
             .leader
             .as_ref()
-            .is_some_and(|l| self.members.contains_key(l));
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
         if !leader_ok {
-            self.leader = self.members_in_order().first().map(|m| m.id.clone());
+            self.leader = self
+                .members_in_order()
+                .into_iter()
+                .find(|m| m.awaiting_join.is_some())
+                .map(|m| m.id.clone());
         }
         self.set_state(GroupState::CompletingRebalance, ctx.now);
         self.pending_sync = self.members.keys().cloned().collect();
@@ -602,8 +619,8 @@ impl Group {
             };
             let resp = self.ok_response(id.clone(), leader.clone(), members);
             if let Some(m) = self.members.get_mut(&id) {
-                m.last_seen = ctx.now;
                 if let Some(t) = m.awaiting_join.take() {
+                    m.last_seen = ctx.now;
                     ctx.out.push((t, Reply::Join(resp)));
                 }
             }

@@ -27,8 +27,6 @@
 //! `view` (DescribeGroups, ListGroups).
 //!
 //! Known simplifications against Kafka, all on purpose:
-//! - a static member that does not rejoin a rebalance in time is removed
-//!   like a dynamic one (Kafka keeps it until its session times out);
 //! - the assignment-skipping of JoinGroup v9 is not modelled (Sluice
 //!   advertises JoinGroup up to v7).
 

@@ -1103,3 +1103,80 @@ fn leaving_with_someone_elses_instance_id_is_fenced() {
     }]);
     assert_eq!(r.members[0].error, None);
 }
+
+#[test]
+fn an_absent_static_member_keeps_its_place_through_a_rebalance() {
+    let mut h = Harness::new(0);
+    let (a, ta) = h.join_new("a");
+    h.join_reply(ta);
+    let mut s_req = static_join("s", "");
+    s_req.session_timeout_ms = 30_000;
+    let ts = h.join(s_req.clone()).unwrap();
+    let ta = h.join(join_req(&a.0)).unwrap();
+    h.join_reply(ta);
+    let s = h.join_reply(ts).member_id;
+    let t = h.sync(sync_req(&a, 2, vec![])).unwrap();
+    h.sync_reply(t);
+    // s's process goes down. b arrives; a rejoins; s cannot.
+    let (b, tb) = h.join_new("b");
+    let ta = h.join(join_req(&a.0)).unwrap();
+    h.advance(20_000);
+    let ra = h.join_reply(ta);
+    h.join_reply(tb);
+    assert_eq!(ra.generation_id, GenerationId(3));
+    assert_eq!(ra.leader, a);
+    let listed: Vec<_> = ra.members.iter().map(|m| m.member_id.clone()).collect();
+    assert_eq!(
+        listed,
+        vec![a.clone(), s.clone(), b.clone()],
+        "s is still a member"
+    );
+    let t = h
+        .sync(sync_req(
+            &a,
+            3,
+            vec![
+                (s.clone(), Bytes::from_static(b"S")),
+                (b.clone(), Bytes::from_static(b"B")),
+            ],
+        ))
+        .unwrap();
+    h.sync_reply(t);
+    assert_eq!(h.state(), GroupState::Stable);
+    // s restarts within its session timeout: it takes its place back,
+    // with its part, and nobody rebalances.
+    let t = h.join(s_req.clone()).unwrap();
+    let r = h.join_reply(t);
+    assert_eq!(r.generation_id, GenerationId(3));
+    let t = h.sync(sync_req(&r.member_id, 3, vec![])).unwrap();
+    assert_eq!(h.sync_reply(t).assignment, Bytes::from_static(b"S"));
+    assert_eq!(h.state(), GroupState::Stable);
+}
+
+#[test]
+fn a_static_member_that_never_returns_is_removed_by_its_session_timeout() {
+    let mut h = Harness::new(0);
+    let mut s_req = static_join("s", "");
+    s_req.session_timeout_ms = 30_000;
+    let ts = h.join(s_req.clone()).unwrap();
+    let s = h.join_reply(ts).member_id;
+    let (a, ta) = h.join_new("a");
+    s_req.member_id = s.clone();
+    let ts = h.join(s_req).unwrap();
+    h.join_reply(ta);
+    h.join_reply(ts);
+    let t = h.sync(sync_req(&s, 2, vec![])).unwrap();
+    let ta = h.sync(sync_req(&a, 2, vec![])).unwrap();
+    h.sync_reply(t);
+    h.sync_reply(ta);
+    // s goes down; a leaves. When the phase ends only the absent static
+    // member is left: the group waits until its session expires (30 s
+    // after its last sign of life), then empties.
+    h.leave(vec![leave_member(&a)]);
+    h.advance(25_000);
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    assert_eq!(h.c.describe(&g()).members.len(), 1);
+    h.advance(5_000);
+    assert_eq!(h.state(), GroupState::Empty);
+    assert!(h.done.is_empty());
+}
