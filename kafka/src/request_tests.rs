@@ -417,3 +417,62 @@ proptest! {
         }
     }
 }
+
+/// The seed corpus of the `kafka_request` fuzz target: one sampled request
+/// per API at its lowest and highest decoded version.
+fn seed_frames() -> Vec<(String, Bytes)> {
+    fn frame<R: Sample + Encodable>(key: ApiKey, version: i16) -> Bytes {
+        let seed = 0x5eed_0000 + (key as u64) * 100 + version as u64;
+        let body = R::sample(&mut Sampler::new(seed), version).expect("sampling");
+        encode_frame(&sample_header(key, version, seed), &body, version)
+    }
+    macro_rules! frames {
+        ($($key:ident($request:ty),)*) => {{
+            let mut out = Vec::new();
+            $(
+                let api = supported(ApiKey::$key).expect("served");
+                for version in [api.decode_min, api.max] {
+                    out.push((
+                        format!("{}-v{version}", stringify!($key)),
+                        frame::<$request>(ApiKey::$key, version),
+                    ));
+                }
+            )*
+            out
+        }};
+    }
+    frames! {
+        Produce(ProduceRequest), Fetch(FetchRequest), ListOffsets(ListOffsetsRequest),
+        Metadata(MetadataRequest), OffsetCommit(OffsetCommitRequest),
+        OffsetFetch(OffsetFetchRequest), FindCoordinator(FindCoordinatorRequest),
+        JoinGroup(JoinGroupRequest), Heartbeat(HeartbeatRequest), LeaveGroup(LeaveGroupRequest),
+        SyncGroup(SyncGroupRequest), DescribeGroups(DescribeGroupsRequest),
+        ListGroups(ListGroupsRequest), SaslHandshake(SaslHandshakeRequest),
+        ApiVersions(ApiVersionsRequest), CreateTopics(CreateTopicsRequest),
+        DeleteTopics(DeleteTopicsRequest), InitProducerId(InitProducerIdRequest),
+        OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+        SaslAuthenticate(SaslAuthenticateRequest),
+    }
+}
+
+/// `fuzz/corpus/kafka_request/` holds [`seed_frames`];
+/// `SLUICE_WRITE_FUZZ_SEEDS=1` rewrites them. Each must still decode.
+#[test]
+fn fuzz_seeds_are_current_and_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/kafka_request");
+    let seeds = seed_frames();
+    if std::env::var_os("SLUICE_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, frame) in &seeds {
+            std::fs::write(dir.join(name), frame).unwrap();
+        }
+    }
+    for (name, frame) in seeds {
+        let stored = std::fs::read(dir.join(&name)).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        assert_eq!(
+            stored, frame,
+            "seed {name} is stale: rerun with SLUICE_WRITE_FUZZ_SEEDS=1"
+        );
+        decode_request(frame).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    }
+}
