@@ -29,6 +29,16 @@
 //!   timestamps are recomputed from the surviving records; producer id,
 //!   epoch and sequence are reset to -1 (the engine keeps no producer
 //!   state). A batch nothing was removed from is copied byte for byte.
+//! * **Compressed batches** (gzip, snappy, lz4, zstd, as Kafka producers
+//!   send them) are decompressed to find their records (within
+//!   `DECOMPRESSED_BATCH_BYTES_MAX`) and a cleaned one is written
+//!   compressed again with its own codec, as Kafka's cleaner does: written
+//!   uncompressed it would usually be larger than the original and so be
+//!   kept whole by the next rule, which would leave compressed topics
+//!   uncompacted. The codec's output may differ from the producer's
+//!   (level, framing), which no reader depends on. If the survivors cannot
+//!   be re-encoded as one batch (records past the decompression limit, a
+//!   compressor error), the batch is kept unchanged.
 //! * **Never larger.** Re-encoding can in rare cases grow a batch (record
 //!   timestamps are deltas from the first survivor); such a batch is kept
 //!   unchanged, so a cleaned segment is never larger than the original.
@@ -68,8 +78,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::batch::{
-    decode_batch, encode_batch_preserving_offsets, peek_total_bytes, set_leader_epoch,
-    validate_batch, BatchHeader, DecodedRecord,
+    decode_batch, encode_batch_preserving_offsets, encode_batch_preserving_offsets_compressed,
+    peek_total_bytes, set_leader_epoch, validate_batch, BatchHeader, Compression, DecodedRecord,
 };
 use crate::constants::{
     BATCH_LENGTH_PREFIX_BYTES, COMPACTION_KEY_ENTRY_OVERHEAD_BYTES, COMPACTION_KEY_MAP_BYTES_MAX,
@@ -401,13 +411,8 @@ async fn write_survivors(
             removed += before as u64;
         } else {
             encoded.clear();
-            encode_batch_preserving_offsets(
-                header.base_offset,
-                header.last_offset_delta,
-                &survivors,
-                &mut encoded,
-            );
-            if encoded.len() > raw.len() {
+            let fits = encode_survivors(&header, &survivors, &mut encoded);
+            if !fits || encoded.len() > raw.len() {
                 cleaned.append(&raw, &header)?;
             } else {
                 set_leader_epoch(&mut encoded, header.leader_epoch);
@@ -424,6 +429,38 @@ async fn write_survivors(
         glommio::executor().yield_if_needed().await;
     }
     Ok(removed)
+}
+
+/// Encodes the survivors of the batch `header` into `out`, with the
+/// batch's own codec (see "Compressed batches" in the module docs).
+/// Returns false when they cannot be written as one batch (too large once
+/// re-encoded, or the compressor failed): the caller then keeps the batch
+/// unchanged.
+fn encode_survivors(header: &BatchHeader, survivors: &[DecodedRecord], out: &mut Vec<u8>) -> bool {
+    if header.compression == Compression::None {
+        // Survivors of an uncompressed batch are no larger than it.
+        encode_batch_preserving_offsets(
+            header.base_offset,
+            header.last_offset_delta,
+            survivors,
+            out,
+        );
+        return true;
+    }
+    match encode_batch_preserving_offsets_compressed(
+        header.base_offset,
+        header.last_offset_delta,
+        survivors,
+        header.compression,
+        out,
+    ) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(base_offset = header.base_offset.0, error = %err,
+                "compaction keeps a compressed batch unchanged");
+            false
+        }
+    }
 }
 
 /// Reads the whole batches of a segment snapshot in order, a chunk at a

@@ -14,6 +14,25 @@ pub const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
 /// this is treated as corruption, not as a request to allocate.
 pub const BATCH_BYTES_MAX: usize = 16 << 20;
 
+/// Most bytes the records section of one compressed batch may decompress
+/// to (64 MiB, four times [`BATCH_BYTES_MAX`]). Kafka producers compress
+/// whole batches (gzip, snappy, lz4, zstd); every reader of such a batch
+/// (validation, decoding, compaction, the server's limits) decompresses
+/// the records into one buffer, which this bounds: a decompression bomb
+/// (a few KiB expanding to gigabytes) is refused with
+/// `DecodeError::DecompressedTooLarge` once it has produced this much,
+/// never allocated further. Four times the largest batch leaves room for
+/// the 3–10× that text and JSON records compress by, while one decode
+/// still holds at most 64 MiB.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// Largest zstd window (log2) a compressed batch may ask the decoder for.
+/// zstd allocates its window from the frame header before it produces a
+/// byte, so without this bound a frame could make the decoder allocate
+/// 2^31 bytes; a window as large as [`DECOMPRESSED_BATCH_BYTES_MAX`] is
+/// enough for any frame whose output fits the limit.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 26;
+
 /// Most records in one batch. Bounds the `Vec<Record>` a decode allocates
 /// before it has looked at the records themselves.
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
@@ -144,6 +163,15 @@ const _: () = assert!(BATCH_HEADER_BYTES as u64 <= SEGMENT_BYTES_MIN);
 // size, so under defaults no valid batch is `BatchTooLarge`.
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
+// Whatever records fit an uncompressed batch also fit a compressed one's
+// decompressed records, so compressing never makes a batch unreadable.
+const _: () = assert!(BATCH_BYTES_MAX - BATCH_HEADER_BYTES <= DECOMPRESSED_BATCH_BYTES_MAX);
+// Record and section lengths are i32 varints in the format.
+const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX <= i32::MAX as usize);
+// zstd's window never needs to exceed the output, and the output is
+// bounded by the limit: the window bound is the limit, rounded up.
+const _: () = assert!(1usize << ZSTD_WINDOW_LOG_MAX >= DECOMPRESSED_BATCH_BYTES_MAX);
+const _: () = assert!(1usize << (ZSTD_WINDOW_LOG_MAX - 1) < DECOMPRESSED_BATCH_BYTES_MAX);
 // Segment sizes: the default is a valid configuration.
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::batch::Compression;
 use crate::types::{LeaderEpoch, Offset, Position};
 
 /// Why bytes are not a valid RecordBatch v2. Decoding untrusted bytes
@@ -41,13 +42,39 @@ pub enum DecodeError {
         /// The CRC of the bytes as read.
         computed: u32,
     },
-    /// Compression, transactional or control batches: not stored by Sluice.
+    /// LogAppendTime, transactional, control or unknown attribute bits:
+    /// not stored by Sluice (compression bits are accepted).
     #[error(
-        "unsupported attributes {attributes:#06x} (compression and transactions are not supported)"
+        "unsupported attributes {attributes:#06x} (LogAppendTime, transactions and control batches are not supported)"
     )]
     UnsupportedAttributes {
         /// The batch's attribute bits.
         attributes: i16,
+    },
+    /// Attribute bits 0-2 name no codec Kafka defines (5, 6 or 7).
+    #[error("unknown compression codec {codec} (known: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd)")]
+    UnknownCompression {
+        /// The value of bits 0-2.
+        codec: u8,
+    },
+    /// The records of a compressed batch do not decompress: a corrupt or
+    /// truncated stream, as the codec's decoder reports it.
+    #[error("{codec} records do not decompress: {reason}")]
+    BadCompressedRecords {
+        /// The batch's codec.
+        codec: Compression,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The records of a compressed batch decompress to more than
+    /// `DECOMPRESSED_BATCH_BYTES_MAX` bytes (a decompression bomb, or a
+    /// batch too large to read): decoding stopped at the limit.
+    #[error("{codec} records decompress to more than {max} bytes")]
+    DecompressedTooLarge {
+        /// The batch's codec.
+        codec: Compression,
+        /// The limit.
+        max: usize,
     },
     /// The batch declares more records than the limit allows.
     #[error("record count {count} exceeds limit {max}")]
@@ -92,6 +119,29 @@ pub enum DecodeError {
     /// A varint runs past ten bytes or past the input.
     #[error("invalid varint")]
     BadVarint,
+}
+
+/// Why [`encode_batch_preserving_offsets_compressed`](crate::batch::encode_batch_preserving_offsets_compressed)
+/// wrote no batch.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The records (before compression) or the batch (after) exceed a limit.
+    #[error("{bytes} bytes exceed the limit of {max}")]
+    TooLarge {
+        /// The size found.
+        bytes: usize,
+        /// The limit it exceeds.
+        max: usize,
+    },
+    /// The compressor failed.
+    #[error("{compression} compression failed: {source}")]
+    Compress {
+        /// The codec.
+        compression: Compression,
+        /// What it reported.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Errors of the partition log and the files under it.

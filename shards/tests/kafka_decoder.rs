@@ -17,8 +17,7 @@ use std::path::Path;
 use bytes::Bytes;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordCompression, RecordEncodeOptions,
-    TimestampType,
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use shards::batch::{Header, Record};
 use shards::log::{LogConfig, PartitionLog};
@@ -152,10 +151,7 @@ fn kafka_protocol_decodes_every_segment_file() {
                 panic!("{} holds more batches than were written", path.display());
             };
             assert_eq!(set.version, 2);
-            assert_eq!(
-                set.compression,
-                RecordCompression::RecordBatch(Compression::None)
-            );
+            assert_eq!(set.compression, Compression::None);
             assert_eq!(set.records.len(), batch.records.len());
             for (got, want) in set.records.iter().zip(&batch.records) {
                 assert_eq!(got.offset, next_offset);
@@ -236,6 +232,7 @@ fn kafka_protocol_encoder_produces_our_bytes() {
                 .map(|(i, r)| kafka_protocol::records::Record {
                     transactional: false,
                     control: false,
+                    delete_horizon: false,
                     partition_leader_epoch: batch.epoch,
                     producer_id: -1,
                     producer_epoch: -1,

@@ -65,7 +65,8 @@ pub enum ErrorCode {
     /// missing or out of range. `message` says which.
     InvalidRequest = 16,
     /// A published RecordBatch failed validation (CRC, layout, magic,
-    /// compression, counts).
+    /// attributes, records that do not decompress or decompress past the
+    /// limit, counts).
     InvalidBatch = 17,
     /// The partition's disk is full; the data was not stored. Retriable later.
     DiskFull = 18,

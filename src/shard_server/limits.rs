@@ -167,7 +167,7 @@ fn record_headers_exceeded(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use shards::batch::{encode_batch, Header, Record};
+    use shards::batch::{encode_batch, Compression, Header, Record};
     use shards::types::{Offset, TimestampMs};
 
     fn batch(records: usize, headers: usize, header_value: usize) -> Vec<u8> {
@@ -277,6 +277,61 @@ mod tests {
                 "record 2 has 3 headers, the limit is 2".to_string()
             ))
         );
+    }
+
+    /// `batch(records, headers, header_value)` with its records compressed
+    /// by `codec`, as a Kafka producer would send it.
+    fn compressed(codec: Compression, records: usize, headers: usize, value: usize) -> Vec<u8> {
+        let plain = Bytes::from(batch(records, headers, value));
+        let (header, decoded) = shards::batch::decode_batch(&plain).expect("valid");
+        let mut out = Vec::new();
+        shards::batch::encode_batch_preserving_offsets_compressed(
+            header.base_offset,
+            header.last_offset_delta,
+            &decoded,
+            codec,
+            &mut out,
+        )
+        .expect("compress");
+        out
+    }
+
+    #[test]
+    fn compressed_batches_are_held_to_the_same_limits() {
+        let limits = Limits {
+            batch_records_max: 5,
+            record_headers_max: 2,
+            record_header_bytes_max: 50,
+            ..Limits::default()
+        };
+        let kind = |b: &[u8]| check_publish_batch(&limits, b).map_err(|(k, _)| k);
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            assert_eq!(kind(&compressed(codec, 5, 2, 10)), Ok(()), "{codec}");
+            assert_eq!(
+                kind(&compressed(codec, 6, 0, 0)),
+                Err(LimitKind::BatchRecords)
+            );
+            // The per-record limits are checked on the decompressed records.
+            assert_eq!(
+                kind(&compressed(codec, 1, 3, 1)),
+                Err(LimitKind::RecordHeaders)
+            );
+            assert_eq!(
+                kind(&compressed(codec, 1, 1, 60)),
+                Err(LimitKind::RecordHeaderBytes)
+            );
+            // The batch-size limit is on the bytes as sent (and stored).
+            let b = compressed(codec, 4, 2, 10);
+            let admitted = admit_publish_batch(&limits, b.clone());
+            let valid = admitted.expect("within limits").expect("valid");
+            assert_eq!(valid.as_bytes(), &b[..]);
+            assert_eq!(valid.header().compression, codec);
+        }
     }
 
     #[test]

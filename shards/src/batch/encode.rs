@@ -3,12 +3,14 @@
 
 use bytes::Bytes;
 
+use super::compression::compress;
 use super::header::{CRC_AT, CRC_COVERED_FROM, MAGIC_V2};
-use super::{decode_batch, DecodedRecord, Header, Record};
+use super::{decode_batch, Compression, DecodedRecord, Header, Record};
 use crate::constants::{
     BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BATCH_RECORDS_MAX,
-    RECORD_HEADERS_MAX,
+    DECOMPRESSED_BATCH_BYTES_MAX, RECORD_HEADERS_MAX,
 };
+use crate::error::EncodeError;
 use crate::types::{LeaderEpoch, Offset};
 
 /// Kafka's sentinels for "no idempotent producer" and "no timestamp".
@@ -75,6 +77,38 @@ pub fn encode_batch_preserving_offsets(
     encode_refs(base_offset, last_offset_delta, refs, out);
 }
 
+/// [`encode_batch_preserving_offsets`] with the records section compressed
+/// by `compression` (attribute bits 0–2 set to its code), as Kafka
+/// clients write it: what compaction writes for a cleaned batch that was
+/// compressed. Unlike the uncompressed encoders this takes survivors of
+/// any size and checks the limits itself: records over
+/// `DECOMPRESSED_BATCH_BYTES_MAX` or a compressed batch over
+/// `BATCH_BYTES_MAX` is `EncodeError::TooLarge`, and `out` is left as it
+/// was on any error.
+pub fn encode_batch_preserving_offsets_compressed(
+    base_offset: Offset,
+    last_offset_delta: i32,
+    records: &[DecodedRecord],
+    compression: Compression,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    debug_assert!(last_offset_delta >= 0);
+    debug_assert!(records.windows(2).all(|w| w[0].offset < w[1].offset));
+    let refs = records.iter().map(|r| RecordRef {
+        offset_delta: r.offset.0.wrapping_sub(base_offset.0) as i32,
+        timestamp: r.timestamp.0,
+        key: r.key.as_deref(),
+        value: r.value.as_deref(),
+        headers: &r.headers,
+    });
+    let start = out.len();
+    let written = encode_refs_with(base_offset, last_offset_delta, refs, compression, out);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
 /// Size in bytes [`encode_batch`] produces for `records`, for pre-sizing
 /// buffers and checking `BATCH_BYTES_MAX` before encoding.
 pub fn encoded_len(records: &[Record]) -> usize {
@@ -116,33 +150,67 @@ fn encode_refs<'r, I>(base_offset: Offset, last_offset_delta: i32, records: I, o
 where
     I: Iterator<Item = RecordRef<'r>> + Clone,
 {
+    let written = encode_refs_with(
+        base_offset,
+        last_offset_delta,
+        records,
+        Compression::None,
+        out,
+    );
+    // Uncompressed, only the size can fail, and the callers' preconditions
+    // exclude that.
+    debug_assert!(written.is_ok(), "{written:?}");
+}
+
+/// [`encode_refs`] with a codec: the records go to a scratch buffer first
+/// and `out` gets them compressed. Checks the size limits itself (callers
+/// of the uncompressed encoders check them beforehand, see
+/// [`encode_batch`]); on `Err`, `out` may hold a partial batch.
+fn encode_refs_with<'r, I>(
+    base_offset: Offset,
+    last_offset_delta: i32,
+    records: I,
+    compression: Compression,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError>
+where
+    I: Iterator<Item = RecordRef<'r>> + Clone,
+{
     debug_assert!(base_offset.0 <= i64::MAX as u64);
     let mut timestamps = records.clone().map(|r| r.timestamp);
     let base_timestamp = timestamps.next().unwrap_or(NO_TIMESTAMP);
     let max_timestamp = timestamps.fold(base_timestamp, i64::max);
     let records_count = records.clone().count();
     debug_assert!(records_count <= BATCH_RECORDS_MAX);
-    let total: usize = BATCH_HEADER_BYTES
-        + records
-            .clone()
-            .map(|r| {
-                let body = record_body_len(&r, base_timestamp);
-                varint_len(body as i32) + body
-            })
-            .sum::<usize>();
+    let records_bytes: usize = records
+        .clone()
+        .map(|r| {
+            let body = record_body_len(&r, base_timestamp);
+            varint_len(body as i32) + body
+        })
+        .sum::<usize>();
+    let compressed = compression != Compression::None;
     debug_assert!(
-        total <= BATCH_BYTES_MAX,
-        "batch of {total} bytes exceeds BATCH_BYTES_MAX"
+        compressed || BATCH_HEADER_BYTES + records_bytes <= BATCH_BYTES_MAX,
+        "batch of {} bytes exceeds BATCH_BYTES_MAX",
+        BATCH_HEADER_BYTES + records_bytes
     );
+    if compressed && records_bytes > DECOMPRESSED_BATCH_BYTES_MAX {
+        return Err(EncodeError::TooLarge {
+            bytes: records_bytes,
+            max: DECOMPRESSED_BATCH_BYTES_MAX,
+        });
+    }
 
     let start = out.len();
-    out.reserve(total);
+    let attributes = i16::from(compression.code());
+    out.reserve(BATCH_HEADER_BYTES + records_bytes);
     out.extend_from_slice(&base_offset.0.to_be_bytes());
-    out.extend_from_slice(&((total - BATCH_LENGTH_PREFIX_BYTES) as i32).to_be_bytes());
+    out.extend_from_slice(&[0; 4]); // batchLength, filled in below
     out.extend_from_slice(&LeaderEpoch::NONE.0.to_be_bytes());
     out.push(MAGIC_V2 as u8);
     out.extend_from_slice(&[0; 4]); // CRC, filled in below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    out.extend_from_slice(&attributes.to_be_bytes());
     out.extend_from_slice(&last_offset_delta.to_be_bytes());
     out.extend_from_slice(&base_timestamp.to_be_bytes());
     out.extend_from_slice(&max_timestamp.to_be_bytes());
@@ -150,19 +218,42 @@ where
     out.extend_from_slice(&NO_PRODUCER_EPOCH.to_be_bytes());
     out.extend_from_slice(&NO_SEQUENCE.to_be_bytes());
     out.extend_from_slice(&(records_count as i32).to_be_bytes());
-    for record in records {
-        put_record(out, &record, base_timestamp);
+    if !compressed {
+        for record in records {
+            put_record(out, &record, base_timestamp);
+        }
+        debug_assert_eq!(
+            out.len() - start,
+            BATCH_HEADER_BYTES + records_bytes,
+            "record_body_len disagrees with put_record"
+        );
+    } else {
+        let mut raw = Vec::with_capacity(records_bytes);
+        for record in records {
+            put_record(&mut raw, &record, base_timestamp);
+        }
+        debug_assert_eq!(raw.len(), records_bytes);
+        compress(compression, &raw, out).map_err(|source| EncodeError::Compress {
+            compression,
+            source,
+        })?;
     }
-    debug_assert_eq!(
-        out.len() - start,
-        total,
-        "record_body_len disagrees with put_record"
-    );
+    let total = out.len() - start;
+    if compressed && total > BATCH_BYTES_MAX {
+        return Err(EncodeError::TooLarge {
+            bytes: total,
+            max: BATCH_BYTES_MAX,
+        });
+    }
+    let batch_length = (total - BATCH_LENGTH_PREFIX_BYTES) as i32;
+    out[start + BATCH_LENGTH_PREFIX_BYTES - 4..start + BATCH_LENGTH_PREFIX_BYTES]
+        .copy_from_slice(&batch_length.to_be_bytes());
 
     let crc = crc32c::crc32c(&out[start + CRC_COVERED_FROM..]);
     out[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     // Verify right after writing, as we verify right after reading.
     debug_assert!(decode_batch(&Bytes::copy_from_slice(&out[start..])).is_ok());
+    Ok(())
 }
 
 fn put_record(out: &mut Vec<u8>, r: &RecordRef<'_>, base_timestamp: i64) {

@@ -2,6 +2,7 @@
 //! the length and CRC check of a whole batch, and the two fields the log
 //! stamps into an encoded batch.
 
+use super::compression::{Compression, COMPRESSION_MASK};
 use crate::constants::{
     BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BATCH_RECORDS_MAX,
 };
@@ -48,9 +49,12 @@ pub struct BatchHeader {
     pub leader_epoch: LeaderEpoch,
     /// CRC-32C of the bytes from `attributes` to the end of the batch.
     pub crc: u32,
-    /// Compression, timestamp type, transactional and control bits; always 0
-    /// in Sluice.
+    /// Compression, timestamp type, transactional and control bits. Only
+    /// the compression bits (0–2) may be set; batches Sluice encodes
+    /// itself have none.
     pub attributes: i16,
+    /// The codec in the attributes' bits 0–2.
+    pub compression: Compression,
     /// Offset of the last record minus `base_offset`.
     pub last_offset_delta: i32,
     /// Timestamp of the first record; record timestamps are deltas from it.
@@ -69,8 +73,9 @@ pub struct BatchHeader {
 
 impl BatchHeader {
     /// Parses the fixed 61-byte header from the start of `buf`. Checks magic
-    /// == 2, `batch_length` in [49, `BATCH_BYTES_MAX` - 12], attributes == 0
-    /// (no compression, CreateTime, not transactional, not control),
+    /// == 2, `batch_length` in [49, `BATCH_BYTES_MAX` - 12], attributes
+    /// with no bit but the compression codec's (CreateTime, not
+    /// transactional, not control) and a known codec (0–4),
     /// `records_count` in [0, min(`BATCH_RECORDS_MAX`, `last_offset_delta` +
     /// 1)], `last_offset_delta` >= 0, and `base_offset` >= 0 with the last
     /// offset fitting in an i64. Does not check the CRC.
@@ -88,9 +93,7 @@ impl BatchHeader {
         let batch_length = i32_at(h, BATCH_LENGTH_AT);
         check_batch_length(batch_length)?;
         let attributes = i16_at(h, ATTRIBUTES_AT);
-        if attributes != 0 {
-            return Err(DecodeError::UnsupportedAttributes { attributes });
-        }
+        let compression = check_attributes(attributes)?;
         let last_offset_delta = i32_at(h, LAST_OFFSET_DELTA_AT);
         let records_count = i32_at(h, RECORDS_COUNT_AT);
         let base_offset = i64_at(h, BASE_OFFSET_AT);
@@ -102,6 +105,7 @@ impl BatchHeader {
             leader_epoch: LeaderEpoch(i32_at(h, LEADER_EPOCH_AT)),
             crc: i32_at(h, CRC_AT) as u32,
             attributes,
+            compression,
             last_offset_delta,
             base_timestamp: TimestampMs(i64_at(h, BASE_TIMESTAMP_AT)),
             max_timestamp: TimestampMs(i64_at(h, MAX_TIMESTAMP_AT)),
@@ -184,6 +188,23 @@ pub fn set_base_offset(batch: &mut [u8], base: Offset) {
 /// The field is outside the CRC, so the batch stays valid.
 pub fn set_leader_epoch(batch: &mut [u8], epoch: LeaderEpoch) {
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.0.to_be_bytes());
+}
+
+/// Attribute bits 3–15 that Sluice refuses, all of them: bit 3
+/// (LogAppendTime: a broker sets it on its own copy, producers send
+/// CreateTime), bit 4 (transactional) and bit 5 (control: transaction
+/// markers), since Sluice has no transactions; bit 6 (KIP-534's delete
+/// horizon, which only a Kafka log cleaner writes) and the unused rest.
+/// Bits 0–2 are the codec, checked separately.
+const ATTRIBUTES_REFUSED: i16 = !COMPRESSION_MASK;
+
+/// The codec of a batch whose attributes Sluice accepts.
+fn check_attributes(attributes: i16) -> Result<Compression, DecodeError> {
+    if attributes & ATTRIBUTES_REFUSED != 0 {
+        return Err(DecodeError::UnsupportedAttributes { attributes });
+    }
+    // Masked to bits 0-2, so the value fits a u8.
+    Compression::from_code((attributes & COMPRESSION_MASK) as u8)
 }
 
 fn check_batch_length(batch_length: i32) -> Result<(), DecodeError> {

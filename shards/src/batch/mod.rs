@@ -11,15 +11,18 @@
 //! 12   4    partitionLeaderEpoch  assigned by the log (patched in place)   │
 //! 16   1    magic            i8   2                                        │
 //! 17   4    crc              u32  CRC-32C of bytes 21..end                 ┘
-//! 21   2    attributes       i16  0: uncompressed, CreateTime, non-transactional
+//! 21   2    attributes       i16  bits 0-2 codec (0 none, 1 gzip, 2 snappy,
+//!                                 3 lz4, 4 zstd); every other bit 0:
+//!                                 CreateTime, non-transactional, not control
 //! 23   4    lastOffsetDelta  i32  offset of the last record - baseOffset
 //! 27   8    baseTimestamp    i64  timestamp of the first record
 //! 35   8    maxTimestamp     i64  largest record timestamp
-//! 43   8    producerId       i64  -1
-//! 51   2    producerEpoch    i16  -1
-//! 53   4    baseSequence     i32  -1
+//! 43   8    producerId       i64  -1, or a Kafka idempotent producer's id
+//! 51   2    producerEpoch    i16  -1, or that producer's epoch
+//! 53   4    baseSequence     i32  -1, or the first record's sequence number
 //! 57   4    recordsCount     i32
-//! 61   ..   records
+//! 61   ..   records               compressed as one stream when the codec
+//!                                 is not 0 (the CRC covers the compressed bytes)
 //!
 //! record: length varint          bytes of the record after this field
 //!         attributes i8          unused by v2, written 0, ignored on read
@@ -47,8 +50,11 @@
 //!
 //! Decoding takes untrusted bytes (client produce requests, files after a
 //! crash) and is total: it never panics and allocates at most in proportion to
-//! the input. It rejects: any attribute bit (compression, timestamp type,
-//! transactions, control batches are not supported); a negative base offset or
+//! the input (a compressed batch's records: in proportion to the input, up
+//! to `DECOMPRESSED_BATCH_BYTES_MAX` in all). It rejects: any attribute bit
+//! but the codec's (LogAppendTime, transactions, control batches are not
+//! supported) and codecs 5–7; records that do not decompress or decompress
+//! past the limit; a negative base offset or
 //! a last offset beyond `i64::MAX`; more records than `lastOffsetDelta + 1`;
 //! offset deltas that are not strictly increasing within
 //! `[0, lastOffsetDelta]` (the offset index relies on it); record lengths that
@@ -57,21 +63,41 @@
 //! # Files
 //!
 //! `header.rs` the fixed 61-byte header (parse, length and CRC checks, the
-//! fields the log stamps in place); `records.rs` the one record walker behind
-//! decoding and validation; `encode.rs` the encoder; this file the record
+//! fields the log stamps in place); `compression.rs` the codecs and the
+//! bounded decompression of a records section; `records.rs` the one record
+//! walker behind decoding and validation (after decompression, the same
+//! walk for every codec); `encode.rs` the encoder; this file the record
 //! types, [`ValidBatch`] and [`BatchIter`]. The public API is flat:
 //! everything is `shards::batch::*`.
+//!
+//! # Compressed batches
+//!
+//! Kafka producers compress (attribute bits 0–2). The log stores such a
+//! batch byte for byte as it arrived, with only `baseOffset` and
+//! `partitionLeaderEpoch` stamped (outside the CRC), and serves it so; the
+//! idempotent-producer fields are stored as sent. Readers of records
+//! ([`decode_batch`], [`validate_records_with`], so the log's validation,
+//! recovery, compaction and every client) decompress the records section
+//! into one buffer of at most `DECOMPRESSED_BATCH_BYTES_MAX` bytes and
+//! walk it as they walk an uncompressed one. The codec never changes what
+//! a record is: offsets, counts and every limit are those of the
+//! decompressed records.
 
 use bytes::Bytes;
 
 use crate::error::DecodeError;
 use crate::types::{Offset, TimestampMs};
 
+mod compression;
 mod encode;
 mod header;
 mod records;
 
-pub use encode::{encode_batch, encode_batch_preserving_offsets, encoded_len};
+pub use compression::Compression;
+pub use encode::{
+    encode_batch, encode_batch_preserving_offsets, encode_batch_preserving_offsets_compressed,
+    encoded_len,
+};
 pub use header::{
     peek_total_bytes, set_base_offset, set_leader_epoch, validate_batch, BatchHeader,
 };
@@ -230,3 +256,6 @@ fn next_batch(rest: &[u8]) -> Result<(BatchHeader, &[u8]), DecodeError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compression_tests;

@@ -2,12 +2,19 @@
 //! [`decode_batch`] (which builds [`DecodedRecord`]s from the spans it
 //! finds) and [`validate_records`] (which only checks them), so the two
 //! accept exactly the same input.
+//!
+//! The walker reads a records section: the bytes after the header, or, in
+//! a compressed batch, those bytes decompressed (bounded by
+//! `DECOMPRESSED_BATCH_BYTES_MAX`). Everything after decompression is the
+//! same walk with the same checks.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::{validate_batch, BatchHeader, DecodedRecord, Header};
+use super::compression::decompress;
+use super::{validate_batch, BatchHeader, Compression, DecodedRecord, Header};
 use crate::constants::{BATCH_HEADER_BYTES, RECORD_HEADERS_MAX};
 use crate::error::DecodeError;
 use crate::types::TimestampMs;
@@ -22,16 +29,20 @@ const VARLONG_BYTES_MAX: usize = 10;
 
 /// Fully decodes one batch occupying exactly `buf`: validates it, then every
 /// record. Offsets are `base + offsetDelta`, timestamps `base + delta`; key,
-/// value and header bytes are zero-copy slices of `buf`.
+/// value and header bytes are zero-copy slices of `buf`, or, in a
+/// compressed batch, of the one buffer its records were decompressed into.
 pub fn decode_batch(buf: &Bytes) -> Result<(BatchHeader, Vec<DecodedRecord>), DecodeError> {
     let header = validate_batch(buf)?;
+    let section = match header.compression {
+        Compression::None => buf.slice(BATCH_HEADER_BYTES..),
+        codec => Bytes::from(decompress(codec, &buf[BATCH_HEADER_BYTES..])?),
+    };
     // parse() bounded the count to [0, BATCH_RECORDS_MAX].
     let declared = header.records_count as usize;
     // The declared count is untrusted: reserve no more than the bytes allow.
-    let record_bytes = buf.len().saturating_sub(BATCH_HEADER_BYTES);
-    let mut records = Vec::with_capacity(declared.min(record_bytes / RECORD_BYTES_MIN));
-    walk_records(buf, &header, |cursor, index, prev_offset_delta| {
-        let record = decode_record(cursor, buf, &header, index, prev_offset_delta)?;
+    let mut records = Vec::with_capacity(declared.min(section.len() / RECORD_BYTES_MIN));
+    walk_records(&section, &header, |cursor, index, prev_offset_delta| {
+        let record = decode_record(cursor, &section, &header, index, prev_offset_delta)?;
         let offset_delta = record.offset.0 - header.base_offset.0;
         records.push(record);
         Ok::<_, DecodeError>(offset_delta)
@@ -71,8 +82,13 @@ pub fn validate_records_with<E: From<DecodeError>>(
     mut visit: impl FnMut(RecordShape) -> Result<(), E>,
 ) -> Result<BatchHeader, E> {
     let header = validate_batch(buf)?;
+    let records = &buf[BATCH_HEADER_BYTES..];
+    let section = match header.compression {
+        Compression::None => Cow::Borrowed(records),
+        codec => Cow::Owned(decompress(codec, records)?),
+    };
     walk_records(
-        buf,
+        &section,
         &header,
         |cursor, index, prev_offset_delta| -> Result<u64, E> {
             let mut headers = 0usize;
@@ -95,21 +111,21 @@ pub fn validate_records_with<E: From<DecodeError>>(
     Ok(header)
 }
 
-/// Steps through the records of the batch `buf`, whose header `header`
-/// has been validated: `step(cursor, index, previous offset delta)` checks
-/// the record at the cursor, moves the cursor past it and returns its
-/// offset delta. Then checks that the batch held the declared number of
-/// records and nothing after them.
+/// Steps through `section`, the (decompressed) records of the batch whose
+/// header `header` has been validated: `step(cursor, index, previous
+/// offset delta)` checks the record at the cursor, moves the cursor past
+/// it and returns its offset delta. Then checks that the section held the
+/// declared number of records and nothing after them.
 fn walk_records<E: From<DecodeError>>(
-    buf: &[u8],
+    section: &[u8],
     header: &BatchHeader,
     mut step: impl FnMut(&mut Cursor<'_>, usize, Option<u64>) -> Result<u64, E>,
 ) -> Result<(), E> {
     let declared = header.records_count as usize;
     let mut cursor = Cursor {
-        buf,
-        pos: BATCH_HEADER_BYTES,
-        end: buf.len(),
+        buf: section,
+        pos: 0,
+        end: section.len(),
     };
     let mut found = 0;
     let mut prev_offset_delta = None;
@@ -303,7 +319,7 @@ fn walk_record(
 /// Decodes record number `index` at the cursor and moves the cursor past it.
 fn decode_record(
     cursor: &mut Cursor<'_>,
-    batch: &Bytes,
+    section: &Bytes,
     header: &BatchHeader,
     index: usize,
     prev_offset_delta: Option<u64>,
@@ -311,16 +327,16 @@ fn decode_record(
     let mut headers = Vec::new();
     let spans = walk_record(cursor, header, index, prev_offset_delta, |key, value| {
         headers.push(Header {
-            key: batch.slice(key),
-            value: value.map(|v| batch.slice(v)),
+            key: section.slice(key),
+            value: value.map(|v| section.slice(v)),
         });
     })?;
     Ok(DecodedRecord {
         // parse() guaranteed base + lastOffsetDelta fits; the delta is within it.
         offset: header.base_offset.plus(spans.offset_delta),
         timestamp: TimestampMs(header.base_timestamp.0.wrapping_add(spans.timestamp_delta)),
-        key: spans.key.map(|k| batch.slice(k)),
-        value: spans.value.map(|v| batch.slice(v)),
+        key: spans.key.map(|k| section.slice(k)),
+        value: spans.value.map(|v| section.slice(v)),
         headers,
     })
 }

@@ -582,8 +582,17 @@ fn out_of_range_record_counts_are_rejected() {
 
 #[test]
 fn unsupported_attributes_are_rejected() {
-    // gzip, zstd, LogAppendTime, transactional, control, delete horizon
-    for attributes in [1i16, 4, 1 << 3, 1 << 4, 1 << 5, 1 << 6] {
+    // LogAppendTime, transactional, control, delete horizon, the unused
+    // bits (compression bits are accepted: compression_tests.rs)
+    for attributes in [
+        1i16 << 3,
+        1 << 4,
+        1 << 5,
+        1 << 6,
+        1 << 7,
+        i16::MIN,
+        1 | 1 << 4,
+    ] {
         let mut batch = raw_batch(0, 0, &[]);
         batch[21..23].copy_from_slice(&attributes.to_be_bytes());
         fix_crc(&mut batch);
@@ -838,10 +847,11 @@ mod kafka {
 
     // kafka-protocol keeps headers in an IndexMap of UTF-8 keys, so
     // records compared through it need unique UTF-8 header keys. Its
-    // 0.15 decoder also misreads a null header value (length -1; it
-    // tests for -2, kafka-protocol-rs issue #133, fixed upstream by PR
-    // #134), so batches it decodes carry no null header values. The
-    // other direction (we decode its batches) does include them.
+    // 0.15 decoder misread a null header value (length -1; it tested for
+    // -2, kafka-protocol-rs issue #133, fixed by PR #134, in the 0.18 used
+    // now); the batches it decodes here still carry no null header
+    // values. The other direction (we decode its batches) includes them,
+    // and compression_tests.rs covers them in both.
 
     /// The headers of a kafka-protocol record, in order.
     fn kafka_headers(headers: &IndexMap<StrBytes, Option<Bytes>>) -> Vec<Header> {
@@ -920,6 +930,7 @@ mod kafka {
                 KRecord {
                     transactional: false,
                     control: false,
+                    delete_horizon: false,
                     partition_leader_epoch: 5,
                     producer_id: -1,
                     producer_epoch: -1,
