@@ -379,7 +379,7 @@ fn consume_with_cursor_resumes_and_stores_its_position() {
         let line = lines.next().expect("a record line").expect("utf-8 line");
         seen.extend(offsets(&line));
     }
-    common::signal(&child, libc::SIGINT);
+    sluice_testkit::process::send_signal(&child, libc::SIGINT);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

@@ -7,12 +7,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{free_port, free_port_range, kill_child, Member, NatsServer};
+use common::{member, NatsServer};
 use serde_json::Value;
+use sluice_testkit::SluiceNode;
 
 /// Node timeout of these tests: a killed node is declared dead in ~1.5 s.
 const NODE_TIMEOUT_MS: u64 = 1_500;
@@ -22,11 +22,10 @@ const WAIT: Duration = Duration::from_secs(60);
 /// One `sluice serve --node-id N` process.
 struct Node {
     id: u64,
-    child: Option<Child>,
+    node: SluiceNode,
     listen: SocketAddr,
     admin: SocketAddr,
     raft: SocketAddr,
-    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -35,39 +34,21 @@ impl Node {
     /// address. Returns once `/healthz` answers (after the join).
     fn start(id: u64, nats_url: &str, join: Option<SocketAddr>) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = Node {
+        let node = member(id, dir.path(), nats_url, join, NODE_TIMEOUT_MS)
+            .start()
+            .expect("start node");
+        Node {
             id,
-            child: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], free_port_range(1))),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            raft: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            log: dir.path().join("sluice.log"),
+            listen: node.listen,
+            admin: node.admin,
+            raft: node.raft,
+            node,
             _dir: dir,
-        };
-        node.spawn(nats_url, join)
-    }
-
-    fn spawn(mut self, nats_url: &str, join: Option<SocketAddr>) -> Node {
-        let data_dir = self._dir.path().join("data");
-        let member = Member {
-            id: self.id,
-            data_dir: &data_dir,
-            nats_url,
-            listen: self.listen,
-            admin: self.admin,
-            raft: self.raft,
-            join,
-            node_timeout_ms: NODE_TIMEOUT_MS,
-            replica_lag_time_max_ms: None,
-            config: None,
-            log: &self.log,
-        };
-        self.child = Some(member.spawn(WAIT));
-        self
+        }
     }
 
     fn kill(&mut self) {
-        kill_child(&mut self.child);
+        self.node.kill();
     }
 
     /// Runs `sluice ARGS --server <this node>`.
@@ -88,12 +69,6 @@ impl Node {
             String::from_utf8_lossy(&output.stderr)
         );
         serde_json::from_slice(&output.stdout).expect("cluster status JSON")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

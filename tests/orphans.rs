@@ -9,11 +9,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, free_port_range, healthz_ok, read_log, START_TIMEOUT};
-use sluice::process::die_with_parent;
+use common::{sluice_bin, test_config};
+use sluice_testkit::{Serve, START_TIMEOUT};
 
 /// How long the managed nats-server may take to die after its parent.
 const DEATH_WAIT: Duration = Duration::from_secs(10);
@@ -48,66 +48,33 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn the_managed_nats_server_dies_when_sluice_serve_is_sigkilled() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data_dir = dir.path().join("data");
-    let log = dir.path().join("sluice.log");
-    let config = dir.path().join("sluice.toml");
-    let raft = free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "raft = \"127.0.0.1:{raft}\"\nsegment_bytes = {}\n",
-            common::TEST_SEGMENT_BYTES
-        ),
-    )
-    .expect("write config");
-    let listen = free_port_range(1);
-    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // No --nats-url: sluice starts and manages its own nats-server.
-    let mut sluice = die_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_sluice")))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--listen", &format!("127.0.0.1:{listen}")])
-        .args(["--admin", &admin.to_string()])
-        .args(["--cores", &(1 % cpus).to_string()])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log clone"))
-        .stderr(log_file)
-        .spawn()
-        .expect("spawn sluice serve");
+    let mut serve = Serve::on_loopback(sluice_bin(), dir.path(), 1).expect("ports");
+    serve.config = test_config("");
+    let data_dir = serve.data_dir.clone();
+    let mut sluice = serve.spawn().expect("spawn sluice serve");
 
+    let mut nats_pid = None;
+    sluice
+        .wait_ready()
+        .expect("sluice serve with a managed nats-server never became healthy");
     let started = Instant::now();
-    let nats_pid = loop {
-        if let (true, Some(pid)) = (
-            healthz_ok(admin, Duration::from_secs(1)),
-            managed_nats_pid(&data_dir),
-        ) {
-            break pid;
-        }
-        if let Ok(Some(status)) = sluice.try_wait() {
-            panic!(
-                "sluice serve exited with {status}; log:\n{}",
-                read_log(&log)
-            );
-        }
+    while nats_pid.is_none() {
+        nats_pid = managed_nats_pid(&data_dir);
         assert!(
             started.elapsed() < START_TIMEOUT,
-            "sluice serve with a managed nats-server never became healthy; log:\n{}",
-            read_log(&log)
+            "sluice serve wrote no managed nats-server ports file; log:\n{}",
+            sluice.log()
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+    let nats_pid = nats_pid.expect("pid");
     assert!(
         alive(nats_pid),
         "managed nats-server {nats_pid} is not running"
     );
 
-    sluice.kill().expect("SIGKILL sluice serve");
-    sluice.wait().expect("reap sluice serve");
+    sluice.kill();
 
     let killed = Instant::now();
     while alive(nats_pid) {

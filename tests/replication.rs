@@ -217,7 +217,7 @@ fn a_paused_leader_never_acks_after_resuming_and_its_tail_is_truncated() {
         end += 2;
     }
 
-    by_id(&mut nodes, old_leader).signal("STOP");
+    by_id(&mut nodes, old_leader).pause();
     let observer = nodes.iter().find(|n| n.id != old_leader).expect("node").id;
     let new_leader = wait_for("a new leader", || {
         let state = partition_state(by_id(&mut nodes, observer), "payments", 0)?;
@@ -237,7 +237,7 @@ fn a_paused_leader_never_acks_after_resuming_and_its_tail_is_truncated() {
         raw_publish(stale_addr, "payments", &records("stale", 2), AckPolicy::All)
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
-    by_id(&mut nodes, old_leader).signal("CONT");
+    by_id(&mut nodes, old_leader).resume();
     let answer = stale.join().expect("stale publish thread");
     assert!(
         matches!(

@@ -25,7 +25,7 @@ use crate::js::{self, JsConsumeJob, JsSlot, JsStream};
 use crate::limits::{self, EchoResponder};
 use crate::nats_pub::{run_producer, Delivered, Flavor, PublishJob};
 use crate::plan::{assign, readers_of, share, Amount, Case, Slot, System, Workload};
-use crate::procs::{self, NatsServer, NodeOptions, SluiceNode};
+use crate::procs::{self, NatsServer, NodeOptions};
 use crate::progress::{Progress, ProgressPlan};
 use crate::recorder::{interrupted, Live, Recorder, Ticket};
 use crate::report::{
@@ -34,6 +34,7 @@ use crate::report::{
 };
 use crate::sluice_side::{partition_subject, per_slot, probe_subscriptions, SluiceStreams};
 use crate::units::format_bytes;
+use sluice_testkit::SluiceNode;
 
 /// Longest the consumers of a run may take to connect.
 const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,7 +102,7 @@ impl Env {
                 sync: args.sync.clone(),
                 spin_us: args.spin_us,
             };
-            let started = SluiceNode::start(&options, &work_dir.join("sluice"))?;
+            let started = procs::start_node(&options, &work_dir.join("sluice"))?;
             let servers = vec![started.listen.to_string()];
             node = Some(started);
             servers
@@ -168,7 +169,7 @@ impl Env {
     }
 
     fn server_counters(&self) -> Option<BTreeMap<String, f64>> {
-        let text = self.node.as_ref()?.admin_get("/metrics").ok()?;
+        let text = procs::admin_get(self.node.as_ref()?, "/metrics").ok()?;
         Some(parse_metrics(&text))
     }
 }

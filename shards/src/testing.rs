@@ -11,7 +11,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::constants::IO_MEMORY_BYTES_DEFAULT;
 
-pub mod ports;
 
 /// Runs `future` to completion on a fresh, unpinned glommio executor on the
 /// current thread (with the locked-memory budget of a real shard).

@@ -39,8 +39,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A loopback address for a raft listener; not from the ephemeral range,
 /// where the other nodes' client sockets could take it before it is bound.
 fn free_addr() -> String {
-    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    format!("127.0.0.1:{}", shards::testing::ports::free_ports_on(ip, 1))
+    let port = sluice_testkit::ports::free_port().expect("a free port");
+    format!("127.0.0.1:{port}")
 }
 
 fn config(id: NodeId, dir: &Path, raft_addr: &str, bootstrap: Bootstrap) -> MetadataConfig {

@@ -9,8 +9,6 @@ pub mod checker;
 pub mod disk;
 pub mod live;
 pub mod netns;
-#[path = "../common/ports.rs"]
-pub mod ports;
 pub mod procs;
 pub mod publisher;
 
@@ -27,6 +25,11 @@ use sluice::protocol::envelope::AckPolicy;
 use checker::{History, ReplicaView, Report};
 use netns::NetLab;
 use procs::{Nats, Node, NodeSettings};
+
+/// The `sluice` binary cargo built for these tests.
+pub fn sluice_bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_sluice"))
+}
 
 /// Nodes in a test cluster.
 pub const NODES: usize = 3;
@@ -135,8 +138,8 @@ impl Cluster {
                 }
                 _ => (root_ip, Vec::new()),
             };
-            let mut node = Node::new(id, ip, &nats.url, join, prefix, NodeSettings::default());
-            node.spawn();
+            let mut node =
+                Node::spawn_new(id, ip, &nats.url, join, prefix, NodeSettings::default());
             node.wait_healthy();
             nodes.push(node);
         }

@@ -42,12 +42,8 @@ impl Sluice {
         Sluice::start_with_config(nats_url, shards, &auth_section())
     }
 
-    /// This node's raft address (`raft` in its sluice.toml), for `join`.
+    /// This node's raft address (`--raft`), for `join`.
     pub fn raft_addr(&self) -> String {
-        let text = std::fs::read_to_string(&self.config).expect("read sluice.toml");
-        text.lines()
-            .find_map(|line| line.strip_prefix("raft = "))
-            .map(|value| value.trim_matches('"').to_owned())
-            .expect("raft address in sluice.toml")
+        self.raft.to_string()
     }
 }

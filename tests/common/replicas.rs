@@ -5,8 +5,8 @@
 //! records and segment bytes).
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use shards::batch::{DecodedRecord, Record};
@@ -18,7 +18,9 @@ use sluice::protocol::error_response::ErrorResponse;
 use sluice::protocol::frame::{encode_frame, FrameKind};
 use sluice::protocol::generated::protocol as fb;
 
-use crate::common::{free_port, free_port_range, kill_child, read_log, Member};
+use sluice_testkit::SluiceNode;
+
+use crate::common::member;
 
 /// Bound of every wait on a condition (a loaded 2-CPU machine is slow).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -32,20 +34,12 @@ pub struct Timing {
     pub node_timeout_ms: u64,
 }
 
-/// One `sluice serve --node-id N` process, restartable on the same data.
+/// One `sluice serve --node-id N` process, restartable on the same data
+/// (a [`SluiceNode`], which it dereferences to, in a temporary directory).
 pub struct ReplicaNode {
     pub id: u64,
-    child: Option<Child>,
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
-    pub raft: SocketAddr,
-    nats_url: String,
-    join: Option<SocketAddr>,
-    timing: Timing,
-    /// `sluice.toml`, written before every start.
-    config: String,
-    log: PathBuf,
-    dir: tempfile::TempDir,
+    node: SluiceNode,
+    _dir: tempfile::TempDir,
 }
 
 /// Small segments: the test machine's disk is small and segments are
@@ -64,69 +58,29 @@ impl ReplicaNode {
         config: &str,
     ) -> ReplicaNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut node = ReplicaNode {
+        let mut serve = member(id, dir.path(), nats_url, join, timing.node_timeout_ms);
+        serve.flag("--replica-lag-time-max-ms", timing.replica_lag_time_max_ms);
+        serve.config = config.to_string();
+        ReplicaNode {
             id,
-            child: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], free_port_range(1))),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            raft: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            nats_url: nats_url.to_string(),
-            join,
-            timing,
-            config: config.to_string(),
-            log: dir.path().join("sluice.log"),
-            dir,
-        };
-        node.spawn();
-        node
+            node: serve.start().expect("start node"),
+            _dir: dir,
+        }
     }
 
-    fn spawn(&mut self) {
-        let config = self.dir.path().join("sluice.toml");
-        std::fs::write(&config, &self.config).expect("config");
-        let data_dir = self.data_dir();
-        let member = Member {
-            id: self.id,
-            data_dir: &data_dir,
-            nats_url: &self.nats_url,
-            listen: self.listen,
-            admin: self.admin,
-            raft: self.raft,
-            join: self.join,
-            node_timeout_ms: self.timing.node_timeout_ms,
-            replica_lag_time_max_ms: Some(self.timing.replica_lag_time_max_ms),
-            config: Some(&config),
-            log: &self.log,
-        };
-        self.child = Some(member.spawn(WAIT));
-    }
-
+    /// Its data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    pub fn log(&self) -> String {
-        read_log(&self.log)
+        self.node.data_dir.clone()
     }
 
     /// SIGKILL: no shutdown, no final sync.
     pub fn kill(&mut self) {
-        kill_child(&mut self.child);
+        self.node.kill();
     }
 
     /// Starts the process again on the same data directory and ports.
     pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {pid}");
+        self.node.restart().expect("restart node");
     }
 
     pub fn client(&self) -> Client {
@@ -155,16 +109,17 @@ impl ReplicaNode {
     }
 }
 
-impl Drop for ReplicaNode {
-    fn drop(&mut self) {
-        if let Some(child) = &self.child {
-            // A test may end with the node paused: SIGKILL works on a
-            // stopped process, SIGCONT first keeps its exit ordinary.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-        }
-        self.kill();
+impl Deref for ReplicaNode {
+    type Target = SluiceNode;
+
+    fn deref(&self) -> &SluiceNode {
+        &self.node
+    }
+}
+
+impl DerefMut for ReplicaNode {
+    fn deref_mut(&mut self) -> &mut SluiceNode {
+        &mut self.node
     }
 }
 

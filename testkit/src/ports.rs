@@ -1,5 +1,5 @@
-//! Loopback ports for the servers a test starts (the integration tests'
-//! harness, the cluster harness and in-process raft tests).
+//! Ports for the servers the kit starts (and for in-process raft tests and
+//! the bench's nodes).
 //!
 //! Binding port 0 and closing it again (the usual trick) hands out a port
 //! from the kernel's ephemeral range, where any client socket opened
@@ -9,8 +9,23 @@
 //! that starts at a random place (so test processes running side by side
 //! rarely meet), skipping ports something already listens on.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{anyhow, Result};
+
+/// 127.0.0.1, where the servers of a test or a bench run listen.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A free loopback port for a server.
+pub fn free_port() -> Result<u16> {
+    free_ports_on(LOOPBACK, 1)
+}
+
+/// `count` consecutive free loopback ports (a node's shard ports).
+pub fn free_port_range(count: u16) -> Result<u16> {
+    free_ports_on(LOOPBACK, count)
+}
 
 /// First port handed out; the range runs from here to the ephemeral range.
 const FIRST_PORT: u32 = 12_000;
@@ -29,7 +44,8 @@ fn ephemeral_low() -> u32 {
 /// A port on `ip` that nothing listens on and no other caller in this
 /// process got; `count` consecutive such ports when asked for more (shard
 /// k of a node listens on its base port + k).
-pub fn free_ports_on(ip: IpAddr, count: u32) -> u16 {
+pub fn free_ports_on(ip: IpAddr, count: u16) -> Result<u16> {
+    let count = u32::from(count);
     let span = ephemeral_low().saturating_sub(FIRST_PORT);
     if span < count.saturating_mul(100) {
         return ephemeral_fallback(ip, count);
@@ -49,26 +65,49 @@ pub fn free_ports_on(ip: IpAddr, count: u32) -> u16 {
             u16::try_from(port).is_ok_and(|port| TcpListener::bind((ip, port)).is_ok())
         });
         if all_free {
-            return u16::try_from(base).expect("below the ephemeral range");
+            return u16::try_from(base).map_err(|_| anyhow!("port {base} out of range"));
         }
     }
     ephemeral_fallback(ip, count)
 }
 
 /// Where the port space is configured unusually: the bind-port-0 trick.
-fn ephemeral_fallback(ip: IpAddr, count: u32) -> u16 {
+fn ephemeral_fallback(ip: IpAddr, count: u32) -> Result<u16> {
     for _ in 0..200 {
         let base = TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
-            .expect("bind port 0")
+            .map_err(|e| anyhow!("bind {ip}:0: {e}"))?
             .port();
         let all_free = (0..count).all(|i| {
             u16::try_from(u32::from(base) + i)
                 .is_ok_and(|port| TcpListener::bind((ip, port)).is_ok())
         });
         if all_free {
-            return base;
+            return Ok(base);
         }
     }
-    panic!("no {count} consecutive free ports on {ip}");
+    Err(anyhow!("found no {count} consecutive free ports on {ip}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports are handed out once each and from below the ephemeral range
+    /// (whether they are still free when a server binds them depends on
+    /// every other process of the machine, so that is not asserted).
+    #[test]
+    fn port_ranges_are_handed_out_once_below_the_ephemeral_range() {
+        let first = u32::from(free_port_range(3).unwrap());
+        let second = u32::from(free_port_range(3).unwrap());
+        assert!(
+            first + 3 <= second || second + 3 <= first,
+            "{first} {second}"
+        );
+        if ephemeral_low().saturating_sub(FIRST_PORT) >= 300 {
+            for base in [first, second] {
+                assert!((FIRST_PORT..ephemeral_low() - 2).contains(&base), "{base}");
+            }
+        }
+    }
 }
