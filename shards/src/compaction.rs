@@ -574,21 +574,14 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::batch::{BatchIter, Record};
-    use crate::log::{CommitMode, LogConfig, SegmentInfo};
+    use crate::batch::Record;
+    use crate::log::{CommitMode, SegmentInfo};
     use crate::segment::CLEANED_SUFFIX;
-    use crate::testing::run_on_executor;
+    use crate::testing::{run_on_executor, small_config, try_read_batches_from};
     use crate::types::TimestampMs;
 
     /// A record as the tests model it: offset, key, value.
     type Row = (Offset, Option<Bytes>, Option<Bytes>);
-
-    fn small_config(dir: &Path) -> LogConfig {
-        let mut config = LogConfig::new(dir);
-        config.segment_bytes = 4096;
-        config.index_interval_bytes = 512;
-        config
-    }
 
     fn record(key: Option<&str>, value: Option<String>) -> Record {
         Record {
@@ -659,23 +652,13 @@ mod tests {
 
     /// Every committed record from `from`, stepping over empty batches.
     async fn read_from(log: &PartitionLog, from: Offset) -> Vec<Row> {
-        let mut out = Vec::new();
-        let mut next = from;
-        while let Some(slice) = log.read(next, 8 * 1024).expect("read") {
-            let bytes = slice.read_bytes().await.expect("read bytes");
-            for item in BatchIter::new(&bytes) {
-                let (header, raw) = item.expect("valid batch");
-                let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
-                out.extend(
-                    records
-                        .into_iter()
-                        .filter(|r| r.offset >= next)
-                        .map(|r| (r.offset, r.key, r.value)),
-                );
-                next = next.max(header.next_offset());
-            }
-        }
-        out
+        try_read_batches_from(log, from, 8 * 1024)
+            .await
+            .expect("read")
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .map(|r| (r.offset, r.key, r.value))
+            .collect()
     }
 
     async fn read_all(log: &PartitionLog) -> Vec<Row> {

@@ -52,7 +52,7 @@ pub mod retention;
 pub mod ring;
 pub mod segment;
 pub mod shard;
-// Test support (executors, tmpfs, free ports) is compiled only for this
+// Test support (executors, tmpfs, log fixtures) is compiled only for this
 // crate's own tests and for builds that ask for the `testing` feature (the
 // dev-dependencies of `sluice`, `fuzz` and this crate's integration tests
 // and benches), so production builds do not carry it.

@@ -152,25 +152,16 @@ fn retry_next_round(log: &PartitionLog, job: &str, err: &LogError) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::path::Path;
 
     use bytes::Bytes;
     use futures::future::{select, Either};
     use glommio::{Latency, Shares};
 
     use super::*;
-    use crate::batch::{decode_batch, BatchIter, Record};
+    use crate::batch::Record;
     use crate::constants::MAINTENANCE_SHARES_DEFAULT;
-    use crate::log::LogConfig;
-    use crate::testing::run_on_executor;
+    use crate::testing::{run_on_executor, small_config, try_read_batches_from};
     use crate::types::Offset;
-
-    fn small_config(dir: &Path) -> LogConfig {
-        let mut config = LogConfig::new(dir);
-        config.segment_bytes = 4096;
-        config.index_interval_bytes = 512;
-        config
-    }
 
     fn maintenance_queue() -> TaskQueueHandle {
         glommio::executor().create_task_queue(
@@ -192,38 +183,28 @@ mod tests {
     /// (offset, key, value) of every committed record, stepping over the
     /// empty batches compaction may leave.
     async fn read_all(log: &PartitionLog) -> Vec<(Offset, Bytes, Bytes)> {
-        let mut out = Vec::new();
-        let mut next = log.log_start_offset();
-        let mut restarts = 0;
-        loop {
-            let slice = match log.read(next, 64 * 1024) {
-                Ok(Some(slice)) => slice,
-                Ok(None) => break,
+        for _ in 0..=100 {
+            match try_read_batches_from(log, log.log_start_offset(), 64 * 1024).await {
+                Ok(batches) => {
+                    return batches
+                        .into_iter()
+                        .flat_map(|(_, records)| records)
+                        .map(|r| {
+                            (
+                                r.offset,
+                                r.key.unwrap_or_default(),
+                                r.value.unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                }
                 // Retention moved the log start past us mid-read (correct
                 // behaviour): start over from the new start.
-                Err(crate::error::LogError::OffsetOutOfRange { .. }) if restarts < 100 => {
-                    restarts += 1;
-                    out.clear();
-                    next = log.log_start_offset();
-                    continue;
-                }
+                Err(crate::error::LogError::OffsetOutOfRange { .. }) => continue,
                 Err(err) => panic!("read: {err}"),
-            };
-            let bytes = slice.read_bytes().await.expect("read bytes");
-            for item in BatchIter::new(&bytes) {
-                let (header, raw) = item.expect("valid batch");
-                let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
-                for r in records.into_iter().filter(|r| r.offset >= next) {
-                    out.push((
-                        r.offset,
-                        r.key.unwrap_or_default(),
-                        r.value.unwrap_or_default(),
-                    ));
-                }
-                next = next.max(header.next_offset());
             }
         }
-        out
+        panic!("read: the log start kept moving");
     }
 
     /// Records below the active segment whose key appears again later.

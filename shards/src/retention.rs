@@ -157,7 +157,6 @@ pub fn select_expired(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::rc::Rc;
 
     use bytes::Bytes;
@@ -166,7 +165,7 @@ mod tests {
     use crate::batch::{decode_batch, BatchIter, Record};
     use crate::error::LogError;
     use crate::log::{CommitMode, LogConfig};
-    use crate::testing::run_on_executor;
+    use crate::testing::{read_records, run_on_executor, small_config};
 
     /// Record `i`: timestamp `1_000 * i`, a 300-byte value, so about ten
     /// one-record batches fill a 4 KiB segment.
@@ -179,13 +178,6 @@ mod tests {
         }
     }
 
-    fn small_config(dir: &Path) -> LogConfig {
-        let mut config = LogConfig::new(dir);
-        config.segment_bytes = 4096;
-        config.index_interval_bytes = 512;
-        config
-    }
-
     async fn filled_log(config: LogConfig, records: u64) -> PartitionLog {
         let (log, _) = PartitionLog::open(config).await.expect("open");
         for i in 0..records {
@@ -196,23 +188,11 @@ mod tests {
 
     /// Offsets and values of every committed record from the log start.
     async fn read_values(log: &PartitionLog) -> Vec<(Offset, Bytes)> {
-        let mut out = Vec::new();
-        let mut next = log.log_start_offset();
-        while let Some(slice) = log.read(next, 64 * 1024).expect("read") {
-            let bytes = slice.read_bytes().await.expect("read bytes");
-            for item in BatchIter::new(&bytes) {
-                let (header, raw) = item.expect("valid batch");
-                let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
-                out.extend(
-                    records
-                        .into_iter()
-                        .filter(|r| r.offset >= next)
-                        .map(|r| (r.offset, r.value.unwrap_or_default())),
-                );
-                next = next.max(header.next_offset());
-            }
-        }
-        out
+        read_records(log, 64 * 1024)
+            .await
+            .into_iter()
+            .map(|r| (r.offset, r.value.unwrap_or_default()))
+            .collect()
     }
 
     fn bases(segments: &[SegmentInfo]) -> Vec<Offset> {

@@ -1,5 +1,6 @@
 //! Support for tests, benches and tools: a shard executor without a whole
-//! shard runtime, and a small real filesystem to fill up.
+//! shard runtime, a small real filesystem to fill up, and the log fixtures
+//! the tests share (a small-segment config, reading a log back).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -7,10 +8,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::batch::{decode_batch, BatchHeader, BatchIter, DecodedRecord};
 use crate::constants::IO_MEMORY_BYTES_DEFAULT;
-
+use crate::error::LogResult;
+use crate::log::{LogConfig, PartitionLog};
+use crate::types::Offset;
 
 /// Runs `future` to completion on a fresh, unpinned glommio executor on the
 /// current thread (with the locked-memory budget of a real shard).
@@ -22,6 +27,94 @@ pub fn run_on_executor<T: 'static>(future: impl Future<Output = T> + 'static) ->
         Ok(executor) => executor.run(future),
         Err(err) => panic!("cannot start a glommio executor: {err}"),
     }
+}
+
+/// A log configuration for tests: 4 KiB segments (a handful of records
+/// each, so a few appends roll, retain and compact whole segments) and an
+/// index entry every 512 bytes.
+pub fn small_config(dir: &Path) -> LogConfig {
+    let mut config = LogConfig::new(dir);
+    config.segment_bytes = 4096;
+    config.index_interval_bytes = 512;
+    config
+}
+
+/// Decodes concatenated whole batches, panicking on the first bad one.
+pub fn decode_all(bytes: &[u8]) -> Vec<(BatchHeader, Vec<DecodedRecord>)> {
+    let mut out = Vec::new();
+    for item in BatchIter::new(bytes) {
+        let (header, raw) = match item {
+            Ok(found) => found,
+            Err(err) => panic!("corrupt batch in a read slice: {err}"),
+        };
+        let (decoded_header, records) = match decode_batch(&Bytes::copy_from_slice(raw)) {
+            Ok(decoded) => decoded,
+            Err(err) => panic!("batch passed BatchIter but failed decode_batch: {err}"),
+        };
+        assert_eq!(header, decoded_header);
+        out.push((header, records));
+    }
+    out
+}
+
+/// Every committed batch from `from` on, through `PartitionLog::read`,
+/// `max_bytes` at a time, each with its records at or past `from` (a batch
+/// may start before it). Steps over batches left empty by compaction.
+/// The error of the first `read` that fails; panics on a corrupt batch, a
+/// slice that disagrees with its bytes, or a read that makes no progress.
+pub async fn try_read_batches_from(
+    log: &PartitionLog,
+    from: Offset,
+    max_bytes: u64,
+) -> LogResult<Vec<(BatchHeader, Vec<DecodedRecord>)>> {
+    let mut out = Vec::new();
+    let mut next = from;
+    let mut reads = 0u64;
+    while let Some(slice) = log.read(next, max_bytes)? {
+        // Every read advances by at least one offset.
+        reads += 1;
+        assert!(
+            reads <= log.log_end_offset().0.saturating_sub(from.0) + 1,
+            "reading the log back made no progress at {next}"
+        );
+        let bytes = match slice.read_bytes().await {
+            Ok(bytes) => bytes,
+            Err(err) => panic!("read bytes at {next}: {err}"),
+        };
+        assert_eq!(bytes.len() as u64, slice.len);
+        let batches = decode_all(&bytes);
+        assert!(!batches.is_empty(), "read at {next} returned no batch");
+        assert_eq!(batches[0].0.base_offset, slice.first_batch_offset);
+        for (header, mut records) in batches {
+            assert!(header.next_offset() > next, "read at {next} went backwards");
+            assert!(header.next_offset() <= slice.high_watermark);
+            records.retain(|r| r.offset >= next);
+            next = header.next_offset();
+            out.push((header, records));
+        }
+    }
+    Ok(out)
+}
+
+/// [`try_read_batches_from`] from the log start; panics if a read fails.
+pub async fn read_all(
+    log: &PartitionLog,
+    max_bytes: u64,
+) -> Vec<(BatchHeader, Vec<DecodedRecord>)> {
+    let from = log.log_start_offset();
+    match try_read_batches_from(log, from, max_bytes).await {
+        Ok(batches) => batches,
+        Err(err) => panic!("read from {from}: {err}"),
+    }
+}
+
+/// Every committed record from the log start (see [`read_all`]).
+pub async fn read_records(log: &PartitionLog, max_bytes: u64) -> Vec<DecodedRecord> {
+    read_all(log, max_bytes)
+        .await
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .collect()
 }
 
 /// Environment variable that lets tests needing root or system tools

@@ -33,7 +33,8 @@ use shards::log::{LogConfig, PartitionLog, SyncPolicy};
 use shards::testing::run_on_executor;
 use shards::types::TimestampMs;
 
-use common::{fill, mix, read_all, release_closed_files, Rng};
+use common::{fill, mix, release_closed_files, Rng};
+use shards::testing::read_all;
 
 const CHILD_DIR_ENV: &str = "SLUICE_CRASH_DIR";
 const CHILD_CYCLE_ENV: &str = "SLUICE_CRASH_CYCLE";

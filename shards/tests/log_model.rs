@@ -26,7 +26,8 @@ use shards::log::{CommitMode, LogConfig, PartitionLog, SyncPolicy};
 use shards::testing::run_on_executor;
 use shards::types::{LeaderEpoch, Offset, TimestampMs};
 
-use common::{decode_all, fill, mix, read_all, release_closed_files};
+use common::{fill, mix, release_closed_files};
+use shards::testing::{decode_all, read_all};
 
 /// Cases per run unless `PROPTEST_CASES` says otherwise: enough to hit
 /// rolls, truncations across segments and reopen in every run, small enough

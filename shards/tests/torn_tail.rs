@@ -15,7 +15,8 @@ use shards::log::{LogConfig, PartitionLog, RecoveryReport, SyncPolicy, CLEAN_SHU
 use shards::testing::run_on_executor;
 use shards::types::{Offset, TimestampMs};
 
-use common::{batch_layout, fill, read_all, release_closed_files, segment_files, Rng};
+use common::{batch_layout, fill, release_closed_files, segment_files, Rng};
+use shards::testing::read_all;
 
 const TS_BASE: i64 = 1_700_000_000_000;
 /// Batches written by every fixture.
@@ -233,7 +234,7 @@ async fn check_contents(log: &PartitionLog, expected: &[Record]) {
             .expect("read")
             .expect("committed data");
         let bytes = slice.read_bytes().await.expect("read bytes");
-        let batches = common::decode_all(&bytes);
+        let batches = shards::testing::decode_all(&bytes);
         assert_eq!(batches.len(), 1);
         let (header, _) = &batches[0];
         assert!(header.base_offset.0 <= offset && offset <= header.last_offset().0);

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::tests::{read_all_in_reads_of, small_config};
+use super::tests::{read_values, small_config_16k};
 use super::*;
 use crate::batch::Record;
 use crate::io::fault::{self, FaultPoint};
@@ -21,11 +21,6 @@ fn record(i: u64, size: usize) -> Record {
         value: Some(Bytes::from(format!("{i:08}-{}", "v".repeat(size)))),
         headers: Vec::new(),
     }
-}
-
-/// Every committed record as (offset, value).
-async fn read_all(log: &PartitionLog) -> Vec<(Offset, Bytes)> {
-    read_all_in_reads_of(log, 64 * 1024).await
 }
 
 /// The value `record(i, _)` starts with, to recognise records after reopen.
@@ -61,7 +56,9 @@ fn enospc_on_batch_write_rejects_the_append_and_the_log_resumes() {
     let path = dir.path().join("p0");
     let rules = scope(dir.path());
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         let mut acked = Vec::new();
         for i in 0..5 {
             let a = log.append_records(&[record(i, 100)]).await.expect("append");
@@ -84,13 +81,13 @@ fn enospc_on_batch_write_rejects_the_append_and_the_log_resumes() {
             acked.push((a.base_offset, i));
         }
         assert_eq!(acked.last().map(|a| a.0), Some(Offset(8)));
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         log.close().await.expect("close");
-        let (log, report) = PartitionLog::open(small_config(&path))
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
         assert_eq!(report.log_end, Offset(9));
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         log.close().await.expect("close");
     });
 }
@@ -101,7 +98,9 @@ fn enospc_creating_the_next_segment_leaves_the_active_one_untouched() {
     let path = dir.path().join("p0");
     let rules = scope(dir.path());
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         let mut acked = Vec::new();
         let mut i = 0;
         // Fill the first segment to just below its size.
@@ -137,12 +136,12 @@ fn enospc_creating_the_next_segment_leaves_the_active_one_untouched() {
             .expect("rolls now");
         acked.push((a.base_offset, i));
         assert_eq!(log.segments().len(), 2);
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         log.close().await.expect("close");
-        let (log, _) = PartitionLog::open(small_config(&path))
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         log.close().await.expect("close");
     });
 }
@@ -158,7 +157,7 @@ fn enospc_preallocating_is_best_effort_on_open_and_roll() {
             format!("{rules}/p0/"),
             libc::ENOSPC,
         );
-        let (log, _) = PartitionLog::open(small_config(&path))
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("a full disk must not stop a log from opening");
         let mut acked = Vec::new();
@@ -168,18 +167,18 @@ fn enospc_preallocating_is_best_effort_on_open_and_roll() {
         }
         assert!(log.segments().len() > 2, "rolled without preallocation");
         log.close().await.expect("close");
-        let (log, _) = PartitionLog::open(small_config(&path))
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         drop(log);
         fault::clear(&format!("{rules}/p0/"));
         // Crash-style reopen (no clean-shutdown marker: the log was dropped).
-        let (log, report) = PartitionLog::open(small_config(&path))
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
         assert!(!report.mid_log_corruption);
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         log.close().await.expect("close");
     });
 }
@@ -190,7 +189,7 @@ fn enospc_on_an_index_entry_skips_it_and_keeps_the_append() {
     let path = dir.path().join("p0");
     let rules = scope(dir.path());
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.segment_bytes = 1 << 20;
         let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
         let index = format!("{rules}/p0/{:020}.timeindex", 0);
@@ -205,7 +204,7 @@ fn enospc_on_an_index_entry_skips_it_and_keeps_the_append() {
             let a = log.append_records(&[record(i, 300)]).await.expect("append");
             acked.push((a.base_offset, i));
         }
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         assert_eq!(
             log.offset_for_timestamp(TimestampMs(1_010))
                 .await
@@ -219,7 +218,7 @@ fn enospc_on_an_index_entry_skips_it_and_keeps_the_append() {
         assert_eq!(offsets.len() / 8, times.len() / 12);
         let (log, report) = PartitionLog::open(config).await.expect("reopen");
         assert!(report.repaired.is_empty(), "{report:?}");
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         log.close().await.expect("close");
     });
 }
@@ -230,7 +229,7 @@ fn a_failed_checkpoint_keeps_the_previous_one_and_the_log_running() {
     let path = dir.path().join("p0");
     let rules = scope(dir.path());
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.commit = CommitMode::Replicated;
         let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
         for i in 0..10 {
@@ -260,7 +259,9 @@ fn fdatasync_eio_fail_stops_nacks_in_flight_appends_and_keeps_acked_data() {
     let path = dir.path().join("p0");
     let rules = scope(dir.path());
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         let log = Rc::new(log);
         let mut acked = Vec::new();
         for i in 0..20 {
@@ -303,19 +304,19 @@ fn fdatasync_eio_fail_stops_nacks_in_flight_appends_and_keeps_acked_data() {
             "a failed sync is never retried"
         );
         // Committed data stays readable.
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         let log = Rc::try_unwrap(log).unwrap_or_else(|_| panic!("log still shared"));
         log.close().await.expect("close");
         assert!(
             !path.join(CLEAN_SHUTDOWN_FILE).exists(),
             "a fail-stopped log must not claim a clean shutdown"
         );
-        let (log, report) = PartitionLog::open(small_config(&path))
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
         assert!(report.log_end >= Offset(20));
         assert!(!log.is_failed());
-        let records = read_all(&log).await;
+        let records = read_values(&log, 64 * 1024).await;
         assert_dense_and_has(&records, &acked);
         let a = log
             .append_records(&[record(100, 1)])
@@ -342,7 +343,7 @@ fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() 
     let path = mount.dir().join("p0");
     let filler = mount.dir().join("filler");
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.segment_bytes = 256 * 1024;
         config.index_interval_bytes = 4096;
         let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
@@ -361,7 +362,7 @@ fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() 
         assert_eq!(rejected, 20, "the disk never filled");
         assert!(!log.is_failed());
         assert_eq!(log.log_end_offset(), Offset(acked.len() as u64));
-        assert_dense_and_has(&read_all(&log).await, &acked);
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
         // Free space: the filler was written before the log.
         std::fs::remove_file(&filler).expect("free space");
         for _ in 0..20 {
@@ -375,8 +376,8 @@ fn a_real_full_tmpfs_rejects_appends_cleanly_and_resumes_after_space_is_freed() 
         log.close().await.expect("close");
         let (log, report) = PartitionLog::open(config.clone()).await.expect("reopen");
         assert!(!report.mid_log_corruption);
-        assert_dense_and_has(&read_all(&log).await, &acked);
-        assert_eq!(read_all(&log).await.len(), acked.len());
+        assert_dense_and_has(&read_values(&log, 64 * 1024).await, &acked);
+        assert_eq!(read_values(&log, 64 * 1024).await.len(), acked.len());
         log.close().await.expect("close");
     });
 }
@@ -399,7 +400,9 @@ fn enospc_on_the_epoch_checkpoint_rejects_the_epochs_first_batch_and_the_log_res
         crate::epoch_cache::LEADER_EPOCH_FILE
     );
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         log.set_leader_epoch(LeaderEpoch(1));
         for i in 0..3 {
             log.append_records(&[record(i, 100)]).await.expect("append");
@@ -440,7 +443,7 @@ fn enospc_on_the_epoch_checkpoint_rejects_the_epochs_first_batch_and_the_log_res
         ];
         assert_eq!(log.epoch_entries(), both);
         log.close().await.expect("close");
-        let (log, report) = PartitionLog::open(small_config(&path))
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
         assert!(!report.epoch_cache_rebuilt, "{report:?}");

@@ -7,7 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::tests::{read_all_in_reads_of, small_config};
+use super::tests::{read_values, small_config_16k};
 use super::*;
 use crate::batch::Record;
 use crate::constants::SEGMENT_PREALLOCATE_FIRST_BYTES;
@@ -30,7 +30,7 @@ fn record(i: u64, size: usize) -> Record {
 }
 
 fn step_config(dir: &Path) -> LogConfig {
-    let mut config = small_config(dir);
+    let mut config = small_config_16k(dir);
     config.segment_bytes = SEGMENT;
     config.preallocate_step_bytes = STEP;
     config
@@ -167,10 +167,7 @@ fn preallocation_grows_by_steps_with_the_active_segment_and_seals_exact() {
             .await
             .expect("reopen");
         assert_eq!(report.log_end, Offset(expected));
-        assert_eq!(
-            read_all_in_reads_of(&log, 4096).await.len() as u64,
-            expected
-        );
+        assert_eq!(read_values(&log, 4096).await.len() as u64, expected);
         log.close().await.expect("close");
     });
 }
@@ -315,7 +312,7 @@ fn a_real_tmpfs_too_small_for_the_first_step_refuses_a_new_log() {
     std::fs::write(mount.dir().join("filler"), vec![1u8; 896 << 10]).expect("filler");
     let path = mount.dir().join("p0");
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.segment_bytes = 64 << 20;
         config.preallocate_step_bytes = 4 << 20;
         config.require_first_preallocation = true;

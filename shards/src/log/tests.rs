@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::batch::encode_batch;
-use crate::batch::{decode_batch, BatchIter, Header, Record};
+use crate::batch::{BatchIter, Header, Record};
 use crate::epoch_cache::EpochCache;
 use crate::segment::segment_file_name;
 use crate::testing::run_on_executor;
@@ -23,38 +23,21 @@ fn record(i: u64, size: usize) -> Record {
     }
 }
 
-pub(super) fn small_config(dir: &Path) -> LogConfig {
-    let mut config = LogConfig::new(dir);
+/// [`crate::testing::small_config`] with 16 KiB segments: the records of
+/// these tests are larger.
+pub(super) fn small_config_16k(dir: &Path) -> LogConfig {
+    let mut config = crate::testing::small_config(dir);
     config.segment_bytes = 16 * 1024;
-    config.index_interval_bytes = 512;
     config
 }
 
-async fn read_all(log: &PartitionLog) -> Vec<(Offset, Bytes)> {
-    read_all_in_reads_of(log, 4096).await
-}
-
 /// Every committed record as (offset, value), read `max_bytes` at a time.
-pub(super) async fn read_all_in_reads_of(
-    log: &PartitionLog,
-    max_bytes: u64,
-) -> Vec<(Offset, Bytes)> {
-    let mut out = Vec::new();
-    let mut next = log.log_start_offset();
-    while let Some(slice) = log.read(next, max_bytes).expect("read") {
-        let bytes = slice.read_bytes().await.expect("read bytes");
-        for item in BatchIter::new(&bytes) {
-            let (_, raw) = item.expect("valid batch");
-            let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
-            for r in records {
-                if r.offset >= next {
-                    out.push((r.offset, r.value.clone().unwrap_or_default()));
-                    next = r.offset.next();
-                }
-            }
-        }
-    }
-    out
+pub(super) async fn read_values(log: &PartitionLog, max_bytes: u64) -> Vec<(Offset, Bytes)> {
+    crate::testing::read_records(log, max_bytes)
+        .await
+        .into_iter()
+        .map(|r| (r.offset, r.value.unwrap_or_default()))
+        .collect()
 }
 
 #[test]
@@ -62,7 +45,9 @@ fn append_assigns_dense_offsets_and_reads_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let (log, report) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         assert_eq!(report.log_end, Offset(0));
         let mut expected = Vec::new();
         for i in 0..50u64 {
@@ -76,7 +61,7 @@ fn append_assigns_dense_offsets_and_reads_back() {
         }
         assert_eq!(log.high_watermark(), Offset(150));
         assert!(log.segments().len() > 1, "small segments must roll");
-        let got = read_all(&log).await;
+        let got = read_values(&log, 4096).await;
         assert_eq!(got.len(), 150);
         for (i, (offset, value)) in got.iter().enumerate() {
             assert_eq!(*offset, Offset(i as u64));
@@ -92,20 +77,22 @@ fn reopen_recovers_everything_and_continues_offsets() {
     let path = dir.path().join("p0");
     run_on_executor(async move {
         {
-            let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+            let (log, _) = PartitionLog::open(small_config_16k(&path))
+                .await
+                .expect("open");
             for i in 0..40 {
                 log.append_records(&[record(i, 300)]).await.expect("append");
             }
             log.close().await.expect("close");
         }
-        let (log, report) = PartitionLog::open(small_config(&path))
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
         assert_eq!(report.log_end, Offset(40));
         assert!(!report.mid_log_corruption);
         let appended = log.append_records(&[record(40, 10)]).await.expect("append");
         assert_eq!(appended.base_offset, Offset(40));
-        assert_eq!(read_all(&log).await.len(), 41);
+        assert_eq!(read_values(&log, 4096).await.len(), 41);
         log.close().await.expect("close");
     });
 }
@@ -116,7 +103,7 @@ fn torn_tail_is_truncated_to_last_good_batch() {
     let path = dir.path().join("p0");
     let path2 = path.clone();
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.segment_bytes = 1 << 20;
         let (log, _) = PartitionLog::open(config).await.expect("open");
         for i in 0..10 {
@@ -135,13 +122,13 @@ fn torn_tail_is_truncated_to_last_good_batch() {
     std::fs::write(&seg, &garbled).expect("write");
     let path3 = path2.clone();
     run_on_executor(async move {
-        let (log, report) = PartitionLog::open(small_config(&path3))
+        let (log, report) = PartitionLog::open(small_config_16k(&path3))
             .await
             .expect("reopen");
         assert_eq!(report.log_end, Offset(9));
         assert_eq!(report.repaired.len(), 1);
         assert!(report.repaired[0].1.truncated_bytes > 0);
-        assert_eq!(read_all(&log).await.len(), 9);
+        assert_eq!(read_values(&log, 4096).await.len(), 9);
         let appended = log.append_records(&[record(9, 5)]).await.expect("append");
         assert_eq!(appended.base_offset, Offset(9));
         log.close().await.expect("close");
@@ -153,7 +140,9 @@ fn truncate_to_drops_tail_across_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         for i in 0..100 {
             log.append_records(&[record(i, 400)]).await.expect("append");
         }
@@ -163,15 +152,15 @@ fn truncate_to_drops_tail_across_segments() {
         assert_eq!(end, Offset(37));
         assert_eq!(log.log_end_offset(), Offset(37));
         assert!(log.segments().len() < segments_before);
-        assert_eq!(read_all(&log).await.len(), 37);
+        assert_eq!(read_values(&log, 4096).await.len(), 37);
         let appended = log.append_records(&[record(37, 1)]).await.expect("append");
         assert_eq!(appended.base_offset, Offset(37));
         log.close().await.expect("close");
-        let (log, report) = PartitionLog::open(small_config(&path))
+        let (log, report) = PartitionLog::open(small_config_16k(&path))
             .await
             .expect("reopen");
         assert_eq!(report.log_end, Offset(38));
-        assert_eq!(read_all(&log).await.len(), 38);
+        assert_eq!(read_values(&log, 4096).await.len(), 38);
         log.close().await.expect("close");
     });
 }
@@ -181,7 +170,7 @@ fn reads_stop_at_high_watermark_in_replicated_mode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.commit = CommitMode::Replicated;
         let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
         for i in 0..10 {
@@ -191,7 +180,7 @@ fn reads_stop_at_high_watermark_in_replicated_mode() {
         assert_eq!(log.high_watermark(), Offset(0));
         assert!(log.read(Offset(0), 1 << 20).expect("read").is_none());
         log.advance_high_watermark(Offset(4));
-        assert_eq!(read_all(&log).await.len(), 4);
+        assert_eq!(read_values(&log, 4096).await.len(), 4);
         log.advance_high_watermark(Offset(100));
         assert_eq!(log.high_watermark(), Offset(10), "clamped to stable");
         log.checkpoint_high_watermark().await.expect("checkpoint");
@@ -209,7 +198,7 @@ fn replica_reads_go_to_the_log_end_and_long_poll_on_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.commit = CommitMode::Replicated;
         let (log, _) = PartitionLog::open(config).await.expect("open");
         let log = Rc::new(log);
@@ -259,7 +248,9 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         for i in 0..200 {
             log.append_records(&[record(i, 100)]).await.expect("append");
         }
@@ -322,7 +313,9 @@ fn rejects_corrupt_client_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         let mut batch = Vec::new();
         encode_batch(Offset(0), &[record(0, 10)], &mut batch);
         let last = batch.len() - 1;
@@ -345,7 +338,9 @@ fn long_poll_wakes_on_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         let log = Rc::new(log);
         let waiter = {
             let log = log.clone();
@@ -368,7 +363,7 @@ fn append_resolves_only_after_a_covering_fdatasync() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.sync = SyncPolicy::Interval(Duration::from_millis(300));
         let (log, _) = PartitionLog::open(config).await.expect("open");
         let log = Rc::new(log);
@@ -405,7 +400,7 @@ fn reset_to_restarts_an_empty_log_at_a_later_offset_durably() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let mut config = small_config(&path);
+        let mut config = small_config_16k(&path);
         config.commit = CommitMode::Replicated;
         let (log, _) = PartitionLog::open(config.clone()).await.expect("open");
         log.set_leader_epoch(LeaderEpoch(3));
@@ -442,7 +437,11 @@ fn reset_to_restarts_an_empty_log_at_a_later_offset_durably() {
             .expect("replicated append");
         assert_eq!(end, Offset(1_003));
         log.advance_high_watermark(Offset(1_003));
-        let got: Vec<Offset> = read_all(&log).await.into_iter().map(|(o, _)| o).collect();
+        let got: Vec<Offset> = read_values(&log, 4096)
+            .await
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
         assert_eq!(got, vec![Offset(1_000), Offset(1_001), Offset(1_002)]);
         log.close().await.expect("close");
 
@@ -452,7 +451,7 @@ fn reset_to_restarts_an_empty_log_at_a_later_offset_durably() {
             (Offset(1_000), Offset(1_003))
         );
         assert!(!report.needs_refetch(), "{report:?}");
-        assert_eq!(read_all(&log).await.len(), 3);
+        assert_eq!(read_values(&log, 4096).await.len(), 3);
         // Reset again, then crash (no close): the reset was durable.
         log.reset_to(Offset(5_000)).await.expect("second reset");
         drop(log);
@@ -479,7 +478,7 @@ fn segment_named_past_the_offset_range_is_refused_not_a_panic() {
     let entry = [0, 0, 0, 1, 0, 0, 0, 0];
     std::fs::write(path.join(segment_file_name(base, "index")), entry).expect("index");
     run_on_executor(async move {
-        match PartitionLog::open(small_config(&path)).await {
+        match PartitionLog::open(small_config_16k(&path)).await {
             Err(err) => assert!(err.to_string().contains("offset"), "{err}"),
             Ok(_) => panic!("a segment based at u64::MAX must not open"),
         }
@@ -494,7 +493,9 @@ fn oversized_index_files_are_read_only_as_far_as_the_segment_allows() {
     let path = dir.path().join("p0");
     let reopen = path.clone();
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         for i in 0..40 {
             log.append_records(&[record(i, 100)]).await.expect("append");
         }
@@ -508,11 +509,11 @@ fn oversized_index_files_are_read_only_as_far_as_the_segment_allows() {
         file.set_len(1 << 40).expect("grow sparse");
     }
     run_on_executor(async move {
-        let (log, report) = PartitionLog::open(small_config(&reopen))
+        let (log, report) = PartitionLog::open(small_config_16k(&reopen))
             .await
             .expect("reopen");
         assert_eq!(report.log_end, Offset(40));
-        assert_eq!(read_all(&log).await.len(), 40);
+        assert_eq!(read_values(&log, 4096).await.len(), 40);
         for ext in ["index", "timeindex"] {
             let len = std::fs::metadata(reopen.join(segment_file_name(Offset::ZERO, ext)))
                 .expect("index file")
@@ -531,7 +532,9 @@ fn check_invariants_finds_each_broken_invariant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("p0");
     run_on_executor(async move {
-        let (log, _) = PartitionLog::open(small_config(&path)).await.expect("open");
+        let (log, _) = PartitionLog::open(small_config_16k(&path))
+            .await
+            .expect("open");
         log.set_leader_epoch(LeaderEpoch(3));
         for i in 0..80u64 {
             log.append_records(&[record(i, 300)]).await.expect("append");

@@ -1,12 +1,11 @@
 //! Helpers shared by the integration tests: a deterministic PRNG, content
-//! derived from seeds, and a whole-log scan through the public read path.
+//! derived from seeds, segment files (the whole-log scan through the public
+//! read path is `shards::testing::read_all`).
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use shards::batch::{decode_batch, BatchHeader, BatchIter, DecodedRecord};
-use shards::log::PartitionLog;
+use shards::batch::{BatchHeader, BatchIter};
 
 /// Lets the executor run an I/O cycle so the files of a closed log are
 /// really closed. glommio closes a dropped file only on its next I/O cycle
@@ -66,58 +65,6 @@ pub fn fill(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// Decodes concatenated whole batches, panicking on the first bad one.
-pub fn decode_all(bytes: &[u8]) -> Vec<(BatchHeader, Vec<DecodedRecord>)> {
-    let mut out = Vec::new();
-    for item in BatchIter::new(bytes) {
-        let (header, raw) = match item {
-            Ok(found) => found,
-            Err(err) => panic!("corrupt batch in a read slice: {err}"),
-        };
-        let (decoded_header, records) = match decode_batch(&Bytes::copy_from_slice(raw)) {
-            Ok(decoded) => decoded,
-            Err(err) => panic!("batch passed BatchIter but failed decode_batch: {err}"),
-        };
-        assert_eq!(header, decoded_header);
-        out.push((header, records));
-    }
-    out
-}
-
-/// Every committed batch from the log start, through `read`, `max_bytes`
-/// at a time. Panics on a corrupt batch or a read that makes no progress.
-pub async fn read_all(
-    log: &PartitionLog,
-    max_bytes: u64,
-) -> Vec<(BatchHeader, Vec<DecodedRecord>)> {
-    let mut out: Vec<(BatchHeader, Vec<DecodedRecord>)> = Vec::new();
-    let mut next = log.log_start_offset();
-    // Every read advances by at least one offset.
-    let reads_max = log.log_end_offset().0 - next.0 + 1;
-    for _ in 0..reads_max {
-        let slice = match log.read(next, max_bytes) {
-            Ok(Some(slice)) => slice,
-            Ok(None) => return out,
-            Err(err) => panic!("read at {next}: {err}"),
-        };
-        let bytes = match slice.read_bytes().await {
-            Ok(bytes) => bytes,
-            Err(err) => panic!("read bytes at {next}: {err}"),
-        };
-        assert_eq!(bytes.len() as u64, slice.len);
-        let batches = decode_all(&bytes);
-        assert!(!batches.is_empty(), "read at {next} returned no batch");
-        assert_eq!(batches[0].0.base_offset, slice.first_batch_offset);
-        for (header, records) in batches {
-            assert!(header.next_offset() > next, "read at {next} went backwards");
-            assert!(header.next_offset() <= slice.high_watermark);
-            next = header.next_offset();
-            out.push((header, records));
-        }
-    }
-    panic!("read_all made no progress at {next}");
 }
 
 /// `(base offset, path)` of every `*.log` segment in `dir`, in offset order.
