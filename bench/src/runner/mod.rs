@@ -1,233 +1,51 @@
-//! Runs the cases: sets up (or finds) the servers, runs every case against
-//! Sluice, JetStream and the echo ceiling as asked, measures the limits,
-//! and collects the report.
+//! Runs the cases: sets up (or finds) the servers (`env.rs`), runs every
+//! case against Sluice, JetStream and the echo ceiling as asked with the
+//! clients of each (`clients.rs`), measures the limits, and collects the
+//! report.
 //!
 //! A run (one case against one system) goes: create streams → start the
 //! consumers and wait until each is connected → fix the measured window
 //! (start, end of warm-up, end) → start the producers → join everyone →
 //! merge. Every client is a thread of its own with its own recorder.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use shards::types::{Offset, TimestampMs};
 use sluice::protocol::ack::{encode_ack, Ack, AckOutcome};
 
 use crate::cli::Args;
-use crate::consume::{run_catch_up, run_tail, ConsumeJob, ReadSlot, TailEnd};
-use crate::direct::{run_direct_producer, DirectJob};
-use crate::js::{self, JsConsumeJob, JsSlot, JsStream};
+use crate::consume::TailEnd;
+use crate::js::{self, JsStream};
 use crate::limits::{self, EchoResponder};
-use crate::nats_pub::{run_producer, Delivered, Flavor, PublishJob};
-use crate::plan::{assign, readers_of, share, Amount, Case, Slot, System, Workload};
-use crate::procs::{self, NatsServer, NodeOptions};
+use crate::nats_pub::Flavor;
+use crate::plan::{Amount, Case, Slot, System, Workload};
 use crate::progress::{Progress, ProgressPlan};
 use crate::recorder::{interrupted, Live, Recorder, Ticket};
 use crate::report::{
-    CaseReport, Machine, MachineLimits, Report, RunOutcome, RunReport, ServerCounters,
-    SettingsReport, Setup,
+    CaseReport, Machine, MachineLimits, Report, RunOutcome, RunReport, SettingsReport, Setup,
 };
 use crate::sluice_side::{partition_subject, per_slot, probe_subscriptions, SluiceStreams};
 use crate::units::format_bytes;
-use sluice_testkit::SluiceNode;
+
+mod clients;
+mod env;
+
+pub use env::{Env, OTHER};
+
+use clients::{
+    js_consumers, js_prefill, js_subject, nats_producers, sluice_consumers, sluice_producers,
+    Shared,
+};
+use env::{counters_between, cpu_percent, filesystem_of};
 
 /// Longest the consumers of a run may take to connect.
 const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of the sequential-read limit file.
 const READ_LIMIT_FILE_BYTES: u64 = 512 << 20;
-
-/// The servers the bench talks to, and what it started itself.
-///
-/// Fields drop in order: the node, then nats-server, then the temporary
-/// directory they lived in.
-pub struct Env {
-    pub run_id: String,
-    pub work_dir: PathBuf,
-    pub node: Option<SluiceNode>,
-    pub nats: Option<NatsServer>,
-    pub nats_url: Option<String>,
-    pub servers: Vec<String>,
-    pub jetstream: bool,
-    _temp: Option<tempfile::TempDir>,
-}
-
-impl Env {
-    pub fn setup(args: &Args) -> Result<Env> {
-        let (work_dir, temp) = match &args.work_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("create {}", dir.display()))?;
-                (dir.clone(), None)
-            }
-            None => {
-                let temp = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
-                let path = temp.path().to_path_buf();
-                if args.keep {
-                    (temp.keep(), None)
-                } else {
-                    (path, Some(temp))
-                }
-            }
-        };
-        let run_id = run_id();
-        let start_node = args.server.is_empty();
-        let mut nats = None;
-        let nats_url = match &args.nats_url {
-            Some(url) => Some(url.clone()),
-            None if start_node || args.compare_jetstream() => {
-                let server = NatsServer::start(
-                    &args.nats_bin,
-                    &work_dir.join("nats"),
-                    args.compare_jetstream(),
-                )?;
-                let url = server.url.clone();
-                nats = Some(server);
-                Some(url)
-            }
-            None => None,
-        };
-        let mut node = None;
-        let servers = if start_node {
-            let options = NodeOptions {
-                bin: procs::find_sluice(args.sluice_bin.as_deref())?,
-                nats_url: nats_url
-                    .clone()
-                    .expect("a NATS server is started with the node"),
-                cores: args.cores.clone(),
-                sync: args.sync.clone(),
-                spin_us: args.spin_us,
-            };
-            let started = procs::start_node(&options, &work_dir.join("sluice"))?;
-            let servers = vec![started.listen.to_string()];
-            node = Some(started);
-            servers
-        } else {
-            args.server.clone()
-        };
-        Ok(Env {
-            run_id,
-            work_dir,
-            _temp: temp,
-            nats,
-            nats_url,
-            node,
-            servers,
-            jetstream: args.compare_jetstream(),
-        })
-    }
-
-    fn nats_url(&self) -> Result<&str> {
-        self.nats_url
-            .as_deref()
-            .ok_or_else(|| anyhow!("this workload needs NATS: pass --nats-url"))
-    }
-
-    /// Fails if a server the bench started has died.
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(nats) = &mut self.nats {
-            nats.check_alive()?;
-        }
-        if let Some(node) = &mut self.node {
-            node.check_alive()?;
-        }
-        Ok(())
-    }
-
-    /// Stops what the bench started: the node first (it finishes its
-    /// appends and publishes its last acks), then nats-server.
-    pub fn teardown(mut self) -> Result<()> {
-        let stopped = match &mut self.node {
-            Some(node) => node.stop(),
-            None => Ok(()),
-        };
-        if let Some(nats) = &mut self.nats {
-            nats.stop();
-        }
-        stopped
-    }
-
-    fn cpu_snapshot(&self) -> BTreeMap<String, Duration> {
-        let mut cpu = BTreeMap::new();
-        if let Some(time) = self.node.as_ref().and_then(|n| procs::cpu_time(n.pid())) {
-            cpu.insert("sluice".to_string(), time);
-        }
-        if let Some(time) = self.nats.as_ref().and_then(|n| procs::cpu_time(n.pid())) {
-            cpu.insert("nats-server".to_string(), time);
-        }
-        if let Some(time) = procs::cpu_time(None) {
-            cpu.insert("sluice-bench".to_string(), time);
-        }
-        if let Some(time) = procs::machine_busy_time() {
-            cpu.insert(MACHINE.to_string(), time);
-        }
-        cpu
-    }
-
-    fn server_counters(&self) -> Option<BTreeMap<String, f64>> {
-        let text = procs::admin_get(self.node.as_ref()?, "/metrics").ok()?;
-        Some(parse_metrics(&text))
-    }
-}
-
-/// Sums every sample of each metric over its labels.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    let mut sums = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name_labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let name = name_labels.split('{').next().unwrap_or(name_labels);
-        if name.ends_with("_bucket") {
-            continue;
-        }
-        if let Ok(value) = value.parse::<f64>() {
-            *sums.entry(name.to_string()).or_insert(0.0) += value;
-        }
-    }
-    sums
-}
-
-fn counters_between(
-    before: &BTreeMap<String, f64>,
-    after: &BTreeMap<String, f64>,
-) -> ServerCounters {
-    let delta = |name: &str| {
-        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0))
-            .max(0.0)
-    };
-    let fsyncs = delta("sluice_fsync_seconds_count");
-    let records = delta("sluice_append_records_total");
-    ServerCounters {
-        appends: delta("sluice_appends_total") as u64,
-        append_records: records as u64,
-        append_bytes: delta("sluice_append_bytes_total") as u64,
-        fsyncs: fsyncs as u64,
-        fsync_mean_us: if fsyncs > 0.0 {
-            delta("sluice_fsync_seconds_sum") / fsyncs * 1e6
-        } else {
-            0.0
-        },
-        records_per_fsync: if fsyncs > 0.0 { records / fsyncs } else { 0.0 },
-        fetches: delta("sluice_fetches_total") as u64,
-        fetch_bytes: delta("sluice_fetch_bytes_total") as u64,
-        sendfile_bytes: delta("sluice_fetch_sendfile_bytes_total") as u64,
-        copied_bytes: delta("sluice_fetch_copied_bytes_total") as u64,
-    }
-}
-
-/// A short id that keeps this run's streams and subjects apart from any
-/// other run's on shared servers.
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:04x}", std::process::id() % 0xfff, nanos % 0xffff)
-}
 
 /// The measured window of a run.
 #[derive(Clone, Copy, Debug)]
@@ -655,372 +473,6 @@ fn run_clients(
     Ok((recorders, failures))
 }
 
-/// Key of the machine's total busy time in CPU snapshots.
-const MACHINE: &str = "machine";
-/// Key of the CPU used by processes other than the bench and the servers it
-/// started (other work on the machine skews the run).
-pub const OTHER: &str = "other processes";
-
-/// Shortest run whose CPU use is reported: the kernel counts CPU time in
-/// clock ticks (10 ms), too coarse for less.
-const CPU_REPORT_WALL_MIN: Duration = Duration::from_secs(1);
-
-/// CPU each process used between two snapshots, percent of one CPU.
-fn cpu_percent(
-    before: &BTreeMap<String, Duration>,
-    after: &BTreeMap<String, Duration>,
-    wall: Duration,
-) -> BTreeMap<String, f64> {
-    if wall < CPU_REPORT_WALL_MIN {
-        return BTreeMap::new();
-    }
-    let mut percent: BTreeMap<String, f64> = after
-        .iter()
-        .filter_map(|(name, after)| {
-            let used = after.saturating_sub(*before.get(name)?);
-            Some((
-                name.clone(),
-                used.as_secs_f64() / wall.as_secs_f64() * 100.0,
-            ))
-        })
-        .collect();
-    if let Some(machine) = percent.remove(MACHINE) {
-        let ours: f64 = percent.values().sum();
-        percent.insert(OTHER.to_string(), (machine - ours).max(0.0));
-    }
-    percent
-}
-
-/// What the runs of a case share, whatever the system: the slots (stream,
-/// partition), the producers' count of delivered messages per slot, and
-/// what tail readers wait for.
-struct Shared {
-    slots: Vec<Slot>,
-    delivered: Arc<Delivered>,
-    tail_end: Option<Arc<TailEnd>>,
-}
-
-impl Shared {
-    fn new(case: &Case) -> Shared {
-        let slots = case.targets();
-        let delivered = Arc::new(Delivered::new(slots.len()));
-        let tail_end = (case.has_consumers() && !case.catch_up()).then(|| {
-            Arc::new(TailEnd {
-                producers_done: Default::default(),
-                delivered: delivered.clone(),
-                drain: case.settings.timeout,
-            })
-        });
-        Shared {
-            slots,
-            delivered,
-            tail_end,
-        }
-    }
-
-    /// For runs without consumers whatever the workload (the echo ceiling).
-    fn producers_only(case: &Case) -> Shared {
-        Shared {
-            tail_end: None,
-            ..Shared::new(case)
-        }
-    }
-
-    fn index(&self, slot: &Slot) -> usize {
-        self.slots
-            .iter()
-            .position(|x| x == slot)
-            .expect("an assigned slot is one of the case's")
-    }
-
-    /// No clients yet; the main row and the expected count set.
-    fn clients<'s>(&self, case: &Case) -> Clients<'s> {
-        let expected = match (case.settings.amount, case.has_consumers()) {
-            (Amount::Messages(n), false) => Some(n),
-            _ => None,
-        };
-        Clients {
-            consumers: Vec::new(),
-            producers: Vec::new(),
-            producers_done: self.tail_end.clone(),
-            main_role: if case.has_consumers() {
-                "consumer"
-            } else {
-                "producer"
-            },
-            expected,
-        }
-    }
-
-    /// What count-bound catch-up readers must read: each slot's `totals`
-    /// once per reader of the slot.
-    fn expected_catch_up(&self, case: &Case, totals: &[u64]) -> Option<u64> {
-        let count_bound = matches!(case.settings.amount, Amount::Messages(_));
-        (case.catch_up() && count_bound).then(|| {
-            (0..self.slots.len())
-                .map(|i| totals[i] * readers_of(&self.slots, i, case.settings.consumers) as u64)
-                .sum()
-        })
-    }
-
-    /// Tail readers expected what the producers delivered.
-    fn finish(&self, case: &Case, mut outcome: RunOutcome) -> RunOutcome {
-        if self.tail_end.is_some() {
-            let consumers = case.settings.consumers;
-            outcome.expected_messages =
-                Some(expected_tail(&self.slots, consumers, &self.delivered));
-        }
-        outcome
-    }
-}
-
-/// Producer `p`'s measured messages and rate.
-fn producer_share(case: &Case, p: usize) -> (Option<u64>, Option<f64>) {
-    let s = &case.settings;
-    let quota = match s.amount {
-        Amount::Messages(n) => Some(share(n, s.producers, p)),
-        Amount::Duration(_) => None,
-    };
-    (quota, s.rate.map(|r| r / s.producers as f64))
-}
-
-/// Sluice consumers over TCP: catch-up from 0 to the pre-filled high
-/// watermark, or tail reads from the high watermark.
-fn sluice_consumers<'s>(
-    case: &Case,
-    shared: &Shared,
-    streams: &SluiceStreams,
-    marks: &[u64],
-) -> Vec<ConsumerFn<'s>> {
-    let s = &case.settings;
-    (0..s.consumers)
-        .map(|c| {
-            let slots = assign(&shared.slots, c, s.consumers)
-                .iter()
-                .map(|slot| {
-                    let i = shared.index(slot);
-                    ReadSlot {
-                        stream: streams.names[slot.stream].clone(),
-                        partition: slot.partition as i32,
-                        addr: streams.addr(*slot),
-                        slot: i,
-                        from: if case.catch_up() { 0 } else { marks[i] },
-                        to: marks[i],
-                    }
-                })
-                .collect();
-            let job = ConsumeJob {
-                slots,
-                size: case.size,
-                fetch_bytes: u32::try_from(s.fetch_bytes).unwrap_or(u32::MAX),
-                fetch_wait_ms: s.fetch_wait_ms,
-                budget: budget(case),
-                timeout: s.timeout,
-            };
-            let consumer: ConsumerFn<'s> = match shared.tail_end.clone() {
-                None => Box::new(move |ticket| run_catch_up(job, ticket)),
-                Some(end) => Box::new(move |ticket| run_tail(job, ticket, end)),
-            };
-            consumer
-        })
-        .collect()
-}
-
-/// Sluice producers: direct (TCP Publish) or through NATS.
-fn sluice_producers<'s>(
-    case: &Case,
-    shared: &Shared,
-    streams: &SluiceStreams,
-    nats_url: Option<String>,
-) -> Result<Vec<ProducerFn<'s>>> {
-    if !case.direct_producers() {
-        let url = nats_url.ok_or_else(|| anyhow!("NATS workloads need --nats-url"))?;
-        let subject = |slot: &Slot| streams.subject(*slot);
-        let window = case.settings.window;
-        return Ok(nats_producers(
-            case,
-            shared,
-            Flavor::Sluice,
-            &url,
-            window,
-            subject,
-        ));
-    }
-    let s = &case.settings;
-    let producers = (0..s.producers)
-        .map(|p| {
-            let slots = assign(&shared.slots, p, s.producers)
-                .iter()
-                .map(|slot| streams.direct_slot(*slot, shared.index(slot)))
-                .collect();
-            let (quota, rate) = producer_share(case, p);
-            let (size, batch_records, pipeline) = (case.size, case.batch_records(), s.pipeline);
-            let (timeout, timestamps) = (s.timeout, case.timestamps_in_payload());
-            let delivered = shared.delivered.clone();
-            let producer: ProducerFn<'s> = Box::new(move |recorder, timing: Timing| {
-                let job = DirectJob {
-                    slots,
-                    size,
-                    batch_records,
-                    pipeline,
-                    start: timing.start,
-                    quota,
-                    end: timing.end,
-                    rate,
-                    timeout,
-                    timestamps,
-                };
-                run_direct_producer(job, recorder, delivered)
-            });
-            producer
-        })
-        .collect();
-    Ok(producers)
-}
-
-/// NATS producers of `flavor`, each publishing round-robin to its slots'
-/// subjects.
-fn nats_producers<'s>(
-    case: &Case,
-    shared: &Shared,
-    flavor: Flavor,
-    url: &str,
-    window: usize,
-    subject: impl Fn(&Slot) -> String,
-) -> Vec<ProducerFn<'s>> {
-    let producers = case.settings.producers;
-    (0..producers)
-        .map(|p| {
-            let subjects = assign(&shared.slots, p, producers)
-                .iter()
-                .map(|slot| (async_nats::Subject::from(subject(slot)), shared.index(slot)))
-                .collect();
-            let (quota, rate) = producer_share(case, p);
-            let job = PublishJob {
-                flavor,
-                nats_url: url.to_string(),
-                subjects,
-                size: case.size,
-                window,
-                start: Instant::now(),
-                quota,
-                end: None,
-                rate,
-                timeout: case.settings.timeout,
-                timestamps: case.timestamps_in_payload(),
-            };
-            let delivered = shared.delivered.clone();
-            let producer: ProducerFn<'s> = Box::new(move |recorder, timing: Timing| {
-                let job = PublishJob {
-                    start: timing.start,
-                    end: timing.end,
-                    ..job
-                };
-                run_producer(job, recorder, delivered)
-            });
-            producer
-        })
-        .collect()
-}
-
-/// The subject of a slot in JetStream.
-fn js_subject(js_streams: &[JsStream], slot: &Slot) -> String {
-    partition_subject(&js_streams[slot.stream].subject, slot.partition)
-}
-
-/// Pre-fills the JetStream streams slot by slot and checks they hold it all.
-async fn js_prefill(
-    case: &Case,
-    context: &async_nats::jetstream::Context,
-    js_streams: &[JsStream],
-    slots: &[Slot],
-    counts: &[u64],
-) -> Result<()> {
-    for (slot, count) in slots.iter().zip(counts) {
-        let name = &js_streams[slot.stream].name;
-        js::prefill(
-            context,
-            name,
-            &js_subject(js_streams, slot),
-            *count,
-            case.size,
-        )
-        .await?;
-    }
-    for (k, stream) in js_streams.iter().enumerate() {
-        let want: u64 = slots
-            .iter()
-            .zip(counts)
-            .filter(|(slot, _)| slot.stream == k)
-            .map(|(_, c)| c)
-            .sum();
-        let held = js::stored(context, &stream.name).await?;
-        if held < want {
-            bail!(
-                "JetStream stream {} holds {held} of {want} pre-filled messages",
-                stream.name
-            );
-        }
-    }
-    Ok(())
-}
-
-/// JetStream pull consumers, one filter subject per slot.
-fn js_consumers<'s>(
-    case: &Case,
-    shared: &Shared,
-    url: &str,
-    js_streams: &[JsStream],
-    counts: &[u64],
-) -> Vec<ConsumerFn<'s>> {
-    let s = &case.settings;
-    (0..s.consumers)
-        .map(|c| {
-            let slots = assign(&shared.slots, c, s.consumers)
-                .iter()
-                .map(|slot| {
-                    let i = shared.index(slot);
-                    JsSlot {
-                        stream: js_streams[slot.stream].name.clone(),
-                        subject: js_subject(js_streams, slot),
-                        slot: i,
-                        total: counts[i],
-                    }
-                })
-                .collect();
-            let job = JsConsumeJob {
-                nats_url: url.to_string(),
-                slots,
-                size: case.size,
-                fetch_bytes: s.fetch_bytes,
-                budget: budget(case),
-                timeout: s.timeout,
-            };
-            let consumer: ConsumerFn<'s> = match shared.tail_end.clone() {
-                None => Box::new(move |ticket| js::run_catch_up(job, ticket)),
-                Some(end) => Box::new(move |ticket| js::run_tail(job, ticket, end)),
-            };
-            consumer
-        })
-        .collect()
-}
-
-/// The measured time of a catch-up read (it starts over until then).
-fn budget(case: &Case) -> Option<Duration> {
-    match case.settings.amount {
-        Amount::Duration(d) if case.catch_up() => Some(d),
-        _ => None,
-    }
-}
-
-/// What the tail readers should have received: each slot's delivered
-/// messages once per reader of the slot.
-fn expected_tail(slots: &[Slot], consumers: usize, delivered: &Delivered) -> u64 {
-    (0..slots.len())
-        .map(|i| delivered.get(i) * readers_of(slots, i, consumers) as u64)
-        .sum()
-}
-
 /// The disk-write limit's pattern for a case with direct producers: (batch
 /// bytes, batches in flight) — as many as the producers have in flight.
 ///
@@ -1068,27 +520,6 @@ fn ack_sized_answer(case: &Case) -> Bytes {
     Bytes::from(encode_ack(&ack).unwrap_or_else(|_| vec![0u8; 120]))
 }
 
-/// "ext4 on /dev/vda" for the mount holding `path`.
-fn filesystem_of(path: &Path) -> String {
-    let Ok(path) = path.canonicalize() else {
-        return String::new();
-    };
-    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
-        return String::new();
-    };
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (device, mount, fs) = (fields.first()?, fields.get(1)?, fields.get(2)?);
-            path.starts_with(mount)
-                .then(|| (mount.len(), format!("{fs} on {device} ({mount})")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, description)| description)
-        .unwrap_or_default()
-}
-
 /// Assembles the final report.
 pub fn assemble(
     args: &Args,
@@ -1128,15 +559,6 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_are_summed_over_shards() {
-        let text = "# HELP x\nsluice_appends_total{shard=\"0\"} 3\nsluice_appends_total{shard=\"1\"} 4\nsluice_fsync_seconds_bucket{shard=\"0\",le=\"0.001\"} 9\nsluice_fsync_seconds_count{shard=\"0\"} 2\n";
-        let sums = parse_metrics(text);
-        assert_eq!(sums["sluice_appends_total"], 7.0);
-        assert_eq!(sums["sluice_fsync_seconds_count"], 2.0);
-        assert!(!sums.contains_key("sluice_fsync_seconds_bucket"));
-    }
 
     #[test]
     fn disk_pattern_follows_the_direct_batches() {
