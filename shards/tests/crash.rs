@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shards::batch::{DecodedRecord, Header, Record};
-use shards::log::{LogConfig, PartitionLog, SyncPolicy};
+use shards::log::{LogConfig, PartitionLog};
 use shards::testing::run_on_executor;
 use shards::types::TimestampMs;
 
-use common::{fill, mix, release_closed_files, Rng};
+use common::{fill, mix, release_closed_files, synced_config, Rng};
 use shards::testing::read_all;
 
 const CHILD_DIR_ENV: &str = "SLUICE_CRASH_DIR";
@@ -46,9 +46,6 @@ const CYCLES_DEFAULT: u64 = 50;
 const SEED_DEFAULT: u64 = 0x5EED_C0DE;
 /// Small segments so that kills land during rolls too.
 const SEGMENT_BYTES: u64 = 64 << 10;
-/// A small preallocation step, so that kills land while the active
-/// segment's preallocation is being extended too (every few appends).
-const PREALLOCATE_STEP_BYTES: u64 = 4 << 10;
 const INDEX_INTERVAL_BYTES: u64 = 1024;
 /// Concurrent appending tasks in the child.
 const WRITER_TASKS: u64 = 4;
@@ -128,12 +125,7 @@ fn batch_ids(cycle: u64, task: u64, seq: u64) -> Vec<RecordId> {
 }
 
 fn log_config(dir: &Path) -> LogConfig {
-    let mut config = LogConfig::new(dir);
-    config.segment_bytes = SEGMENT_BYTES;
-    config.preallocate_step_bytes = PREALLOCATE_STEP_BYTES;
-    config.index_interval_bytes = INDEX_INTERVAL_BYTES;
-    config.sync = SyncPolicy::EveryBatch;
-    config
+    synced_config(dir, SEGMENT_BYTES, INDEX_INTERVAL_BYTES)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

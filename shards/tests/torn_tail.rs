@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use shards::batch::{Header, Record};
 use shards::epoch_cache::LEADER_EPOCH_FILE;
-use shards::log::{LogConfig, PartitionLog, RecoveryReport, SyncPolicy, CLEAN_SHUTDOWN_FILE};
+use shards::log::{LogConfig, PartitionLog, RecoveryReport, CLEAN_SHUTDOWN_FILE};
 use shards::testing::run_on_executor;
 use shards::types::{Offset, TimestampMs};
 
-use common::{batch_layout, fill, release_closed_files, segment_files, Rng};
+use common::{
+    batch_layout, fill, release_closed_files, segment_files, synced_config, Rng,
+    PREALLOCATE_STEP_BYTES,
+};
 use shards::testing::read_all;
 
 const TS_BASE: i64 = 1_700_000_000_000;
@@ -47,20 +50,6 @@ fn batches() -> Vec<Vec<Record>> {
         .collect()
 }
 
-/// Preallocation step of every fixture: small, so the active segment is
-/// extended many times while the fixture is written and the damaged tails
-/// sit at, before and after step boundaries.
-const PREALLOCATE_STEP_BYTES: u64 = 4096;
-
-fn config(dir: &Path, segment_bytes: u64, index_interval_bytes: u64) -> LogConfig {
-    let mut config = LogConfig::new(dir);
-    config.segment_bytes = segment_bytes;
-    config.index_interval_bytes = index_interval_bytes;
-    config.preallocate_step_bytes = PREALLOCATE_STEP_BYTES;
-    config.sync = SyncPolicy::EveryBatch;
-    config
-}
-
 /// How the damaged log was left before its reopen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shutdown {
@@ -86,7 +75,7 @@ impl Fixture {
     fn new(segment_bytes: u64, index_interval_bytes: u64) -> Fixture {
         let root = tempfile::tempdir().expect("tempdir");
         let pristine = root.path().join("pristine");
-        let log_config = config(&pristine, segment_bytes, index_interval_bytes);
+        let log_config = synced_config(&pristine, segment_bytes, index_interval_bytes);
         run_on_executor(async move {
             let (log, _) = PartitionLog::open(log_config).await.expect("open");
             for batch in batches() {
@@ -124,7 +113,7 @@ impl Fixture {
     }
 
     fn config(&self, dir: &Path) -> LogConfig {
-        config(dir, self.segment_bytes, self.index_interval_bytes)
+        synced_config(dir, self.segment_bytes, self.index_interval_bytes)
     }
 }
 

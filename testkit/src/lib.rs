@@ -31,6 +31,28 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of a log quoted when its process fails.
 pub const LOG_TAIL_LINES: usize = 60;
 
+/// Makes a harness's own node type (a [`SluiceNode`] in field `$field`,
+/// plus its temporary directory, id or defaults) dereference to the node,
+/// so that everything a `SluiceNode` does is at hand on it.
+#[macro_export]
+macro_rules! deref_to_node {
+    ($type:ty, $field:ident) => {
+        impl ::std::ops::Deref for $type {
+            type Target = $crate::SluiceNode;
+
+            fn deref(&self) -> &$crate::SluiceNode {
+                &self.$field
+            }
+        }
+
+        impl ::std::ops::DerefMut for $type {
+            fn deref_mut(&mut self) -> &mut $crate::SluiceNode {
+                &mut self.$field
+            }
+        }
+    };
+}
+
 /// The last `lines` lines of a log file (empty if it cannot be read).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

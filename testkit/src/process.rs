@@ -302,3 +302,61 @@ pub fn send_signal(child: &Child, signal: libc::c_int) {
         libc::kill(pid, signal);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, r)| !r.starts_with('Z'))
+        })
+    }
+
+    fn sleeper(dir: &Path) -> Spec {
+        let mut spec = Spec::new("sleep", "sleep", dir.join("sleep.out"));
+        spec.arg("1000");
+        spec
+    }
+
+    #[test]
+    fn a_process_is_terminated_restarted_with_its_arguments_and_killed_on_drop() {
+        let dir = std::env::temp_dir().join(format!("testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut process = Process::start(sleeper(&dir)).unwrap();
+        let first = process.pid().unwrap();
+        process.pause();
+        process.resume();
+        process.check_alive().unwrap();
+        let (status, _) = process.terminate(STOP_TIMEOUT).expect("exits on SIGTERM");
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(!process.is_running());
+        assert!(process.stop().is_ok(), "stopping a stopped process");
+
+        process.respawn().unwrap();
+        let second = process.pid().unwrap();
+        assert_ne!(first, second);
+        assert!(process.respawn().is_err(), "already running");
+        drop(process);
+        assert!(!alive(second), "killed on drop");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_exit_is_reported_with_the_log() {
+        let dir = std::env::temp_dir().join(format!("testkit-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut spec = Spec::new("sh", "sh", dir.join("sh.out"));
+        spec.args(["-c", "echo last words; exit 3"]);
+        let mut process = Process::start(spec).unwrap();
+        let error = process
+            .wait_until("never", STOP_TIMEOUT, || false)
+            .expect_err("the process exits");
+        let text = format!("{error:#}");
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(text.contains("last words"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -3,7 +3,6 @@
 //! each with its own directory, killed on drop. Every wait is bounded.
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::{Deref, DerefMut};
 
 use sluice_testkit::{NatsOptions, Serve, SluiceNode};
 
@@ -141,16 +140,4 @@ impl Node {
     }
 }
 
-impl Deref for Node {
-    type Target = SluiceNode;
-
-    fn deref(&self) -> &SluiceNode {
-        &self.node
-    }
-}
-
-impl DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut SluiceNode {
-        &mut self.node
-    }
-}
+sluice_testkit::deref_to_node!(Node, node);

@@ -8,7 +8,6 @@ pub mod auth;
 pub mod limits;
 
 use std::net::SocketAddr;
-use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -169,19 +168,7 @@ impl Sluice {
     }
 }
 
-impl Deref for Sluice {
-    type Target = SluiceNode;
-
-    fn deref(&self) -> &SluiceNode {
-        &self.node
-    }
-}
-
-impl DerefMut for Sluice {
-    fn deref_mut(&mut self) -> &mut SluiceNode {
-        &mut self.node
-    }
-}
+sluice_testkit::deref_to_node!(Sluice, node);
 
 /// `sluice serve --node-id id` of a multi-node test, in `dir`: joining
 /// `join` (`None` bootstraps a cluster), declaring silent nodes dead after

@@ -5,7 +5,6 @@
 //! records and segment bytes).
 
 use std::net::SocketAddr;
-use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -109,19 +108,7 @@ impl ReplicaNode {
     }
 }
 
-impl Deref for ReplicaNode {
-    type Target = SluiceNode;
-
-    fn deref(&self) -> &SluiceNode {
-        &self.node
-    }
-}
-
-impl DerefMut for ReplicaNode {
-    fn deref_mut(&mut self) -> &mut SluiceNode {
-        &mut self.node
-    }
-}
+sluice_testkit::deref_to_node!(ReplicaNode, node);
 
 /// Three nodes: node 1 bootstraps, 2 and 3 join it.
 pub fn start_three(nats_url: &str, timing: Timing) -> Vec<ReplicaNode> {

@@ -6,6 +6,24 @@
 use std::path::{Path, PathBuf};
 
 use shards::batch::{BatchHeader, BatchIter};
+use shards::log::{LogConfig, SyncPolicy};
+
+/// Preallocation step of the crash and torn-tail logs: small, so the
+/// active segment is extended every few appends and kills and damaged
+/// tails land at, before and after step boundaries.
+pub const PREALLOCATE_STEP_BYTES: u64 = 4 << 10;
+
+/// A log that syncs every batch, with `segment_bytes` segments
+/// preallocated [`PREALLOCATE_STEP_BYTES`] at a time and an index entry
+/// every `index_interval_bytes` (the crash and torn-tail tests).
+pub fn synced_config(dir: &Path, segment_bytes: u64, index_interval_bytes: u64) -> LogConfig {
+    let mut config = LogConfig::new(dir);
+    config.segment_bytes = segment_bytes;
+    config.index_interval_bytes = index_interval_bytes;
+    config.preallocate_step_bytes = PREALLOCATE_STEP_BYTES;
+    config.sync = SyncPolicy::EveryBatch;
+    config
+}
 
 /// Lets the executor run an I/O cycle so the files of a closed log are
 /// really closed. glommio closes a dropped file only on its next I/O cycle
