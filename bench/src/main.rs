@@ -13,7 +13,8 @@
 //! - `recorder` — per-client hdrhistograms and timelines, merged by adding;
 //! - `limits` — disk, read, loopback and NATS-echo ceilings;
 //! - output: `report` (JSON model, tables), `chart` (HTML/SVG), `progress`;
-//! - `procs` — the nats-server and sluice processes the bench starts.
+//! - `procs` — the nats-server and sluice processes the bench starts
+//!   (spawned and stopped by `sluice-testkit`) and their CPU time.
 
 mod chart;
 mod cli;
