@@ -162,10 +162,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::batch::{decode_batch, BatchIter, Record};
+    use crate::batch::Record;
     use crate::error::LogError;
     use crate::log::{CommitMode, LogConfig};
-    use crate::testing::{read_records, run_on_executor, small_config};
+    use crate::testing::{decode_all, read_records, run_on_executor, small_config};
 
     /// Record `i`: timestamp `1_000 * i`, a 300-byte value, so about ten
     /// one-record batches fill a 4 KiB segment.
@@ -474,9 +474,7 @@ mod tests {
             let got = slice.read_bytes().await.expect("bytes after deletion");
             assert_eq!(got, expected);
             let mut offsets = Vec::new();
-            for item in BatchIter::new(&got) {
-                let (_, raw) = item.expect("valid batch");
-                let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
+            for (_, records) in decode_all(&got) {
                 offsets.extend(records.iter().map(|r| r.offset.0));
                 assert!(records.iter().all(|r| r.value == record(r.offset.0).value));
             }

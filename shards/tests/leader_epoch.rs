@@ -11,10 +11,10 @@ mod common;
 use std::path::Path;
 
 use bytes::Bytes;
-use shards::batch::{decode_batch, BatchIter, Record};
+use shards::batch::Record;
 use shards::epoch_cache::{follower_truncation_offset, Truncation};
 use shards::log::{CommitMode, LogConfig, PartitionLog};
-use shards::testing::run_on_executor;
+use shards::testing::{read_records, run_on_executor};
 use shards::types::{LeaderEpoch, Offset, TimestampMs};
 
 use common::release_closed_files;
@@ -116,21 +116,11 @@ async fn truncate_on_return(follower: &PartitionLog, leader: &PartitionLog, meth
 /// Every record value, committed or not, in offset order.
 async fn values(log: &PartitionLog) -> Vec<String> {
     log.advance_high_watermark(log.log_end_offset());
-    let mut out = Vec::new();
-    let mut next = log.log_start_offset();
-    while let Some(slice) = log.read(next, 1 << 20).expect("read") {
-        let bytes = slice.read_bytes().await.expect("read bytes");
-        for item in BatchIter::new(&bytes) {
-            let (header, raw) = item.expect("valid batch");
-            let (_, records) = decode_batch(&Bytes::copy_from_slice(raw)).expect("decode");
-            for record in records {
-                let value = record.value.unwrap_or_default();
-                out.push(String::from_utf8_lossy(&value).into_owned());
-            }
-            next = header.next_offset();
-        }
-    }
-    out
+    read_records(log, 1 << 20)
+        .await
+        .into_iter()
+        .map(|record| String::from_utf8_lossy(&record.value.unwrap_or_default()).into_owned())
+        .collect()
 }
 
 /// KIP-101 scenario 1. A leads epoch 0 with m1, m2, both on B; A's high
