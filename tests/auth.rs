@@ -117,15 +117,7 @@ fn authentication_and_acls_end_to_end() {
 
     // Any request before Authenticate: AuthRequired, connection closed.
     let mut socket = raw_socket(&node);
-    let metadata_body = {
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let root = sluice::protocol::generated::protocol::MetadataRequest::create(
-            &mut fbb,
-            &Default::default(),
-        );
-        fbb.finish(root, None);
-        fbb.finished_data().to_vec()
-    };
+    let metadata_body = sluice::protocol::metadata::MetadataRequest::default().encode();
     let answer = raw_request(
         &mut socket,
         FrameKind::MetadataRequest.code(),

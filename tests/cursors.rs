@@ -18,8 +18,9 @@ use sluice::cursor::CURSOR_ID_BYTES_MAX;
 use sluice::model::CURSORS_STREAM;
 use sluice::process::die_with_parent;
 use sluice::protocol::error_code::ErrorCode;
+use sluice::protocol::error_response::ErrorResponse;
 use sluice::protocol::frame::{encode_frame, FrameKind};
-use sluice::protocol::generated::protocol as fb;
+use sluice::protocol::set_cursor::SetCursorRequest;
 
 /// Longest a test waits for a condition it polls.
 const WAIT: Duration = Duration::from_secs(30);
@@ -171,20 +172,14 @@ fn cursor_requests_are_validated() {
     );
 
     // A negative offset cannot be sent through the typed client.
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let cursor_id = Some(fbb.create_string("c"));
-    let stream = Some(fbb.create_string("orders"));
-    let root = fb::SetCursorRequest::create(
-        &mut fbb,
-        &fb::SetCursorRequestArgs {
-            cursor_id,
-            stream,
-            partition: 0,
-            offset: -5,
-        },
-    );
-    fbb.finish_minimal(root);
-    let (code, message) = raw_request(&node, FrameKind::SetCursorRequest, fbb.finished_data());
+    let body = SetCursorRequest {
+        cursor_id: "c",
+        stream: "orders",
+        partition: 0,
+        offset: Offset::ZERO,
+    }
+    .encode_with_wire_offset(-5);
+    let (code, message) = raw_request(&node, FrameKind::SetCursorRequest, &body);
     assert_eq!(code, ErrorCode::InvalidRequest.code(), "{message}");
     assert!(message.contains("negative"), "{message}");
 
@@ -217,8 +212,8 @@ fn raw_request(node: &Sluice, kind: FrameKind, body: &[u8]) -> (u16, String) {
     if header[4] != FrameKind::ErrorResponse.code() {
         return (0, String::new());
     }
-    let error = flatbuffers::root::<fb::ErrorResponse>(&answer).expect("error body");
-    (error.code(), error.message().unwrap_or_default().to_owned())
+    let error = ErrorResponse::decode(&answer).expect("error body");
+    (error.code.code(), error.message)
 }
 
 #[test]

@@ -29,7 +29,7 @@ use crate::wire::{Wire, WireReceiver, WireSender};
 #[derive(Clone, Debug)]
 pub struct ReadSlot {
     pub stream: String,
-    pub partition: i32,
+    pub partition: u32,
     pub addr: SocketAddr,
     /// Index into the case's slots.
     pub slot: usize,

@@ -26,7 +26,7 @@ use crate::wire::{Wire, WireReceiver, WireSender};
 #[derive(Clone, Debug)]
 pub struct DirectSlot {
     pub stream: String,
-    pub partition: i32,
+    pub partition: u32,
     pub addr: SocketAddr,
     /// Index into the case's slots (for [`Delivered`]).
     pub slot: usize,
@@ -261,7 +261,7 @@ fn read_answers(
         let done = Instant::now();
         gate.leave();
         match answer {
-            Ok((base, last)) if last - base + 1 == pending.records as i64 => {
+            Ok((base, last)) if last - base + 1 == pending.records => {
                 record_answer(recorder, &pending, done, size);
                 let measured =
                     measured_records(recorder, pending.first, pending.step, pending.records);

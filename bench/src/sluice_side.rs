@@ -136,7 +136,7 @@ impl SluiceStreams {
     pub fn direct_slot(&self, slot: Slot, index: usize) -> DirectSlot {
         DirectSlot {
             stream: self.names[slot.stream].clone(),
-            partition: slot.partition as i32,
+            partition: slot.partition as u32,
             addr: self.addr(slot),
             slot: index,
         }

@@ -6,11 +6,11 @@
 //! management, shard-aware routing); it decodes every fetched record into
 //! owned values and runs one request at a time, which would measure the
 //! client rather than the server. This module frames requests itself (with
-//! `sluice::protocol`'s header encoder and generated flatbuffers), allows
-//! several requests in flight on a connection, and leaves fetched bytes as
-//! they came (the caller walks and CRC-checks the batches). Every length the
-//! server sends is checked against the protocol limits before anything is
-//! allocated for it.
+//! `sluice::protocol`'s header encoder and its request encoders, writing
+//! into one reused flatbuffer builder), allows several requests in flight on
+//! a connection, and leaves fetched bytes as they came (the caller walks and
+//! CRC-checks the batches). Every length the server sends is checked against
+//! the protocol limits before anything is allocated for it.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,18 +18,17 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use flatbuffers::FlatBufferBuilder;
-use sluice::protocol::body::read_body;
+use shards::types::Offset;
 use sluice::protocol::error_response::ErrorResponse;
+use sluice::protocol::fetch::{FetchRequest, FetchResponse, FetchStart};
 use sluice::protocol::frame::{encode_frame_header, FrameKind};
-use sluice::protocol::generated::protocol as fb;
 use sluice::protocol::limits::{
     FETCH_BYTES_MAX, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_LENGTH_MIN,
 };
+use sluice::protocol::publish::{PublishRequest, PublishResponse, PUBLISH_OVERHEAD_BYTES};
 
 /// Read buffer of a connection; raw fetch bytes larger than this bypass it.
 const READ_BUFFER_BYTES: usize = 256 << 10;
-/// Flatbuffer bytes on top of a published batch (names, vtable, padding).
-const PUBLISH_OVERHEAD_BYTES: usize = 512;
 
 /// A server answer that is an `ErrorResponse` rather than the expected body.
 #[derive(Debug)]
@@ -130,26 +129,20 @@ impl WireSender {
 
     /// Sends a Publish of one encoded RecordBatch; returns its correlation
     /// id. The answer is read with [`WireReceiver::recv_publish`], in order.
-    pub fn send_publish(&mut self, stream: &str, partition: i32, batch: &[u8]) -> Result<u32> {
+    pub fn send_publish(&mut self, stream: &str, partition: u32, batch: &[u8]) -> Result<u32> {
         let needed = batch.len() + PUBLISH_OVERHEAD_BYTES;
         if needed > self.fbb_capacity {
             // Grow once to the batch size instead of doubling up to it.
             self.fbb = FlatBufferBuilder::with_capacity(needed);
             self.fbb_capacity = needed;
         }
-        self.fbb.reset();
-        let batch = self.fbb.create_vector(batch);
-        let stream = self.fbb.create_string(stream);
-        let root = fb::PublishRequest::create(
-            &mut self.fbb,
-            &fb::PublishRequestArgs {
-                stream: Some(stream),
-                partition,
-                ack_policy: None,
-                batch: Some(batch),
-            },
-        );
-        self.fbb.finish_minimal(root);
+        PublishRequest {
+            stream,
+            partition,
+            ack_policy: None,
+            batch: Some(batch),
+        }
+        .encode_into(&mut self.fbb);
         self.send_built(FrameKind::PublishRequest)
     }
 
@@ -157,27 +150,19 @@ impl WireSender {
     pub fn send_fetch(
         &mut self,
         stream: &str,
-        partition: i32,
+        partition: u32,
         offset: u64,
         max_bytes: u32,
         max_wait_ms: u32,
     ) -> Result<u32> {
-        self.fbb.reset();
-        let stream = self.fbb.create_string(stream);
-        let root = fb::FetchRequest::create(
-            &mut self.fbb,
-            &fb::FetchRequestArgs {
-                stream: Some(stream),
-                partition,
-                start_kind: fb::StartKind::Offset,
-                start_value: i64::try_from(offset).unwrap_or(i64::MAX),
-                max_bytes,
-                max_wait_ms,
-                replica_id: -1,
-                current_leader_epoch: -1,
-            },
-        );
-        self.fbb.finish_minimal(root);
+        FetchRequest::consumer(
+            stream,
+            partition,
+            FetchStart::Offset(Offset(offset)),
+            max_bytes,
+            max_wait_ms,
+        )
+        .encode_into(&mut self.fbb);
         self.send_built(FrameKind::FetchRequest)
     }
 }
@@ -185,13 +170,13 @@ impl WireSender {
 impl WireReceiver {
     /// Reads the answer to the publish with `correlation_id`: the offsets
     /// (base, last), or the server's refusal.
-    pub fn recv_publish(&mut self, correlation_id: u32) -> Result<Result<(i64, i64), Refused>> {
+    pub fn recv_publish(&mut self, correlation_id: u32) -> Result<Result<(u64, u64), Refused>> {
         match self.recv_answer(FrameKind::PublishRequest, correlation_id)? {
             Err(refused) => Ok(Err(refused)),
             Ok(()) => {
-                let response = read_body::<fb::PublishResponse>(&self.body)
+                let response = PublishResponse::decode(&self.body)
                     .map_err(|e| anyhow!("PublishResponse from {}: {e}", self.addr))?;
-                Ok(Ok((response.base_offset(), response.last_offset())))
+                Ok(Ok((response.base_offset.0, response.last_offset.0)))
             }
         }
     }
@@ -206,19 +191,20 @@ impl WireReceiver {
         if let Err(refused) = self.recv_answer(FrameKind::FetchRequest, correlation_id)? {
             return Ok(Err(refused));
         }
-        let response = read_body::<fb::FetchResponse>(&self.body)
+        let response = FetchResponse::decode(&self.body)
             .map_err(|e| anyhow!("FetchResponse from {}: {e}", self.addr))?;
-        let fetched = Fetched {
-            bytes: response.byte_count() as usize,
-            error_code: response.error_code(),
-        };
-        if response.byte_count() > FETCH_BYTES_MAX {
+        if response.byte_count > FETCH_BYTES_MAX {
             bail!(
                 "fetch from {} announces {} bytes, above the {FETCH_BYTES_MAX} limit",
                 self.addr,
-                response.byte_count()
+                response.byte_count
             );
         }
+        let fetched = Fetched {
+            // At most FETCH_BYTES_MAX (32 MiB), checked above.
+            bytes: response.byte_count as usize,
+            error_code: response.error.map_or(0, |code| code.code()),
+        };
         raw.resize(fetched.bytes, 0);
         self.reader
             .read_exact(&mut raw[..fetched.bytes])

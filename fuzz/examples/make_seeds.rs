@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use flatbuffers::FlatBufferBuilder;
 use shards::batch::{encode_batch, Header, Record};
 use shards::log::{LogConfig, PartitionLog, CLEAN_SHUTDOWN_FILE};
 use shards::types::{Offset, TimestampMs};
@@ -13,7 +12,9 @@ use sluice::protocol::envelope::{
     encode_envelope, AckPolicy, Envelope, Header as EnvelopeHeader, ENVELOPE_COOKIE,
 };
 use sluice::protocol::frame::{encode_frame, FrameKind};
-use sluice::protocol::generated::protocol as fb;
+use sluice::protocol::fetch::{FetchRequest, FetchStart};
+use sluice::protocol::metadata::MetadataRequest;
+use sluice::protocol::publish::PublishRequest;
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
@@ -50,45 +51,24 @@ fn batch(base: u64, records: &[Record]) -> Vec<u8> {
 
 fn frames(dir: &Path) {
     let mut stream = BytesMut::new();
-    let mut fbb = FlatBufferBuilder::new();
-    let name = fbb.create_string("orders");
-    let names = fbb.create_vector(&[name]);
-    let root = fb::MetadataRequest::create(&mut fbb, &fb::MetadataRequestArgs { streams: Some(names) });
-    fbb.finish_minimal(root);
-    encode_frame(FrameKind::MetadataRequest, 1, fbb.finished_data(), &mut stream).expect("frame");
+    let metadata = MetadataRequest {
+        streams: vec!["orders".into()],
+    }
+    .encode();
+    encode_frame(FrameKind::MetadataRequest, 1, &metadata, &mut stream).expect("frame");
 
     let payload = batch(0, &[record(0, Some("k"), "hello", 1), record(1, None, "world", 0)]);
-    let mut fbb = FlatBufferBuilder::new();
-    let data = fbb.create_vector(&payload[..]);
-    let stream_name = fbb.create_string("orders");
-    let root = fb::PublishRequest::create(
-        &mut fbb,
-        &fb::PublishRequestArgs {
-            stream: Some(stream_name),
-            partition: 0,
-            ack_policy: None,
-            batch: Some(data),
-        },
-    );
-    fbb.finish_minimal(root);
-    encode_frame(FrameKind::PublishRequest, 2, fbb.finished_data(), &mut stream).expect("frame");
+    let publish = PublishRequest {
+        stream: "orders",
+        partition: 0,
+        ack_policy: None,
+        batch: Some(&payload),
+    }
+    .encode();
+    encode_frame(FrameKind::PublishRequest, 2, &publish, &mut stream).expect("frame");
 
-    let mut fbb = FlatBufferBuilder::new();
-    let stream_name = fbb.create_string("orders");
-    let root = fb::FetchRequest::create(
-        &mut fbb,
-        &fb::FetchRequestArgs {
-            stream: Some(stream_name),
-            partition: 0,
-            start_kind: fb::StartKind::Earliest,
-            start_value: 0,
-            max_bytes: 1 << 20,
-            max_wait_ms: 100,
-            replica_id: -1,
-        },
-    );
-    fbb.finish_minimal(root);
-    encode_frame(FrameKind::FetchRequest, 3, fbb.finished_data(), &mut stream).expect("frame");
+    let fetch = FetchRequest::consumer("orders", 0, FetchStart::Earliest, 1 << 20, 100).encode();
+    encode_frame(FrameKind::FetchRequest, 3, &fetch, &mut stream).expect("frame");
 
     for (i, selector) in [3u8, 2, 6].into_iter().enumerate() {
         write(dir, &format!("stream-{i}"), &[&[selector][..], &stream[..]].concat());

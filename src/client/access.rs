@@ -7,17 +7,14 @@
 
 use std::fmt;
 
-use bytes::Bytes;
-use flatbuffers::FlatBufferBuilder;
-
 use super::connection::{Connection, Response};
 use super::{Client, ClientError};
 use crate::model::acl::AclRule;
-use crate::protocol::acl::{decode_acl_rule, encode_acl_rule};
-use crate::protocol::body::read_body;
+use crate::protocol::acl::{
+    AclChange, AclChangeRequest, AclChangeResponse, ListAclsRequest, ListAclsResponse,
+};
+use crate::protocol::authenticate::{AuthenticateRequest, AuthenticateResponse};
 use crate::protocol::frame::FrameKind;
-use crate::protocol::generated::protocol as fb;
-use crate::protocol::limits::PROTOCOL_VERSION;
 
 /// What a client authenticates with. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,47 +65,47 @@ impl Client {
     /// Adds `rule.operations` to the rule (principal, stream pattern),
     /// creating it. Needs `admin` on `*` or a superuser.
     pub fn grant_acl(&mut self, rule: &AclRule) -> Result<(), ClientError> {
-        let body = rule_request(rule, true);
-        self.call(
-            self.bootstrap,
-            FrameKind::GrantAclRequest,
-            &body,
-            |c, body| {
-                read_body::<fb::GrantAclResponse>(&body)
-                    .map(drop)
-                    .map_err(|e| ClientError::protocol(c.addr(), e.to_string()))
-            },
-        )
+        self.change_acl(AclChange::Grant, rule)
     }
 
     /// Removes `rule.operations` (every operation when empty) from the rule
     /// (principal, stream pattern). Needs `admin` on `*` or a superuser.
     pub fn revoke_acl(&mut self, rule: &AclRule) -> Result<(), ClientError> {
-        let body = rule_request(rule, false);
-        self.call(
-            self.bootstrap,
-            FrameKind::RevokeAclRequest,
-            &body,
-            |c, body| {
-                read_body::<fb::RevokeAclResponse>(&body)
-                    .map(drop)
-                    .map_err(|e| ClientError::protocol(c.addr(), e.to_string()))
-            },
-        )
+        self.change_acl(AclChange::Revoke, rule)
+    }
+
+    fn change_acl(&mut self, change: AclChange, rule: &AclRule) -> Result<(), ClientError> {
+        let body = AclChangeRequest {
+            change,
+            rule: rule.clone(),
+        }
+        .encode();
+        let kind = match change {
+            AclChange::Grant => FrameKind::GrantAclRequest,
+            AclChange::Revoke => FrameKind::RevokeAclRequest,
+        };
+        self.call(self.bootstrap, kind, &body, |c, body| {
+            AclChangeResponse::decode(change, &body)
+                .map(drop)
+                .map_err(|e| ClientError::protocol(c.addr(), e))
+        })
     }
 
     /// Every ACL rule, or those of `principal`.
     pub fn list_acls(&mut self, principal: Option<&str>) -> Result<Vec<AclRule>, ClientError> {
-        let mut fbb = FlatBufferBuilder::new();
-        let principal = principal.map(|p| fbb.create_string(p));
-        let root = fb::ListAclsRequest::create(&mut fbb, &fb::ListAclsRequestArgs { principal });
-        fbb.finish_minimal(root);
-        let body = fbb.finished_data().to_vec();
+        let body = ListAclsRequest {
+            principal: principal.map(str::to_owned),
+        }
+        .encode();
         self.call(
             self.bootstrap,
             FrameKind::ListAclsRequest,
             &body,
-            |c, body| decode_rules(&body).map_err(|e| ClientError::protocol(c.addr(), e)),
+            |c, body| {
+                ListAclsResponse::decode(&body)
+                    .map(|answer| answer.rules)
+                    .map_err(|e| ClientError::protocol(c.addr(), e))
+            },
         )
     }
 }
@@ -124,7 +121,8 @@ pub(super) fn authenticate_connection(
         &body,
         std::time::Duration::ZERO,
     )? {
-        Response::Body(body) => decode_principal(&body)
+        Response::Body(body) => AuthenticateResponse::decode(&body)
+            .map(|answer| answer.principal)
             .map_err(|reason| ClientError::protocol(connection.addr(), reason)),
         Response::Error(error) => Err(ClientError::Server {
             code: error.code,
@@ -135,64 +133,13 @@ pub(super) fn authenticate_connection(
 }
 
 fn authenticate_request(credentials: &Credentials) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::new();
-    let (token, username, password) = match credentials {
-        Credentials::Token(token) => (Some(fbb.create_string(token)), None, None),
-        Credentials::UserPassword { username, password } => (
-            None,
-            Some(fbb.create_string(username)),
-            Some(fbb.create_string(password)),
-        ),
-    };
-    let root = fb::AuthenticateRequest::create(
-        &mut fbb,
-        &fb::AuthenticateRequestArgs {
-            protocol_version: PROTOCOL_VERSION,
-            token,
-            username,
-            password,
-        },
-    );
-    fbb.finish(root, None);
-    fbb.finished_data().to_vec()
-}
-
-fn decode_principal(body: &Bytes) -> Result<String, String> {
-    let response = read_body::<fb::AuthenticateResponse>(body).map_err(|e| e.to_string())?;
-    Ok(response.principal().unwrap_or_default().to_owned())
-}
-
-fn rule_request(rule: &AclRule, grant: bool) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::new();
-    let encoded = encode_acl_rule(&mut fbb, rule);
-    if grant {
-        let root = fb::GrantAclRequest::create(
-            &mut fbb,
-            &fb::GrantAclRequestArgs {
-                rule: Some(encoded),
-            },
-        );
-        fbb.finish_minimal(root);
-    } else {
-        let root = fb::RevokeAclRequest::create(
-            &mut fbb,
-            &fb::RevokeAclRequestArgs {
-                rule: Some(encoded),
-            },
-        );
-        fbb.finish_minimal(root);
+    match credentials {
+        Credentials::Token(token) => AuthenticateRequest::token(token),
+        Credentials::UserPassword { username, password } => {
+            AuthenticateRequest::password(username, password)
+        }
     }
-    fbb.finished_data().to_vec()
-}
-
-fn decode_rules(body: &Bytes) -> Result<Vec<AclRule>, String> {
-    let response = read_body::<fb::ListAclsResponse>(body).map_err(|e| e.to_string())?;
-    response
-        .rules()
-        .into_iter()
-        .flatten()
-        .map(decode_acl_rule)
-        .collect()
+    .encode()
 }
 
 #[cfg(test)]
@@ -216,11 +163,14 @@ mod tests {
             username: "bob".into(),
             password: "pw".into(),
         });
-        let request = read_body::<fb::AuthenticateRequest>(&body).unwrap();
+        let request = AuthenticateRequest::decode(&body).unwrap();
         assert_eq!(
-            (request.token(), request.username(), request.password()),
+            (request.token, request.username, request.password),
             (None, Some("bob"), Some("pw"))
         );
-        assert_eq!(request.protocol_version(), PROTOCOL_VERSION);
+        assert_eq!(
+            request.protocol_version,
+            crate::protocol::limits::PROTOCOL_VERSION
+        );
     }
 }

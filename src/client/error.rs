@@ -101,10 +101,10 @@ impl ClientError {
         }
     }
 
-    pub(super) fn protocol(addr: SocketAddr, reason: impl Into<String>) -> Self {
+    pub(super) fn protocol(addr: SocketAddr, reason: impl ToString) -> Self {
         ClientError::Protocol {
             addr,
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }

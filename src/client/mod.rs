@@ -36,7 +36,6 @@ mod access;
 mod cluster;
 mod connection;
 mod error;
-pub(crate) mod requests;
 mod types;
 
 #[cfg(test)]
@@ -61,11 +60,19 @@ pub use self::types::{
 };
 use crate::cursor::{cursor_partition, CursorKey};
 use crate::model::{NodeId, CURSORS_STREAM};
+use crate::protocol::create_stream::CreateStreamRequest;
+use crate::protocol::delete_stream::{DeleteStreamRequest, DeleteStreamResponse};
 use crate::protocol::envelope::AckPolicy;
 use crate::protocol::error_code::ErrorCode;
+use crate::protocol::fetch::{FetchRequest, FetchResponse};
+use crate::protocol::fetch_cursor::{FetchCursorRequest, FetchCursorResponse};
 use crate::protocol::frame::FrameKind;
 use crate::protocol::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, PUBLISH_BATCH_BYTES_MAX};
-use crate::protocol::offset_for_leader_epoch::{self, EpochQuery};
+use crate::protocol::list_offsets::ListOffsetsRequest;
+use crate::protocol::metadata::MetadataRequest;
+use crate::protocol::offset_for_leader_epoch::{EpochAnswer, EpochQuery};
+use crate::protocol::publish::{PublishRequest, PublishResponse};
+use crate::protocol::set_cursor::{SetCursorRequest, SetCursorResponse};
 
 /// Default time to establish a TCP connection.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -146,13 +153,16 @@ impl Client {
     /// Describes the named streams (all when `streams` is empty); a name that
     /// does not exist comes back with `error = Some(StreamNotFound)`.
     pub fn metadata_for(&mut self, streams: &[&str]) -> Result<ClusterMetadata, ClientError> {
-        let body = requests::metadata_request(streams);
+        let body = MetadataRequest {
+            streams: streams.iter().map(|name| (*name).to_owned()).collect(),
+        }
+        .encode();
         let metadata = self.call(
             self.bootstrap,
             FrameKind::MetadataRequest,
             &body,
             |c, body| {
-                requests::decode_metadata(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+                ClusterMetadata::decode(&body).map_err(|e| ClientError::protocol(c.addr(), e))
             },
         )?;
         self.learn_routes(&metadata);
@@ -163,15 +173,15 @@ impl Client {
     /// succeeds with `created = false`; different settings fail with
     /// [`ErrorCode::StreamExists`].
     pub fn create_stream(&mut self, config: &StreamConfig) -> Result<CreatedStream, ClientError> {
-        let body = requests::create_stream_request(config);
+        let body = CreateStreamRequest {
+            config: config.clone(),
+        }
+        .encode();
         let created = self.call(
             self.bootstrap,
             FrameKind::CreateStreamRequest,
             &body,
-            |c, body| {
-                requests::decode_create_stream(&body)
-                    .map_err(|e| ClientError::protocol(c.addr(), e))
-            },
+            |c, body| CreatedStream::decode(&body).map_err(|e| ClientError::protocol(c.addr(), e)),
         )?;
         self.learn_stream_routes(&created.stream, &HashMap::new());
         Ok(created)
@@ -179,13 +189,14 @@ impl Client {
 
     /// Deletes a stream ([`ErrorCode::StreamNotFound`] if there is none).
     pub fn delete_stream(&mut self, name: &str) -> Result<(), ClientError> {
-        let body = requests::delete_stream_request(name);
+        let body = DeleteStreamRequest { name }.encode();
         self.call(
             self.bootstrap,
             FrameKind::DeleteStreamRequest,
             &body,
             |c, body| {
-                requests::decode_delete_stream(&body)
+                DeleteStreamResponse::decode(&body)
+                    .map(drop)
                     .map_err(|e| ClientError::protocol(c.addr(), e))
             },
         )?;
@@ -201,7 +212,13 @@ impl Client {
         partition: u32,
         query: OffsetQuery,
     ) -> Result<ListedOffset, ClientError> {
-        let body = requests::list_offsets_request(stream, wire_partition(partition)?, query);
+        wire_partition(partition)?;
+        let body = ListOffsetsRequest {
+            stream,
+            partition,
+            query,
+        }
+        .encode();
         let request = PartitionRequest {
             stream,
             partition,
@@ -210,7 +227,7 @@ impl Client {
             extra_wait: Duration::ZERO,
         };
         self.partition_call(&request, |c, body| {
-            requests::decode_list_offsets(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+            ListedOffset::decode(&body).map_err(|e| ClientError::protocol(c.addr(), e))
         })
     }
 
@@ -228,13 +245,14 @@ impl Client {
         current_leader_epoch: Option<u32>,
     ) -> Result<Option<(LeaderEpoch, Offset)>, ClientError> {
         wire_partition(partition)?;
-        let body = offset_for_leader_epoch::encode_request(&EpochQuery {
+        let body = EpochQuery {
             stream,
             partition,
             replica_id,
             leader_epoch,
             current_leader_epoch,
-        });
+        }
+        .encode();
         let request = PartitionRequest {
             stream,
             partition,
@@ -243,8 +261,8 @@ impl Client {
             extra_wait: Duration::ZERO,
         };
         self.partition_call(&request, |c, body| {
-            let answer = offset_for_leader_epoch::decode_response(&body)
-                .map_err(|e| ClientError::protocol(c.addr(), e.to_string()))?;
+            let answer =
+                EpochAnswer::decode(&body).map_err(|e| ClientError::protocol(c.addr(), e))?;
             match answer.error {
                 None => Ok(answer.end),
                 Some(code) => Err(ClientError::Server {
@@ -274,13 +292,15 @@ impl Client {
         let max_wait_ms = u32::try_from(duration_ms(max_wait))
             .unwrap_or(u32::MAX)
             .min(FETCH_WAIT_MS_MAX);
-        let body = requests::fetch_request(
+        wire_partition(partition)?;
+        let body = FetchRequest::consumer(
             stream,
-            wire_partition(partition)?,
+            partition,
             start,
             max_bytes.min(FETCH_BYTES_MAX),
             max_wait_ms,
-        );
+        )
+        .encode();
         let request = PartitionRequest {
             stream,
             partition,
@@ -293,10 +313,9 @@ impl Client {
             addr = connection.addr();
             read_fetch_answer(connection, &body)
         })?;
-        let watermark = |value: i64, what: &str| {
-            u64::try_from(value).map(Offset).map_err(|_| {
-                ClientError::protocol(addr, format!("fetch {what} {value} is negative"))
-            })
+        // A successful answer carries both watermarks.
+        let watermark = |value: Option<Offset>, what: &str| {
+            value.ok_or_else(|| ClientError::protocol(addr, format!("fetch {what} -1 is negative")))
         };
         let high_watermark = watermark(header.high_watermark, "high_watermark")?;
         let log_start = watermark(header.log_start_offset, "log_start_offset")?;
@@ -359,8 +378,14 @@ impl Client {
         check_publish(records)?;
         let mut batch = Vec::with_capacity(encoded_len(records));
         encode_batch(Offset(0), records, &mut batch);
-        let body =
-            requests::publish_request(stream, wire_partition(partition)?, ack_policy, &batch);
+        wire_partition(partition)?;
+        let body = PublishRequest {
+            stream,
+            partition,
+            ack_policy,
+            batch: Some(&batch),
+        }
+        .encode();
         drop(batch);
         let request = PartitionRequest {
             stream,
@@ -369,9 +394,10 @@ impl Client {
             body: &body,
             extra_wait: Duration::ZERO,
         };
-        let (base, last) = self.partition_call(&request, |c, body| {
-            requests::decode_publish(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+        let answer = self.partition_call(&request, |c, body| {
+            PublishResponse::decode(&body).map_err(|e| ClientError::protocol(c.addr(), e))
         })?;
+        let (base, last) = (answer.base_offset, answer.last_offset);
         let expected = base.plus(records.len() as u64 - 1);
         if last != expected {
             let addr = self.route(stream, partition);
@@ -402,11 +428,19 @@ impl Client {
         partition: u32,
         next: Offset,
     ) -> Result<(), ClientError> {
-        let body =
-            requests::set_cursor_request(cursor_id, stream, wire_partition(partition)?, next);
+        wire_partition(partition)?;
+        let body = SetCursorRequest {
+            cursor_id,
+            stream,
+            partition,
+            offset: next,
+        }
+        .encode();
         let key = cursor_key(cursor_id, stream, partition);
         self.cursor_call(&key, FrameKind::SetCursorRequest, &body, |c, body| {
-            requests::decode_set_cursor(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+            SetCursorResponse::decode(&body)
+                .map(drop)
+                .map_err(|e| ClientError::protocol(c.addr(), e))
         })
     }
 
@@ -420,10 +454,18 @@ impl Client {
         stream: &str,
         partition: u32,
     ) -> Result<Option<Offset>, ClientError> {
-        let body = requests::fetch_cursor_request(cursor_id, stream, wire_partition(partition)?);
+        wire_partition(partition)?;
+        let body = FetchCursorRequest {
+            cursor_id,
+            stream,
+            partition,
+        }
+        .encode();
         let key = cursor_key(cursor_id, stream, partition);
         self.cursor_call(&key, FrameKind::FetchCursorRequest, &body, |c, body| {
-            requests::decode_fetch_cursor(&body).map_err(|e| ClientError::protocol(c.addr(), e))
+            FetchCursorResponse::decode(&body)
+                .map(|answer| answer.offset)
+                .map_err(|e| ClientError::protocol(c.addr(), e))
         })
     }
 
@@ -691,9 +733,9 @@ fn check_publish(records: &[Record]) -> Result<(), ClientError> {
 fn read_fetch_answer(
     connection: &mut Connection,
     body: &[u8],
-) -> Result<(requests::FetchHeader, Bytes), ClientError> {
+) -> Result<(FetchResponse, Bytes), ClientError> {
     let addr = connection.addr();
-    let header = requests::decode_fetch_header(body).map_err(|e| ClientError::protocol(addr, e))?;
+    let header = FetchResponse::decode(body).map_err(|e| ClientError::protocol(addr, e))?;
     if header.byte_count > FETCH_BYTES_MAX {
         return Err(ClientError::protocol(
             addr,
@@ -703,7 +745,8 @@ fn read_fetch_answer(
             ),
         ));
     }
-    if let Some((code, message)) = &header.error {
+    if let Some(code) = header.error {
+        let message = &header.error_message;
         if header.byte_count != 0 {
             return Err(ClientError::protocol(
                 addr,
@@ -712,17 +755,15 @@ fn read_fetch_answer(
         }
         return Err(
             match (code, header.log_start_offset, header.high_watermark) {
-                (ErrorCode::OffsetOutOfRange, log_start, high_watermark)
-                    if log_start >= 0 && high_watermark >= 0 =>
-                {
+                (ErrorCode::OffsetOutOfRange, Some(log_start), Some(high_watermark)) => {
                     ClientError::OffsetOutOfRange {
                         message: message.clone(),
-                        log_start: Offset(log_start.unsigned_abs()),
-                        high_watermark: Offset(high_watermark.unsigned_abs()),
+                        log_start,
+                        high_watermark,
                     }
                 }
                 _ => ClientError::Server {
-                    code: *code,
+                    code,
                     message: message.clone(),
                     right_port: None,
                 },

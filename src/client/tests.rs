@@ -6,16 +6,18 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 
 use bytes::{Bytes, BytesMut};
-use flatbuffers::FlatBufferBuilder;
 use shards::batch::{decode_batch, Header};
 use shards::types::TimestampMs;
 
 use super::*;
 use crate::model::nid;
-use crate::protocol::body::read_body;
+use crate::protocol::create_stream::CreateStreamRequest;
+use crate::protocol::delete_stream::{DeleteStreamRequest, DeleteStreamResponse};
 use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::fetch::{FetchRequest, FetchResponse};
 use crate::protocol::frame::{encode_frame, FrameKind};
-use crate::protocol::generated::protocol as fb;
+use crate::protocol::list_offsets::ListOffsetsRequest;
+use crate::protocol::publish::{PublishRequest, PublishResponse};
 
 /// A request as the fake server received it.
 #[derive(Debug)]
@@ -96,23 +98,15 @@ fn error_frame(correlation_id: u32, error: ErrorResponse) -> Vec<u8> {
 }
 
 /// A FetchResponse frame followed by `raw`.
-fn fetch_answer(correlation_id: u32, high_watermark: i64, log_start: i64, raw: &[u8]) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::new();
-    let root = fb::FetchResponse::create(
-        &mut fbb,
-        &fb::FetchResponseArgs {
-            high_watermark,
-            log_start_offset: log_start,
-            byte_count: raw.len() as u32,
-            ..Default::default()
-        },
-    );
-    fbb.finish_minimal(root);
-    let mut answer = frame(
-        FrameKind::FetchResponse,
-        correlation_id,
-        fbb.finished_data(),
-    );
+fn fetch_answer(correlation_id: u32, high_watermark: u64, log_start: u64, raw: &[u8]) -> Vec<u8> {
+    let body = FetchResponse {
+        high_watermark: Some(Offset(high_watermark)),
+        log_start_offset: Some(Offset(log_start)),
+        byte_count: u32::try_from(raw.len()).expect("small test batch"),
+        ..FetchResponse::default()
+    }
+    .encode();
+    let mut answer = frame(FrameKind::FetchResponse, correlation_id, &body);
     answer.extend_from_slice(raw);
     answer
 }
@@ -145,77 +139,46 @@ fn values(records: &[DecodedRecord]) -> Vec<(u64, &[u8])> {
 }
 
 fn metadata_answer(correlation_id: u32, ports: &[u16]) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::new();
-    let host = fbb.create_string("127.0.0.1");
-    let broker = fb::Broker::create(
-        &mut fbb,
-        &fb::BrokerArgs {
-            node_id: 1,
-            host: Some(host),
-            port_base: ports[0],
-            shard_count: ports.len() as u16,
-        },
-    );
-    let brokers = fbb.create_vector(&[broker]);
-    let partitions: Vec<_> = ports
+    let partitions = ports
         .iter()
         .enumerate()
-        .map(|(index, port)| {
-            let replicas = fbb.create_vector(&[1i64]);
-            fb::PartitionMetadata::create(
-                &mut fbb,
-                &fb::PartitionMetadataArgs {
-                    partition: index as i32,
-                    leader: 1,
-                    leader_epoch: 0,
-                    shard_index: index as u16,
-                    consumer_port: *port,
-                    replicas: Some(replicas),
-                    isr: Some(replicas),
-                    high_watermark: 10 * index as i64,
-                    log_start_offset: -1,
-                    ..Default::default()
-                },
-            )
+        .map(|(index, port)| PartitionMetadata {
+            partition: index as u32,
+            leader: Some(nid(1)),
+            leader_epoch: Some(0),
+            shard_index: index as u16,
+            consumer_port: *port,
+            replicas: vec![nid(1)],
+            isr: vec![nid(1)],
+            high_watermark: Some(Offset(10 * index as u64)),
+            log_start_offset: None,
+            failure: None,
         })
         .collect();
-    let partitions = fbb.create_vector(&partitions);
-    let name = fbb.create_string("orders");
-    let subject = fbb.create_string("orders.>");
-    let config = fb::StreamConfig::create(
-        &mut fbb,
-        &fb::StreamConfigArgs {
-            name: Some(name),
-            subject: Some(subject),
-            partitions: ports.len() as i32,
-            replication_factor: 1,
-            retention_bytes: -1,
-            ..Default::default()
-        },
-    );
-    let stream = fb::StreamMetadata::create(
-        &mut fbb,
-        &fb::StreamMetadataArgs {
-            error_code: 0,
-            config: Some(config),
-            partitions: Some(partitions),
-        },
-    );
-    let streams = fbb.create_vector(&[stream]);
-    let root = fb::MetadataResponse::create(
-        &mut fbb,
-        &fb::MetadataResponseArgs {
-            protocol_version: 1,
-            brokers: Some(brokers),
-            streams: Some(streams),
-            ..Default::default()
-        },
-    );
-    fbb.finish_minimal(root);
+    let metadata = ClusterMetadata {
+        protocol_version: 1,
+        cluster_id: None,
+        brokers: vec![BrokerMetadata {
+            node_id: nid(1),
+            host: "127.0.0.1".into(),
+            port_base: ports[0],
+            shard_count: ports.len() as u16,
+        }],
+        streams: vec![StreamMetadata {
+            error: None,
+            config: StreamConfig {
+                partitions: Some(ports.len() as u32),
+                replication_factor: Some(1),
+                retention_bytes: Limit::Unlimited,
+                ..StreamConfig::new("orders", "orders.>")
+            },
+            partitions,
+        }],
+    };
     frame(
         FrameKind::MetadataResponse,
         correlation_id,
-        fbb.finished_data(),
+        &metadata.encode(),
     )
 }
 
@@ -263,13 +226,10 @@ fn fetch_decodes_two_batches_and_skips_records_below_the_start() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].kind, FrameKind::FetchRequest.code());
     assert_ne!(received[0].correlation_id, 0);
-    let request = read_body::<fb::FetchRequest>(&received[0].body).expect("verifies");
-    assert_eq!((request.stream(), request.partition()), (Some("orders"), 2));
-    assert_eq!(
-        (request.start_kind(), request.start_value()),
-        (fb::StartKind::Offset, 1)
-    );
-    assert_eq!((request.max_bytes(), request.max_wait_ms()), (4096, 250));
+    let request = FetchRequest::decode(&received[0].body).expect("verifies");
+    assert_eq!((request.stream, request.partition), ("orders", 2));
+    assert_eq!(request.start, FetchStart::Offset(Offset(1)));
+    assert_eq!((request.max_bytes, request.max_wait_ms), (4096, 250));
 }
 
 #[test]
@@ -354,19 +314,15 @@ fn a_second_wrong_shard_is_an_error() {
 #[test]
 fn metadata_is_decoded_and_picks_the_partition_port() {
     let shard1 = FakePort::start(vec![Box::new(|request: &Received| {
-        let mut fbb = FlatBufferBuilder::new();
-        let root = fb::ListOffsetsResponse::create(
-            &mut fbb,
-            &fb::ListOffsetsResponseArgs {
-                offset: 42,
-                timestamp_ms: 1_700_000_000_000,
-            },
-        );
-        fbb.finish_minimal(root);
+        let body = ListedOffset {
+            offset: Offset(42),
+            timestamp: Some(TimestampMs(1_700_000_000_000)),
+        }
+        .encode();
         frame(
             FrameKind::ListOffsetsResponse,
             request.correlation_id,
-            fbb.finished_data(),
+            &body,
         )
     })]);
     let shard1_port = shard1.port();
@@ -414,11 +370,8 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
     assert_eq!(listed.offset, Offset(42));
     assert_eq!(listed.timestamp, Some(TimestampMs(1_700_000_000_000)));
     let received = shard1.join();
-    let request = read_body::<fb::ListOffsetsRequest>(&received[0].body).expect("verifies");
-    assert_eq!(
-        (request.kind(), request.timestamp_ms()),
-        (fb::OffsetKind::Timestamp, 5)
-    );
+    let request = ListOffsetsRequest::decode(&received[0].body).expect("verifies");
+    assert_eq!(request.query, OffsetQuery::Timestamp(TimestampMs(5)));
     assert_eq!(shard0.join().len(), 1);
     assert_ne!(shard0_port, shard1_port);
 }
@@ -426,27 +379,19 @@ fn metadata_is_decoded_and_picks_the_partition_port() {
 #[test]
 fn publish_sends_one_valid_batch() {
     let server = FakePort::start(vec![Box::new(|request: &Received| {
-        let publish = read_body::<fb::PublishRequest>(&request.body).expect("verifies");
-        assert_eq!((publish.stream(), publish.partition()), (Some("orders"), 3));
-        assert_eq!(publish.ack_policy(), None);
-        let batch = Bytes::copy_from_slice(publish.batch().expect("batch").bytes());
+        let publish = PublishRequest::decode(&request.body).expect("verifies");
+        assert_eq!((publish.stream, publish.partition), ("orders", 3));
+        assert_eq!(publish.ack_policy, None);
+        let batch = Bytes::copy_from_slice(publish.batch.expect("batch"));
         let (header, records) = decode_batch(&batch).expect("valid batch");
         assert_eq!((header.base_offset, records.len()), (Offset(0), 2));
-        let mut fbb = FlatBufferBuilder::new();
-        let root = fb::PublishResponse::create(
-            &mut fbb,
-            &fb::PublishResponseArgs {
-                base_offset: 10,
-                last_offset: 11,
-                commit_timestamp_ms: 1,
-            },
-        );
-        fbb.finish_minimal(root);
-        frame(
-            FrameKind::PublishResponse,
-            request.correlation_id,
-            fbb.finished_data(),
-        )
+        let body = PublishResponse {
+            base_offset: Offset(10),
+            last_offset: Offset(11),
+            commit_timestamp: TimestampMs(1),
+        }
+        .encode();
+        frame(FrameKind::PublishResponse, request.correlation_id, &body)
     })]);
     let mut client = client_for(&server);
     let offsets = client
@@ -467,13 +412,12 @@ fn publish_sends_one_valid_batch() {
 fn server_errors_keep_the_connection() {
     let server = FakePort::start(vec![
         Box::new(|request: &Received| {
-            let config = read_body::<fb::CreateStreamRequest>(&request.body)
+            let config = CreateStreamRequest::decode(&request.body)
                 .expect("verifies")
-                .config()
-                .expect("config");
+                .config;
             assert_eq!(
-                (config.name(), config.subject()),
-                (Some("orders"), Some("orders"))
+                (config.name.as_str(), config.subject.as_str()),
+                ("orders", "orders")
             );
             error_frame(
                 request.correlation_id,
@@ -481,18 +425,15 @@ fn server_errors_keep_the_connection() {
             )
         }),
         Box::new(|request: &Received| {
-            let name = read_body::<fb::DeleteStreamRequest>(&request.body)
+            let name = DeleteStreamRequest::decode(&request.body)
                 .expect("verifies")
-                .name()
-                .map(str::to_owned);
-            assert_eq!(name.as_deref(), Some("orders"));
-            let mut fbb = FlatBufferBuilder::new();
-            let root = fb::DeleteStreamResponse::create(&mut fbb, &Default::default());
-            fbb.finish_minimal(root);
+                .name
+                .to_owned();
+            assert_eq!(name, "orders");
             frame(
                 FrameKind::DeleteStreamResponse,
                 request.correlation_id,
-                fbb.finished_data(),
+                &DeleteStreamResponse.encode(),
             )
         }),
     ]);
@@ -511,24 +452,15 @@ fn server_errors_keep_the_connection() {
 #[test]
 fn offset_out_of_range_carries_the_watermarks() {
     let server = FakePort::start(vec![Box::new(|request: &Received| {
-        let mut fbb = FlatBufferBuilder::new();
-        let message = fbb.create_string("offset 99 is above the high watermark 5");
-        let root = fb::FetchResponse::create(
-            &mut fbb,
-            &fb::FetchResponseArgs {
-                error_code: ErrorCode::OffsetOutOfRange.code(),
-                error_message: Some(message),
-                high_watermark: 5,
-                log_start_offset: 2,
-                byte_count: 0,
-            },
-        );
-        fbb.finish_minimal(root);
-        frame(
-            FrameKind::FetchResponse,
-            request.correlation_id,
-            fbb.finished_data(),
-        )
+        let body = FetchResponse {
+            error: Some(ErrorCode::OffsetOutOfRange),
+            error_message: "offset 99 is above the high watermark 5".into(),
+            high_watermark: Some(Offset(5)),
+            log_start_offset: Some(Offset(2)),
+            byte_count: 0,
+        }
+        .encode();
+        frame(FrameKind::FetchResponse, request.correlation_id, &body)
     })]);
     let mut client = client_for(&server);
     let error = client
@@ -552,22 +484,14 @@ fn oversized_lengths_are_protocol_violations_and_drop_the_connection() {
         Box::new(|_: &Received| vec![0xFF, 0xFF, 0xFF, 0xFF, 0x84, 0, 0, 0, 1]),
         // A fetch announcing more raw bytes than any fetch may carry.
         Box::new(|request: &Received| {
-            let mut fbb = FlatBufferBuilder::new();
-            let root = fb::FetchResponse::create(
-                &mut fbb,
-                &fb::FetchResponseArgs {
-                    high_watermark: 1,
-                    log_start_offset: 0,
-                    byte_count: FETCH_BYTES_MAX + 1,
-                    ..Default::default()
-                },
-            );
-            fbb.finish_minimal(root);
-            frame(
-                FrameKind::FetchResponse,
-                request.correlation_id,
-                fbb.finished_data(),
-            )
+            let body = FetchResponse {
+                high_watermark: Some(Offset(1)),
+                log_start_offset: Some(Offset(0)),
+                byte_count: FETCH_BYTES_MAX + 1,
+                ..FetchResponse::default()
+            }
+            .encode();
+            frame(FrameKind::FetchResponse, request.correlation_id, &body)
         }),
         // A response with somebody else's correlation id.
         Box::new(|request: &Received| fetch_answer(request.correlation_id + 7, 0, 0, &[])),

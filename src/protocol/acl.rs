@@ -1,9 +1,11 @@
-//! ACL rules on the wire (`AclRule`, kinds 0x0C-0x0E): conversion between
-//! the flatbuffers tables and the metadata's [`AclRule`], shared by the
-//! server and the client.
+//! ACL management on the wire: `GrantAcl` (kind `0x0C`), `RevokeAcl`
+//! (`0x0D`) and `ListAcls` (`0x0E`), and the `AclRule` table they share,
+//! converted to and from the metadata's [`AclRule`]. The three kinds live
+//! in one file because they are one feature over one table.
 
 use flatbuffers::{FlatBufferBuilder, WIPOffset};
 
+use super::body::{read_body, DecodeError};
 use super::generated::protocol as fb;
 use crate::model::acl::{AclOperation, AclOperations, AclRule};
 
@@ -61,6 +63,155 @@ pub fn decode_acl_rule(rule: fb::AclRule<'_>) -> Result<AclRule, String> {
     })
 }
 
+/// Which rule change a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclChange {
+    /// Add operations to the rule, creating it.
+    Grant,
+    /// Remove operations (all when empty); a rule left with none goes.
+    Revoke,
+}
+
+/// `GrantAcl` or `RevokeAcl`: one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclChangeRequest {
+    pub change: AclChange,
+    pub rule: AclRule,
+}
+
+impl AclChangeRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let rule = Some(encode_acl_rule(&mut fbb, &self.rule));
+        match self.change {
+            AclChange::Grant => {
+                let root = fb::GrantAclRequest::create(&mut fbb, &fb::GrantAclRequestArgs { rule });
+                fbb.finish_minimal(root);
+            }
+            AclChange::Revoke => {
+                let root =
+                    fb::RevokeAclRequest::create(&mut fbb, &fb::RevokeAclRequestArgs { rule });
+                fbb.finish_minimal(root);
+            }
+        }
+        fbb.finished_data().to_vec()
+    }
+
+    /// A request without a rule, or with an operation this build does not
+    /// know, is an error: a change to ACLs is never guessed.
+    pub fn decode(change: AclChange, body: &[u8]) -> Result<AclChangeRequest, DecodeError> {
+        let (table, rule) = match change {
+            AclChange::Grant => (
+                "GrantAclRequest",
+                read_body::<fb::GrantAclRequest>(body)?.rule(),
+            ),
+            AclChange::Revoke => (
+                "RevokeAclRequest",
+                read_body::<fb::RevokeAclRequest>(body)?.rule(),
+            ),
+        };
+        let rule =
+            rule.ok_or_else(|| DecodeError::field(table, "rule", "ACL request without a rule"))?;
+        let rule =
+            decode_acl_rule(rule).map_err(|reason| DecodeError::field(table, "rule", reason))?;
+        Ok(AclChangeRequest { change, rule })
+    }
+}
+
+/// The (empty) answer to `GrantAcl` or `RevokeAcl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AclChangeResponse(pub AclChange);
+
+impl AclChangeResponse {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::with_capacity(16);
+        match self.0 {
+            AclChange::Grant => {
+                let root = fb::GrantAclResponse::create(&mut fbb, &fb::GrantAclResponseArgs {});
+                fbb.finish_minimal(root);
+            }
+            AclChange::Revoke => {
+                let root = fb::RevokeAclResponse::create(&mut fbb, &fb::RevokeAclResponseArgs {});
+                fbb.finish_minimal(root);
+            }
+        }
+        fbb.finished_data().to_vec()
+    }
+
+    pub fn decode(change: AclChange, body: &[u8]) -> Result<AclChangeResponse, DecodeError> {
+        match change {
+            AclChange::Grant => read_body::<fb::GrantAclResponse>(body).map(drop)?,
+            AclChange::Revoke => read_body::<fb::RevokeAclResponse>(body).map(drop)?,
+        }
+        Ok(AclChangeResponse(change))
+    }
+}
+
+/// `ListAcls`: every rule, or those of one principal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListAclsRequest {
+    /// `None` (absent or empty on the wire) = every principal.
+    pub principal: Option<String>,
+}
+
+impl ListAclsRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::new();
+        let principal = self.principal.as_deref().map(|p| fbb.create_string(p));
+        let root = fb::ListAclsRequest::create(&mut fbb, &fb::ListAclsRequestArgs { principal });
+        fbb.finish_minimal(root);
+        fbb.finished_data().to_vec()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<ListAclsRequest, DecodeError> {
+        let request = read_body::<fb::ListAclsRequest>(body)?;
+        Ok(ListAclsRequest {
+            principal: request
+                .principal()
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// The rules `ListAcls` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListAclsResponse {
+    pub rules: Vec<AclRule>,
+}
+
+impl ListAclsResponse {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::with_capacity(256);
+        let rules: Vec<_> = self
+            .rules
+            .iter()
+            .map(|rule| encode_acl_rule(&mut fbb, rule))
+            .collect();
+        let rules = fbb.create_vector(&rules);
+        let root = fb::ListAclsResponse::create(
+            &mut fbb,
+            &fb::ListAclsResponseArgs { rules: Some(rules) },
+        );
+        fbb.finish_minimal(root);
+        fbb.finished_data().to_vec()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<ListAclsResponse, DecodeError> {
+        let response = read_body::<fb::ListAclsResponse>(body)?;
+        let rules = response
+            .rules()
+            .into_iter()
+            .flatten()
+            .map(|rule| {
+                decode_acl_rule(rule)
+                    .map_err(|reason| DecodeError::field("ListAclsResponse", "rules", reason))
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        Ok(ListAclsResponse { rules })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +233,35 @@ mod tests {
             assert_eq!(operation_from_wire(wire_operation(op)), Some(op));
         }
         assert_eq!(operation_from_wire(fb::AclOperation(200)), None);
+    }
+
+    #[test]
+    fn acl_requests_round_trip() {
+        let rule = AclRule {
+            principal: "bob".into(),
+            stream_pattern: "*".into(),
+            operations: AclOperations::of([AclOperation::Fetch]),
+        };
+        for change in [AclChange::Grant, AclChange::Revoke] {
+            let request = AclChangeRequest {
+                change,
+                rule: rule.clone(),
+            };
+            assert_eq!(
+                AclChangeRequest::decode(change, &request.encode()),
+                Ok(request)
+            );
+            let answer = AclChangeResponse(change);
+            assert_eq!(
+                AclChangeResponse::decode(change, &answer.encode()),
+                Ok(answer)
+            );
+        }
+        let list = ListAclsRequest {
+            principal: Some("bob".into()),
+        };
+        assert_eq!(ListAclsRequest::decode(&list.encode()), Ok(list));
+        let rules = ListAclsResponse { rules: vec![rule] };
+        assert_eq!(ListAclsResponse::decode(&rules.encode()), Ok(rules));
     }
 }

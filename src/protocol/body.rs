@@ -29,6 +29,46 @@ impl BodyError {
     }
 }
 
+/// Why a received body could not be decoded into its typed request or
+/// response: it does not verify, or a field holds a value the protocol does
+/// not allow (a negative partition, an unknown enum value, ...). Decoders
+/// never clamp or wrap a value they cannot represent; they name it here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// A field out of its range. `code` is what a server answers with
+    /// (usually `InvalidRequest`; `OffsetOutOfRange` for a negative fetch
+    /// offset, as `docs/protocol.md` promises).
+    #[error("{table}.{field}: {reason}")]
+    Field {
+        table: &'static str,
+        field: &'static str,
+        reason: String,
+        code: ErrorCode,
+    },
+}
+
+impl DecodeError {
+    /// A field holding a value outside its range; answered `InvalidRequest`.
+    pub fn field(table: &'static str, field: &'static str, reason: impl Into<String>) -> Self {
+        DecodeError::Field {
+            table,
+            field,
+            reason: reason.into(),
+            code: ErrorCode::InvalidRequest,
+        }
+    }
+
+    /// The wire code a server answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::Body(error) => error.code(),
+            DecodeError::Field { code, .. } => *code,
+        }
+    }
+}
+
 /// The verifier options for a buffer of `buffer_bytes` bytes.
 pub fn verifier_options(buffer_bytes: usize) -> VerifierOptions {
     VerifierOptions {

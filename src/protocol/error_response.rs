@@ -5,7 +5,7 @@
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
 
-use super::body::{read_body, BodyError};
+use super::body::{read_body, BodyError, DecodeError};
 use super::error_code::ErrorCode;
 use super::frame::{encode_frame, FrameError, FrameKind};
 use super::generated::protocol as fb;
@@ -72,6 +72,13 @@ impl ErrorResponse {
             fbb.finished_data(),
             out,
         )
+    }
+}
+
+impl From<DecodeError> for ErrorResponse {
+    /// The answer to a request whose body does not decode.
+    fn from(error: DecodeError) -> ErrorResponse {
+        ErrorResponse::new(error.code(), error.to_string())
     }
 }
 

@@ -8,9 +8,10 @@ use flatbuffers::FlatBufferBuilder;
 use shards::types::{LeaderEpoch, Offset};
 
 use crate::model::NodeId;
-use crate::protocol::body::{read_body, BodyError};
+use crate::protocol::body::{read_body, DecodeError};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::protocol as fb;
+use crate::protocol::wire;
 
 /// What a follower asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,60 +38,74 @@ pub struct EpochAnswer {
     pub end: Option<(LeaderEpoch, Offset)>,
 }
 
-pub fn encode_request(query: &EpochQuery<'_>) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(64 + query.stream.len());
-    let stream = Some(fbb.create_string(query.stream));
-    let root = fb::OffsetForLeaderEpochRequest::create(
-        &mut fbb,
-        &fb::OffsetForLeaderEpochRequestArgs {
-            stream,
-            partition: query.partition.min(i32::MAX as u32) as i32,
-            replica_id: query.replica_id.map_or(-1, NodeId::to_wire),
-            leader_epoch: query.leader_epoch.0,
-            current_leader_epoch: query
-                .current_leader_epoch
-                .map_or(-1, |epoch| LeaderEpoch::from_metadata(epoch).0),
-        },
-    );
-    fbb.finish_minimal(root);
-    fbb.finished_data().to_vec()
+impl<'a> EpochQuery<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = FlatBufferBuilder::with_capacity(64 + self.stream.len());
+        let stream = Some(fbb.create_string(self.stream));
+        let root = fb::OffsetForLeaderEpochRequest::create(
+            &mut fbb,
+            &fb::OffsetForLeaderEpochRequestArgs {
+                stream,
+                partition: wire::partition_to_wire(self.partition),
+                replica_id: wire::optional_node_id_to_wire(self.replica_id),
+                leader_epoch: self.leader_epoch.0,
+                current_leader_epoch: self.current_leader_epoch.map_or(-1, wire::epoch_to_wire),
+            },
+        );
+        fbb.finish_minimal(root);
+        fbb.finished_data().to_vec()
+    }
+
+    /// Any negative `replica_id` is a non-replica and any negative current
+    /// epoch is "do not check"; a negative `leader_epoch` is kept (the
+    /// leader answers it as undefined).
+    pub fn decode(body: &'a [u8]) -> Result<EpochQuery<'a>, DecodeError> {
+        let request = read_body::<fb::OffsetForLeaderEpochRequest>(body)?;
+        Ok(EpochQuery {
+            stream: request.stream().unwrap_or_default(),
+            partition: wire::partition("OffsetForLeaderEpochRequest", request.partition())?,
+            replica_id: NodeId::from_wire(request.replica_id()),
+            leader_epoch: LeaderEpoch(request.leader_epoch()),
+            current_leader_epoch: u32::try_from(request.current_leader_epoch()).ok(),
+        })
+    }
 }
 
-pub fn encode_response(answer: &EpochAnswer) -> Vec<u8> {
-    let (leader_epoch, end_offset) = match answer.end {
-        Some((epoch, end)) if answer.error.is_none() => {
-            (epoch.0, end.0.min(i64::MAX as u64) as i64)
-        }
-        _ => (-1, -1),
-    };
-    let mut fbb = FlatBufferBuilder::with_capacity(64);
-    let root = fb::OffsetForLeaderEpochResponse::create(
-        &mut fbb,
-        &fb::OffsetForLeaderEpochResponseArgs {
-            error_code: answer.error.map_or(0, ErrorCode::code),
-            leader_epoch,
-            end_offset,
-        },
-    );
-    fbb.finish_minimal(root);
-    fbb.finished_data().to_vec()
-}
+impl EpochAnswer {
+    pub fn encode(&self) -> Vec<u8> {
+        let (leader_epoch, end_offset) = match self.end {
+            Some((epoch, end)) if self.error.is_none() => (epoch.0, wire::offset_to_wire(end)),
+            _ => (-1, -1),
+        };
+        let mut fbb = FlatBufferBuilder::with_capacity(64);
+        let root = fb::OffsetForLeaderEpochResponse::create(
+            &mut fbb,
+            &fb::OffsetForLeaderEpochResponseArgs {
+                error_code: self.error.map_or(0, ErrorCode::code),
+                leader_epoch,
+                end_offset,
+            },
+        );
+        fbb.finish_minimal(root);
+        fbb.finished_data().to_vec()
+    }
 
-/// Reads an answer. An epoch without an offset (or the reverse) is treated
-/// as undefined, as Kafka does for a negative end offset.
-pub fn decode_response(body: &[u8]) -> Result<EpochAnswer, BodyError> {
-    let response = read_body::<fb::OffsetForLeaderEpochResponse>(body)?;
-    let end = match (
-        response.leader_epoch(),
-        u64::try_from(response.end_offset()),
-    ) {
-        (epoch, Ok(end)) if epoch >= 0 => Some((LeaderEpoch(epoch), Offset(end))),
-        _ => None,
-    };
-    Ok(EpochAnswer {
-        error: ErrorCode::from_wire(response.error_code()),
-        end,
-    })
+    /// Reads an answer. An epoch without an offset (or the reverse) is
+    /// treated as undefined, as Kafka does for a negative end offset.
+    pub fn decode(body: &[u8]) -> Result<EpochAnswer, DecodeError> {
+        let response = read_body::<fb::OffsetForLeaderEpochResponse>(body)?;
+        let end = match (
+            response.leader_epoch(),
+            u64::try_from(response.end_offset()),
+        ) {
+            (epoch, Ok(end)) if epoch >= 0 => Some((LeaderEpoch(epoch), Offset(end))),
+            _ => None,
+        };
+        Ok(EpochAnswer {
+            error: ErrorCode::from_wire(response.error_code()),
+            end,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -106,18 +121,20 @@ mod tests {
             leader_epoch: LeaderEpoch(7),
             current_leader_epoch: Some(9),
         };
-        let body = encode_request(&query);
+        let body = query.encode();
         let read = read_body::<fb::OffsetForLeaderEpochRequest>(&body).expect("verifies");
         assert_eq!(read.stream(), Some("orders"));
         assert_eq!(read.partition(), 3);
         assert_eq!(read.replica_id(), 2);
         assert_eq!(read.leader_epoch(), 7);
         assert_eq!(read.current_leader_epoch(), 9);
-        let anonymous = encode_request(&EpochQuery {
+        assert_eq!(EpochQuery::decode(&body), Ok(query.clone()));
+        let anonymous = EpochQuery {
             replica_id: None,
             current_leader_epoch: None,
-            ..query
-        });
+            ..query.clone()
+        }
+        .encode();
         let read = read_body::<fb::OffsetForLeaderEpochRequest>(&anonymous).expect("verifies");
         assert_eq!(read.replica_id(), -1);
         assert_eq!(read.current_leader_epoch(), -1);
@@ -139,15 +156,15 @@ mod tests {
                 end: None,
             },
         ] {
-            let decoded = decode_response(&encode_response(&answer)).expect("decodes");
+            let decoded = EpochAnswer::decode(&answer.encode()).expect("decodes");
             assert_eq!(decoded, answer);
         }
         let refused = EpochAnswer {
             error: Some(ErrorCode::NotLeader),
             end: Some((LeaderEpoch(1), Offset(5))),
         };
-        let decoded = decode_response(&encode_response(&refused)).expect("decodes");
+        let decoded = EpochAnswer::decode(&refused.encode()).expect("decodes");
         assert_eq!(decoded.end, None);
-        assert!(decode_response(&[1, 2, 3]).is_err());
+        assert!(EpochAnswer::decode(&[1, 2, 3]).is_err());
     }
 }

@@ -18,27 +18,30 @@
 //! authentication off, every connection is `anonymous` and nothing is
 //! checked (the behaviour before authentication existed).
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flatbuffers::FlatBufferBuilder;
-
 use super::Shard;
 use crate::auth::{Authenticator, Presented, ANONYMOUS_PRINCIPAL, CREDENTIAL_BYTES_MAX};
-use crate::cores::{AdminReply, AdminRequest};
 use crate::cursor::is_internal_stream;
 use crate::model::acl::{AclOperation, AclOperations, AclTable};
-use crate::protocol::acl::{decode_acl_rule, encode_acl_rule};
-use crate::protocol::body::read_body;
+use crate::protocol::authenticate::{AuthenticateRequest, AuthenticateResponse};
+use crate::protocol::create_stream::CreateStreamRequest;
+use crate::protocol::delete_stream::DeleteStreamRequest;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::fetch::FetchRequest;
+use crate::protocol::fetch_cursor::FetchCursorRequest;
 use crate::protocol::frame::{Frame, FrameKind};
-use crate::protocol::generated::protocol as fb;
 use crate::protocol::limits::{
     FRAME_BODY_BYTES_MAX, FRAME_BODY_BYTES_UNAUTHENTICATED_MAX, PROTOCOL_VERSION,
 };
+use crate::protocol::list_offsets::ListOffsetsRequest;
+use crate::protocol::publish::PublishRequest;
+use crate::protocol::set_cursor::SetCursorRequest;
 
 /// How long a connection waits before hearing `AuthFailed`: slows online
 /// guessing without holding up anyone else (it is a timer on the
@@ -172,7 +175,7 @@ impl Session {
         let allowed = match requested(frame) {
             Needs::Nothing => true,
             Needs::Stream(op, stream) => {
-                if access.allows(principal, op, stream) {
+                if access.allows(principal, op, &stream) {
                     true
                 } else {
                     return Err(denied(
@@ -233,7 +236,7 @@ enum Needs<'f> {
     Nothing,
     /// The operation on the stream named in the request (borrowed from the
     /// frame: no allocation on the data path).
-    Stream(AclOperation, &'f str),
+    Stream(AclOperation, Cow<'f, str>),
     AclManagement,
     /// A follower's fetch (`replica_id` set): it reads past the high
     /// watermark and moves the ISR and the high watermark, so only another
@@ -241,42 +244,48 @@ enum Needs<'f> {
     Node,
 }
 
+/// What `frame` needs, from its decoded body. A body that does not decode
+/// needs nothing here: its handler answers it (`InvalidRequest`, or
+/// `OffsetOutOfRange` for a negative fetch offset) without acting on it.
 fn requested(frame: &Frame) -> Needs<'_> {
-    fn stream(name: Option<&str>, op: AclOperation) -> Needs<'_> {
-        Needs::Stream(op, name.unwrap_or_default())
-    }
-    let body = &frame.body;
-    let needs =
-        match frame.kind {
-            FrameKind::FetchRequest => read_body::<fb::FetchRequest>(body).map(|r| {
-                if r.replica_id() >= 0 {
-                    Needs::Node
-                } else {
-                    stream(r.stream(), AclOperation::Fetch)
-                }
-            }),
-            FrameKind::ListOffsetsRequest => read_body::<fb::ListOffsetsRequest>(body)
-                .map(|r| stream(r.stream(), AclOperation::Fetch)),
-            FrameKind::SetCursorRequest => read_body::<fb::SetCursorRequest>(body)
-                .map(|r| stream(r.stream(), AclOperation::Fetch)),
-            FrameKind::FetchCursorRequest => read_body::<fb::FetchCursorRequest>(body)
-                .map(|r| stream(r.stream(), AclOperation::Fetch)),
-            FrameKind::PublishRequest => read_body::<fb::PublishRequest>(body)
-                .map(|r| stream(r.stream(), AclOperation::Publish)),
-            FrameKind::CreateStreamRequest => read_body::<fb::CreateStreamRequest>(body)
-                .map(|r| stream(r.config().and_then(|c| c.name()), AclOperation::Create)),
-            FrameKind::DeleteStreamRequest => read_body::<fb::DeleteStreamRequest>(body)
-                .map(|r| stream(r.name(), AclOperation::Delete)),
-            // Filtered per stream by the handler.
-            FrameKind::MetadataRequest | FrameKind::ClusterStatusRequest => Ok(Needs::Nothing),
-            FrameKind::GrantAclRequest
-            | FrameKind::RevokeAclRequest
-            | FrameKind::ListAclsRequest => Ok(Needs::AclManagement),
-            kind if !kind.is_request() => Ok(Needs::Nothing),
-            // A request kind without a rule of its own (e.g. between nodes)
-            // is for administrators only: new kinds are closed by default.
-            _ => Ok(Needs::AclManagement),
-        };
+    let body = &frame.body[..];
+    let stream = |op, name| Needs::Stream(op, Cow::Borrowed(name));
+    let needs = match frame.kind {
+        FrameKind::FetchRequest => FetchRequest::decode(body)
+            .map(|r| match r.replica_id {
+                Some(_) => Needs::Node,
+                None => stream(AclOperation::Fetch, r.stream),
+            })
+            .ok(),
+        FrameKind::ListOffsetsRequest => ListOffsetsRequest::decode(body)
+            .map(|r| stream(AclOperation::Fetch, r.stream))
+            .ok(),
+        FrameKind::SetCursorRequest => SetCursorRequest::decode(body)
+            .map(|r| stream(AclOperation::Fetch, r.stream))
+            .ok(),
+        FrameKind::FetchCursorRequest => FetchCursorRequest::decode(body)
+            .map(|r| stream(AclOperation::Fetch, r.stream))
+            .ok(),
+        FrameKind::PublishRequest => PublishRequest::decode(body)
+            .map(|r| stream(AclOperation::Publish, r.stream))
+            .ok(),
+        // The decoded config owns its name.
+        FrameKind::CreateStreamRequest => CreateStreamRequest::decode(body)
+            .map(|r| Needs::Stream(AclOperation::Create, Cow::Owned(r.config.name)))
+            .ok(),
+        FrameKind::DeleteStreamRequest => DeleteStreamRequest::decode(body)
+            .map(|r| stream(AclOperation::Delete, r.name))
+            .ok(),
+        // Filtered per stream by the handler.
+        FrameKind::MetadataRequest | FrameKind::ClusterStatusRequest => Some(Needs::Nothing),
+        FrameKind::GrantAclRequest | FrameKind::RevokeAclRequest | FrameKind::ListAclsRequest => {
+            Some(Needs::AclManagement)
+        }
+        kind if !kind.is_request() => Some(Needs::Nothing),
+        // A request kind without a rule of its own (e.g. between nodes)
+        // is for administrators only: new kinds are closed by default.
+        _ => Some(Needs::AclManagement),
+    };
     needs.unwrap_or(Needs::Nothing)
 }
 
@@ -290,14 +299,14 @@ pub(super) async fn authenticate(
         error: ErrorResponse::new(code, message),
         close,
     };
-    let request = read_body::<fb::AuthenticateRequest>(&frame.body)
+    let request = AuthenticateRequest::decode(&frame.body)
         .map_err(|e| refuse(ErrorCode::InvalidRequest, &e.to_string(), false))?;
-    if request.protocol_version() != PROTOCOL_VERSION {
+    if request.protocol_version != PROTOCOL_VERSION {
         return Err(refuse(
             ErrorCode::UnsupportedVersion,
             &format!(
                 "protocol version {} is not spoken here; this server speaks {PROTOCOL_VERSION}",
-                request.protocol_version()
+                request.protocol_version
             ),
             false,
         ));
@@ -338,27 +347,19 @@ pub(super) async fn authenticate(
             true,
         ));
     };
-    let mut fbb = FlatBufferBuilder::with_capacity(64);
-    let name = fbb.create_string(&principal);
-    let root = fb::AuthenticateResponse::create(
-        &mut fbb,
-        &fb::AuthenticateResponseArgs {
-            protocol_version: PROTOCOL_VERSION,
-            principal: Some(name),
-        },
-    );
-    fbb.finish(root, None);
-    Ok((
-        fbb.finished_data().to_vec(),
-        Session::Authenticated(principal),
-    ))
+    let body = AuthenticateResponse {
+        protocol_version: PROTOCOL_VERSION,
+        principal: principal.clone(),
+    }
+    .encode();
+    Ok((body, Session::Authenticated(principal)))
 }
 
 /// The credentials in a request: the token if one is given, else username
 /// and password; `None` when neither is complete or one is too long.
-fn presented(request: &fb::AuthenticateRequest<'_>) -> Option<Presented> {
+fn presented(request: &AuthenticateRequest<'_>) -> Option<Presented> {
     let fits = |s: &str| !s.is_empty() && s.len() <= CREDENTIAL_BYTES_MAX;
-    match (request.token(), request.username(), request.password()) {
+    match (request.token, request.username, request.password) {
         (Some(token), _, _) if !token.is_empty() => {
             fits(token).then(|| Presented::Token(token.to_owned()))
         }
@@ -372,101 +373,15 @@ fn presented(request: &fb::AuthenticateRequest<'_>) -> Option<Presented> {
     }
 }
 
-type Answer = Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse>;
-
-/// GrantAcl / RevokeAcl: the rule goes to the control core, which writes it
-/// through the metadata leader and answers once this node's shards enforce
-/// it.
-pub(super) async fn change_acl(shard: &Shard, frame: &Frame) -> Answer {
-    let (rule, grant) = match frame.kind {
-        FrameKind::GrantAclRequest => (
-            read_body::<fb::GrantAclRequest>(&frame.body).map(|r| r.rule()),
-            true,
-        ),
-        _ => (
-            read_body::<fb::RevokeAclRequest>(&frame.body).map(|r| r.rule()),
-            false,
-        ),
-    };
-    let invalid = |message: String| ErrorResponse::new(ErrorCode::InvalidRequest, message);
-    let rule = rule
-        .map_err(|e| invalid(e.to_string()))?
-        .ok_or_else(|| invalid("ACL request without a rule".into()))?;
-    let rule = decode_acl_rule(rule).map_err(invalid)?;
-    let request = if grant {
-        AdminRequest::GrantAcl(rule)
-    } else {
-        AdminRequest::RevokeAcl(rule)
-    };
-    match shard.admin(request).await {
-        AdminReply::AclChanged => {
-            let mut fbb = FlatBufferBuilder::with_capacity(16);
-            let (kind, root) = if grant {
-                let root = fb::GrantAclResponse::create(&mut fbb, &fb::GrantAclResponseArgs {});
-                (FrameKind::GrantAclResponse, root.as_union_value())
-            } else {
-                let root = fb::RevokeAclResponse::create(&mut fbb, &fb::RevokeAclResponseArgs {});
-                (FrameKind::RevokeAclResponse, root.as_union_value())
-            };
-            fbb.finish(root, None);
-            Ok(Some((kind, fbb.finished_data().to_vec())))
-        }
-        AdminReply::Error(failure) => Err(ErrorResponse::new(failure.code, failure.message)),
-        _ => Err(ErrorResponse::new(
-            ErrorCode::Unknown,
-            "unexpected ACL answer",
-        )),
-    }
-}
-
-/// ListAcls: the rules as this node's metadata has them.
-pub(super) async fn list_acls(shard: &Shard, frame: &Frame) -> Answer {
-    let request = read_body::<fb::ListAclsRequest>(&frame.body)
-        .map_err(|e| ErrorResponse::new(ErrorCode::InvalidRequest, e.to_string()))?;
-    let principal = request
-        .principal()
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned);
-    let rules = match shard.admin(AdminRequest::ListAcls { principal }).await {
-        AdminReply::Acls(rules) => rules,
-        AdminReply::Error(failure) => {
-            return Err(ErrorResponse::new(failure.code, failure.message))
-        }
-        _ => {
-            return Err(ErrorResponse::new(
-                ErrorCode::Unknown,
-                "unexpected ACL answer",
-            ))
-        }
-    };
-    let mut fbb = FlatBufferBuilder::with_capacity(256);
-    let rules: Vec<_> = rules
-        .iter()
-        .map(|rule| encode_acl_rule(&mut fbb, rule))
-        .collect();
-    let rules = fbb.create_vector(&rules);
-    let root =
-        fb::ListAclsResponse::create(&mut fbb, &fb::ListAclsResponseArgs { rules: Some(rules) });
-    fbb.finish(root, None);
-    Ok(Some((
-        FrameKind::ListAclsResponse,
-        fbb.finished_data().to_vec(),
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
     use shards::types::Offset;
 
-    use super::super::leader_client::{fetch_request, ReplicaFetch};
+    use super::super::leader_client::ReplicaFetch;
     use super::*;
-    use crate::client::requests::{
-        create_stream_request, delete_stream_request, fetch_request as consumer_fetch_request,
-        publish_request,
-    };
-    use crate::client::{FetchStart, StreamConfig};
-    use crate::model::nid;
+    use crate::protocol::fetch::FetchStart;
+    use crate::protocol::stream_config::StreamConfig;
 
     fn frame(kind: FrameKind, body: Vec<u8>) -> Frame {
         Frame {
@@ -478,44 +393,58 @@ mod tests {
 
     /// A follower's fetch, as the replication task sends it.
     fn replica_fetch_body(stream: &str) -> Vec<u8> {
-        fetch_request(&ReplicaFetch {
+        ReplicaFetch {
             stream,
             partition: 0,
             offset: Offset::ZERO,
-            replica_id: nid(2),
+            replica_id: crate::model::nid(2),
             leader_epoch: 0,
             max_bytes: 0,
             max_wait: Duration::ZERO,
-        })
+        }
+        .wire()
+        .encode()
     }
 
     #[test]
     fn every_request_maps_to_its_operation() {
-        let stream = |op, name| Needs::Stream(op, name);
+        let stream = |op, name: &'static str| Needs::Stream(op, name.into());
         let cases = [
             (
                 frame(
                     FrameKind::FetchRequest,
-                    consumer_fetch_request("a", 0, FetchStart::Earliest, 0, 0),
+                    FetchRequest::consumer("a", 0, FetchStart::Earliest, 0, 0).encode(),
                 ),
                 stream(AclOperation::Fetch, "a"),
             ),
             (
                 frame(
                     FrameKind::PublishRequest,
-                    publish_request("b", 0, None, &[]),
+                    PublishRequest {
+                        stream: "b",
+                        partition: 0,
+                        ack_policy: None,
+                        batch: Some(&[]),
+                    }
+                    .encode(),
                 ),
                 stream(AclOperation::Publish, "b"),
             ),
             (
                 frame(
                     FrameKind::CreateStreamRequest,
-                    create_stream_request(&StreamConfig::new("c", "c")),
+                    CreateStreamRequest {
+                        config: StreamConfig::new("c", "c"),
+                    }
+                    .encode(),
                 ),
                 stream(AclOperation::Create, "c"),
             ),
             (
-                frame(FrameKind::DeleteStreamRequest, delete_stream_request("d")),
+                frame(
+                    FrameKind::DeleteStreamRequest,
+                    DeleteStreamRequest { name: "d" }.encode(),
+                ),
                 stream(AclOperation::Delete, "d"),
             ),
             (

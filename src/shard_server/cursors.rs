@@ -44,14 +44,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use flatbuffers::FlatBufferBuilder;
 use futures::channel::oneshot;
 use shards::batch::{decode_batch, BatchIter, Record};
 use shards::log::PartitionLog;
 use shards::types::{Offset, ShardId, TimestampMs};
 
-use super::connection::{log_error_code, request_body};
 use super::limits::exceeded;
+use super::services::partition::log_error_code;
+use super::services::ServiceError;
 use super::{LocalPartition, Lookup, Shard};
 use crate::cores::{
     AdminReply, AdminRequest, AppendFailure, CursorAnswer, CursorOp, CursorRequest, FromShard,
@@ -64,14 +64,9 @@ use crate::cursor::{
 use crate::limits::LimitKind;
 use crate::model::{StreamId, CURSORS_STREAM};
 use crate::protocol::error_code::ErrorCode;
-use crate::protocol::error_response::ErrorResponse;
-use crate::protocol::frame::{Frame, FrameKind};
-use crate::protocol::generated::protocol as fb;
 
 /// Bytes read from the cursor log at a time while folding it into the map.
 pub const CURSOR_READ_CHUNK_BYTES: u64 = 1 << 20;
-
-type Answer = Result<Option<(FrameKind, Vec<u8>)>, ErrorResponse>;
 
 /// The cursor maps of the cursor partitions this shard owns.
 #[derive(Default)]
@@ -335,89 +330,56 @@ fn failure(code: ErrorCode, message: String) -> AppendFailure {
     AppendFailure { code, message }
 }
 
-/// SetCursor (kind 7) on any shard's port.
-pub async fn set_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
-    let request = request_body::<fb::SetCursorRequest>(frame)?;
-    let (key, stream_id) = checked_key(
-        shard,
-        request.cursor_id(),
-        request.stream(),
-        request.partition(),
-    )?;
-    let offset = u64::try_from(request.offset()).map_err(|_| {
-        ErrorResponse::new(
-            ErrorCode::InvalidRequest,
-            format!(
-                "offset {} is negative; a cursor is the next offset to read (>= 0)",
-                request.offset()
-            ),
-        )
-    })?;
+/// SetCursor: stores `offset` (the next offset to read) for `cursor_id` on
+/// `stream`/`partition`, durably, on the shard that owns the cursor.
+pub async fn set(
+    shard: &Rc<Shard>,
+    cursor_id: &str,
+    stream: &str,
+    partition: u32,
+    offset: Offset,
+) -> Result<(), ServiceError> {
+    let (key, stream_id) = checked_key(shard, cursor_id, stream, partition)?;
     let op = CursorOp::Set {
         key,
         stream_id,
-        offset,
+        offset: offset.0,
     };
     route(shard, op, true).await?;
-    let mut fbb = FlatBufferBuilder::with_capacity(16);
-    let root = fb::SetCursorResponse::create(&mut fbb, &fb::SetCursorResponseArgs {});
-    fbb.finish(root, None);
-    Ok(Some((
-        FrameKind::SetCursorResponse,
-        fbb.finished_data().to_vec(),
-    )))
+    Ok(())
 }
 
-/// FetchCursor (kind 8) on any shard's port.
-pub async fn fetch_cursor(shard: &Rc<Shard>, frame: &Frame) -> Answer {
-    let request = request_body::<fb::FetchCursorRequest>(frame)?;
-    let (key, stream_id) = checked_key(
-        shard,
-        request.cursor_id(),
-        request.stream(),
-        request.partition(),
-    )?;
+/// FetchCursor: the stored position, `None` when there is none for the
+/// stream as it is now.
+pub async fn get(
+    shard: &Rc<Shard>,
+    cursor_id: &str,
+    stream: &str,
+    partition: u32,
+) -> Result<Option<Offset>, ServiceError> {
+    let (key, stream_id) = checked_key(shard, cursor_id, stream, partition)?;
     let stored = route(shard, CursorOp::Fetch { key, stream_id }, false).await?;
-    let mut fbb = FlatBufferBuilder::with_capacity(32);
-    let root = fb::FetchCursorResponse::create(
-        &mut fbb,
-        &fb::FetchCursorResponseArgs {
-            offset: stored.map_or(-1, |o| o.min(i64::MAX as u64) as i64),
-        },
-    );
-    fbb.finish(root, None);
-    Ok(Some((
-        FrameKind::FetchCursorResponse,
-        fbb.finished_data().to_vec(),
-    )))
+    Ok(stored.map(Offset))
 }
 
 /// Validates the fields of a cursor request: id, an existing stream and
 /// partition. Returns the key and the stream's current incarnation.
 fn checked_key(
     shard: &Shard,
-    cursor_id: Option<&str>,
-    stream: Option<&str>,
-    partition: i32,
-) -> Result<(CursorKey, StreamId), ErrorResponse> {
-    let cursor_id = cursor_id.unwrap_or_default();
+    cursor_id: &str,
+    stream: &str,
+    partition: u32,
+) -> Result<(CursorKey, StreamId), ServiceError> {
     validate_cursor_id(cursor_id)
-        .map_err(|err| ErrorResponse::new(ErrorCode::InvalidRequest, err.to_string()))?;
-    let stream = stream.unwrap_or_default();
-    let partition = u32::try_from(partition).map_err(|_| {
-        ErrorResponse::new(
-            ErrorCode::InvalidRequest,
-            format!("partition {partition} is negative"),
-        )
-    })?;
+        .map_err(|err| ServiceError::new(ErrorCode::InvalidRequest, err.to_string()))?;
     let partition_not_found = || {
-        ErrorResponse::new(
+        ServiceError::new(
             ErrorCode::PartitionNotFound,
             format!("stream {stream} has no partition {partition}"),
         )
     };
     match shard.lookup(stream, partition) {
-        Lookup::StreamNotFound => Err(ErrorResponse::new(
+        Lookup::StreamNotFound => Err(ServiceError::new(
             ErrorCode::StreamNotFound,
             format!("no stream named {stream:?}"),
         )),
@@ -439,11 +401,7 @@ fn checked_key(
 /// Finds the cursor's partition and runs `op` on its owning shard (here or
 /// through the control core). `create`: make the cursor stream if it does
 /// not exist yet (a fetch without one just finds nothing).
-async fn route(
-    shard: &Rc<Shard>,
-    op: CursorOp,
-    create: bool,
-) -> Result<Option<u64>, ErrorResponse> {
+async fn route(shard: &Rc<Shard>, op: CursorOp, create: bool) -> Result<Option<u64>, ServiceError> {
     let key = match &op {
         CursorOp::Set { key, .. } | CursorOp::Fetch { key, .. } => key.clone(),
     };
@@ -454,27 +412,27 @@ async fn route(
         }
         match shard.admin(AdminRequest::EnsureCursorStream).await {
             AdminReply::Created { .. } => {}
-            AdminReply::Error(err) => return Err(ErrorResponse::new(err.code, err.message)),
-            _ => return Err(ErrorResponse::new(ErrorCode::Unknown, "unexpected answer")),
+            AdminReply::Error(err) => return Err(ServiceError::new(err.code, err.message)),
+            _ => return Err(ServiceError::new(ErrorCode::Unknown, "unexpected answer")),
         }
         entries = shard.stream_entries(CURSORS_STREAM);
     }
     let partitions = entries.len() as u32;
     if partitions == 0 {
-        return Err(ErrorResponse::new(
+        return Err(ServiceError::new(
             ErrorCode::PartitionFailed,
             "the cursor stream is not open on this node yet; retry",
         ));
     }
     let index = cursor_partition(&key, partitions);
     let Some(entry) = entries.iter().find(|e| e.partition == index) else {
-        return Err(ErrorResponse::new(
+        return Err(ServiceError::new(
             ErrorCode::PartitionNotFound,
             format!("cursor partition {index} is missing"),
         ));
     };
     if entry.leader != shard.local_node.get() {
-        return Err(ErrorResponse::new(
+        return Err(ServiceError::new(
             ErrorCode::NotLeader,
             format!(
                 "cursor partition {index} is led by node {}; send cursor requests there",
@@ -489,9 +447,9 @@ async fn route(
     };
     answer.map_err(|err| {
         if err.code == ErrorCode::LimitExceeded {
-            ErrorResponse::new(err.code, err.message)
+            ServiceError::new(err.code, err.message)
         } else {
-            ErrorResponse::new(err.code, format!("cursor: {}", err.message))
+            ServiceError::new(err.code, format!("cursor: {}", err.message))
         }
     })
 }

@@ -10,21 +10,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use flatbuffers::FlatBufferBuilder;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shards::constants::BATCH_BYTES_MAX;
 use shards::types::Offset;
 
 use crate::model::NodeId;
-use crate::protocol::body::read_body;
+use crate::protocol::authenticate::AuthenticateRequest;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::error_response::ErrorResponse;
+use crate::protocol::fetch::{FetchRequest, FetchResponse, FetchStart};
 use crate::protocol::frame::Frame;
 use crate::protocol::frame::{encode_frame, FrameDecoder, FrameKind};
-use crate::protocol::generated::protocol as fb;
-use crate::protocol::limits::{FETCH_BYTES_MAX, PROTOCOL_VERSION};
-use crate::protocol::offset_for_leader_epoch::{decode_response, encode_request, EpochQuery};
+use crate::protocol::limits::FETCH_BYTES_MAX;
+use crate::protocol::offset_for_leader_epoch::{EpochAnswer, EpochQuery};
 use shards::types::LeaderEpoch;
 
 /// Bytes read from the socket at a time.
@@ -73,6 +72,22 @@ pub struct ReplicaFetch<'a> {
     pub leader_epoch: u32,
     pub max_bytes: u32,
     pub max_wait: Duration,
+}
+
+impl ReplicaFetch<'_> {
+    /// The Fetch request this is on the wire: from `offset`, as replica
+    /// `replica_id`, claiming `leader_epoch`.
+    pub fn wire(&self) -> FetchRequest<'_> {
+        FetchRequest {
+            stream: self.stream,
+            partition: self.partition,
+            start: FetchStart::Offset(self.offset),
+            max_bytes: self.max_bytes,
+            max_wait_ms: u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX),
+            replica_id: Some(self.replica_id),
+            current_leader_epoch: Some(LeaderEpoch::from_metadata(self.leader_epoch)),
+        }
+    }
 }
 
 /// What the leader answered: its high watermark and whole batches from
@@ -124,20 +139,9 @@ impl LeaderConnection {
         token: &str,
         timeout: Duration,
     ) -> Result<(), LeaderClientError> {
-        let mut fbb = FlatBufferBuilder::with_capacity(128);
-        let token = fbb.create_string(token);
-        let root = fb::AuthenticateRequest::create(
-            &mut fbb,
-            &fb::AuthenticateRequestArgs {
-                protocol_version: PROTOCOL_VERSION,
-                token: Some(token),
-                username: None,
-                password: None,
-            },
-        );
-        fbb.finish(root, None);
+        let body = AuthenticateRequest::token(token).encode();
         let frame = self
-            .call(FrameKind::AuthenticateRequest, fbb.finished_data(), timeout)
+            .call(FrameKind::AuthenticateRequest, &body, timeout)
             .await?;
         match frame.kind {
             FrameKind::AuthenticateResponse => Ok(()),
@@ -199,7 +203,7 @@ impl LeaderConnection {
         &mut self,
         request: &ReplicaFetch<'_>,
     ) -> Result<Fetched, LeaderClientError> {
-        let body = fetch_request(request);
+        let body = request.wire().encode();
         let frame = self
             .call(
                 FrameKind::FetchRequest,
@@ -221,7 +225,7 @@ impl LeaderConnection {
         query: &EpochQuery<'_>,
         timeout: Duration,
     ) -> Result<Option<(LeaderEpoch, Offset)>, LeaderClientError> {
-        let body = encode_request(query);
+        let body = query.encode();
         let frame = self
             .call(FrameKind::OffsetForLeaderEpochRequest, &body, timeout)
             .await?;
@@ -229,7 +233,7 @@ impl LeaderConnection {
             FrameKind::ErrorResponse => Err(self.refused(&frame)),
             FrameKind::OffsetForLeaderEpochResponse => {
                 let answer =
-                    decode_response(&frame.body).map_err(|e| self.protocol(e.to_string()))?;
+                    EpochAnswer::decode(&frame.body).map_err(|e| self.protocol(e.to_string()))?;
                 match answer.error {
                     Some(code) => Err(LeaderClientError::Refused {
                         code,
@@ -245,29 +249,21 @@ impl LeaderConnection {
     }
 
     async fn fetch_answer(&mut self, body: &[u8]) -> Result<Fetched, LeaderClientError> {
-        let (code, message, hw, start, byte_count) = {
-            let response =
-                read_body::<fb::FetchResponse>(body).map_err(|e| self.protocol(e.to_string()))?;
-            (
-                response.error_code(),
-                response.error_message().unwrap_or_default().to_string(),
-                response.high_watermark(),
-                response.log_start_offset(),
-                response.byte_count() as usize,
-            )
-        };
-        let offset = |value: i64| u64::try_from(value).ok().map(Offset);
-        if let Some(code) = ErrorCode::from_wire(code) {
+        let response = FetchResponse::decode(body).map_err(|e| self.protocol(e.to_string()))?;
+        if let Some(code) = response.error {
             return Err(LeaderClientError::Refused {
                 code,
-                message,
-                high_watermark: offset(hw),
-                log_start: offset(start),
+                message: response.error_message,
+                high_watermark: response.high_watermark,
+                log_start: response.log_start_offset,
             });
         }
-        let (Some(high_watermark), Some(_)) = (offset(hw), offset(start)) else {
+        let (Some(high_watermark), Some(_)) = (response.high_watermark, response.log_start_offset)
+        else {
             return Err(self.protocol("negative watermark".into()));
         };
+        // u32 → usize: lossless on the 64-bit targets Sluice builds for.
+        let byte_count = usize::try_from(response.byte_count).unwrap_or(usize::MAX);
         if byte_count > REPLICA_FETCH_BYTES_ACCEPTED_MAX {
             return Err(self.protocol(format!(
                 "{byte_count} bytes announced, limit {REPLICA_FETCH_BYTES_ACCEPTED_MAX}"
@@ -315,23 +311,3 @@ impl LeaderConnection {
 
 /// Time allowed beyond the long poll for the answer to arrive.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
-
-pub(super) fn fetch_request(request: &ReplicaFetch<'_>) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(128);
-    let stream = fbb.create_string(request.stream);
-    let root = fb::FetchRequest::create(
-        &mut fbb,
-        &fb::FetchRequestArgs {
-            stream: Some(stream),
-            partition: request.partition.min(i32::MAX as u32) as i32,
-            start_kind: fb::StartKind::Offset,
-            start_value: request.offset.0.min(i64::MAX as u64) as i64,
-            max_bytes: request.max_bytes,
-            max_wait_ms: request.max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
-            replica_id: request.replica_id.to_wire(),
-            current_leader_epoch: LeaderEpoch::from_metadata(request.leader_epoch).0,
-        },
-    );
-    fbb.finish(root, None);
-    fbb.finished_data().to_vec()
-}

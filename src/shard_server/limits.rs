@@ -5,9 +5,9 @@
 use shards::batch::{BatchHeader, RecordShape, ValidBatch};
 use shards::error::DecodeError;
 
+use super::services::ServiceError;
 use crate::limits::{LimitCounters, LimitKind, Limits};
 use crate::protocol::error_code::ErrorCode;
-use crate::protocol::error_response::ErrorResponse;
 use crate::protocol::limits::FRAME_HEADER_BYTES;
 
 /// Read buffer of a connection between frames. An idle connection holds
@@ -24,9 +24,9 @@ pub const READ_BUFFER_KEEP_BYTES: usize = 64 << 10;
 /// The answer to a request that tripped `kind` (counted in
 /// `sluice_limit_exceeded_total`): `LimitExceeded`, message
 /// `"<limit name>: <detail>"`.
-pub fn exceeded(counters: &LimitCounters, kind: LimitKind, detail: &str) -> ErrorResponse {
+pub fn exceeded(counters: &LimitCounters, kind: LimitKind, detail: &str) -> ServiceError {
     counters.record(kind);
-    ErrorResponse::new(
+    ServiceError::new(
         ErrorCode::LimitExceeded,
         format!("{}: {detail}", kind.name()),
     )

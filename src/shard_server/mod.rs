@@ -7,14 +7,14 @@
 //! only ways out are the ring to the control core and client sockets.
 
 mod access;
-mod cluster_status;
-mod connection;
 mod cursors;
 pub mod isr;
 mod leader_client;
 mod limits;
+mod native;
 pub mod replication;
 mod sendfile;
+pub mod services;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -446,7 +446,7 @@ pub async fn run_shard(shard_id: ShardId, settings: ShardSettings, link: ShardLi
         }
     };
     tracing::info!(shard = shard_id.0, %addr, "shard listening");
-    let acceptor = glommio::spawn_local(connection::accept_loop(shard.clone(), listener)).detach();
+    let acceptor = glommio::spawn_local(native::accept_loop(shard.clone(), listener)).detach();
 
     let mut commands = Vec::with_capacity(COMMANDS_PER_WAKE_MAX);
     'serve: loop {
@@ -591,7 +591,7 @@ pub async fn append_committed(
         shard.leader_hint(&local.stream, local.partition)
     })?;
     let failure = |err: LogError| AppendFailure {
-        code: connection::log_error_code(&err),
+        code: services::partition::log_error_code(&err),
         message: err.to_string(),
     };
     let batch = batch.map_err(|err| failure(LogError::InvalidBatch(err)))?;
@@ -806,7 +806,7 @@ fn open_failure(
         _ => format!("cannot open partition {name}: {err}"),
     };
     AppendFailure {
-        code: connection::log_error_code(err),
+        code: services::partition::log_error_code(err),
         message,
     }
 }

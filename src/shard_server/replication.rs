@@ -51,11 +51,11 @@ use shards::types::{LeaderEpoch, Offset, ShardId};
 
 use super::isr::{ReplicaLag, ReplicaTracker};
 use super::leader_client::{Fetched, LeaderClientError, LeaderConnection, ReplicaFetch};
+use super::services::ServiceError;
 use super::{LocalPartition, Shard};
 use crate::cores::{AppendFailure, CommitLevel, PartitionEntry, PartitionTable, ReplicaProgress};
 use crate::model::{MetadataCommand, MetadataResponse, NodeId};
 use crate::protocol::error_code::ErrorCode;
-use crate::protocol::error_response::ErrorResponse;
 
 /// Longest an ack-`all` append waits for the ISR before it is answered
 /// with Timeout (outcome unknown to the publisher).
@@ -553,13 +553,13 @@ pub fn admit_replica_fetch(
     node: NodeId,
     epoch: i32,
     offset: Offset,
-) -> Result<(), ErrorResponse> {
+) -> Result<(), ServiceError> {
     {
         let mut role = local.replication.role.borrow_mut();
         // Served while the lease has lapsed too (the follower keeps up and
         // stays in sync), but the high watermark stays put meanwhile.
         let Role::Leader(leader) = &mut *role else {
-            return Err(ErrorResponse::new(
+            return Err(ServiceError::new(
                 ErrorCode::NotLeader,
                 format!(
                     "this node does not lead partition {} of {}",
@@ -569,19 +569,19 @@ pub fn admit_replica_fetch(
         };
         let ours = i64::from(leader.epoch);
         if i64::from(epoch) < ours {
-            return Err(ErrorResponse::new(
+            return Err(ServiceError::new(
                 ErrorCode::FencedLeaderEpoch,
                 format!("leader epoch {epoch} is older than the current {ours}"),
             ));
         }
         if i64::from(epoch) > ours {
-            return Err(ErrorResponse::new(
+            return Err(ServiceError::new(
                 ErrorCode::UnknownLeaderEpoch,
                 format!("leader epoch {epoch} is newer than this node's {ours}"),
             ));
         }
         if !leader.tracker.is_replica(node) {
-            return Err(ErrorResponse::new(
+            return Err(ServiceError::new(
                 ErrorCode::NotReplica,
                 format!(
                     "node {node} is not a follower of partition {} of {}",

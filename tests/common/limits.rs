@@ -7,8 +7,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use shards::types::Offset;
+use sluice::protocol::error_response::ErrorResponse;
+use sluice::protocol::fetch::{FetchRequest, FetchStart};
 use sluice::protocol::frame::{encode_frame, FrameKind};
-use sluice::protocol::generated::protocol as fb;
 
 /// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).
 pub fn rss_kib(pid: u32) -> u64 {
@@ -41,11 +43,11 @@ pub fn read_error(stream: &mut TcpStream, wait: Duration) -> Option<WireError> {
     if header[4] != FrameKind::ErrorResponse.code() {
         return None;
     }
-    let error = flatbuffers::root::<fb::ErrorResponse>(&body).ok()?;
+    let error = ErrorResponse::decode(&body).ok()?;
     Some(WireError {
         correlation_id: u32::from_be_bytes(header[5..9].try_into().ok()?),
-        code: error.code(),
-        message: error.message().unwrap_or_default().to_owned(),
+        code: error.code.code(),
+        message: error.message,
     })
 }
 
@@ -76,24 +78,8 @@ pub fn frame(kind: FrameKind, correlation_id: u32, body: &[u8]) -> Vec<u8> {
 }
 
 /// A FetchRequest body: `stream`/0 from `offset`, up to `max_bytes`.
-pub fn fetch_body(stream: &str, offset: i64, max_bytes: u32) -> Vec<u8> {
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let stream = Some(fbb.create_string(stream));
-    let root = fb::FetchRequest::create(
-        &mut fbb,
-        &fb::FetchRequestArgs {
-            stream,
-            partition: 0,
-            start_kind: fb::StartKind::Offset,
-            start_value: offset,
-            max_bytes,
-            max_wait_ms: 0,
-            replica_id: -1,
-            current_leader_epoch: -1,
-        },
-    );
-    fbb.finish_minimal(root);
-    fbb.finished_data().to_vec()
+pub fn fetch_body(stream: &str, offset: u64, max_bytes: u32) -> Vec<u8> {
+    FetchRequest::consumer(stream, 0, FetchStart::Offset(Offset(offset)), max_bytes, 0).encode()
 }
 
 /// A connected raw socket to `addr`.

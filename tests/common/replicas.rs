@@ -15,7 +15,7 @@ use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
 use sluice::protocol::error_response::ErrorResponse;
 use sluice::protocol::frame::{encode_frame, FrameKind};
-use sluice::protocol::generated::protocol as fb;
+use sluice::protocol::publish::{PublishRequest, PublishResponse};
 
 use sluice_testkit::SluiceNode;
 
@@ -292,27 +292,15 @@ pub fn raw_publish(
     use std::io::{Read, Write};
     let mut batch = Vec::new();
     shards::batch::encode_batch(Offset::ZERO, records, &mut batch);
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let batch = Some(fbb.create_vector(&batch));
-    let stream = Some(fbb.create_string(stream));
-    let root = fb::PublishRequest::create(
-        &mut fbb,
-        &fb::PublishRequestArgs {
-            stream,
-            partition: 0,
-            ack_policy: Some(policy.to_wire()),
-            batch,
-        },
-    );
-    fbb.finish_minimal(root);
+    let body = PublishRequest {
+        stream,
+        partition: 0,
+        ack_policy: Some(policy),
+        batch: Some(&batch),
+    }
+    .encode();
     let mut frame = bytes::BytesMut::new();
-    encode_frame(
-        FrameKind::PublishRequest,
-        7,
-        fbb.finished_data(),
-        &mut frame,
-    )
-    .expect("frame");
+    encode_frame(FrameKind::PublishRequest, 7, &body, &mut frame).expect("frame");
     let mut socket = std::net::TcpStream::connect(addr).expect("connect");
     socket
         .set_read_timeout(Some(CLIENT_IO_TIMEOUT))
@@ -326,10 +314,10 @@ pub fn raw_publish(
     socket.read_exact(&mut body).expect("answer body");
     match FrameKind::try_from(header[4]).expect("kind") {
         FrameKind::PublishResponse => {
-            let response = flatbuffers::root::<fb::PublishResponse>(&body).expect("body");
+            let response = PublishResponse::decode(&body).expect("body");
             RawPublish::Acked {
-                base: Offset(response.base_offset() as u64),
-                last: Offset(response.last_offset() as u64),
+                base: response.base_offset,
+                last: response.last_offset,
             }
         }
         FrameKind::ErrorResponse => {

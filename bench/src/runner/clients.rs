@@ -125,7 +125,7 @@ pub(super) fn sluice_consumers<'s>(
                     let i = shared.index(slot);
                     ReadSlot {
                         stream: streams.names[slot.stream].clone(),
-                        partition: slot.partition as i32,
+                        partition: slot.partition as u32,
                         addr: streams.addr(*slot),
                         slot: i,
                         from: if case.catch_up() { 0 } else { marks[i] },
