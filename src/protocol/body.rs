@@ -103,32 +103,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::fetch::{FetchRequest, FetchStart};
     use crate::protocol::frame::{encode_frame, FrameDecoder, FrameKind};
     use crate::protocol::generated::protocol as fb;
+    use crate::protocol::metadata::{ClusterMetadata, PartitionMetadata, StreamMetadata};
+    use crate::protocol::stream_config::StreamConfig;
     use bytes::BytesMut;
     use flatbuffers::FlatBufferBuilder;
+    use shards::types::TimestampMs;
 
     /// A request built with the generated code survives framing and verification.
     #[test]
     fn generated_request_through_a_frame() {
-        let mut fbb = FlatBufferBuilder::new();
-        let stream = fbb.create_string("orders");
-        let request = fb::FetchRequest::create(
-            &mut fbb,
-            &fb::FetchRequestArgs {
-                stream: Some(stream),
-                partition: 3,
-                start_kind: fb::StartKind::Timestamp,
-                start_value: 1_700_000_000_000,
-                max_bytes: 1 << 20,
-                max_wait_ms: 500,
-                replica_id: -1,
-                current_leader_epoch: -1,
-            },
-        );
-        fbb.finish_minimal(request);
+        let body = FetchRequest::consumer(
+            "orders",
+            3,
+            FetchStart::Timestamp(TimestampMs(1_700_000_000_000)),
+            1 << 20,
+            500,
+        )
+        .encode();
         let mut buf = BytesMut::new();
-        encode_frame(FrameKind::FetchRequest, 5, fbb.finished_data(), &mut buf).expect("encode");
+        encode_frame(FrameKind::FetchRequest, 5, &body, &mut buf).expect("encode");
         let frame = FrameDecoder::new()
             .decode(&mut buf)
             .expect("ok")
@@ -146,47 +142,24 @@ mod tests {
     /// empty table reads as all defaults.
     #[test]
     fn nested_and_empty_bodies() {
-        let mut fbb = FlatBufferBuilder::new();
-        let name = fbb.create_string("orders");
-        let config = fb::StreamConfig::create(
-            &mut fbb,
-            &fb::StreamConfigArgs {
-                name: Some(name),
-                ..Default::default()
-            },
-        );
-        let replicas = fbb.create_vector(&[1i64, 2, 3]);
-        let partition = fb::PartitionMetadata::create(
-            &mut fbb,
-            &fb::PartitionMetadataArgs {
-                partition: 0,
-                leader: 1,
-                shard_index: 1,
-                consumer_port: 7401,
-                replicas: Some(replicas),
-                ..Default::default()
-            },
-        );
-        let partitions = fbb.create_vector(&[partition]);
-        let stream = fb::StreamMetadata::create(
-            &mut fbb,
-            &fb::StreamMetadataArgs {
-                error_code: 0,
-                config: Some(config),
-                partitions: Some(partitions),
-            },
-        );
-        let streams = fbb.create_vector(&[stream]);
-        let response = fb::MetadataResponse::create(
-            &mut fbb,
-            &fb::MetadataResponseArgs {
-                protocol_version: 1,
-                streams: Some(streams),
-                ..Default::default()
-            },
-        );
-        fbb.finish_minimal(response);
-        let response = read_body::<fb::MetadataResponse>(fbb.finished_data()).expect("verifies");
+        let metadata = ClusterMetadata {
+            protocol_version: 1,
+            streams: vec![StreamMetadata {
+                error: None,
+                config: StreamConfig::new("orders", ""),
+                partitions: vec![PartitionMetadata {
+                    partition: 0,
+                    leader: Some(1),
+                    shard_index: 1,
+                    consumer_port: 7401,
+                    replicas: vec![1, 2, 3],
+                    ..PartitionMetadata::default()
+                }],
+            }],
+            ..ClusterMetadata::default()
+        };
+        let body = metadata.encode();
+        let response = read_body::<fb::MetadataResponse>(&body).expect("verifies");
         let partition = response
             .streams()
             .and_then(|streams| streams.iter().next())
