@@ -149,10 +149,10 @@ mod tests {
                 config: StreamConfig::new("orders", ""),
                 partitions: vec![PartitionMetadata {
                     partition: 0,
-                    leader: Some(1),
+                    leader: Some(crate::model::nid(1)),
                     shard_index: 1,
                     consumer_port: 7401,
-                    replicas: vec![1, 2, 3],
+                    replicas: crate::model::nids(&[1, 2, 3]),
                     ..PartitionMetadata::default()
                 }],
             }],
