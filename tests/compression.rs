@@ -23,7 +23,7 @@ use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
 use sluice::protocol::error_response::ErrorResponse;
 use sluice::protocol::frame::{encode_frame, FrameKind};
-use sluice::protocol::generated::protocol as fb;
+use sluice::protocol::publish::{PublishRequest, PublishResponse};
 
 const CODECS: [Compression; 4] = [
     Compression::Gzip,
@@ -79,27 +79,15 @@ enum Answer {
 }
 
 fn publish_raw(socket: &mut TcpStream, stream: &str, batch: &[u8]) -> Answer {
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let batch = Some(fbb.create_vector(batch));
-    let stream = Some(fbb.create_string(stream));
-    let root = fb::PublishRequest::create(
-        &mut fbb,
-        &fb::PublishRequestArgs {
-            stream,
-            partition: 0,
-            ack_policy: Some(AckPolicy::Leader.to_wire()),
-            batch,
-        },
-    );
-    fbb.finish_minimal(root);
+    let body = PublishRequest {
+        stream,
+        partition: 0,
+        ack_policy: Some(AckPolicy::Leader),
+        batch: Some(batch),
+    }
+    .encode();
     let mut frame = BytesMut::new();
-    encode_frame(
-        FrameKind::PublishRequest,
-        1,
-        fbb.finished_data(),
-        &mut frame,
-    )
-    .expect("frame");
+    encode_frame(FrameKind::PublishRequest, 1, &body, &mut frame).expect("frame");
     socket.write_all(&frame).expect("send publish");
     let mut head = [0u8; 9];
     socket.read_exact(&mut head).expect("answer header");
@@ -109,10 +97,10 @@ fn publish_raw(socket: &mut TcpStream, stream: &str, batch: &[u8]) -> Answer {
     socket.read_exact(&mut body).expect("answer body");
     match FrameKind::try_from(head[4]).expect("kind") {
         FrameKind::PublishResponse => {
-            let response = flatbuffers::root::<fb::PublishResponse>(&body).expect("body");
+            let response = PublishResponse::decode(&body).expect("body");
             Answer::Acked {
-                base: Offset(response.base_offset() as u64),
-                last: Offset(response.last_offset() as u64),
+                base: response.base_offset,
+                last: response.last_offset,
             }
         }
         FrameKind::ErrorResponse => {
