@@ -5,14 +5,19 @@
 //! and the connection keeps being served.
 
 mod common;
+// Only its raw publish is used here.
+#[allow(dead_code)]
+#[path = "common/replicas.rs"]
+mod replicas;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{NatsServer, Sluice};
+use replicas::{raw_publish_batch, RawPublish};
 use shards::batch::{
     decode_batch, encode_batch, encode_batch_preserving_offsets_compressed, Compression,
     DecodedRecord, Header, Record,
@@ -21,9 +26,6 @@ use shards::types::{Offset, TimestampMs};
 use sluice::client::{Client, FetchStart, StreamConfig};
 use sluice::protocol::envelope::AckPolicy;
 use sluice::protocol::error_code::ErrorCode;
-use sluice::protocol::error_response::ErrorResponse;
-use sluice::protocol::frame::{encode_frame, FrameKind};
-use sluice::protocol::publish::{PublishRequest, PublishResponse};
 
 const CODECS: [Compression; 4] = [
     Compression::Gzip,
@@ -70,44 +72,6 @@ fn compressed_batch(codec: Compression, records: &[Record]) -> Vec<u8> {
     )
     .expect("compress");
     out
-}
-
-/// The server's answer to one Publish carrying `batch` as it is.
-enum Answer {
-    Acked { base: Offset, last: Offset },
-    Refused(ErrorCode),
-}
-
-fn publish_raw(socket: &mut TcpStream, stream: &str, batch: &[u8]) -> Answer {
-    let body = PublishRequest {
-        stream,
-        partition: 0,
-        ack_policy: Some(AckPolicy::Leader),
-        batch: Some(batch),
-    }
-    .encode();
-    let mut frame = BytesMut::new();
-    encode_frame(FrameKind::PublishRequest, 1, &body, &mut frame).expect("frame");
-    socket.write_all(&frame).expect("send publish");
-    let mut head = [0u8; 9];
-    socket.read_exact(&mut head).expect("answer header");
-    let length = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    assert!((5..1 << 20).contains(&length), "answer length {length}");
-    let mut body = vec![0u8; length - 5];
-    socket.read_exact(&mut body).expect("answer body");
-    match FrameKind::try_from(head[4]).expect("kind") {
-        FrameKind::PublishResponse => {
-            let response = PublishResponse::decode(&body).expect("body");
-            Answer::Acked {
-                base: response.base_offset,
-                last: response.last_offset,
-            }
-        }
-        FrameKind::ErrorResponse => {
-            Answer::Refused(ErrorResponse::decode(&body).expect("error").code)
-        }
-        other => panic!("unexpected answer {other:?}"),
-    }
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -164,8 +128,8 @@ fn compressed_batches_published_over_tcp_read_back_with_their_records() {
     for codec in CODECS {
         let records = records(codec, 25);
         let batch = compressed_batch(codec, &records);
-        match publish_raw(&mut socket, "zipped", &batch) {
-            Answer::Acked { base, last } => {
+        match raw_publish_batch(&mut socket, "zipped", &batch, AckPolicy::Leader) {
+            RawPublish::Acked { base, last } => {
                 assert_eq!(last.0 - base.0 + 1, records.len() as u64, "{codec}");
                 sent.extend(
                     records
@@ -175,7 +139,7 @@ fn compressed_batches_published_over_tcp_read_back_with_their_records() {
                 );
                 batches.push((base, batch));
             }
-            Answer::Refused(code) => panic!("{codec} batch refused: {code:?}"),
+            RawPublish::Refused(code) => panic!("{codec} batch refused: {code:?}"),
         }
     }
 
@@ -251,15 +215,15 @@ fn a_decompression_bomb_is_refused_and_the_connection_keeps_working() {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 
     let mut socket = connect(node.listen);
-    match publish_raw(&mut socket, "bombs", &batch) {
-        Answer::Refused(code) => assert_eq!(code, ErrorCode::InvalidBatch),
-        Answer::Acked { .. } => panic!("a bomb was stored"),
+    match raw_publish_batch(&mut socket, "bombs", &batch, AckPolicy::Leader) {
+        RawPublish::Refused(code) => assert_eq!(code, ErrorCode::InvalidBatch),
+        RawPublish::Acked { .. } => panic!("a bomb was stored"),
     }
     // The same connection is served on.
     let good = compressed_batch(Compression::Zstd, &records(Compression::Zstd, 3));
     assert!(matches!(
-        publish_raw(&mut socket, "bombs", &good),
-        Answer::Acked {
+        raw_publish_batch(&mut socket, "bombs", &good, AckPolicy::Leader),
+        RawPublish::Acked {
             base: Offset(0),
             last: Offset(2)
         }

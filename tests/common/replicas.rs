@@ -289,22 +289,33 @@ pub fn raw_publish(
     records: &[Record],
     policy: AckPolicy,
 ) -> RawPublish {
-    use std::io::{Read, Write};
     let mut batch = Vec::new();
     shards::batch::encode_batch(Offset::ZERO, records, &mut batch);
-    let body = PublishRequest {
-        stream,
-        partition: 0,
-        ack_policy: Some(policy),
-        batch: Some(&batch),
-    }
-    .encode();
-    let mut frame = bytes::BytesMut::new();
-    encode_frame(FrameKind::PublishRequest, 7, &body, &mut frame).expect("frame");
     let mut socket = std::net::TcpStream::connect(addr).expect("connect");
     socket
         .set_read_timeout(Some(CLIENT_IO_TIMEOUT))
         .expect("timeout");
+    raw_publish_batch(&mut socket, stream, &batch, policy)
+}
+
+/// Sends one Publish of `batch` exactly as given (to partition 0) on
+/// `socket` and reads the answer.
+pub fn raw_publish_batch(
+    socket: &mut std::net::TcpStream,
+    stream: &str,
+    batch: &[u8],
+    policy: AckPolicy,
+) -> RawPublish {
+    use std::io::{Read, Write};
+    let body = PublishRequest {
+        stream,
+        partition: 0,
+        ack_policy: Some(policy),
+        batch: Some(batch),
+    }
+    .encode();
+    let mut frame = bytes::BytesMut::new();
+    encode_frame(FrameKind::PublishRequest, 7, &body, &mut frame).expect("frame");
     socket.write_all(&frame).expect("send publish");
     let mut header = [0u8; 9];
     socket.read_exact(&mut header).expect("answer header");
