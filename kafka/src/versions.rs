@@ -3,8 +3,17 @@
 //! One table ([`SUPPORTED_APIS`]) says what is advertised and what is
 //! decoded; it is checked at compile time against the `kafka-protocol`
 //! crate's version ranges, so we never advertise a version the crate (and so
-//! our generated decoders and its response encoders) does not know. Why each
-//! range is what it is: `../shared/KAFKA.md` and `docs/kafka.md`.
+//! our generated decoders and its response encoders) does not know.
+//!
+//! Why the ranges are what they are: every client sends ApiVersions first
+//! and picks, per API, the highest version both sides know. Old librdkafka
+//! (up to 2.11.0) enables a feature only if one exact version lies in the
+//! broker's range (message format v2 needs Produce 3 and Fetch 4; groups
+//! need FindCoordinator 0, OffsetCommit 1..2, OffsetFetch 1 and
+//! Join/Sync/Heartbeat/Leave 0; idempotence needs InitProducerId 0), and
+//! kafka-python 2.x never goes past the last non-flexible version of an API,
+//! so both encodings must work. Metadata stops at 12 and Fetch at 12 because
+//! later versions name topics by id, which Sluice does not assign.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
@@ -41,7 +50,7 @@ macro_rules! supported_apis {
     ($($key:ident($request:ty): $min:literal ..= $max:literal $(, decode from $decode_min:literal)?;)*) => {
         /// Every API we serve, in ApiVersions order (by key).
         ///
-        /// Ranges are the ones clients need (`../shared/KAFKA.md`), clamped to
+        /// Ranges are the ones clients need (see the module docs), clamped to
         /// the crate's: OffsetCommit from 2, OffsetFetch 1, CreateTopics 2,
         /// DeleteTopics 1, ListOffsets 1 are where the crate (Kafka 4.1's
         /// schemas) starts, and each of them still includes the version old

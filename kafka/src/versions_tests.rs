@@ -5,7 +5,7 @@ use kafka_protocol::protocol::Decodable;
 use super::*;
 use crate::response::encode_response;
 
-/// The ranges issue 14 and `../shared/KAFKA.md` ask for, written out again
+/// The ranges issue 14 asks for (see the module docs of `versions.rs`), written out again
 /// so a slip in the table shows here: (key, advertised min, max, decoded min).
 const EXPECTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4, 0),
